@@ -1,0 +1,82 @@
+"""Run logging: ``config.json``, ``metrics.jsonl``, TensorBoard events and a progress bar.
+
+Named ``logs`` rather than ``logging`` so it never shadows the standard library inside the package.
+Scalars reach this module already on the host: the loop fetches them one step late, never in the hot path.
+"""
+
+import dataclasses
+import json
+import math
+import os
+import sys
+import time
+
+import jax
+import tqdm
+
+from gdc.errors import ConfigError
+
+
+@dataclasses.dataclass(frozen=True)
+class LogConfig:
+    every_steps: int = 10
+    progress: bool = True
+    tensorboard: bool = True
+
+    def validate(self) -> None:
+        if self.every_steps < 1:
+            raise ConfigError(f"log.every_steps={self.every_steps}: must be >= 1.")
+
+
+class RunLogger:
+    """Appends scalars to ``metrics.jsonl`` (and TensorBoard) and drives the progress bar. Process 0 writes."""
+
+    def __init__(self, workdir: str, cfg: LogConfig, *, total_steps: int, start_step: int, batch_size: int):
+        self.cfg = cfg
+        self.is_writer = jax.process_index() == 0
+        self.metrics_file = open(os.path.join(workdir, "metrics.jsonl"), "a") if self.is_writer else None
+        self.tb = None
+        if cfg.tensorboard and self.is_writer:
+            from tensorboardX import SummaryWriter
+
+            self.tb = SummaryWriter(os.path.join(workdir, "tb"))
+        self.bar = tqdm.tqdm(
+            total=total_steps, initial=start_step, unit="step", dynamic_ncols=True, file=sys.stderr,
+            disable=not (cfg.progress and self.is_writer),
+        )
+        self.batch_size = batch_size
+        self._t0, self._s0 = time.perf_counter(), start_step
+
+    def write(self, step: int, scalars: dict[str, float], *, to_bar: bool = True) -> None:
+        record = {"step": step, **{k: float(v) for k, v in scalars.items()}}
+        if self.metrics_file is not None:
+            self.metrics_file.write(json.dumps(record) + "\n")
+            self.metrics_file.flush()
+        if self.tb is not None:
+            for k, v in scalars.items():
+                self.tb.add_scalar(k, float(v), step)
+        if to_bar and "loss" in scalars:
+            now = time.perf_counter()
+            rate = (step - self._s0) * self.batch_size / max(now - self._t0, 1e-9)
+            self._t0, self._s0 = now, step
+            self.bar.set_postfix(loss=f"{scalars['loss']:.4f}", ex_per_s=f"{rate:,.0f}", refresh=False)
+
+    def advance(self, n: int = 1) -> None:
+        self.bar.update(n)
+
+    def close(self) -> None:
+        self.bar.close()
+        if self.metrics_file is not None:
+            self.metrics_file.close()
+        if self.tb is not None:
+            self.tb.close()
+
+
+def check_finite(step: int, scalars: dict[str, float]) -> None:
+    """Raises FloatingPointError naming the step if the loss (or any scalar) is NaN or Inf."""
+    bad = {k: v for k, v in scalars.items() if not math.isfinite(float(v))}
+    if bad:
+        raise FloatingPointError(
+            f"non-finite training metrics at step {step}: {bad}. The last checkpoint before this step is intact; "
+            "lower train.learning_rate or set train.grad_clip and rerun (it resumes from that checkpoint)."
+        )

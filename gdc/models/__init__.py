@@ -1,0 +1,76 @@
+"""Model zoo, used functionally: ``build`` splits once, ``per_example_loss`` is a pure function of params.
+
+Outside this package models are ``(graphdef, params)``: a static graph definition and a pytree of arrays.
+"""
+
+import dataclasses
+
+import jax
+from flax import nnx
+
+from gdc import losses
+from gdc.errors import ConfigError
+from gdc.models.char_lm import CharLSTM, CharTransformer
+from gdc.models.mlp import MLP
+
+MODELS = ("mlp", "lstm", "transformer")
+KIND = {"mlp": "classification", "lstm": "lm", "transformer": "lm"}
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+    name: str = "lstm"
+    width: int = 128
+    depth: int = 1
+    num_heads: int = 4  # transformer only
+    dropout: float = 0.0
+
+    @property
+    def kind(self) -> str:
+        return KIND[self.name]
+
+    def validate(self) -> None:
+        if self.name not in MODELS:
+            raise ConfigError(f"model.name={self.name!r} is not one of {MODELS}.")
+        if self.width < 1 or self.depth < 1:
+            raise ConfigError(f"model.width={self.width}, model.depth={self.depth}: both must be >= 1.")
+        if self.name == "transformer" and self.width % self.num_heads:
+            raise ConfigError(
+                f"model.num_heads={self.num_heads} must divide model.width={self.width} for the transformer."
+            )
+        if not 0.0 <= self.dropout < 1.0:
+            raise ConfigError(f"model.dropout={self.dropout}: must be in [0, 1).")
+
+
+def build(
+    cfg: ModelConfig, *, seed: int, vocab_size: int = 256, seq_len: int = 0, num_features: int = 0,
+    num_classes: int = 0,
+) -> tuple[nnx.GraphDef, nnx.State]:
+    """Initialises the model and splits it into (graphdef, params)."""
+    rngs = nnx.Rngs(seed)
+    if cfg.name == "mlp":
+        model = MLP(num_features, num_classes, cfg.width, cfg.depth, cfg.dropout, rngs=rngs)
+    elif cfg.name == "lstm":
+        model = CharLSTM(vocab_size, cfg.width, cfg.depth, cfg.dropout, rngs=rngs)
+    else:
+        model = CharTransformer(vocab_size, seq_len, cfg.width, cfg.depth, cfg.num_heads, cfg.dropout, rngs=rngs)
+    graphdef, params = nnx.split(model, nnx.Param)
+    return graphdef, params
+
+
+def forward(graphdef: nnx.GraphDef, params: nnx.State, batch: dict, keys_B: jax.Array | None = None) -> jax.Array:
+    """Logits: ``[B, L, V]`` for language models (predicting ``tokens[:, 1:]``), ``[B, K]`` for classifiers."""
+    model = nnx.merge(graphdef, params)
+    if isinstance(model, MLP):
+        return model(batch["x"], keys_B)
+    return model(batch["tokens"][:, :-1], keys_B)
+
+
+def per_example_loss(
+    graphdef: nnx.GraphDef, params: nnx.State, batch: dict, keys_B: jax.Array | None = None
+) -> tuple[jax.Array, jax.Array]:
+    """Returns (loss_B, acc_B): each example's mean loss and accuracy over its own valid tokens (f32)."""
+    logits = forward(graphdef, params, batch, keys_B)
+    if "y" in batch:
+        return losses.classification_nll(logits, batch["y"])
+    return losses.sequence_nll(logits, batch["tokens"][:, 1:], batch["token_mask"])

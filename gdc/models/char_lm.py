@@ -1,0 +1,92 @@
+"""Character (byte) language models: an LSTM and a GPT-2-style causal transformer.
+
+Both map ``inputs_BxL`` int32 tokens to ``logits_BxLxV`` f32, position t seeing only inputs 0..t.
+"""
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from gdc.models.layers import dropout
+
+
+class CharLSTM(nnx.Module):
+    """Embedding, ``depth`` LSTM layers of ``width`` units, linear head."""
+
+    def __init__(self, vocab_size: int, width: int, depth: int, dropout_rate: float, *, rngs):
+        self.embed = nnx.Embed(vocab_size, width, rngs=rngs)
+        # Input projections of all time steps are one matmul outside the scan; only h @ W_h is sequential.
+        self.w_in = nnx.List([nnx.Linear(width, 4 * width, rngs=rngs) for _ in range(depth)])
+        self.w_rec = nnx.List(
+            [
+                nnx.Linear(width, 4 * width, use_bias=False, kernel_init=nnx.initializers.orthogonal(), rngs=rngs)
+                for _ in range(depth)
+            ]
+        )
+        self.head = nnx.Linear(width, vocab_size, rngs=rngs)
+        self.width = width
+        self.dropout_rate = dropout_rate
+
+    def __call__(self, inputs_BxL: jax.Array, keys_B: jax.Array | None = None) -> jax.Array:
+        x_BxLxD = self.embed(inputs_BxL)
+        for i, (w_in, w_rec) in enumerate(zip(self.w_in, self.w_rec)):
+            gates_LxBx4D = jnp.swapaxes(w_in(x_BxLxD), 0, 1)
+            kernel_Dx4D = w_rec.kernel[...]
+
+            def cell(carry, g_Bx4D, kernel_Dx4D=kernel_Dx4D):
+                c_BxD, h_BxD = carry
+                i_g, f_g, g_g, o_g = jnp.split(g_Bx4D + h_BxD @ kernel_Dx4D, 4, axis=-1)
+                c_BxD = jax.nn.sigmoid(f_g + 1.0) * c_BxD + jax.nn.sigmoid(i_g) * jnp.tanh(g_g)
+                h_BxD = jax.nn.sigmoid(o_g) * jnp.tanh(c_BxD)
+                return (c_BxD, h_BxD), h_BxD
+
+            b = inputs_BxL.shape[0]
+            zeros_BxD = jnp.zeros((b, self.width), gates_LxBx4D.dtype)
+            _, h_LxBxD = jax.lax.scan(cell, (zeros_BxD, zeros_BxD), gates_LxBx4D)
+            x_BxLxD = dropout(jnp.swapaxes(h_LxBxD, 0, 1), self.dropout_rate, keys_B, salt=i)
+        return self.head(x_BxLxD).astype(jnp.float32)
+
+
+class Block(nnx.Module):
+    """Pre-LayerNorm transformer block: causal multi-head self-attention, then a GELU MLP."""
+
+    def __init__(self, width: int, num_heads: int, dropout_rate: float, *, rngs):
+        self.ln1 = nnx.LayerNorm(width, rngs=rngs)
+        self.qkv = nnx.Linear(width, 3 * width, rngs=rngs)
+        self.proj = nnx.Linear(width, width, rngs=rngs)
+        self.ln2 = nnx.LayerNorm(width, rngs=rngs)
+        self.fc = nnx.Linear(width, 4 * width, rngs=rngs)
+        self.out = nnx.Linear(4 * width, width, rngs=rngs)
+        self.num_heads = num_heads
+        self.dropout_rate = dropout_rate
+
+    def __call__(self, x_BxLxD: jax.Array, keys_B: jax.Array | None, salt: int) -> jax.Array:
+        b, l, d = x_BxLxD.shape
+        h = self.num_heads
+        q_BxLxHxK, k_BxLxHxK, v_BxLxHxK = jnp.split(self.qkv(self.ln1(x_BxLxD)).reshape(b, l, 3 * h, d // h), 3, 2)
+        scores_BxHxLxL = jnp.einsum("bqhk,bthk->bhqt", q_BxLxHxK, k_BxLxHxK).astype(jnp.float32) / jnp.sqrt(d // h)
+        causal_LxL = jnp.tril(jnp.ones((l, l), jnp.bool_))
+        scores_BxHxLxL = jnp.where(causal_LxL, scores_BxHxLxL, jnp.finfo(jnp.float32).min)
+        attn_BxHxLxL = jax.nn.softmax(scores_BxHxLxL, axis=-1).astype(v_BxLxHxK.dtype)
+        y_BxLxD = jnp.einsum("bhqt,bthk->bqhk", attn_BxHxLxL, v_BxLxHxK).reshape(b, l, d)
+        x_BxLxD = x_BxLxD + dropout(self.proj(y_BxLxD), self.dropout_rate, keys_B, salt=2 * salt)
+        y_BxLxD = self.out(jax.nn.gelu(self.fc(self.ln2(x_BxLxD))))
+        return x_BxLxD + dropout(y_BxLxD, self.dropout_rate, keys_B, salt=2 * salt + 1)
+
+
+class CharTransformer(nnx.Module):
+    """GPT-2-style decoder: token + learned position embeddings, ``depth`` blocks, final LayerNorm, linear head."""
+
+    def __init__(self, vocab_size: int, max_len: int, width: int, depth: int, num_heads: int, dropout_rate: float,
+                 *, rngs):
+        self.tok = nnx.Embed(vocab_size, width, rngs=rngs)
+        self.pos = nnx.Embed(max_len, width, rngs=rngs)
+        self.blocks = nnx.List([Block(width, num_heads, dropout_rate, rngs=rngs) for _ in range(depth)])
+        self.ln_f = nnx.LayerNorm(width, rngs=rngs)
+        self.head = nnx.Linear(width, vocab_size, rngs=rngs)
+
+    def __call__(self, inputs_BxL: jax.Array, keys_B: jax.Array | None = None) -> jax.Array:
+        x_BxLxD = self.tok(inputs_BxL) + self.pos(jnp.arange(inputs_BxL.shape[1]))[None]
+        for i, block in enumerate(self.blocks):
+            x_BxLxD = block(x_BxLxD, keys_B, salt=i)
+        return self.head(self.ln_f(x_BxLxD)).astype(jnp.float32)

@@ -1,0 +1,45 @@
+"""The one place meshes and shardings are built.
+
+A 1-D ``("data",)`` mesh in Auto mode. Params and optimizer state are replicated, batches are split over ``data``,
+and the tracker is either replicated or split over ``data`` (one setting, ``tracker.sharding``).
+"""
+
+from collections.abc import Sequence
+
+import jax
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
+
+from gdc.types import HostBatch, PyTree
+
+DATA = "data"
+
+
+def make_mesh(devices: Sequence[jax.Device] | None = None) -> jax.sharding.Mesh:
+    """A ``("data",)`` mesh over ``devices`` (default: every device of every process)."""
+    devices = list(jax.devices() if devices is None else devices)
+    # axis_types is explicit: the default became Explicit in JAX 0.9, which needs out_sharding on scatters.
+    return jax.make_mesh((len(devices),), (DATA,), axis_types=(jax.sharding.AxisType.Auto,), devices=devices)
+
+
+def replicated(mesh: jax.sharding.Mesh) -> NamedSharding:
+    return NamedSharding(mesh, P())
+
+
+def batch_sharding(mesh: jax.sharding.Mesh) -> NamedSharding:
+    return NamedSharding(mesh, P(DATA))
+
+
+def tracker_sharding(mesh: jax.sharding.Mesh, mode: str) -> NamedSharding:
+    """``mode``: "replicated" or "data" (``[N]`` arrays split over the data axis)."""
+    return NamedSharding(mesh, P(DATA) if mode == DATA else P())
+
+
+def put_batch(batch: HostBatch, mesh: jax.sharding.Mesh) -> dict[str, jax.Array]:
+    """Places a host batch (this process's rows) as global arrays split over ``data``; safe on one or many hosts."""
+    sharding = batch_sharding(mesh)
+    return {k: jax.make_array_from_process_local_data(sharding, v) for k, v in batch.items()}
+
+
+def put_tree(tree: PyTree, sharding: NamedSharding) -> PyTree:
+    return jax.tree.map(lambda x: jax.device_put(x, sharding), tree)

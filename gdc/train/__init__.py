@@ -1,0 +1,1 @@
+"""Training: state, the pure step, and the loop."""

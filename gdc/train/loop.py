@@ -1,0 +1,215 @@
+"""The training loop: data, mesh, jitted steps, tracker artefacts, checkpoints, logging.
+
+Reads top to bottom in banner sections. ``train(cfg, workdir)`` resumes automatically from the latest checkpoint in
+``workdir`` and reproduces the uninterrupted run (data order, randomness and the tracker are all functions of
+(seed, step, example id), and the iterator state is saved with the checkpoint).
+
+Workdir layout: ``config.json``, ``dataset.json`` (split sizes, canaries), ``metrics.jsonl``, ``tb/``,
+``checkpoints/``, ``trackers/epoch_XXXX.npz`` (tracker fields and that epoch's ``loss_N``),
+``trackers/epoch_XXXX_pass_at_PPPPP.npy`` (``[N]`` losses of a fixed-parameter scoring pass run after PPPPP batches of
+the epoch, when ``tracker.scoring_passes`` > 0), ``summary.json``.
+"""
+
+import dataclasses
+import json
+import os
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from gdc import config as config_lib
+from gdc import logs, models, sharding
+from gdc import tracker as tracker_lib
+from gdc.checkpoint import Checkpointer
+from gdc.data import sources
+from gdc.data.pipeline import EpochIterator, sequential_batches
+from gdc.errors import ConfigError
+from gdc.train import state as state_lib
+from gdc.train.step import jit_steps
+
+MODEL_INPUTS = ("tokens", "token_mask", "x", "y")
+
+
+@dataclasses.dataclass
+class TrainResult:
+    state: state_lib.TrainState
+    tracker: tracker_lib.ExampleTracker
+    last_metrics: dict[str, float]
+    epochs_done: int
+
+
+def _load(path: str, field: str) -> np.ndarray | None:
+    if not path:
+        return None
+    try:
+        return np.load(path)
+    except (OSError, ValueError) as e:
+        raise ConfigError(f"{field}={path!r} cannot be read ({e}); point it at a .npy file.") from e
+
+
+def load_interventions(cfg: state_lib.TrainConfig, n: int) -> dict[str, np.ndarray | None]:
+    """Reads and checks the intervention artefacts named in the config (keep_idx, weights_N, multiplicity_N)."""
+    keep = _load(cfg.keep_idx_path, "train.keep_idx_path")
+    if keep is not None and (keep.ndim != 1 or len(keep) == 0 or keep.min() < 0 or keep.max() >= n):
+        raise ConfigError(f"train.keep_idx_path: need a non-empty 1-D array of ids in [0, {n}).")
+    weights = _load(cfg.weights_path, "train.weights_path")
+    if weights is not None and (weights.shape != (n,) or not np.all(np.isfinite(weights)) or weights.min() < 0):
+        raise ConfigError(f"train.weights_path: need {n} finite non-negative weights, got shape {weights.shape}.")
+    mult = _load(cfg.multiplicity_path, "train.multiplicity_path")
+    if mult is not None and (mult.shape != (n,) or mult.min() < 0 or not np.issubdtype(mult.dtype, np.integer)):
+        raise ConfigError(f"train.multiplicity_path: need {n} non-negative integers, got {mult.shape} {mult.dtype}.")
+    return {"keep_idx": keep, "weights_N": weights, "multiplicity_N": mult}
+
+
+def train(
+    cfg: config_lib.RunConfig,
+    workdir: str,
+    *,
+    mesh: jax.sharding.Mesh | None = None,
+    max_steps: int | None = None,
+) -> TrainResult:
+    """Trains (or resumes) the run described by ``cfg`` in ``workdir``.
+
+    Args:
+      cfg: the validated run config.
+      workdir: output directory (created if missing).
+      mesh: a ``("data",)`` mesh; defaults to every device.
+      max_steps: stop after this global step (as if interrupted); the run resumes from there when called again.
+    """
+    # ----------------------------------------------------------------------------------------------------------
+    # Checks that must fail before anything is loaded or compiled.
+    # ----------------------------------------------------------------------------------------------------------
+    mesh = mesh or sharding.make_mesh()
+    n_dev = mesh.devices.size
+    config_lib.check_devices(cfg, n_dev)
+    config_lib.check_workdir(workdir)
+
+    # ----------------------------------------------------------------------------------------------------------
+    # Data.
+    # ----------------------------------------------------------------------------------------------------------
+    dataset = sources.build_dataset(cfg.data)
+    n = dataset.num_train
+    if n == 0:
+        raise ConfigError("the training split is empty: check data.source, data.path and data.seq_len.")
+    train_arrays = {k: v for k, v in dataset.train.items() if k in MODEL_INPUTS}
+    heldout_arrays = {k: v for k, v in dataset.heldout.items() if k in MODEL_INPUTS}
+    it = EpochIterator(
+        train_arrays, cfg.train.batch_size, cfg.seed, **load_interventions(cfg.train, n),
+        process_index=jax.process_index(), process_count=jax.process_count(),
+    )
+    spe = it.steps_per_epoch
+    total_steps = spe * cfg.train.num_epochs
+    k = cfg.tracker.scoring_passes
+    score_positions = {max(1, round((i + 1) * spe / k)) for i in range(k)} if k else set()
+
+    # ----------------------------------------------------------------------------------------------------------
+    # Model, optimizer, state, tracker, jitted steps.
+    # ----------------------------------------------------------------------------------------------------------
+    graphdef, params = models.build(
+        cfg.model, seed=cfg.seed, vocab_size=dataset.meta.get("vocab_size", 256), seq_len=cfg.data.seq_len,
+        num_features=dataset.meta.get("num_features", 0), num_classes=dataset.meta.get("num_classes", 0),
+    )
+
+    def loss_fn(params, batch, keys_B):
+        return models.per_example_loss(graphdef, params, batch, keys_B)
+
+    tx, schedule = state_lib.make_optimizer(cfg.train, total_steps)
+    repl = sharding.replicated(mesh)
+    tracker_sh = sharding.tracker_sharding(mesh, cfg.tracker.sharding)
+    state = sharding.put_tree(state_lib.create_train_state(params, tx, cfg.seed), repl)
+    tracker = sharding.put_tree(tracker_lib.ExampleTracker.create(n, multiple_of=n_dev), tracker_sh)
+    train_fn, score_fn, eval_fn = jit_steps(
+        loss_fn=loss_fn, tx=tx, schedule=schedule, tracker_cfg=cfg.tracker, steps_per_epoch=spe,
+        state_sharding=repl, tracker_sharding=tracker_sh, batch_sharding=sharding.batch_sharding(mesh),
+    )
+    is_writer = jax.process_index() == 0
+    os.makedirs(os.path.join(workdir, "trackers"), exist_ok=True)
+
+    with Checkpointer(workdir, cfg.checkpoint) as ckpt, jax.set_mesh(mesh):
+        # ------------------------------------------------------------------------------------------------------
+        # Resume, or start fresh.
+        # ------------------------------------------------------------------------------------------------------
+        start = ckpt.latest_step()
+        if start is not None:
+            state, tracker, data_state, _ = ckpt.restore(start, state, tracker)
+            it.epoch, it.position = data_state["epoch"], data_state["position"]
+        elif is_writer:
+            config_lib.save(cfg, workdir)
+            with open(os.path.join(workdir, "dataset.json"), "w") as f:
+                json.dump({**dataset.meta, "steps_per_epoch": spe, "total_steps": total_steps}, f, indent=2)
+        step = start or 0
+        stop = total_steps if max_steps is None else min(max_steps, total_steps)
+        logger = logs.RunLogger(
+            workdir, cfg.log, total_steps=total_steps, start_step=step, batch_size=cfg.train.batch_size
+        )
+        pending: list[tuple[int, Any]] = []
+        last: dict[str, float] = {}
+
+        def flush() -> None:
+            # Scalars are fetched one step late: by now the next step is already queued on the device.
+            nonlocal last
+            for s, m in pending:
+                last = {k: float(v) for k, v in jax.device_get(m).items()}
+                logs.check_finite(s, last)
+                if s % cfg.log.every_steps == 0 or s == total_steps:
+                    logger.write(s, last)
+            pending.clear()
+
+        def scoring_pass(epoch: int, position: int) -> None:
+            nonlocal tracker
+            step_arr, epoch_arr = jnp.asarray(step, jnp.int32), jnp.asarray(epoch, jnp.int32)
+            loss_parts = []
+            for host_batch in sequential_batches(train_arrays, cfg.train.batch_size):
+                tracker, loss_B, _ = score_fn(
+                    state.params, tracker, sharding.put_batch(host_batch, mesh), step_arr, epoch_arr
+                )
+                loss_parts.append(loss_B)
+            if is_writer:
+                loss_N = np.concatenate(jax.device_get(loss_parts))[:n]
+                np.save(os.path.join(workdir, "trackers", f"epoch_{epoch:04d}_pass_at_{position:05d}.npy"), loss_N)
+
+        def evaluate() -> dict[str, float]:
+            sums = [eval_fn(state.params, sharding.put_batch(b, mesh))
+                    for b in sequential_batches(heldout_arrays, cfg.train.batch_size)]
+            tot = jax.device_get(jax.tree.map(lambda *x: sum(x), *sums))
+            count = max(int(tot["count"]), 1)
+            return {"heldout_loss": tot["loss_sum"] / count, "heldout_accuracy": tot["accuracy_sum"] / count}
+
+        # ------------------------------------------------------------------------------------------------------
+        # Train.
+        # ------------------------------------------------------------------------------------------------------
+        try:
+            while step < stop:
+                epoch, position, host_batch = next(it)
+                state, tracker, metrics = train_fn(state, tracker, sharding.put_batch(host_batch, mesh))
+                step += 1
+                flush()
+                pending.append((step, metrics))
+                logger.advance()
+                if position + 1 in score_positions:
+                    scoring_pass(epoch, position + 1)
+                epoch_end = position + 1 == spe
+                if epoch_end:
+                    flush()
+                    fields = tracker_lib.to_numpy(tracker)
+                    if is_writer:
+                        np.savez(
+                            os.path.join(workdir, "trackers", f"epoch_{epoch:04d}.npz"),
+                            loss_N=tracker_lib.epoch_losses(fields, epoch), epoch=epoch, step=step, **fields,
+                        )
+                    logger.write(step, {"epoch": epoch, **evaluate()}, to_bar=False)
+                every = cfg.checkpoint.every_steps
+                if epoch_end or (every and step % every == 0) or step == stop:
+                    flush()
+                    ckpt.save(step, state, tracker, it.state(), {"step": step, "epoch": epoch})
+            flush()
+        finally:
+            logger.close()
+        ckpt.wait()
+
+    if is_writer and step == total_steps:
+        with open(os.path.join(workdir, "summary.json"), "w") as f:
+            json.dump({"step": step, "epochs": cfg.train.num_epochs, "num_train": n, **last}, f, indent=2)
+    return TrainResult(state=state, tracker=tracker, last_metrics=last, epochs_done=it.epoch + (it.position == spe))

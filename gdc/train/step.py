@@ -1,0 +1,117 @@
+"""The pure training step and the forward-only scoring step.
+
+``train_step`` is jitted once per run (``make_train_step``) with explicit shardings and donation of state and
+tracker. ``step`` and ``epoch`` are traced, so nothing recompiles across epochs or padded batches.
+"""
+
+import functools
+from collections.abc import Callable
+
+import jax
+import jax.numpy as jnp
+import optax
+from jax.sharding import NamedSharding
+
+from gdc import losses, tracker as tracker_lib
+from gdc.train.state import TrainState
+from gdc.types import Batch, Metrics
+
+# (params, batch, keys_B or None) -> (loss_B, acc_B)
+LossFn = Callable[..., tuple[jax.Array, jax.Array]]
+
+
+def example_keys(key: jax.Array, step: jax.Array, idx_B: jax.Array) -> jax.Array:
+    """Per-example keys that depend only on (seed, step, example id)."""
+    return jax.vmap(jax.random.fold_in, (None, 0))(jax.random.fold_in(key, step), idx_B)
+
+
+def train_step(
+    state: TrainState,
+    tracker: tracker_lib.ExampleTracker,
+    batch: Batch,
+    *,
+    loss_fn: LossFn,
+    tx: optax.GradientTransformation,
+    schedule: optax.Schedule,
+    tracker_cfg: tracker_lib.TrackerConfig,
+    steps_per_epoch: int,
+) -> tuple[TrainState, tracker_lib.ExampleTracker, Metrics]:
+    """One optimizer update on ``sum(w*mask*loss_B) / sum(w*mask)``; folds the pre-update ``loss_B`` into the tracker.
+
+    The tracker is updated here only when ``tracker_cfg.enabled`` and no scoring passes are configured (then the loop
+    feeds it fixed-parameter losses from ``score_step`` instead).
+    """
+    keys_B = example_keys(state.key, state.step, batch["index"])
+    mask_B = batch["mask"]
+
+    def objective(params):
+        loss_B, acc_B = loss_fn(params, batch, keys_B)
+        return losses.weighted_mean(loss_B, mask_B, batch.get("weight")), (loss_B, acc_B)
+
+    (loss, (loss_B, acc_B)), grads = jax.value_and_grad(objective, has_aux=True)(state.params)
+    updates, opt_state = tx.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    if tracker_cfg.enabled and tracker_cfg.scoring_passes == 0:
+        epoch = state.step // steps_per_epoch
+        tracker = tracker_lib.update(tracker, batch["index"], loss_B, acc_B, mask_B, state.step, epoch, tracker_cfg)
+    count = mask_B.sum()
+    metrics = {
+        "loss": loss,
+        "accuracy": jnp.where(mask_B, acc_B, 0.0).sum() / jnp.maximum(count, 1),
+        "grad_norm": optax.global_norm(grads),
+        "learning_rate": jnp.asarray(schedule(state.step), jnp.float32),
+        "examples": count,
+    }
+    new_state = TrainState(step=state.step + 1, params=params, opt_state=opt_state, key=state.key)
+    return new_state, tracker, metrics
+
+
+def score_step(
+    params, tracker: tracker_lib.ExampleTracker, batch: Batch, step: jax.Array, epoch: jax.Array, *,
+    loss_fn: LossFn, tracker_cfg: tracker_lib.TrackerConfig,
+) -> tuple[tracker_lib.ExampleTracker, jax.Array, jax.Array]:
+    """Forward-only pass at fixed ``params`` (no dropout); folds the losses into the tracker.
+
+    Returns (tracker, loss_B, acc_B).
+    """
+    loss_B, acc_B = loss_fn(params, batch, None)
+    tracker = tracker_lib.update(tracker, batch["index"], loss_B, acc_B, batch["mask"], step, epoch, tracker_cfg)
+    return tracker, loss_B, acc_B
+
+
+def eval_step(params, batch: Batch, *, loss_fn: LossFn) -> dict[str, jax.Array]:
+    """Masked sums over one padded batch (no donation): loss, accuracy and example count."""
+    loss_B, acc_B = loss_fn(params, batch, None)
+    mask_B = batch["mask"]
+    return {
+        "loss_sum": jnp.where(mask_B, loss_B, 0.0).sum(),
+        "accuracy_sum": jnp.where(mask_B, acc_B, 0.0).sum(),
+        "count": mask_B.sum(),
+    }
+
+
+def jit_steps(
+    *, loss_fn: LossFn, tx, schedule, tracker_cfg, steps_per_epoch: int, state_sharding: NamedSharding,
+    tracker_sharding: NamedSharding, batch_sharding: NamedSharding,
+) -> tuple[Callable, Callable, Callable]:
+    """Jits (train_step, score_step, eval_step) with explicit shardings; static pieces are bound by partial."""
+    repl = state_sharding
+    train = jax.jit(
+        functools.partial(
+            train_step, loss_fn=loss_fn, tx=tx, schedule=schedule, tracker_cfg=tracker_cfg,
+            steps_per_epoch=steps_per_epoch,
+        ),
+        in_shardings=(state_sharding, tracker_sharding, batch_sharding),
+        out_shardings=(state_sharding, tracker_sharding, repl),
+        donate_argnames=("state", "tracker"),
+    )
+    score = jax.jit(
+        functools.partial(score_step, loss_fn=loss_fn, tracker_cfg=tracker_cfg),
+        in_shardings=(repl, tracker_sharding, batch_sharding, repl, repl),
+        out_shardings=(tracker_sharding, batch_sharding, batch_sharding),
+        donate_argnames=("tracker",),
+    )
+    evaluate = jax.jit(
+        functools.partial(eval_step, loss_fn=loss_fn), in_shardings=(repl, batch_sharding), out_shardings=repl
+    )
+    return train, score, evaluate

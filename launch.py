@@ -1,0 +1,42 @@
+"""Entry point: ``python launch.py --config=configs/X.py --workdir=DIR [--config.a.b=v] [--mode=train]``.
+
+Re-running the same command resumes from the latest checkpoint in ``--workdir``.
+"""
+
+import sys
+
+import jax
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+from gdc import config as config_lib
+from gdc.errors import ConfigError
+
+config_flags.DEFINE_config_file("config", None, "Path to a configs/*.py file.", lock_config=True)
+flags.DEFINE_string("workdir", None, "Directory for checkpoints, trackers and metrics.")
+flags.DEFINE_enum("mode", "train", ["train"], "What to run.")
+flags.mark_flags_as_required(["config", "workdir"])
+FLAGS = flags.FLAGS
+
+
+def main(argv):
+    del argv
+    if FLAGS.verbosity == 0:  # Orbax logs every save at INFO: keep the console readable unless -v 1 is given.
+        logging.set_verbosity(logging.WARNING)
+    print(f"gdc: jax {jax.__version__}, {jax.device_count()} {jax.devices()[0].platform} device(s), "
+          f"{jax.process_count()} process(es)", flush=True)
+    try:
+        cfg = config_lib.from_mapping(FLAGS.config, device_count=jax.device_count())
+        config_lib.check_workdir(FLAGS.workdir)
+        if FLAGS.mode == "train":
+            from gdc.train import loop
+
+            result = loop.train(cfg, FLAGS.workdir)
+            print(f"done: step {int(result.state.step)}, metrics {result.last_metrics}")
+    except ConfigError as e:
+        print(f"config error: {e}", file=sys.stderr)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    app.run(main)
