@@ -1,0 +1,28 @@
+"""Test setup: 8 forced CPU devices (set before JAX initialises), rank promotion raises, shared fixtures."""
+
+import os
+
+os.environ.setdefault("JAX_PLATFORMS", "cpu")
+os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8").strip()
+
+import jax  # noqa: E402
+import pytest  # noqa: E402
+
+jax.config.update("jax_numpy_rank_promotion", "raise")
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.fixture(scope="session")
+def repo_root() -> str:
+    return REPO
+
+
+def tiny_config(arg: str = "mlp", **overrides):
+    """configs/tiny.py as a typed RunConfig; ``overrides`` are ``section=dict(field=value)``."""
+    from configs import common, tiny
+    from gdc import config as config_lib
+
+    c = tiny.get_config(arg)
+    common.update(c, **overrides)
+    return config_lib.from_mapping(c)
