@@ -14,7 +14,7 @@ def get_config(arg: str = "mlp") -> ml_collections.ConfigDict:
     if arg == "mlp":
         common.update(
             c,
-            data=dict(source="synthetic", num_examples=200, num_features=8, num_classes=3, heldout_fraction=0.2,
+            data=dict(source="synthetic", num_examples=210, num_features=8, num_classes=3, heldout_fraction=0.2,
                       label_noise=0.1),
             model=dict(name="mlp", width=16, depth=1),
             train=dict(batch_size=32, num_epochs=3, optimizer="adam", learning_rate=3e-2),

@@ -34,7 +34,10 @@ class RunLogger:
     def __init__(self, workdir: str, cfg: LogConfig, *, total_steps: int, start_step: int, batch_size: int):
         self.cfg = cfg
         self.is_writer = jax.process_index() == 0
-        self.metrics_file = open(os.path.join(workdir, "metrics.jsonl"), "a") if self.is_writer else None
+        path = os.path.join(workdir, "metrics.jsonl")
+        if self.is_writer:
+            _truncate_after(path, start_step)
+        self.metrics_file = open(path, "a") if self.is_writer else None
         self.tb = None
         if cfg.tensorboard and self.is_writer:
             from tensorboardX import SummaryWriter
@@ -70,6 +73,22 @@ class RunLogger:
             self.metrics_file.close()
         if self.tb is not None:
             self.tb.close()
+
+
+def _truncate_after(path: str, step: int) -> None:
+    """Drops records past ``step`` (written after the checkpoint a resumed run restarts from)."""
+    if not os.path.exists(path):
+        return
+    kept = []
+    with open(path) as f:
+        for line in f:
+            try:
+                if json.loads(line)["step"] <= step:
+                    kept.append(line)
+            except (json.JSONDecodeError, KeyError):  # a line cut short by a kill
+                continue
+    with open(path, "w") as f:
+        f.writelines(kept)
 
 
 def check_finite(step: int, scalars: dict[str, float]) -> None:

@@ -52,7 +52,9 @@ class Block(nnx.Module):
 
     def __init__(self, width: int, num_heads: int, dropout_rate: float, *, rngs):
         self.ln1 = nnx.LayerNorm(width, rngs=rngs)
-        self.qkv = nnx.Linear(width, 3 * width, rngs=rngs)
+        # No qkv bias: the key bias gets an exactly-zero gradient (softmax is shift-invariant), and Adam turns the
+        # rounding noise in that zero into full-size updates that differ between 1 and 8 devices.
+        self.qkv = nnx.Linear(width, 3 * width, use_bias=False, rngs=rngs)
         self.proj = nnx.Linear(width, width, rngs=rngs)
         self.ln2 = nnx.LayerNorm(width, rngs=rngs)
         self.fc = nnx.Linear(width, 4 * width, rngs=rngs)
