@@ -203,7 +203,7 @@ def train(
                 every = cfg.checkpoint.every_steps
                 if epoch_end or (every and step % every == 0) or step == stop:
                     flush()
-                    ckpt.save(step, state, tracker, it.state(), {"step": step, "epoch": epoch})
+                    ckpt.save(step, state, tracker, it.state(), {"step": step, "epoch": epoch, "config": cfg.to_dict()})
             flush()
         finally:
             logger.close()

@@ -1,0 +1,100 @@
+"""Train-step time with and without the per-example tracker, side by side in one run.
+
+  python benchmarks/tracker_overhead.py                       # MLP and char transformer, N = 1e4, 1e5, 1e6
+  python benchmarks/tracker_overhead.py --models=mlp --sizes=10000 --sharding=data --devices=8
+
+For each model and dataset size N the same jitted step is compiled twice (tracker update on / off, everything else
+identical, state and tracker donated), then timed in interleaved blocks on pre-placed batches whose ids are drawn
+from [0, N). The overhead is the ratio of median step times minus one. Target: <= 2%.
+"""
+
+import argparse
+import os
+import statistics
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def parse_args():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--models", default="mlp,transformer")
+    p.add_argument("--sizes", default="10000,100000,1000000")
+    p.add_argument("--sharding", default="replicated", choices=["replicated", "data"])
+    p.add_argument("--devices", type=int, default=0, help="force this many CPU devices (0: what JAX finds)")
+    p.add_argument("--batch_size", type=int, default=128)
+    p.add_argument("--blocks", type=int, default=7)
+    p.add_argument("--steps", type=int, default=30, help="steps per timed block")
+    return p.parse_args()
+
+
+def main():
+    args = parse_args()
+    if args.devices:
+        os.environ["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={args.devices}"
+    import jax
+    import numpy as np
+
+    from gdc import models, sharding
+    from gdc import tracker as tracker_lib
+    from gdc.train import state as state_lib
+    from gdc.train.step import jit_steps
+
+    mesh = sharding.make_mesh()
+    repl = sharding.replicated(mesh)
+    print(f"jax {jax.__version__}, {jax.device_count()} x {jax.devices()[0].device_kind}, "
+          f"tracker sharding={args.sharding}, batch={args.batch_size}")
+    print(f"{'model':<12}{'N':>10}{'step off (ms)':>15}{'step on (ms)':>15}{'overhead':>10}")
+    b = args.batch_size
+    for name in args.models.split(","):
+        seq_len = 64
+        cfg = models.ModelConfig(name=name, width=128, depth=2 if name == "transformer" else 2, num_heads=4)
+        graphdef, params = models.build(cfg, seed=0, seq_len=seq_len, num_features=32, num_classes=10)
+        rng = np.random.default_rng(0)
+        if name == "mlp":
+            inputs = {"x": rng.normal(size=(b, 32)).astype(np.float32), "y": rng.integers(0, 10, b).astype(np.int32)}
+        else:
+            inputs = {"tokens": rng.integers(0, 256, (b, seq_len + 1)).astype(np.int32),
+                      "token_mask": np.ones((b, seq_len), bool)}
+        tx, schedule = state_lib.make_optimizer(state_lib.TrainConfig(learning_rate=1e-3), 10**6)
+
+        def loss_fn(p, batch, keys_B, graphdef=graphdef):
+            return models.per_example_loss(graphdef, p, batch, keys_B)
+
+        for n in [int(float(s)) for s in args.sizes.split(",")]:
+            batches = []
+            for i in range(4):
+                idx = np.random.default_rng(i).choice(n, b, replace=False).astype(np.int32)
+                host = {**inputs, "index": idx, "mask": np.ones(b, bool)}
+                batches.append(sharding.put_batch(host, mesh))
+            runners = {}
+            for enabled in (False, True):
+                tcfg = tracker_lib.TrackerConfig(enabled=enabled, sharding=args.sharding)
+                tsh = sharding.tracker_sharding(mesh, args.sharding)
+                train_fn, _, _ = jit_steps(
+                    loss_fn=loss_fn, tx=tx, schedule=schedule, tracker_cfg=tcfg, steps_per_epoch=1000,
+                    state_sharding=repl, tracker_sharding=tsh, batch_sharding=sharding.batch_sharding(mesh),
+                )
+                host_params = jax.tree.map(np.asarray, params)  # each runner owns (and donates) its own copy
+                state = sharding.put_tree(state_lib.create_train_state(host_params, tx, 0), repl)
+                tracker = sharding.put_tree(tracker_lib.ExampleTracker.create(n, jax.device_count()), tsh)
+                runners[enabled] = [train_fn, state, tracker]
+            times = {False: [], True: []}
+            with jax.set_mesh(mesh):
+                for block in range(args.blocks + 1):
+                    for enabled in (False, True) if block % 2 else (True, False):
+                        fn, state, tracker = runners[enabled]
+                        t0 = time.perf_counter()
+                        for s in range(args.steps):
+                            state, tracker, m = fn(state, tracker, batches[s % 4])
+                        jax.block_until_ready((state, tracker, m))
+                        if block:  # block 0 compiles and warms up
+                            times[enabled].append((time.perf_counter() - t0) / args.steps)
+                        runners[enabled][1:] = [state, tracker]
+            off, on = statistics.median(times[False]), statistics.median(times[True])
+            print(f"{name:<12}{n:>10}{off * 1e3:>15.3f}{on * 1e3:>15.3f}{on / off - 1:>+10.1%}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
