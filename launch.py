@@ -23,8 +23,11 @@ def main(argv):
     del argv
     if FLAGS.verbosity == 0:  # Orbax logs every save at INFO: keep the console readable unless -v 1 is given.
         logging.set_verbosity(logging.WARNING)
-    print(f"gdc: jax {jax.__version__}, {jax.device_count()} {jax.devices()[0].platform} device(s), "
-          f"{jax.process_count()} process(es)", flush=True)
+    print(
+        f"gdc: jax {jax.__version__}, {jax.device_count()} {jax.devices()[0].platform} device(s), "
+        f"{jax.process_count()} process(es)",
+        flush=True,
+    )
     try:
         cfg = config_lib.from_mapping(FLAGS.config, device_count=jax.device_count())
         config_lib.check_workdir(FLAGS.workdir)

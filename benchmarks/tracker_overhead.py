@@ -43,8 +43,10 @@ def main():
 
     mesh = sharding.make_mesh()
     repl = sharding.replicated(mesh)
-    print(f"jax {jax.__version__}, {jax.device_count()} x {jax.devices()[0].device_kind}, "
-          f"tracker sharding={args.sharding}, batch={args.batch_size}")
+    print(
+        f"jax {jax.__version__}, {jax.device_count()} x {jax.devices()[0].device_kind}, "
+        f"tracker sharding={args.sharding}, batch={args.batch_size}"
+    )
     print(f"{'model':<12}{'N':>10}{'step off (ms)':>15}{'step on (ms)':>15}{'overhead':>10}")
     b = args.batch_size
     for name in args.models.split(","):
@@ -53,10 +55,15 @@ def main():
         graphdef, params = models.build(cfg, seed=0, seq_len=seq_len, num_features=32, num_classes=10)
         rng = np.random.default_rng(0)
         if name == "mlp":
-            inputs = {"x": rng.normal(size=(b, 32)).astype(np.float32), "y": rng.integers(0, 10, b).astype(np.int32)}
+            inputs = {
+                "x": rng.normal(size=(b, 32)).astype(np.float32),
+                "y": rng.integers(0, 10, b).astype(np.int32),
+            }
         else:
-            inputs = {"tokens": rng.integers(0, 256, (b, seq_len + 1)).astype(np.int32),
-                      "token_mask": np.ones((b, seq_len), bool)}
+            inputs = {
+                "tokens": rng.integers(0, 256, (b, seq_len + 1)).astype(np.int32),
+                "token_mask": np.ones((b, seq_len), bool),
+            }
         tx, schedule = state_lib.make_optimizer(state_lib.TrainConfig(learning_rate=1e-3), 10**6)
 
         def loss_fn(p, batch, keys_B, graphdef=graphdef):
@@ -73,8 +80,14 @@ def main():
                 tcfg = tracker_lib.TrackerConfig(enabled=enabled, sharding=args.sharding)
                 tsh = sharding.tracker_sharding(mesh, args.sharding)
                 train_fn, _, _ = jit_steps(
-                    loss_fn=loss_fn, tx=tx, schedule=schedule, tracker_cfg=tcfg, steps_per_epoch=1000,
-                    state_sharding=repl, tracker_sharding=tsh, batch_sharding=sharding.batch_sharding(mesh),
+                    loss_fn=loss_fn,
+                    tx=tx,
+                    schedule=schedule,
+                    tracker_cfg=tcfg,
+                    steps_per_epoch=1000,
+                    state_sharding=repl,
+                    tracker_sharding=tsh,
+                    batch_sharding=sharding.batch_sharding(mesh),
                 )
                 host_params = jax.tree.map(np.asarray, params)  # each runner owns (and donates) its own copy
                 state = sharding.put_tree(state_lib.create_train_state(host_params, tx, 0), repl)

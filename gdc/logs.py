@@ -44,7 +44,11 @@ class RunLogger:
 
             self.tb = SummaryWriter(os.path.join(workdir, "tb"))
         self.bar = tqdm.tqdm(
-            total=total_steps, initial=start_step, unit="step", dynamic_ncols=True, file=sys.stderr,
+            total=total_steps,
+            initial=start_step,
+            unit="step",
+            dynamic_ncols=True,
+            file=sys.stderr,
             disable=not (cfg.progress and self.is_writer),
         )
         self.batch_size = batch_size

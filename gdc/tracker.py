@@ -42,7 +42,9 @@ class TrackerConfig:
     acc_forget: float = 1.0
     early_epochs: int = 1
     sharding: str = "replicated"
-    scoring_passes: int = 0  # K fixed-parameter scoring passes per epoch; 0: the tracker reads in-step losses.
+    scoring_passes: int = (
+        0  # K fixed-parameter scoring passes per epoch; 0: the tracker reads in-step losses.
+    )
     enabled: bool = True  # False only for overhead benchmarks: the step then skips the update.
 
     def validate(self) -> None:
@@ -63,7 +65,9 @@ class TrackerConfig:
         if self.sharding not in SHARDINGS:
             raise ConfigError(f"tracker.sharding={self.sharding!r} is not one of {SHARDINGS}.")
         if self.scoring_passes < 0:
-            raise ConfigError(f"tracker.scoring_passes={self.scoring_passes}: must be >= 0 (0 disables them).")
+            raise ConfigError(
+                f"tracker.scoring_passes={self.scoring_passes}: must be >= 0 (0 disables them)."
+            )
 
 
 @flax.struct.dataclass
@@ -146,7 +150,9 @@ def update(
     early = epoch < cfg.early_epochs
     early_B = valid_B & early
     seen_N = tracker.seen_N.at[all_idx_B].add(1, mode="drop")
-    loss_sum_early_N = tracker.loss_sum_early_N.at[all_idx_B].add(jnp.where(early_B, loss_B, 0.0), mode="drop")
+    loss_sum_early_N = tracker.loss_sum_early_N.at[all_idx_B].add(
+        jnp.where(early_B, loss_B, 0.0), mode="drop"
+    )
     count_early_N = tracker.count_early_N.at[all_idx_B].add(early_B.astype(jnp.int32), mode="drop")
 
     if cfg.criterion == "loss":
@@ -183,7 +189,9 @@ def to_numpy(tracker: ExampleTracker) -> dict[str, np.ndarray]:
     host = jax.device_get(tracker)
     n = tracker.num_examples
     return {
-        f.name: np.asarray(getattr(host, f.name))[:n] for f in dataclasses.fields(host) if f.name.endswith("_N")
+        f.name: np.asarray(getattr(host, f.name))[:n]
+        for f in dataclasses.fields(host)
+        if f.name.endswith("_N")
     }
 
 

@@ -34,9 +34,9 @@ def _assert_same(a: loop.TrainResult, b: loop.TrainResult, rtol=1e-5, atol=1e-6)
         np.testing.assert_allclose(ta[k], tb[k], rtol=rtol, atol=atol, err_msg=k)
 
 
-# ---------------------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------------------
 # Equivalence across devices and tracker shardings.
-# ---------------------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("arg", ["mlp", "transformer"])
 def test_one_vs_eight_devices_and_sharded_tracker(tmp_path, arg):
     cfg = tiny_config(arg, train=dict(num_epochs=2))
@@ -85,9 +85,9 @@ def test_scoring_passes_feed_the_tracker(tmp_path):
     np.testing.assert_array_equal(last, fields["last_loss_N"])
 
 
-# ---------------------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------------------
 # Resume.
-# ---------------------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("every_steps", [0, 4])
 def test_resume_equals_uninterrupted(tmp_path, every_steps):
     cfg = tiny_config("mlp", checkpoint=dict(every_steps=every_steps))
@@ -138,9 +138,9 @@ def test_kill_launch_and_resume(tmp_path):
     assert steps == sorted(steps), "metrics.jsonl has records from past the restored checkpoint"
 
 
-# ---------------------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------------------
 # Compile once; no transfers inside the step; NaN raises.
-# ---------------------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------------------
 def test_step_compiles_once(tmp_path, monkeypatch):
     monkeypatch.setattr(step_lib, "train_step", chex.assert_max_traces(step_lib.train_step, n=1))
     cfg = tiny_config("mlp", train=dict(num_epochs=3))
@@ -161,9 +161,14 @@ def test_step_makes_no_host_transfers():
     tx, schedule = state_lib.make_optimizer(cfg.train, 10)
     repl = sharding.replicated(mesh)
     train_fn, _, _ = step_lib.jit_steps(
-        loss_fn=lambda p, b, k: models.per_example_loss(graphdef, p, b, k), tx=tx, schedule=schedule,
-        tracker_cfg=cfg.tracker, steps_per_epoch=5, state_sharding=repl,
-        tracker_sharding=sharding.tracker_sharding(mesh, "replicated"), batch_sharding=sharding.batch_sharding(mesh),
+        loss_fn=lambda p, b, k: models.per_example_loss(graphdef, p, b, k),
+        tx=tx,
+        schedule=schedule,
+        tracker_cfg=cfg.tracker,
+        steps_per_epoch=5,
+        state_sharding=repl,
+        tracker_sharding=sharding.tracker_sharding(mesh, "replicated"),
+        batch_sharding=sharding.batch_sharding(mesh),
     )
     state = sharding.put_tree(state_lib.create_train_state(params, tx, 0), repl)
     tracker = sharding.put_tree(tracker_lib.ExampleTracker.create(ds.num_train, 8), repl)
@@ -185,7 +190,11 @@ def test_nan_loss_raises_with_step(tmp_path):
 
 GOLDEN = {
     "mlp": {"loss": 1.4752074480056763, "grad_norm": 4.544035911560059, "accuracy": 0.25},
-    "transformer": {"loss": 5.900243282318115, "grad_norm": 2.9088029861450195, "accuracy": 0.0071614584885537624},
+    "transformer": {
+        "loss": 5.900243282318115,
+        "grad_norm": 2.9088029861450195,
+        "accuracy": 0.0071614584885537624,
+    },
 }
 
 
@@ -199,9 +208,9 @@ def test_golden_first_step(tmp_path, arg):
         np.testing.assert_allclose(result.last_metrics[k], v, rtol=1e-4, err_msg=k)
 
 
-# ---------------------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------------------
 # Bad configs fail before anything compiles, naming the field.
-# ---------------------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------------------
 @pytest.mark.parametrize(
     "section, values, field",
     [
@@ -236,16 +245,27 @@ def test_unknown_field_is_rejected():
 
 
 def test_unknown_override_on_command_line_fails(tmp_path):
-    cmd = [sys.executable, "launch.py", "--config=configs/tiny.py", f"--workdir={tmp_path}",
-           "--config.tracker.eps=0.3"]
+    cmd = [
+        sys.executable,
+        "launch.py",
+        "--config=configs/tiny.py",
+        f"--workdir={tmp_path}",
+        "--config.tracker.eps=0.3",
+    ]
     out = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=120)
     assert out.returncode != 0
     assert "eps" in out.stderr and not (tmp_path / "checkpoints").exists()
 
 
 def test_bad_value_on_command_line_fails_before_training(tmp_path):
-    cmd = [sys.executable, "launch.py", "--config=configs/tiny.py", f"--workdir={tmp_path}",
-           "--config.tracker.eps_low=3.0", "--config.tracker.eps_high=1.0"]
+    cmd = [
+        sys.executable,
+        "launch.py",
+        "--config=configs/tiny.py",
+        f"--workdir={tmp_path}",
+        "--config.tracker.eps_low=3.0",
+        "--config.tracker.eps_high=1.0",
+    ]
     out = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=120)
     assert out.returncode == 2 and "tracker.eps_low" in out.stderr
     assert not (tmp_path / "checkpoints").exists()

@@ -43,7 +43,12 @@ class ModelConfig:
 
 
 def build(
-    cfg: ModelConfig, *, seed: int, vocab_size: int = 256, seq_len: int = 0, num_features: int = 0,
+    cfg: ModelConfig,
+    *,
+    seed: int,
+    vocab_size: int = 256,
+    seq_len: int = 0,
+    num_features: int = 0,
     num_classes: int = 0,
 ) -> tuple[nnx.GraphDef, nnx.State]:
     """Initialises the model and splits it into (graphdef, params)."""

@@ -29,7 +29,7 @@ class CharLSTM(nnx.Module):
 
     def __call__(self, inputs_BxL: jax.Array, keys_B: jax.Array | None = None) -> jax.Array:
         x_BxLxD = self.embed(inputs_BxL)
-        for i, (w_in, w_rec) in enumerate(zip(self.w_in, self.w_rec)):
+        for i, (w_in, w_rec) in enumerate(zip(self.w_in, self.w_rec, strict=True)):
             gates_LxBx4D = jnp.swapaxes(w_in(x_BxLxD), 0, 1)
             kernel_Dx4D = w_rec.kernel[...]
 
@@ -63,14 +63,16 @@ class Block(nnx.Module):
         self.dropout_rate = dropout_rate
 
     def __call__(self, x_BxLxD: jax.Array, keys_B: jax.Array | None, salt: int) -> jax.Array:
-        b, l, d = x_BxLxD.shape
+        b, length, d = x_BxLxD.shape
         h = self.num_heads
-        q_BxLxHxK, k_BxLxHxK, v_BxLxHxK = jnp.split(self.qkv(self.ln1(x_BxLxD)).reshape(b, l, 3 * h, d // h), 3, 2)
-        scores_BxHxLxL = jnp.einsum("bqhk,bthk->bhqt", q_BxLxHxK, k_BxLxHxK).astype(jnp.float32) / jnp.sqrt(d // h)
-        causal_LxL = jnp.tril(jnp.ones((l, l), jnp.bool_))
+        qkv_BxLx3HxK = self.qkv(self.ln1(x_BxLxD)).reshape(b, length, 3 * h, d // h)
+        q_BxLxHxK, k_BxLxHxK, v_BxLxHxK = jnp.split(qkv_BxLx3HxK, 3, axis=2)
+        scores_BxHxLxL = jnp.einsum("bqhk,bthk->bhqt", q_BxLxHxK, k_BxLxHxK).astype(jnp.float32)
+        scores_BxHxLxL = scores_BxHxLxL / jnp.sqrt(d // h)
+        causal_LxL = jnp.tril(jnp.ones((length, length), jnp.bool_))
         scores_BxHxLxL = jnp.where(causal_LxL, scores_BxHxLxL, jnp.finfo(jnp.float32).min)
         attn_BxHxLxL = jax.nn.softmax(scores_BxHxLxL, axis=-1).astype(v_BxLxHxK.dtype)
-        y_BxLxD = jnp.einsum("bhqt,bthk->bqhk", attn_BxHxLxL, v_BxLxHxK).reshape(b, l, d)
+        y_BxLxD = jnp.einsum("bhqt,bthk->bqhk", attn_BxHxLxL, v_BxLxHxK).reshape(b, length, d)
         x_BxLxD = x_BxLxD + dropout(self.proj(y_BxLxD), self.dropout_rate, keys_B, salt=2 * salt)
         y_BxLxD = self.out(jax.nn.gelu(self.fc(self.ln2(x_BxLxD))))
         return x_BxLxD + dropout(y_BxLxD, self.dropout_rate, keys_B, salt=2 * salt + 1)
@@ -79,8 +81,17 @@ class Block(nnx.Module):
 class CharTransformer(nnx.Module):
     """GPT-2-style decoder: token + learned position embeddings, ``depth`` blocks, final LayerNorm, linear head."""
 
-    def __init__(self, vocab_size: int, max_len: int, width: int, depth: int, num_heads: int, dropout_rate: float,
-                 *, rngs):
+    def __init__(
+        self,
+        vocab_size: int,
+        max_len: int,
+        width: int,
+        depth: int,
+        num_heads: int,
+        dropout_rate: float,
+        *,
+        rngs,
+    ):
         self.tok = nnx.Embed(vocab_size, width, rngs=rngs)
         self.pos = nnx.Embed(max_len, width, rngs=rngs)
         self.blocks = nnx.List([Block(width, num_heads, dropout_rate, rngs=rngs) for _ in range(depth)])

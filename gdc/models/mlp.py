@@ -11,7 +11,7 @@ class MLP(nnx.Module):
 
     def __init__(self, num_features: int, num_classes: int, width: int, depth: int, dropout_rate: float, *, rngs):
         dims = [num_features] + [width] * depth
-        self.hidden = nnx.List([nnx.Linear(a, b, rngs=rngs) for a, b in zip(dims[:-1], dims[1:])])
+        self.hidden = nnx.List([nnx.Linear(a, b, rngs=rngs) for a, b in zip(dims[:-1], dims[1:], strict=True)])
         self.head = nnx.Linear(dims[-1], num_classes, rngs=rngs)
         self.dropout_rate = dropout_rate
 

@@ -55,11 +55,19 @@ def load_interventions(cfg: state_lib.TrainConfig, n: int) -> dict[str, np.ndarr
     if keep is not None and (keep.ndim != 1 or len(keep) == 0 or keep.min() < 0 or keep.max() >= n):
         raise ConfigError(f"train.keep_idx_path: need a non-empty 1-D array of ids in [0, {n}).")
     weights = _load(cfg.weights_path, "train.weights_path")
-    if weights is not None and (weights.shape != (n,) or not np.all(np.isfinite(weights)) or weights.min() < 0):
-        raise ConfigError(f"train.weights_path: need {n} finite non-negative weights, got shape {weights.shape}.")
+    if weights is not None and (
+        weights.shape != (n,) or not np.all(np.isfinite(weights)) or weights.min() < 0
+    ):
+        raise ConfigError(
+            f"train.weights_path: need {n} finite non-negative weights, got shape {weights.shape}."
+        )
     mult = _load(cfg.multiplicity_path, "train.multiplicity_path")
-    if mult is not None and (mult.shape != (n,) or mult.min() < 0 or not np.issubdtype(mult.dtype, np.integer)):
-        raise ConfigError(f"train.multiplicity_path: need {n} non-negative integers, got {mult.shape} {mult.dtype}.")
+    if mult is not None and (
+        mult.shape != (n,) or mult.min() < 0 or not np.issubdtype(mult.dtype, np.integer)
+    ):
+        raise ConfigError(
+            f"train.multiplicity_path: need {n} non-negative integers, got {mult.shape} {mult.dtype}."
+        )
     return {"keep_idx": keep, "weights_N": weights, "multiplicity_N": mult}
 
 
@@ -96,8 +104,12 @@ def train(
     train_arrays = {k: v for k, v in dataset.train.items() if k in MODEL_INPUTS}
     heldout_arrays = {k: v for k, v in dataset.heldout.items() if k in MODEL_INPUTS}
     it = EpochIterator(
-        train_arrays, cfg.train.batch_size, cfg.seed, **load_interventions(cfg.train, n),
-        process_index=jax.process_index(), process_count=jax.process_count(),
+        train_arrays,
+        cfg.train.batch_size,
+        cfg.seed,
+        **load_interventions(cfg.train, n),
+        process_index=jax.process_index(),
+        process_count=jax.process_count(),
     )
     spe = it.steps_per_epoch
     total_steps = spe * cfg.train.num_epochs
@@ -108,8 +120,12 @@ def train(
     # Model, optimizer, state, tracker, jitted steps.
     # ----------------------------------------------------------------------------------------------------------
     graphdef, params = models.build(
-        cfg.model, seed=cfg.seed, vocab_size=dataset.meta.get("vocab_size", 256), seq_len=cfg.data.seq_len,
-        num_features=dataset.meta.get("num_features", 0), num_classes=dataset.meta.get("num_classes", 0),
+        cfg.model,
+        seed=cfg.seed,
+        vocab_size=dataset.meta.get("vocab_size", 256),
+        seq_len=cfg.data.seq_len,
+        num_features=dataset.meta.get("num_features", 0),
+        num_classes=dataset.meta.get("num_classes", 0),
     )
 
     def loss_fn(params, batch, keys_B):
@@ -121,8 +137,14 @@ def train(
     state = sharding.put_tree(state_lib.create_train_state(params, tx, cfg.seed), repl)
     tracker = sharding.put_tree(tracker_lib.ExampleTracker.create(n, multiple_of=n_dev), tracker_sh)
     train_fn, score_fn, eval_fn = jit_steps(
-        loss_fn=loss_fn, tx=tx, schedule=schedule, tracker_cfg=cfg.tracker, steps_per_epoch=spe,
-        state_sharding=repl, tracker_sharding=tracker_sh, batch_sharding=sharding.batch_sharding(mesh),
+        loss_fn=loss_fn,
+        tx=tx,
+        schedule=schedule,
+        tracker_cfg=cfg.tracker,
+        steps_per_epoch=spe,
+        state_sharding=repl,
+        tracker_sharding=tracker_sh,
+        batch_sharding=sharding.batch_sharding(mesh),
     )
     is_writer = jax.process_index() == 0
     os.makedirs(os.path.join(workdir, "trackers"), exist_ok=True)
@@ -168,11 +190,15 @@ def train(
                 loss_parts.append(loss_B)
             if is_writer:
                 loss_N = np.concatenate(jax.device_get(loss_parts))[:n]
-                np.save(os.path.join(workdir, "trackers", f"epoch_{epoch:04d}_pass_at_{position:05d}.npy"), loss_N)
+                np.save(
+                    os.path.join(workdir, "trackers", f"epoch_{epoch:04d}_pass_at_{position:05d}.npy"), loss_N
+                )
 
         def evaluate() -> dict[str, float]:
-            sums = [eval_fn(state.params, sharding.put_batch(b, mesh))
-                    for b in sequential_batches(heldout_arrays, cfg.train.batch_size)]
+            sums = [
+                eval_fn(state.params, sharding.put_batch(b, mesh))
+                for b in sequential_batches(heldout_arrays, cfg.train.batch_size)
+            ]
             tot = jax.device_get(jax.tree.map(lambda *x: sum(x), *sums))
             count = max(int(tot["count"]), 1)
             return {"heldout_loss": tot["loss_sum"] / count, "heldout_accuracy": tot["accuracy_sum"] / count}
@@ -197,13 +223,17 @@ def train(
                     if is_writer:
                         np.savez(
                             os.path.join(workdir, "trackers", f"epoch_{epoch:04d}.npz"),
-                            loss_N=tracker_lib.epoch_losses(fields, epoch), epoch=epoch, step=step, **fields,
+                            loss_N=tracker_lib.epoch_losses(fields, epoch),
+                            epoch=epoch,
+                            step=step,
+                            **fields,
                         )
                     logger.write(step, {"epoch": epoch, **evaluate()}, to_bar=False)
                 every = cfg.checkpoint.every_steps
                 if epoch_end or (every and step % every == 0) or step == stop:
                     flush()
-                    ckpt.save(step, state, tracker, it.state(), {"step": step, "epoch": epoch, "config": cfg.to_dict()})
+                    meta = {"step": step, "epoch": epoch, "config": cfg.to_dict()}
+                    ckpt.save(step, state, tracker, it.state(), meta)
             flush()
         finally:
             logger.close()
@@ -212,4 +242,6 @@ def train(
     if is_writer and step == total_steps:
         with open(os.path.join(workdir, "summary.json"), "w") as f:
             json.dump({"step": step, "epochs": cfg.train.num_epochs, "num_train": n, **last}, f, indent=2)
-    return TrainResult(state=state, tracker=tracker, last_metrics=last, epochs_done=it.epoch + (it.position == spe))
+    return TrainResult(
+        state=state, tracker=tracker, last_metrics=last, epochs_done=it.epoch + (it.position == spe)
+    )

@@ -12,7 +12,8 @@ import jax.numpy as jnp
 import optax
 from jax.sharding import NamedSharding
 
-from gdc import losses, tracker as tracker_lib
+from gdc import losses
+from gdc import tracker as tracker_lib
 from gdc.train.state import TrainState
 from gdc.types import Batch, Metrics
 
@@ -53,7 +54,9 @@ def train_step(
     params = optax.apply_updates(state.params, updates)
     if tracker_cfg.enabled and tracker_cfg.scoring_passes == 0:
         epoch = state.step // steps_per_epoch
-        tracker = tracker_lib.update(tracker, batch["index"], loss_B, acc_B, mask_B, state.step, epoch, tracker_cfg)
+        tracker = tracker_lib.update(
+            tracker, batch["index"], loss_B, acc_B, mask_B, state.step, epoch, tracker_cfg
+        )
     count = mask_B.sum()
     metrics = {
         "loss": loss,
@@ -67,15 +70,23 @@ def train_step(
 
 
 def score_step(
-    params, tracker: tracker_lib.ExampleTracker, batch: Batch, step: jax.Array, epoch: jax.Array, *,
-    loss_fn: LossFn, tracker_cfg: tracker_lib.TrackerConfig,
+    params,
+    tracker: tracker_lib.ExampleTracker,
+    batch: Batch,
+    step: jax.Array,
+    epoch: jax.Array,
+    *,
+    loss_fn: LossFn,
+    tracker_cfg: tracker_lib.TrackerConfig,
 ) -> tuple[tracker_lib.ExampleTracker, jax.Array, jax.Array]:
     """Forward-only pass at fixed ``params`` (no dropout); folds the losses into the tracker.
 
     Returns (tracker, loss_B, acc_B).
     """
     loss_B, acc_B = loss_fn(params, batch, None)
-    tracker = tracker_lib.update(tracker, batch["index"], loss_B, acc_B, batch["mask"], step, epoch, tracker_cfg)
+    tracker = tracker_lib.update(
+        tracker, batch["index"], loss_B, acc_B, batch["mask"], step, epoch, tracker_cfg
+    )
     return tracker, loss_B, acc_B
 
 
@@ -91,14 +102,25 @@ def eval_step(params, batch: Batch, *, loss_fn: LossFn) -> dict[str, jax.Array]:
 
 
 def jit_steps(
-    *, loss_fn: LossFn, tx, schedule, tracker_cfg, steps_per_epoch: int, state_sharding: NamedSharding,
-    tracker_sharding: NamedSharding, batch_sharding: NamedSharding,
+    *,
+    loss_fn: LossFn,
+    tx,
+    schedule,
+    tracker_cfg,
+    steps_per_epoch: int,
+    state_sharding: NamedSharding,
+    tracker_sharding: NamedSharding,
+    batch_sharding: NamedSharding,
 ) -> tuple[Callable, Callable, Callable]:
     """Jits (train_step, score_step, eval_step) with explicit shardings; static pieces are bound by partial."""
     repl = state_sharding
     train = jax.jit(
         functools.partial(
-            train_step, loss_fn=loss_fn, tx=tx, schedule=schedule, tracker_cfg=tracker_cfg,
+            train_step,
+            loss_fn=loss_fn,
+            tx=tx,
+            schedule=schedule,
+            tracker_cfg=tracker_cfg,
             steps_per_epoch=steps_per_epoch,
         ),
         in_shardings=(state_sharding, tracker_sharding, batch_sharding),
