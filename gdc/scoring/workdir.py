@@ -1,0 +1,254 @@
+"""Reads a run's tracker snapshots into a loss matrix and writes ``scores/scores.npz`` and ``scores/scores.json``.
+
+``load_*`` read, ``compute_scores`` is pure (arrays in, arrays and a JSON-able summary out), ``write_scores``
+writes; ``score_run`` chains the three. Checkpoint rows are in training order: epochs, and within an epoch the
+scoring passes by position.
+"""
+
+import json
+import os
+import re
+from typing import Any
+
+import numpy as np
+
+from gdc.scoring import cartography as carto
+
+TRAINING_PASS = "training pass (pre-update, in-step)"
+SCORING_PASS = "fixed-parameter scoring pass"
+_EPOCH_RE = re.compile(r"^epoch_(\d+)\.npz$")
+_PASS_RE = re.compile(r"^epoch_(\d+)_pass_at_(\d+)\.npy$")
+
+
+def _tracker_config(workdir: str) -> dict[str, Any]:
+    path = os.path.join(workdir, "config.json")
+    try:
+        with open(path) as f:
+            tracker = json.load(f).get("tracker")
+    except FileNotFoundError as e:
+        raise FileNotFoundError(f"{path} is missing: score a workdir written by a training run.") from e
+    if not isinstance(tracker, dict):
+        raise ValueError(f"{path} has no 'tracker' section.")
+    return tracker
+
+
+def _listing(workdir: str, pattern: re.Pattern) -> list[tuple[tuple[int, ...], str]]:
+    folder = os.path.join(workdir, "trackers")
+    names = os.listdir(folder) if os.path.isdir(folder) else []
+    found = [(tuple(int(g) for g in m.groups()), name) for name in names if (m := pattern.match(name))]
+    return [(key, os.path.join(folder, name)) for key, name in sorted(found)]
+
+
+def load_loss_matrix(workdir: str, source: str = "epoch") -> tuple[np.ndarray, dict[str, Any]]:
+    """Stacks a run's per-checkpoint losses into a ``[E, N]`` float32 matrix (NaN: not seen at that checkpoint).
+
+    Args:
+      workdir: the run's workdir.
+      source: "epoch": one row per ``trackers/epoch_XXXX.npz`` (its ``loss_N``: the last loss the tracker read in
+        that epoch); "passes": one row per ``trackers/epoch_XXXX_pass_at_PPPPP.npy``; "auto": "passes" when the run
+        had scoring passes, else "epoch" (the rows the tracker itself read).
+
+    Returns:
+      (loss_ExN, meta): meta holds source, loss_source (TRAINING_PASS or SCORING_PASS), checkpoints (E), epochs
+      and positions of the rows, early_checkpoints (rows in the first ``tracker.early_epochs`` epochs), and the
+      tracker's criterion, eps_low, eps_high, early_epochs, scoring_passes and what it read (tracker_reads).
+    """
+    tracker = _tracker_config(workdir)
+    k = int(tracker.get("scoring_passes", 0))
+    tracker_reads = SCORING_PASS if k > 0 else TRAINING_PASS
+    if source == "auto":
+        source = "passes" if k > 0 else "epoch"
+    if source == "epoch":
+        files = _listing(workdir, _EPOCH_RE)
+        rows = [np.load(path)["loss_N"] for _, path in files]
+        loss_source = tracker_reads  # with scoring passes, loss_N is the epoch's last pass.
+    elif source == "passes":
+        files = _listing(workdir, _PASS_RE)
+        rows = [np.load(path) for _, path in files]
+        loss_source = SCORING_PASS
+    else:
+        raise ValueError(f"source={source!r}: use 'epoch', 'passes' or 'auto'.")
+    if not rows:
+        raise FileNotFoundError(f"no {source} loss files under {os.path.join(workdir, 'trackers')}.")
+    epochs = [key[0] for key, _ in files]
+    early_epochs = int(tracker.get("early_epochs", 1))
+    meta = {
+        "source": source,
+        "loss_source": loss_source,
+        "checkpoints": len(rows),
+        "epochs": epochs,
+        "positions": [key[1] for key, _ in files] if source == "passes" else None,
+        "early_checkpoints": int(sum(e < early_epochs for e in epochs)),
+        "tracker_reads": tracker_reads,
+        **{f: tracker.get(f) for f in ("criterion", "eps_low", "eps_high", "early_epochs", "scoring_passes")},
+    }
+    return np.stack(rows).astype(np.float32), meta
+
+
+def load_tracker(workdir: str, epoch: int | None = None) -> dict[str, np.ndarray]:
+    """The tracker snapshot ``trackers/epoch_XXXX.npz`` (the last epoch by default) as a dict of arrays."""
+    files = dict(_listing(workdir, _EPOCH_RE))
+    if not files:
+        raise FileNotFoundError(f"no epoch snapshots under {os.path.join(workdir, 'trackers')}.")
+    key = max(files) if epoch is None else (epoch,)
+    if key not in files:
+        raise FileNotFoundError(f"no snapshot for epoch {epoch} (have {sorted(k[0] for k in files)}).")
+    with np.load(files[key]) as z:
+        return {name: z[name] for name in z.files}
+
+
+def _threshold_summary(eps: np.ndarray) -> float | dict[str, float]:
+    if eps.ndim == 0:
+        return float(eps)
+    return {
+        "per_example": True,
+        "min": float(np.nanmin(eps)),
+        "median": float(np.nanmedian(eps)),
+        "max": float(np.nanmax(eps)),
+    }
+
+
+def compute_scores(
+    loss_ExN: np.ndarray,
+    meta: dict[str, Any],
+    tracker: dict[str, np.ndarray] | None = None,
+    *,
+    eps: float | None = None,
+    kind: str = "absolute",
+    hysteresis: float | None = None,
+    early: int | None = None,
+    q_d: float = 50.0,
+    q_m: float = 50.0,
+    tie_break: str = "strict",
+    never_learned: str = "sentinel",
+    seed: int = 0,
+) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """Every per-example score of one run (pure).
+
+    Args:
+      loss_ExN, meta: from ``load_loss_matrix``.
+      tracker: optional last-epoch snapshot (``load_tracker``); its own counts are copied next to the offline ones.
+      eps: learn threshold of ``kind``; None: the run's tracker.eps_low / eps_high (absolute).
+      kind: "absolute", "percentile" or "relative" (``cartography.resolve_eps``).
+      hysteresis: forget threshold of the same kind (>= eps); None: single threshold.
+      early: checkpoints in the difficulty window; None: meta["early_checkpoints"].
+      q_d, q_m, tie_break: quadrant percentiles and tie rule (``cartography.quadrants``).
+      never_learned: "sentinel" or "zero" (``cartography.memorization``).
+      seed: tie-breaking seed.
+
+    Returns:
+      (arrays, summary): ``[N]`` arrays named with their shape; summary is JSON-able.
+    """
+    if eps is None:
+        if hysteresis is not None:
+            raise ValueError("hysteresis needs eps (both of the same kind).")
+        kind, value = "absolute", (float(meta["eps_low"]), float(meta["eps_high"]))
+    else:
+        value = eps if hysteresis is None else (eps, hysteresis)
+    eps_low, eps_high = carto.resolve_pair(loss_ExN, kind, value)
+    early = int(early or meta.get("early_checkpoints") or 1)
+    n = loss_ExN.shape[1]
+    ev = carto.forget_events(loss_ExN, eps_low, eps_high)
+    mem = carto.memorization(
+        ev["forget_N"],
+        ev["transitions"],
+        ev["ever_learned_N"],
+        observed_N=ev["observed_N"],
+        never_learned=never_learned,
+    )
+    d_N = carto.difficulty(loss_ExN, early)
+    quadrant_N, qinfo = carto.quadrants(d_N, mem["m_N"], q_d, q_m, tie_break, state_N=mem["state_N"], seed=seed)
+    uv_N, uv_norm_N = carto.upward_variation(loss_ExN)
+    confidence_N, variability_N = carto.cartography_axes(carto.probability_from_loss(loss_ExN))
+    arrays = {
+        "d_N": d_N,
+        "m_N": mem["m_N"],
+        "m_rank_N": mem["m_rank_N"],
+        "forget_N": ev["forget_N"],
+        "learn_N": ev["learn_N"],
+        "state_N": mem["state_N"],
+        "observed_N": ev["observed_N"],
+        "first_learned_N": ev["first_learned_N"],
+        "uv_N": uv_N,
+        "uv_norm_N": uv_norm_N,
+        "quadrant_N": quadrant_N,
+        "confidence_N": confidence_N,
+        "variability_N": variability_N,
+        "final_loss_N": carto.final_loss(loss_ExN),
+        "eps_low_N": np.broadcast_to(eps_low, (n,)).astype(np.float64),
+        "eps_high_N": np.broadcast_to(eps_high, (n,)).astype(np.float64),
+    }
+    agreement = None
+    if tracker is not None:
+        arrays["tracker_forget_N"] = tracker["forget_N"]
+        arrays["tracker_learn_N"] = tracker["learn_N"]
+        arrays["tracker_learned_N"] = tracker["learned_N"]
+        count_N = tracker["count_early_N"]
+        arrays["d_tracker_N"] = np.divide(
+            tracker["loss_sum_early_N"], count_N, out=np.full(n, np.nan), where=count_N > 0
+        )
+        # Offline counts reproduce the tracker's only for its own rule on the rows it read, one read per row.
+        comparable = (
+            meta.get("criterion") == "loss"
+            and eps is None
+            and meta.get("loss_source") == meta.get("tracker_reads")
+            and (meta["source"] == "passes" or not meta.get("scoring_passes"))
+        )
+        agreement = {
+            "comparable": bool(comparable),
+            "forget": float(np.mean(tracker["forget_N"] == ev["forget_N"])),
+            "learn": float(np.mean(tracker["learn_N"] == ev["learn_N"])),
+        }
+    summary = {
+        "loss": meta,
+        "thresholds": {
+            "kind": kind,
+            "value": value,
+            "eps_low": _threshold_summary(eps_low),
+            "eps_high": _threshold_summary(eps_high),
+        },
+        "early_checkpoints": early,
+        "m_denominator": f"E - 1 = {ev['transitions']} checkpoint transitions",
+        "never_learned": never_learned,
+        "quadrants": qinfo,
+        "states": {name: int((mem["state_N"] == s).sum()) for s, name in enumerate(carto.STATE_NAMES)},
+        "frac_m_pos": float(np.mean(mem["m_N"] > 0)),
+        "tracker_agreement": agreement,
+    }
+    return arrays, summary
+
+
+def _jsonable(x: Any) -> Any:
+    if isinstance(x, np.generic):
+        return x.item()
+    if isinstance(x, np.ndarray):
+        return x.tolist()
+    raise TypeError(f"{type(x)} is not JSON serialisable.")
+
+
+def write_scores(workdir: str, arrays: dict[str, np.ndarray], summary: dict[str, Any]) -> tuple[str, str]:
+    """Writes ``scores/scores.npz`` and ``scores/scores.json``; returns their paths."""
+    folder = os.path.join(workdir, "scores")
+    os.makedirs(folder, exist_ok=True)
+    npz, js = os.path.join(folder, "scores.npz"), os.path.join(folder, "scores.json")
+    np.savez(npz, **arrays)
+    with open(js, "w") as f:
+        json.dump(summary, f, indent=2, default=_jsonable)
+    return npz, js
+
+
+def score_run(workdir: str, *, source: str = "auto", **kw: Any) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """Loads a run's losses and last tracker snapshot, computes every score and writes ``WORKDIR/scores/``.
+
+    Args:
+      workdir: the run's workdir.
+      source: which rows (``load_loss_matrix``).
+      **kw: ``compute_scores`` keywords (eps, kind, hysteresis, early, q_d, q_m, tie_break, never_learned, seed).
+
+    Returns:
+      (arrays, summary) as written.
+    """
+    loss_ExN, meta = load_loss_matrix(workdir, source)
+    arrays, summary = compute_scores(loss_ExN, meta, load_tracker(workdir), **kw)
+    write_scores(workdir, arrays, summary)
+    return arrays, summary
