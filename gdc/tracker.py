@@ -42,9 +42,7 @@ class TrackerConfig:
     acc_forget: float = 1.0
     early_epochs: int = 1
     sharding: str = "replicated"
-    scoring_passes: int = (
-        0  # K fixed-parameter scoring passes per epoch; 0: the tracker reads in-step losses.
-    )
+    scoring_passes: int = 0  # K fixed-parameter scoring passes per epoch; 0: the tracker reads in-step losses.
     enabled: bool = True  # False only for overhead benchmarks: the step then skips the update.
 
     def validate(self) -> None:
@@ -65,49 +63,75 @@ class TrackerConfig:
         if self.sharding not in SHARDINGS:
             raise ConfigError(f"tracker.sharding={self.sharding!r} is not one of {SHARDINGS}.")
         if self.scoring_passes < 0:
-            raise ConfigError(
-                f"tracker.scoring_passes={self.scoring_passes}: must be >= 0 (0 disables them)."
-            )
+            raise ConfigError(f"tracker.scoring_passes={self.scoring_passes}: must be >= 0 (0 disables them).")
+
+
+# One row per example, one int32 column per statistic (f32 columns are stored bit-cast). A batch then costs one
+# gather and one scatter of B rows: at N = 1e6 nine separate [N] arrays meant nine cache misses per example.
+COLUMNS = (
+    "seen",  # occurrences processed.
+    "loss_sum_early",  # f32: loss summed over epochs < early_epochs (difficulty numerator).
+    "count_early",  # occurrences in epochs < early_epochs.
+    "last_loss",  # f32: most recent loss (NaN before the first).
+    "last_epoch",  # epoch of the most recent loss (-1 before the first).
+    "learned",  # 0/1: current state of the learned/forgotten machine.
+    "learn",  # not-learned -> learned transitions.
+    "forget",  # learned -> forgotten transitions (forget events).
+    "first_learned_step",  # step of the first learn event (-1: never learned).
+)
+FLOAT_COLUMNS = ("loss_sum_early", "last_loss")
+_COL = {name: i for i, name in enumerate(COLUMNS)}
+_INITIAL = {"last_loss": float("nan"), "last_epoch": -1, "first_learned_step": -1}
+
+
+def _to_bits(x: jax.Array) -> jax.Array:
+    return jax.lax.bitcast_convert_type(x.astype(jnp.float32), jnp.int32)
+
+
+def _from_bits(x: jax.Array) -> jax.Array:
+    return jax.lax.bitcast_convert_type(x, jnp.float32)
 
 
 @flax.struct.dataclass
 class ExampleTracker:
-    """On-device per-example statistics.
+    """On-device per-example statistics: ``table`` is int32 ``[capacity, len(COLUMNS)]``.
 
-    Every array field has length ``capacity`` >= N, a multiple of the device count so that the tracker can be sharded
-    over ``data``; slots N..capacity-1 are never written and ``to_numpy`` drops them.
+    ``capacity`` >= N is a multiple of the device count so that rows can be sharded over ``data``; rows
+    N..capacity-1 are never written and ``to_numpy`` drops them. Read a column as ``tracker.column("forget")`` (or
+    the ``*_N`` properties).
     """
 
-    seen_N: jax.Array  # int32: occurrences processed.
-    loss_sum_early_N: jax.Array  # f32: loss summed over epochs < early_epochs (difficulty numerator).
-    count_early_N: jax.Array  # int32: occurrences in epochs < early_epochs.
-    last_loss_N: jax.Array  # f32: most recent loss (NaN before the first).
-    last_epoch_N: jax.Array  # int32: epoch of the most recent loss (-1 before the first).
-    learned_N: jax.Array  # bool: current state of the learned/forgotten machine.
-    learn_N: jax.Array  # int32: not-learned -> learned transitions.
-    forget_N: jax.Array  # int32: learned -> forgotten transitions (forget events).
-    first_learned_step_N: jax.Array  # int32: step of the first learn event (-1: never learned).
+    table: jax.Array
     num_examples: int = flax.struct.field(pytree_node=False, default=0)
 
     @classmethod
     def create(cls, num_examples: int, multiple_of: int = 1) -> Self:
-        n = -(-num_examples // multiple_of) * multiple_of
-        return cls(
-            seen_N=jnp.zeros(n, jnp.int32),
-            loss_sum_early_N=jnp.zeros(n, jnp.float32),
-            count_early_N=jnp.zeros(n, jnp.int32),
-            last_loss_N=jnp.full(n, jnp.nan, jnp.float32),
-            last_epoch_N=jnp.full(n, -1, jnp.int32),
-            learned_N=jnp.zeros(n, jnp.bool_),
-            learn_N=jnp.zeros(n, jnp.int32),
-            forget_N=jnp.zeros(n, jnp.int32),
-            first_learned_step_N=jnp.full(n, -1, jnp.int32),
-            num_examples=num_examples,
-        )
+        cap = -(-num_examples // multiple_of) * multiple_of
+        row = [
+            _to_bits(jnp.float32(_INITIAL.get(c, 0.0))) if c in FLOAT_COLUMNS else jnp.int32(_INITIAL.get(c, 0))
+            for c in COLUMNS
+        ]
+        return cls(table=jnp.tile(jnp.stack(row)[None], (cap, 1)), num_examples=num_examples)
 
     @property
     def capacity(self) -> int:
-        return self.seen_N.shape[0]
+        return self.table.shape[0]
+
+    def column(self, name: str) -> jax.Array:
+        col = self.table[:, _COL[name]]
+        if name in FLOAT_COLUMNS:
+            return _from_bits(col)
+        return col.astype(jnp.bool_) if name == "learned" else col
+
+    seen_N = property(lambda self: self.column("seen"))
+    loss_sum_early_N = property(lambda self: self.column("loss_sum_early"))
+    count_early_N = property(lambda self: self.column("count_early"))
+    last_loss_N = property(lambda self: self.column("last_loss"))
+    last_epoch_N = property(lambda self: self.column("last_epoch"))
+    learned_N = property(lambda self: self.column("learned"))
+    learn_N = property(lambda self: self.column("learn"))
+    forget_N = property(lambda self: self.column("forget"))
+    first_learned_step_N = property(lambda self: self.column("first_learned_step"))
 
 
 def update(
@@ -119,6 +143,7 @@ def update(
     step: jax.Array,
     epoch: jax.Array,
     cfg: TrackerConfig,
+    unique: bool = False,
 ) -> ExampleTracker:
     """Folds one batch of per-example losses into the tracker (pure; jit it or call it inside a jitted step).
 
@@ -131,68 +156,71 @@ def update(
       step: int32 scalar, the optimizer step that produced these losses.
       epoch: int32 scalar.
       cfg: the learned/forgotten rule and the early window.
+      unique: static promise that no id occurs twice among the valid rows (true unless up-sampling is on); skips
+        the grouping sort, which is most of the update's cost for small models.
 
     Returns:
       The updated tracker.
     """
-    n = tracker.num_examples
-    cap = tracker.capacity  # out of range for every field: mode="drop" discards writes sent there.
+    n, cap, b = tracker.num_examples, tracker.capacity, idx_B.shape[0]
     valid_B = mask_B & (idx_B >= 0) & (idx_B < n)
-    # Transitions and last-value writes take each id's last occurrence in the batch (see module docstring).
-    same_BxB = (idx_B[:, None] == idx_B[None, :]) & valid_B[None, :]
-    later_B = jnp.any(jnp.triu(same_BxB, k=1), axis=1)
-    last_B = valid_B & ~later_B
-    all_idx_B = jnp.where(valid_B, idx_B, cap)
-    last_idx_B = jnp.where(last_B, idx_B, cap)
-    gather_B = jnp.clip(idx_B, 0, n - 1)  # gathers clamp; results are only used under last_B.
-
     loss_B = loss_B.astype(jnp.float32)
-    early = epoch < cfg.early_epochs
-    early_B = valid_B & early
-    seen_N = tracker.seen_N.at[all_idx_B].add(1, mode="drop")
-    loss_sum_early_N = tracker.loss_sum_early_N.at[all_idx_B].add(
-        jnp.where(early_B, loss_B, 0.0), mode="drop"
-    )
-    count_early_N = tracker.count_early_N.at[all_idx_B].add(early_B.astype(jnp.int32), mode="drop")
+    early_B = valid_B & (epoch < cfg.early_epochs)
+    if unique:
+        last_B, count_B, early_count_B = valid_B, valid_B.astype(jnp.int32), early_B.astype(jnp.int32)
+        early_sum_B = jnp.where(early_B, loss_B, 0.0)
+    else:
+        # Work in id-sorted order. The sort is stable, so inside a group of equal ids the batch order is kept and
+        # the group's last entry is the id's last occurrence; per-group sums give the counts of repeated ids.
+        order_B = jnp.argsort(jnp.where(valid_B, idx_B, cap), stable=True)
+        idx_B, valid_B, early_B = idx_B[order_B], valid_B[order_B], early_B[order_B]
+        loss_B, acc_B = loss_B[order_B], acc_B[order_B]
+        key_B = jnp.where(valid_B, idx_B, cap)
+        change_B = key_B[1:] != key_B[:-1]
+        group_B = jnp.cumsum(jnp.concatenate([jnp.zeros((1,), jnp.int32), change_B.astype(jnp.int32)]))
+        last_B = jnp.concatenate([change_B, jnp.ones((1,), jnp.bool_)]) & valid_B
+        count_B = jax.ops.segment_sum(valid_B.astype(jnp.int32), group_B, num_segments=b)[group_B]
+        early_count_B = jax.ops.segment_sum(early_B.astype(jnp.int32), group_B, num_segments=b)[group_B]
+        early_sum_B = jax.ops.segment_sum(jnp.where(early_B, loss_B, 0.0), group_B, num_segments=b)[group_B]
 
+    rows_BxF = tracker.table[jnp.clip(idx_B, 0, cap - 1)]  # gathers clamp; rows are only written under last_B.
+    old = {c: rows_BxF[:, i] for i, c in enumerate(COLUMNS)}
     if cfg.criterion == "loss":
         learned_now_B = loss_B < cfg.eps_low
         forgotten_now_B = loss_B > cfg.eps_high
     else:
         learned_now_B = acc_B >= cfg.acc_learn
         forgotten_now_B = acc_B < cfg.acc_forget
-    prev_B = tracker.learned_N[gather_B]
-    learn_ev_B = last_B & ~prev_B & learned_now_B
-    forget_ev_B = last_B & prev_B & forgotten_now_B
-    new_learned_B = (prev_B | learn_ev_B) & ~forget_ev_B
-    prev_first_B = tracker.first_learned_step_N[gather_B]
-    first_B = jnp.where(learn_ev_B & (prev_first_B < 0), step.astype(jnp.int32), prev_first_B)
-
-    return ExampleTracker(
-        seen_N=seen_N,
-        loss_sum_early_N=loss_sum_early_N,
-        count_early_N=count_early_N,
-        last_loss_N=tracker.last_loss_N.at[last_idx_B].set(loss_B, mode="drop"),
-        last_epoch_N=tracker.last_epoch_N.at[last_idx_B].set(
-            jnp.broadcast_to(epoch.astype(jnp.int32), idx_B.shape), mode="drop"
-        ),
-        learned_N=tracker.learned_N.at[last_idx_B].set(new_learned_B, mode="drop"),
-        learn_N=tracker.learn_N.at[last_idx_B].add(learn_ev_B.astype(jnp.int32), mode="drop"),
-        forget_N=tracker.forget_N.at[last_idx_B].add(forget_ev_B.astype(jnp.int32), mode="drop"),
-        first_learned_step_N=tracker.first_learned_step_N.at[last_idx_B].set(first_B, mode="drop"),
-        num_examples=n,
-    )
+    prev_B = old["learned"] > 0
+    learn_ev_B = ~prev_B & learned_now_B
+    forget_ev_B = prev_B & forgotten_now_B
+    first_B = old["first_learned_step"]
+    new = {
+        "seen": old["seen"] + count_B,
+        "loss_sum_early": _to_bits(_from_bits(old["loss_sum_early"]) + early_sum_B),
+        "count_early": old["count_early"] + early_count_B,
+        "last_loss": _to_bits(loss_B),
+        "last_epoch": jnp.broadcast_to(epoch.astype(jnp.int32), (b,)),
+        "learned": ((prev_B | learn_ev_B) & ~forget_ev_B).astype(jnp.int32),
+        "learn": old["learn"] + learn_ev_B.astype(jnp.int32),
+        "forget": old["forget"] + forget_ev_B.astype(jnp.int32),
+        "first_learned_step": jnp.where(learn_ev_B & (first_B < 0), step.astype(jnp.int32), first_B),
+    }
+    # Written as a scatter-add of (new - old), which XLA runs much faster than a scatter-set on CPU. int32 addition
+    # wraps, so old + (new - old) == new bit for bit, the bit-cast f32 columns included.
+    delta_BxF = jnp.stack([new[c] for c in COLUMNS], axis=1) - rows_BxF
+    table = tracker.table.at[jnp.where(last_B, idx_B, cap)].add(delta_BxF, mode="drop")
+    return ExampleTracker(table=table, num_examples=n)
 
 
 def to_numpy(tracker: ExampleTracker) -> dict[str, np.ndarray]:
-    """One device-to-host copy of every ``[N]`` field (capacity padding dropped), keyed by field name."""
-    host = jax.device_get(tracker)
-    n = tracker.num_examples
-    return {
-        f.name: np.asarray(getattr(host, f.name))[:n]
-        for f in dataclasses.fields(host)
-        if f.name.endswith("_N")
-    }
+    """One device-to-host copy of the table, as ``{"seen_N": ..., "forget_N": ..., ...}`` (padding rows dropped)."""
+    table = np.asarray(jax.device_get(tracker.table))[: tracker.num_examples]
+    out = {}
+    for i, c in enumerate(COLUMNS):
+        col = np.ascontiguousarray(table[:, i])
+        out[f"{c}_N"] = col.view(np.float32) if c in FLOAT_COLUMNS else col.astype(bool) if c == "learned" else col
+    return out
 
 
 def epoch_losses(fields: dict[str, np.ndarray], epoch: int) -> np.ndarray:

@@ -55,19 +55,11 @@ def load_interventions(cfg: state_lib.TrainConfig, n: int) -> dict[str, np.ndarr
     if keep is not None and (keep.ndim != 1 or len(keep) == 0 or keep.min() < 0 or keep.max() >= n):
         raise ConfigError(f"train.keep_idx_path: need a non-empty 1-D array of ids in [0, {n}).")
     weights = _load(cfg.weights_path, "train.weights_path")
-    if weights is not None and (
-        weights.shape != (n,) or not np.all(np.isfinite(weights)) or weights.min() < 0
-    ):
-        raise ConfigError(
-            f"train.weights_path: need {n} finite non-negative weights, got shape {weights.shape}."
-        )
+    if weights is not None and (weights.shape != (n,) or not np.all(np.isfinite(weights)) or weights.min() < 0):
+        raise ConfigError(f"train.weights_path: need {n} finite non-negative weights, got shape {weights.shape}.")
     mult = _load(cfg.multiplicity_path, "train.multiplicity_path")
-    if mult is not None and (
-        mult.shape != (n,) or mult.min() < 0 or not np.issubdtype(mult.dtype, np.integer)
-    ):
-        raise ConfigError(
-            f"train.multiplicity_path: need {n} non-negative integers, got {mult.shape} {mult.dtype}."
-        )
+    if mult is not None and (mult.shape != (n,) or mult.min() < 0 or not np.issubdtype(mult.dtype, np.integer)):
+        raise ConfigError(f"train.multiplicity_path: need {n} non-negative integers, got {mult.shape} {mult.dtype}.")
     return {"keep_idx": keep, "weights_N": weights, "multiplicity_N": mult}
 
 
@@ -103,17 +95,22 @@ def train(
         raise ConfigError("the training split is empty: check data.source, data.path and data.seq_len.")
     train_arrays = {k: v for k, v in dataset.train.items() if k in MODEL_INPUTS}
     heldout_arrays = {k: v for k, v in dataset.heldout.items() if k in MODEL_INPUTS}
+    interventions = load_interventions(cfg.train, n)
     it = EpochIterator(
         train_arrays,
         cfg.train.batch_size,
         cfg.seed,
-        **load_interventions(cfg.train, n),
+        **interventions,
         process_index=jax.process_index(),
         process_count=jax.process_count(),
     )
     spe = it.steps_per_epoch
     total_steps = spe * cfg.train.num_epochs
     k = cfg.tracker.scoring_passes
+    if k > spe:
+        raise ConfigError(
+            f"tracker.scoring_passes={k} exceeds the {spe} steps of an epoch; use at most {spe} (one pass per step)."
+        )
     score_positions = {max(1, round((i + 1) * spe / k)) for i in range(k)} if k else set()
 
     # ----------------------------------------------------------------------------------------------------------
@@ -142,6 +139,7 @@ def train(
         schedule=schedule,
         tracker_cfg=cfg.tracker,
         steps_per_epoch=spe,
+        unique_ids=interventions["multiplicity_N"] is None,
         state_sharding=repl,
         tracker_sharding=tracker_sh,
         batch_sharding=sharding.batch_sharding(mesh),
@@ -190,9 +188,7 @@ def train(
                 loss_parts.append(loss_B)
             if is_writer:
                 loss_N = np.concatenate(jax.device_get(loss_parts))[:n]
-                np.save(
-                    os.path.join(workdir, "trackers", f"epoch_{epoch:04d}_pass_at_{position:05d}.npy"), loss_N
-                )
+                np.save(os.path.join(workdir, "trackers", f"epoch_{epoch:04d}_pass_at_{position:05d}.npy"), loss_N)
 
         def evaluate() -> dict[str, float]:
             sums = [
@@ -242,6 +238,4 @@ def train(
     if is_writer and step == total_steps:
         with open(os.path.join(workdir, "summary.json"), "w") as f:
             json.dump({"step": step, "epochs": cfg.train.num_epochs, "num_train": n, **last}, f, indent=2)
-    return TrainResult(
-        state=state, tracker=tracker, last_metrics=last, epochs_done=it.epoch + (it.position == spe)
-    )
+    return TrainResult(state=state, tracker=tracker, last_metrics=last, epochs_done=it.epoch + (it.position == spe))

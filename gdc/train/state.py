@@ -20,9 +20,7 @@ class TrainConfig:
     num_epochs: int = 10
     optimizer: str = "adam"
     learning_rate: float = 1e-3
-    schedule: str = (
-        "constant"  # wsd: warmup, stable, then linear decay to 0 over the last decay_fraction of steps
-    )
+    schedule: str = "constant"  # wsd: warmup, stable, then linear decay to 0 over the last decay_fraction of steps
     warmup_steps: int = 0
     decay_fraction: float = 0.25
     weight_decay: float = 0.0

@@ -36,11 +36,13 @@ def train_step(
     schedule: optax.Schedule,
     tracker_cfg: tracker_lib.TrackerConfig,
     steps_per_epoch: int,
+    unique_ids: bool = False,
 ) -> tuple[TrainState, tracker_lib.ExampleTracker, Metrics]:
     """One optimizer update on ``sum(w*mask*loss_B) / sum(w*mask)``; folds the pre-update ``loss_B`` into the tracker.
 
     The tracker is updated here only when ``tracker_cfg.enabled`` and no scoring passes are configured (then the loop
-    feeds it fixed-parameter losses from ``score_step`` instead).
+    feeds it fixed-parameter losses from ``score_step`` instead). ``unique_ids``: no id repeats inside a batch (no
+    up-sampling), which lets the tracker skip its grouping sort.
     """
     keys_B = example_keys(state.key, state.step, batch["index"])
     mask_B = batch["mask"]
@@ -55,7 +57,7 @@ def train_step(
     if tracker_cfg.enabled and tracker_cfg.scoring_passes == 0:
         epoch = state.step // steps_per_epoch
         tracker = tracker_lib.update(
-            tracker, batch["index"], loss_B, acc_B, mask_B, state.step, epoch, tracker_cfg
+            tracker, batch["index"], loss_B, acc_B, mask_B, state.step, epoch, tracker_cfg, unique=unique_ids
         )
     count = mask_B.sum()
     metrics = {
@@ -84,8 +86,9 @@ def score_step(
     Returns (tracker, loss_B, acc_B).
     """
     loss_B, acc_B = loss_fn(params, batch, None)
+    # Scoring passes visit each example once, in id order.
     tracker = tracker_lib.update(
-        tracker, batch["index"], loss_B, acc_B, batch["mask"], step, epoch, tracker_cfg
+        tracker, batch["index"], loss_B, acc_B, batch["mask"], step, epoch, tracker_cfg, unique=True
     )
     return tracker, loss_B, acc_B
 
@@ -108,6 +111,7 @@ def jit_steps(
     schedule,
     tracker_cfg,
     steps_per_epoch: int,
+    unique_ids: bool = False,
     state_sharding: NamedSharding,
     tracker_sharding: NamedSharding,
     batch_sharding: NamedSharding,
@@ -122,6 +126,7 @@ def jit_steps(
             schedule=schedule,
             tracker_cfg=tracker_cfg,
             steps_per_epoch=steps_per_epoch,
+            unique_ids=unique_ids,
         ),
         in_shardings=(state_sharding, tracker_sharding, batch_sharding),
         out_shardings=(state_sharding, tracker_sharding, repl),

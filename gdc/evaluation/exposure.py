@@ -1,0 +1,285 @@
+"""Exposure of canary secrets (Carlini et al. 2019), exact over the whole secret space.
+
+exposure = log2 |R| - log2 rank, with R all 10^d digit strings (leading zeros allowed) and the rank taken by the
+log-likelihood of the secret's d digits given the canary's prefix (prefix at position 0, no other context):
+``sum_j log p(digit_j | prefix, digits_<j)`` under the full byte softmax. Choices:
+  * The closing "." is not scored: it follows every candidate alike, and scoring it would cost 10x the evaluations
+    (a d+1-th tree level).
+  * rank = 1 + #{secrets with strictly higher log-likelihood}: exact ties go in the secret's favour (rank 1 means
+    exposure = the ceiling log2 10^d). The number of tied secrets is reported.
+  * NLLs are in nats.
+
+Exact enumeration walks the digit tree: the log-likelihood of a secret is the sum over its digits of
+``log p(digit | prefix + earlier digits)``, so level k of the tree (10^k nodes) needs one next-digit distribution per
+node. Two exact implementations:
+  * "forward" (any causal model, via ``models.forward``): one forward pass of prefix + the d-1 digits of each
+    level-(d-1) node returns, at successive positions, the next-digit distributions of all its ancestors too, so
+    10^(d-1) passes of length |prefix| + d - 1 cover the tree. Rows are built on device from (canary, node) ids in
+    fixed-size batches (the last one padded).
+  * "recurrent" (CharLSTM only; "auto" picks it): carries the LSTM state down the tree level by level, one cell step
+    per node (sum_k 10^k ~ 1.1e5 for d = 6) instead of one pass over the whole prefix per node. It re-implements the
+    LSTM cell of gdc/models/char_lm.py; tests hold it equal to "forward".
+
+For spaces too large to enumerate, the skew-normal approximation (Carlini et al. §4.3): fit a skew-normal to the NLLs
+of random secrets; rank/|R| is the fraction of secrets at most as unlikely as the true one, so
+exposure ~ -log2 CDF(NLL of the true secret). Low NLL (a memorized secret) gives a small CDF and a high exposure.
+"""
+
+import functools
+from collections.abc import Callable, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
+from scipy import stats
+
+from gdc import models, sharding
+from gdc.evaluation import canaries
+from gdc.evaluation.common import EvalContext, canary_meta, place_params
+from gdc.evaluation.extraction import check_input_len, pad_rows
+from gdc.models.char_lm import CharLSTM
+
+DIGIT0 = int(canaries.DIGIT_TOKENS[0])
+METHODS = ("auto", "forward", "recurrent")
+
+
+def ceiling(num_digits: int) -> float:
+    """The largest exposure, log2 10^d (rank 1)."""
+    return num_digits * float(np.log2(10.0))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# "forward": any causal model.
+# ---------------------------------------------------------------------------------------------------------------
+@functools.cache
+def _node_fn(graphdef: nnx.GraphDef, num_digits: int, mesh: jax.sharding.Mesh) -> Callable:
+    rows_sharding = NamedSharding(mesh, P(sharding.DATA))
+    j = num_digits - 1  # digits fed per row; the last one is read off the final distribution
+
+    def score(params, buf_CxT, len_C, c_B, s_B):
+        b = c_B.shape[0]
+        rows_B = jnp.arange(b)
+        tokens_BxT = buf_CxT[c_B]
+        len_B = len_C[c_B]
+        pows_J = 10 ** jnp.arange(j - 1, -1, -1, dtype=jnp.int32)
+        digits_BxJ = (s_B[:, None] // pows_J[None, :]) % 10
+        cols_BxJ = len_B[:, None] + jnp.arange(j)[None, :]
+        tokens_BxT = tokens_BxT.at[rows_B[:, None], cols_BxJ].set(DIGIT0 + digits_BxJ)
+        tokens_BxT = jax.lax.with_sharding_constraint(tokens_BxT, rows_sharding)
+        logits_BxLxV = models.forward(graphdef, params, {"tokens": tokens_BxT})
+        pos_BxK = len_B[:, None] - 1 + jnp.arange(num_digits)[None, :]
+        logp_BxKxV = jax.nn.log_softmax(logits_BxLxV[rows_B[:, None], pos_BxK], axis=-1)
+        logp_BxKx10 = logp_BxKxV[:, :, DIGIT0 : DIGIT0 + 10]
+        fed_BxJ = jnp.take_along_axis(logp_BxKx10[:, :j], digits_BxJ[:, :, None], axis=-1)[:, :, 0]
+        return fed_BxJ.sum(axis=1)[:, None] + logp_BxKx10[:, j]
+
+    return jax.jit(score, out_shardings=rows_sharding)
+
+
+def node_log_likelihoods(
+    graphdef: nnx.GraphDef, params: nnx.State, prefixes: Sequence[str], num_digits: int, canary_R: np.ndarray,
+    node_R: np.ndarray, mesh: jax.sharding.Mesh, batch_size: int = 2048,
+) -> np.ndarray:
+    """Log-likelihoods of the 10 secrets ``node * 10 + last`` of canary ``canary_R[r]``, for each row r.
+
+    Args:
+        graphdef, params: a causal byte LM.
+        prefixes: the C canary prefixes.
+        num_digits: d; ``node_R`` are (d-1)-digit values (all 0 when d = 1).
+        canary_R, node_R: int row specs.
+        mesh: rows are split over it.
+        batch_size: rows per jitted call (rounded to the mesh; the last call is padded).
+
+    Returns:
+        f32 [R, 10].
+    """
+    buf_CxT, len_C = canaries.prefix_buffer(prefixes, num_digits)
+    check_input_len(graphdef, params, buf_CxT.shape[1] - 1, f"scoring {num_digits}-digit secrets")
+    r = len(canary_R)
+    b = pad_rows(min(batch_size, r), mesh)
+    fn = _node_fn(graphdef, num_digits, mesh)
+    params = place_params(params, mesh)
+    repl = sharding.replicated(mesh)
+    buf, lens = jax.device_put(buf_CxT, repl), jax.device_put(len_C, repl)
+    parts = []
+    with jax.set_mesh(mesh):
+        for start in range(0, r, b):
+            c_B = np.zeros(b, np.int32)
+            s_B = np.zeros(b, np.int32)
+            c_B[: min(b, r - start)] = canary_R[start : start + b]
+            s_B[: min(b, r - start)] = node_R[start : start + b]
+            rows = sharding.put_batch({"c": c_B, "s": s_B}, mesh)
+            parts.append(fn(params, buf, lens, rows["c"], rows["s"]))
+    return np.concatenate(jax.device_get(parts))[:r]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# "recurrent": the LSTM state carried down the digit tree.
+# ---------------------------------------------------------------------------------------------------------------
+def _lstm_step(model: CharLSTM, carry: tuple, gates0_Bx4D: jax.Array) -> tuple[tuple, jax.Array]:
+    """One time step of every layer (the cell of gdc/models/char_lm.py); returns (carry, top h_BxD).
+
+    ``gates0_Bx4D`` is the first layer's input projection ``w_in[0](embed(tokens_B))``: the tree feeds only the 10
+    digits, so it is computed once per digit instead of once per node.
+    """
+    new = []
+    for i, ((c_BxD, h_BxD), w_in, w_rec) in enumerate(zip(carry, model.w_in, model.w_rec, strict=True)):
+        in_Bx4D = gates0_Bx4D if i == 0 else w_in(x_BxD)
+        i_g, f_g, g_g, o_g = jnp.split(in_Bx4D + h_BxD @ w_rec.kernel[...], 4, axis=-1)
+        c_BxD = jax.nn.sigmoid(f_g + 1.0) * c_BxD + jax.nn.sigmoid(i_g) * jnp.tanh(g_g)
+        h_BxD = jax.nn.sigmoid(o_g) * jnp.tanh(c_BxD)
+        new.append((c_BxD, h_BxD))
+        x_BxD = h_BxD
+    return tuple(new), x_BxD
+
+
+@functools.cache
+def _lstm_tree_fn(graphdef: nnx.GraphDef, num_digits: int, mesh: jax.sharding.Mesh) -> Callable:
+    num_devices = mesh.devices.size
+    rows_sharding = NamedSharding(mesh, P(sharding.DATA))
+    digits_10 = jnp.asarray(canaries.DIGIT_TOKENS)
+
+    def digit_logp(model, h_BxD):
+        return jax.nn.log_softmax(model.head(h_BxD).astype(jnp.float32), axis=-1)[:, DIGIT0 : DIGIT0 + 10]
+
+    def tree(params, prefix_T, prefix_len):
+        model = nnx.merge(graphdef, params)
+        zeros_1xD = jnp.zeros((1, model.width), jnp.float32)
+        carry = tuple((zeros_1xD, zeros_1xD) for _ in model.w_in)
+
+        def consume(carry, t_and_token):
+            t, token = t_and_token
+            new, _ = _lstm_step(model, carry, model.w_in[0](model.embed(token[None])))
+            return jax.tree.map(lambda n, o: jnp.where(t < prefix_len, n, o), new, carry), None
+
+        carry, _ = jax.lax.scan(consume, carry, (jnp.arange(prefix_T.shape[0]), prefix_T))
+        ll_R = digit_logp(model, carry[-1][1]).reshape(10)
+        gates0_10x4D = model.w_in[0](model.embed(digits_10))
+        for k in range(1, num_digits):
+            n = 10**k
+
+            def rows(x_NxD, n=n):
+                return jax.lax.with_sharding_constraint(x_NxD, rows_sharding) if n % num_devices == 0 else x_NxD
+
+            # Node r of level k is node r // 10 of level k-1 followed by digit r % 10.
+            carry = jax.tree.map(lambda x_MxD: rows(jnp.repeat(x_MxD, 10, axis=0)), carry)
+            carry, h_NxD = _lstm_step(model, carry, rows(jnp.tile(gates0_10x4D, (n // 10, 1))))
+            ll_R = (ll_R.reshape(n, 1) + digit_logp(model, h_NxD)).reshape(10 * n)
+        return ll_R
+
+    return jax.jit(tree)
+
+
+def _lstm_log_likelihoods(
+    graphdef: nnx.GraphDef, params: nnx.State, prefixes: Sequence[str], num_digits: int, mesh: jax.sharding.Mesh
+) -> np.ndarray:
+    buf_CxT, len_C = canaries.prefix_buffer(prefixes, 0)
+    fn = _lstm_tree_fn(graphdef, num_digits, mesh)
+    params = place_params(params, mesh)
+    repl = sharding.replicated(mesh)
+    with jax.set_mesh(mesh):
+        parts = [fn(params, jax.device_put(buf_CxT[c], repl), jax.device_put(len_C[c], repl)) for c in
+                 range(len(prefixes))]
+    return np.stack(jax.device_get(parts))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Exposure.
+# ---------------------------------------------------------------------------------------------------------------
+def all_secret_log_likelihoods(
+    graphdef: nnx.GraphDef, params: nnx.State, prefixes: Sequence[str], num_digits: int, mesh: jax.sharding.Mesh,
+    *, method: str = "auto", batch_size: int = 2048,
+) -> np.ndarray:
+    """Exact log-likelihood (nats) of every d-digit secret after each prefix.
+
+    Returns:
+        f32 [C, 10^d]; column v is the secret ``f"{v:0{d}d}"``.
+    """
+    if method not in METHODS:
+        raise ValueError(f"method={method!r}; use one of {METHODS}.")
+    is_lstm = isinstance(nnx.merge(graphdef, params), CharLSTM)
+    if method == "recurrent" and not is_lstm:
+        raise ValueError("method='recurrent' needs the CharLSTM; use 'forward' for other models.")
+    if method == "recurrent" or (method == "auto" and is_lstm):
+        return _lstm_log_likelihoods(graphdef, params, prefixes, num_digits, mesh)
+    m = 10 ** (num_digits - 1)
+    canary_R, node_R = np.divmod(np.arange(len(prefixes) * m), m)
+    ll = node_log_likelihoods(graphdef, params, prefixes, num_digits, canary_R, node_R, mesh, batch_size)
+    return ll.reshape(len(prefixes), 10 * m)
+
+
+def rank_exposure(ll_R: np.ndarray, secret: int) -> dict[str, float]:
+    """Exact rank and exposure of secret index ``secret`` among all log-likelihoods ``ll_R`` of the space."""
+    true = ll_R[secret]
+    rank = 1 + int((ll_R > true).sum())
+    return {
+        "rank": float(rank),
+        "ties": float((ll_R == true).sum() - 1),
+        "exposure": float(np.log2(len(ll_R)) - np.log2(rank)),
+        "secret_nll": float(-true),
+    }
+
+
+def skewnorm_exposure(nll_true: float, nll_sample: np.ndarray) -> float:
+    """Exposure ~ -log2 CDF(nll_true) under a skew-normal fitted (MLE) to the NLLs of random secrets."""
+    a, loc, scale = stats.skewnorm.fit(np.asarray(nll_sample, np.float64))
+    return float(-stats.skewnorm.logcdf(nll_true, a, loc, scale) / np.log(2.0))
+
+
+def evaluate(
+    ctx: EvalContext, *, max_exact_digits: int = 6, skewnorm_sample: int = 2000, method: str = "auto",
+    batch_size: int = 2048,
+) -> dict[str, float | np.ndarray]:
+    """Exposure of every inserted and control canary.
+
+    Exact when ``secret_digits <= max_exact_digits``; then the skew-normal estimate is also reported, fitted to the
+    NLLs of ``skewnorm_sample`` secrets drawn without replacement from the enumerated space (seed ``[ctx.seed, 4]``).
+    Otherwise only the skew-normal estimate (from that many secrets scored by forward passes), and the rank and
+    ties are NaN.
+
+    Returns:
+        ``exposure_ceiling`` and per group ("inserted", "controls"): ``{group}_exposure_mean`` and arrays [C]
+        ``{group}_exposure``, ``{group}_rank``, ``{group}_rank_ties``, ``{group}_secret_nll`` (nats),
+        ``{group}_exposure_skewnorm``.
+    """
+    meta = canary_meta(ctx)
+    d = meta["secret_digits"]
+    size = 10**d
+    rng = np.random.default_rng([ctx.seed, 4])
+    out: dict[str, float | np.ndarray] = {"exposure_ceiling": ceiling(d)}
+    for group in canaries.GROUPS:
+        records = meta[group]
+        if not records:
+            continue
+        prefixes = [r["prefix"] for r in records]
+        secret_C = np.array([int(r["secret"]) for r in records])
+        sample = min(size, skewnorm_sample)
+        if d <= max_exact_digits:
+            ll_CxR = all_secret_log_likelihoods(
+                ctx.graphdef, ctx.params, prefixes, d, ctx.mesh, method=method, batch_size=batch_size
+            )
+            res = [rank_exposure(ll_R, s) for ll_R, s in zip(ll_CxR, secret_C, strict=True)]
+            nll_sample_CxS = -np.stack([ll_R[rng.choice(size, sample, replace=False)] for ll_R in ll_CxR])
+        else:
+            secrets_CxS = rng.integers(0, size, size=(len(records), sample))
+            all_CxS = np.concatenate([secret_C[:, None], secrets_CxS], axis=1)
+            canary_R = np.repeat(np.arange(len(records)), sample + 1)
+            ll_Rx10 = node_log_likelihoods(
+                ctx.graphdef, ctx.params, prefixes, d, canary_R, all_CxS.reshape(-1) // 10, ctx.mesh, batch_size
+            )
+            ll_CxS = ll_Rx10[np.arange(len(canary_R)), all_CxS.reshape(-1) % 10].reshape(all_CxS.shape)
+            nan = float("nan")
+            res = [{"rank": nan, "ties": nan, "exposure": nan, "secret_nll": -float(ll[0])} for ll in ll_CxS]
+            nll_sample_CxS = -ll_CxS[:, 1:]
+        skew_C = np.array([skewnorm_exposure(r["secret_nll"], s) for r, s in zip(res, nll_sample_CxS, strict=True)])
+        exposure_C = np.array([r["exposure"] for r in res]) if d <= max_exact_digits else skew_C
+        out[f"{group}_exposure"] = exposure_C
+        out[f"{group}_exposure_mean"] = float(exposure_C.mean())
+        out[f"{group}_rank"] = np.array([r["rank"] for r in res])
+        out[f"{group}_rank_ties"] = np.array([r["ties"] for r in res])
+        out[f"{group}_secret_nll"] = np.array([r["secret_nll"] for r in res])
+        out[f"{group}_exposure_skewnorm"] = skew_C
+    return out
