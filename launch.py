@@ -14,7 +14,13 @@ from gdc.errors import ConfigError
 
 config_flags.DEFINE_config_file("config", None, "Path to a configs/*.py file.", lock_config=True)
 flags.DEFINE_string("workdir", None, "Directory for checkpoints, trackers and metrics.")
-flags.DEFINE_enum("mode", "train", ["train"], "What to run.")
+flags.DEFINE_enum(
+    "mode",
+    "run",
+    ["run", "all", "train", "score", "intervene", "retrain", "evaluate", "report"],
+    "run: one training run in --workdir. all: the whole study (probe, score, intervene, retrain, evaluate, report "
+    "for every study.seeds); the other modes run one study stage.",
+)
 flags.mark_flags_as_required(["config", "workdir"])
 FLAGS = flags.FLAGS
 
@@ -31,11 +37,16 @@ def main(argv):
     try:
         cfg = config_lib.from_mapping(FLAGS.config, device_count=jax.device_count())
         config_lib.check_workdir(FLAGS.workdir)
-        if FLAGS.mode == "train":
+        if FLAGS.mode == "run":
             from gdc.train import loop
 
             result = loop.train(cfg, FLAGS.workdir)
             print(f"done: step {int(result.state.step)}, metrics {result.last_metrics}")
+        else:
+            from gdc.pipelines import study
+
+            study.run(cfg, FLAGS.workdir, FLAGS.mode)
+            print(f"done: --mode={FLAGS.mode} in {FLAGS.workdir}")
     except ConfigError as e:
         print(f"config error: {e}", file=sys.stderr)
         sys.exit(2)

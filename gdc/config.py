@@ -14,6 +14,7 @@ from typing import Any
 from gdc.checkpoint import CheckpointConfig
 from gdc.data.sources import DataConfig
 from gdc.errors import ConfigError
+from gdc.interventions.arms import StudyConfig
 from gdc.logs import LogConfig
 from gdc.models import ModelConfig
 from gdc.tracker import TrackerConfig
@@ -26,6 +27,7 @@ SECTIONS = {
     "tracker": TrackerConfig,
     "checkpoint": CheckpointConfig,
     "log": LogConfig,
+    "study": StudyConfig,
 }
 
 
@@ -38,6 +40,7 @@ class RunConfig:
     tracker: TrackerConfig
     checkpoint: CheckpointConfig
     log: LogConfig
+    study: StudyConfig
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -125,7 +125,7 @@ def _lstm_step(model: CharLSTM, carry: tuple, gates0_Bx4D: jax.Array) -> tuple[t
     ``gates0_Bx4D`` is the first layer's input projection ``w_in[0](embed(tokens_B))``: the tree feeds only the 10
     digits, so it is computed once per digit instead of once per node.
     """
-    new = []
+    new, x_BxD = [], None
     for i, ((c_BxD, h_BxD), w_in, w_rec) in enumerate(zip(carry, model.w_in, model.w_rec, strict=True)):
         in_Bx4D = gates0_Bx4D if i == 0 else w_in(x_BxD)
         i_g, f_g, g_g, o_g = jnp.split(in_Bx4D + h_BxD @ w_rec.kernel[...], 4, axis=-1)
@@ -230,7 +230,7 @@ def skewnorm_exposure(nll_true: float, nll_sample: np.ndarray) -> float:
 
 
 def evaluate(
-    ctx: EvalContext, *, max_exact_digits: int = 6, skewnorm_sample: int = 2000, method: str = "auto",
+    ctx: EvalContext, *, max_exact_digits: int = 6, skewnorm_sample: int = 10_000, method: str = "auto",
     batch_size: int = 2048,
 ) -> dict[str, float | np.ndarray]:
     """Exposure of every inserted and control canary.

@@ -27,7 +27,7 @@ def summarize(loss_N: np.ndarray, tokens_N: np.ndarray, prefix: str = "heldout")
         f"{prefix}_perplexity": float(np.exp(mean_loss)),
         f"{prefix}_token_loss": token_loss,
         f"{prefix}_perplexity_token": float(np.exp(token_loss)),
-        f"{prefix}_bits_per_char": token_loss / np.log(2.0),
+        f"{prefix}_bits_per_char": float(token_loss / np.log(2.0)),
     }
 
 

@@ -19,12 +19,11 @@ def _spearman_matrix(x_KxN: np.ndarray) -> np.ndarray:
     k = x_KxN.shape[0]
     if k == 1:
         return np.ones((1, 1))
-    with warnings.catch_warnings():  # a constant ranking (every m = 0) has no correlation: NaN, said in the docs.
+    ranks_KxN = scipy.stats.rankdata(x_KxN, axis=1)
+    with warnings.catch_warnings(), np.errstate(all="ignore"):  # constant rows (every m = 0): NaN, as documented.
         warnings.simplefilter("ignore")
-        rho = scipy.stats.spearmanr(x_KxN, axis=1).statistic
-    if k == 2:
-        rho = np.array([[1.0, rho], [rho, 1.0]])
-    return np.asarray(rho, np.float64)
+        rho = np.corrcoef(ranks_KxN)
+    return np.asarray(rho, np.float64).reshape(k, k)
 
 
 def _jaccard(a: np.ndarray, b: np.ndarray) -> float:

@@ -32,6 +32,37 @@ from gdc.train.step import jit_steps
 MODEL_INPUTS = ("tokens", "token_mask", "x", "y")
 
 
+def restore_params(cfg: config_lib.RunConfig, workdir: str, mesh: jax.sharding.Mesh | None = None):
+    """The params of the latest checkpoint in ``workdir`` (replicated over ``mesh``), with the graphdef and dataset.
+
+    Returns:
+      (graphdef, params, dataset, step).
+    """
+    mesh = mesh or sharding.make_mesh()
+    dataset = sources.build_dataset(cfg.data)
+    graphdef, params = models.build(
+        cfg.model,
+        seed=cfg.seed,
+        vocab_size=dataset.meta.get("vocab_size", 256),
+        seq_len=cfg.data.seq_len,
+        num_features=dataset.meta.get("num_features", 0),
+        num_classes=dataset.meta.get("num_classes", 0),
+    )
+    tx, _ = state_lib.make_optimizer(cfg.train, 1)
+    repl = sharding.replicated(mesh)
+    state = jax.eval_shape(lambda: state_lib.create_train_state(params, tx, cfg.seed))
+    state = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=repl), state)
+    tracker = jax.eval_shape(lambda: tracker_lib.ExampleTracker.create(dataset.num_train, mesh.devices.size))
+    tracker_sh = sharding.tracker_sharding(mesh, cfg.tracker.sharding)
+    tracker = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=tracker_sh), tracker)
+    with Checkpointer(workdir, cfg.checkpoint) as ckpt:
+        step = ckpt.latest_step()
+        if step is None:
+            raise FileNotFoundError(f"no checkpoint in {workdir}/checkpoints: train the run first.")
+        state, _, _, _ = ckpt.restore(step, state, tracker)
+    return graphdef, state.params, dataset, step
+
+
 @dataclasses.dataclass
 class TrainResult:
     state: state_lib.TrainState
@@ -105,7 +136,7 @@ def train(
         process_count=jax.process_count(),
     )
     spe = it.steps_per_epoch
-    total_steps = spe * cfg.train.num_epochs
+    total_steps = cfg.train.total_steps or spe * cfg.train.num_epochs
     k = cfg.tracker.scoring_passes
     if k > spe:
         raise ConfigError(
@@ -237,5 +268,5 @@ def train(
 
     if is_writer and step == total_steps:
         with open(os.path.join(workdir, "summary.json"), "w") as f:
-            json.dump({"step": step, "epochs": cfg.train.num_epochs, "num_train": n, **last}, f, indent=2)
+            json.dump({"step": step, "epochs": step / spe, "num_train": n, **last}, f, indent=2)
     return TrainResult(state=state, tracker=tracker, last_metrics=last, epochs_done=it.epoch + (it.position == spe))

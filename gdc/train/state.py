@@ -18,6 +18,7 @@ SCHEDULES = ("constant", "cosine", "wsd")
 class TrainConfig:
     batch_size: int = 64  # global; must divide by the device count
     num_epochs: int = 10
+    total_steps: int = 0  # > 0: train exactly this many steps (token-matched retrains); num_epochs is then ignored
     optimizer: str = "adam"
     learning_rate: float = 1e-3
     schedule: str = "constant"  # wsd: warmup, stable, then linear decay to 0 over the last decay_fraction of steps
@@ -33,6 +34,8 @@ class TrainConfig:
     def validate(self) -> None:
         if self.batch_size < 1:
             raise ConfigError(f"train.batch_size={self.batch_size}: must be >= 1.")
+        if self.total_steps < 0:
+            raise ConfigError(f"train.total_steps={self.total_steps}: must be >= 0 (0 = num_epochs decides).")
         if self.num_epochs < 1:
             raise ConfigError(f"train.num_epochs={self.num_epochs}: must be >= 1.")
         if self.optimizer not in OPTIMIZERS:

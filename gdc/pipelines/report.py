@@ -1,0 +1,311 @@
+"""The study report: ``results.json``, ``report.md`` and PNGs, aggregated over seeds and random replicates.
+
+Extraction counts are pooled over seeds (and over the random controls' replicates) with Wilson 95% intervals, as
+canary_design.md asks; other numbers are mean and standard deviation over seeds. Verdicts are computed from the
+numbers, never written by hand.
+"""
+
+import collections
+import json
+import os
+import re
+
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+from gdc import config as config_lib
+from gdc.scoring import QUADRANT_NAMES
+
+PAPER_A = (
+    "canary extraction 100% -> 40% after pruning the top 5% by m, validation perplexity +0.5%; >40% reduction at 10%"
+)
+PAPER_B = "down-weighting hotspots (alpha = 0.5): leakage -30%, MIA AUC -15%, validation perplexity < +1%"
+METRICS = {  # key in evals/*.json -> column title
+    "inserted_extraction_rate": "extraction",
+    "inserted_exposure_mean": "exposure (bits)",
+    "heldout_perplexity_token": "val. perplexity",
+    "mia_auc": "MIA AUC (train/held-out)",
+    "mia_canary_secret_auc": "canary MIA AUC",
+    "mia_calibrated_canary_secret_auc": "canary MIA AUC (calibrated)",
+    "pruned_canary_fraction": "pruned that are canaries",
+}
+
+
+def wilson(k: float, n: float, z: float = 1.96) -> tuple[float, float]:
+    if n == 0:
+        return float("nan"), float("nan")
+    p = k / n
+    den = 1 + z * z / n
+    mid = (p + z * z / (2 * n)) / den
+    half = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / den
+    return float(mid - half), float(mid + half)
+
+
+def arm_group(name: str) -> str:
+    """``prune_random@5#2`` -> ``prune_random@5`` (replicates pooled)."""
+    return re.sub(r"#\d+", "", name)
+
+
+def load_evals(workdir: str, seeds) -> dict[str, dict[int, dict]]:
+    out: dict[str, dict[int, dict]] = collections.defaultdict(dict)
+    for seed in seeds:
+        folder = os.path.join(workdir, f"seed_{seed}", "evals")
+        for fname in sorted(os.listdir(folder)) if os.path.isdir(folder) else []:
+            if fname.endswith(".json"):
+                out[fname[:-5]][seed] = json.load(open(os.path.join(folder, fname)))
+    return out
+
+
+def aggregate(evals: dict[str, dict[int, dict]]) -> dict[str, dict]:
+    groups: dict[str, list[tuple[int, dict]]] = collections.defaultdict(list)
+    for arm, per_seed in evals.items():
+        for seed, rec in per_seed.items():
+            groups[arm_group(arm)].append((seed, rec))
+    base = {seed: rec for seed, rec in evals.get("baseline", {}).items()}
+    table = {}
+    for group, recs in sorted(groups.items()):
+        row = {"runs": len(recs), "seeds": sorted({s for s, _ in recs})}
+        for key in METRICS:
+            vals = [r[key] for _, r in recs if key in r]
+            if vals:
+                row[key] = {"mean": float(np.mean(vals)), "std": float(np.std(vals)), "n": len(vals)}
+        k = sum(r.get("inserted_extracted_count", 0.0) for _, r in recs)
+        total = sum(r.get("inserted_num_canaries", 0.0) for _, r in recs)
+        if total:
+            row["extraction_pooled"] = {"extracted": k, "total": total, "wilson95": wilson(k, total)}
+        rel = [
+            r["heldout_perplexity_token"] / base[s]["heldout_perplexity_token"] - 1
+            for s, r in recs
+            if s in base and "heldout_perplexity_token" in r
+        ]
+        if rel:
+            row["perplexity_change"] = {"mean": float(np.mean(rel)), "std": float(np.std(rel))}
+        table[group] = row
+    return table
+
+
+def _fmt(row: dict, key: str, pct: bool = False) -> str:
+    if key not in row:
+        return "-"
+    m, s = row[key]["mean"], row[key]["std"]
+    return f"{100 * m:.1f}% ± {100 * s:.1f}" if pct else f"{m:.3f} ± {s:.3f}"
+
+
+def _extraction(row: dict) -> tuple[float, float, float]:
+    p = row.get("extraction_pooled")
+    if not p:
+        return float("nan"), float("nan"), float("nan")
+    return p["extracted"] / p["total"], *p["wilson95"]
+
+
+def verdicts(table: dict) -> dict[str, str]:
+    """One-line verdicts from the numbers (pooled extraction with Wilson intervals; perplexity change vs baseline)."""
+    out = {}
+    base = table.get("baseline")
+    if base is None:
+        return out
+    b_rate, b_lo, _ = _extraction(base)
+    for frac in ("5", "10"):
+        arm, ctrl = table.get(f"prune_m@{frac}"), table.get(f"prune_random@{frac}")
+        if arm is None:
+            continue
+        rate, lo, hi = _extraction(arm)
+        c_rate, c_lo, c_hi = _extraction(ctrl) if ctrl else (float("nan"),) * 3
+        ppl = arm.get("perplexity_change", {}).get("mean", float("nan"))
+        reduction = 1 - rate / b_rate if b_rate > 0 else float("nan")
+        beats_random = ctrl is not None and hi < c_lo
+        if b_rate < 0.5:
+            v = "not testable: the baseline extracts fewer than half of its canaries"
+        elif reduction >= 0.4 and beats_random:
+            v = "reproduced (and below the random-prune control's interval)"
+        elif reduction >= 0.4:
+            v = "reduction reproduced, but not credited to m: the random-prune control's interval overlaps"
+        else:
+            v = "not reproduced"
+        out[f"A: prune top {frac}% by m"] = (
+            f"{v}: extraction {b_rate:.0%} -> {rate:.0%} [{lo:.0%}, {hi:.0%}] (random {c_rate:.0%} "
+            f"[{c_lo:.0%}, {c_hi:.0%}]), perplexity {ppl:+.2%}"
+        )
+    arm, ctrl = table.get("downweight_hotspot"), table.get("downweight_random")
+    if arm is not None:
+        rate, lo, hi = _extraction(arm)
+        leak = 1 - rate / b_rate if b_rate > 0 else float("nan")
+        key = "mia_canary_secret_auc"
+        auc_b, auc_a = base.get(key, {}).get("mean", np.nan), arm.get(key, {}).get("mean", np.nan)
+        auc_red = 1 - (auc_a - 0.5) / (auc_b - 0.5) if auc_b > 0.5 else float("nan")
+        ppl = arm.get("perplexity_change", {}).get("mean", float("nan"))
+        ok = leak >= 0.3 and auc_red >= 0.15 and ppl < 0.01
+        v = "reproduced" if ok else ("contradicted" if leak <= 0 and auc_red <= 0 else "not reproduced")
+        c_rate = _extraction(ctrl)[0] if ctrl else float("nan")
+        out["B: down-weight hotspots"] = (
+            f"{v}: extraction {b_rate:.0%} -> {rate:.0%} (random down-weight {c_rate:.0%}), canary MIA AUC "
+            f"{auc_b:.3f} -> {auc_a:.3f} (advantage over chance {auc_red:+.0%} reduced), perplexity {ppl:+.2%}"
+        )
+    return out
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Figures.
+# ---------------------------------------------------------------------------------------------------------------
+def _figure(w=5.0, h=4.0):
+    fig = Figure(figsize=(w, h))
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def plot_data_map(scores: dict, is_canary: np.ndarray, path: str) -> None:
+    fig = _figure()
+    ax = fig.add_subplot()
+    rng = np.random.default_rng(0)
+    m = scores["m_N"] + rng.uniform(-0.004, 0.004, len(scores["m_N"]))  # jitter: m is discrete
+    for q, name in enumerate(QUADRANT_NAMES):
+        sel = scores["quadrant_N"] == q
+        ax.scatter(scores["d_N"][sel], m[sel], s=3, alpha=0.4, label=f"{name} ({sel.sum()})")
+    if is_canary.any():
+        ax.scatter(scores["d_N"][is_canary], m[is_canary], s=30, marker="x", c="k", label="canary copies")
+    ax.set(xlabel="difficulty d (mean early loss)", ylabel="memorization m (jittered)", title="data map")
+    ax.legend(fontsize=6, markerscale=2)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+def plot_trajectories(loss_ExN: np.ndarray, scores: dict, path: str, per: int = 4) -> None:
+    fig = _figure(8, 5)
+    rng = np.random.default_rng(0)
+    for q, name in enumerate(QUADRANT_NAMES):
+        ax = fig.add_subplot(2, 2, q + 1)
+        ids = np.flatnonzero(scores["quadrant_N"] == q)
+        for i in rng.choice(ids, min(per, len(ids)), replace=False) if len(ids) else []:
+            ax.plot(loss_ExN[:, i], lw=1)
+        ax.set(title=f"{name} ({len(ids)})", xlabel="checkpoint", ylabel="loss")
+        ax.title.set_fontsize(8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+def plot_pruning(table: dict, path: str) -> None:
+    fig = _figure(9, 3.5)
+    ax1, ax2 = fig.add_subplot(1, 2, 1), fig.add_subplot(1, 2, 2)
+    base = table.get("baseline", {})
+    methods = sorted({g.split("@")[0] for g in table if "@" in g and "+tm" not in g})
+    for method in methods:
+        pts = sorted(
+            (float(g.split("@")[1]), r) for g, r in table.items() if g.startswith(method + "@") and "+tm" not in g
+        )
+        xs = [0.0] + [p for p, _ in pts]
+        ext = [_extraction(base)[0]] + [_extraction(r)[0] for _, r in pts]
+        ppl = [0.0] + [100 * r.get("perplexity_change", {}).get("mean", np.nan) for _, r in pts]
+        ax1.plot(xs, ext, "o-", label=method)
+        ax2.plot(xs, ppl, "o-", label=method)
+    ax1.set(xlabel="pruned (%)", ylabel="canary extraction rate (pooled)")
+    ax2.set(xlabel="pruned (%)", ylabel="val. perplexity change vs baseline (%)")
+    ax1.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+def plot_sweep(sweep: dict, path: str) -> None:
+    fig = _figure(8, 3.5)
+    ax1, ax2 = fig.add_subplot(1, 2, 1), fig.add_subplot(1, 2, 2)
+    eps = sweep["eps_low_S"]
+    ax1.plot(eps, sweep["frac_m_pos_S"], "o-")
+    ax1.set(xlabel="eps (absolute, nats)", ylabel="share of examples with m > 0")
+    ax2.plot(eps, sweep["spearman_uv_S"], "o-", label="m(eps) vs upward variation")
+    ax2.plot(eps[:-1], sweep["jaccard_adjacent_S"][: len(eps) - 1], "s-", label="top-5% Jaccard, next eps")
+    ax2.set(xlabel="eps", ylabel="agreement", ylim=(-0.1, 1.05))
+    ax2.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Report.
+# ---------------------------------------------------------------------------------------------------------------
+def write_report(cfg: config_lib.RunConfig, workdir: str) -> dict:
+    from gdc.evaluation import mia
+    from gdc.scoring import load_loss_matrix
+
+    seeds = list(cfg.study.seeds)
+    table = aggregate(load_evals(workdir, seeds))
+    verdict = verdicts(table)
+    first = os.path.join(workdir, f"seed_{seeds[0]}")
+    probe = os.path.join(first, "probe")
+    scores = dict(np.load(os.path.join(probe, "scores", "scores.npz")))
+    score_summary = json.load(open(os.path.join(probe, "scores", "scores.json")))
+    extra = json.load(open(os.path.join(probe, "scores", "sweep.json")))
+    meta = json.load(open(os.path.join(probe, "dataset.json")))
+    is_canary = np.zeros(len(scores["m_N"]), bool)
+    for c in meta.get("canaries", {}).get("inserted", []):
+        is_canary[c["ids"]] = True
+    loss_ExN, loss_meta = load_loss_matrix(probe, "auto")
+    plot_data_map(scores, is_canary, os.path.join(workdir, "data_map.png"))
+    plot_trajectories(loss_ExN, scores, os.path.join(workdir, "trajectories.png"))
+    plot_pruning(table, os.path.join(workdir, "pruning.png"))
+    plot_sweep(dict(np.load(os.path.join(probe, "scores", "sweep.npz"))), os.path.join(workdir, "eps_sweep.png"))
+    curves = {}
+    for arm in ("baseline", "downweight_hotspot", f"prune_m@{round(100 * cfg.study.prune_fractions[0])}"):
+        path = os.path.join(first, "evals", f"{arm}.npz")
+        if os.path.exists(path):
+            z = np.load(path)
+            key = "mia_canary_secret" if "mia_canary_secret_scores_members" in z.files else "mia"
+            if f"{key}_scores_members" in z.files:
+                curves[arm] = (z[f"{key}_scores_members"], z[f"{key}_scores_nonmembers"])
+    if curves:
+        mia.plot_roc(curves, os.path.join(workdir, "roc.png"), title=f"seed {seeds[0]}: canary-secret loss attack")
+
+    results = {
+        "config": cfg.to_dict(),
+        "table": table,
+        "verdicts": verdict,
+        "scores_seed0": score_summary,
+        "loss_source": loss_meta.get("loss_source"),
+        "detectors_seed0": extra.get("detectors"),
+        "paper": {"A": PAPER_A, "B": PAPER_B},
+    }
+    with open(os.path.join(workdir, "results.json"), "w") as f:
+        json.dump(results, f, indent=2, default=str)
+    with open(os.path.join(workdir, "report.md"), "w") as f:
+        f.write(_markdown(cfg, table, verdict, score_summary, extra, loss_meta))
+    return results
+
+
+def _markdown(cfg, table, verdict, score_summary, extra, loss_meta) -> str:
+    lines = ["# GenDataCarto study report", ""]
+    lines += [
+        f"Seeds: {list(cfg.study.seeds)}; model: {cfg.model.name} (width {cfg.model.width}, depth "
+        f"{cfg.model.depth}); data: {cfg.data.source}, seq_len {cfg.data.seq_len}; {cfg.train.num_epochs} epochs.",
+        f"Scores came from: **{loss_meta.get('loss_source')}** ({loss_meta.get('checkpoints')} checkpoints).",
+        "",
+    ]
+    lines += ["## Verdicts", "", f"* Paper, experiment A: {PAPER_A}.", f"* Paper, experiment B: {PAPER_B}.", ""]
+    lines += [f"* **{k}**: {v}" for k, v in verdict.items()] or ["* (no verdict: arms missing)"]
+    lines += ["", "## All arms (mean ± sd over seeds; extraction pooled over seeds and replicates, Wilson 95%)", ""]
+    cols = list(METRICS)
+    lines.append("| arm | runs | extraction pooled | " + " | ".join(METRICS[c] for c in cols) + " | ppl change |")
+    lines.append("|---" * (len(cols) + 4) + "|")
+    for group, row in table.items():
+        rate, lo, hi = _extraction(row)
+        ext = f"{rate:.0%} [{lo:.0%}, {hi:.0%}]" if np.isfinite(rate) else "-"
+        ppl = row.get("perplexity_change")
+        ppl_s = f"{100 * ppl['mean']:+.2f}% ± {100 * ppl['std']:.2f}" if ppl else "-"
+        vals = [_fmt(row, c, pct=c.endswith("rate") or c.endswith("fraction")) for c in cols]
+        lines.append(f"| {group} | {row['runs']} | {ext} | " + " | ".join(vals) + f" | {ppl_s} |")
+    q = score_summary.get("quadrants", {})
+    lines += [
+        "",
+        "## Scores (first seed)",
+        "",
+        f"Thresholds: {json.dumps(score_summary.get('thresholds'))}; tau_d = {q.get('tau_d')}, tau_m = {q.get('tau_m')}.",
+        f"Quadrant counts: {q.get('counts')}; never-learned examples per quadrant: {q.get('never_learned')}; "
+        f"examples with m > 0: {score_summary.get('frac_m_pos')}; examples tied at tau_m: {q.get('n_m_at_tau')}.",
+        f"Offline forget counts vs the on-device tracker: {json.dumps(score_summary.get('tracker_agreement'))}.",
+        "",
+    ]
+    if extra.get("detectors"):
+        lines += ["Each score as a canary-copy detector (AUROC; canary copies in the top-p% set):", ""]
+        for name, d in extra["detectors"].items():
+            tops = ", ".join(f"top {float(f):.0%}: {v['positives']}/{v['k']}" for f, v in d["top"].items())
+            lines.append(f"* {name}: AUROC {d['auroc']:.3f}; {tops}")
+    lines += ["", "Figures: `data_map.png`, `trajectories.png`, `pruning.png`, `eps_sweep.png`, `roc.png`.", ""]
+    return "\n".join(lines)

@@ -1,0 +1,238 @@
+"""The GenDataCarto study: probe -> score -> intervene -> retrain -> evaluate -> report, for every seed.
+
+Layout under ``workdir``::
+
+  seed_S/probe/                 the probe run (full data, seed S); it is also the baseline arm
+  seed_S/reference/             canary datasets: the same run without any canary copy (calibrated MIA reference)
+  seed_S/probe/scores/          scores.npz / scores.json (gdc.scoring), sweep.json (eps sweep, detector table)
+  seed_S/arms/index.json        the arms: name, artefact paths, train overrides
+  seed_S/arms/<arm>/            artefact (keep_idx.npy | weights_N.npy | multiplicity_N.npy, artefact.json), run/
+  seed_S/evals/<arm>.json|.npz  evaluator results (scalars | arrays)
+  results.json, report.md, *.png
+
+Every stage skips work whose output exists, and training resumes from checkpoints, so rerunning a stage (or
+``--mode=all``) after an interruption redoes nothing finished. The data split (``data.split_seed``) is the same for
+every seed; the seed changes initialisation, data order and tie breaking.
+"""
+
+import dataclasses
+import json
+import os
+from collections.abc import Callable
+
+import jax
+import numpy as np
+
+from gdc import config as config_lib
+from gdc import interventions as iv
+from gdc import scoring, sharding
+from gdc.interventions.arms import build_arms
+from gdc.train import loop
+
+STAGES = ("train", "score", "intervene", "retrain", "evaluate", "report")
+
+
+def _log(msg: str) -> None:
+    if jax.process_index() == 0:
+        print(f"[study] {msg}", flush=True)
+
+
+def seed_dir(workdir: str, seed: int) -> str:
+    return os.path.join(workdir, f"seed_{seed}")
+
+
+def _done(path: str) -> bool:
+    return os.path.exists(path)
+
+
+def _with(cfg: config_lib.RunConfig, seed: int, **train: object) -> config_lib.RunConfig:
+    return dataclasses.replace(cfg, seed=seed, train=dataclasses.replace(cfg.train, **train))
+
+
+def _train(cfg: config_lib.RunConfig, run_dir: str, label: str) -> None:
+    if _done(os.path.join(run_dir, "summary.json")):
+        return
+    _log(f"training {label} -> {run_dir}")
+    loop.train(cfg, run_dir)
+
+
+def _has_canaries(cfg: config_lib.RunConfig) -> bool:
+    return cfg.data.source == "pydoc_canaries"
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Stages.
+# ---------------------------------------------------------------------------------------------------------------
+def stage_train(cfg: config_lib.RunConfig, workdir: str) -> None:
+    """Probe runs (and, for canary data, the canary-free reference runs)."""
+    for seed in cfg.study.seeds:
+        _train(_with(cfg, seed), os.path.join(seed_dir(workdir, seed), "probe"), f"probe seed {seed}")
+        if _has_canaries(cfg) and "mia" in cfg.study.evaluators:
+            ref_dir = os.path.join(seed_dir(workdir, seed), "reference")
+            if not _done(os.path.join(ref_dir, "summary.json")):
+                from gdc.data import sources
+
+                is_canary = sources.build_dataset(cfg.data).train["is_canary"]
+                art = iv.remove(np.flatnonzero(is_canary), len(is_canary), "reference", purpose="calibrated MIA")
+                paths = iv.write(art, os.path.join(ref_dir, "artefact"))
+                _train(_with(cfg, seed, **paths), ref_dir, f"reference seed {seed}")
+
+
+def _sweep_values(loss_ExN: np.ndarray, values: tuple) -> np.ndarray:
+    if values:
+        return np.asarray(values, np.float64)
+    final = loss_ExN[-1][np.isfinite(loss_ExN[-1])]
+    return np.quantile(final, np.linspace(0.05, 0.95, 10))
+
+
+def stage_score(cfg: config_lib.RunConfig, workdir: str) -> None:
+    s = cfg.study
+    for seed in s.seeds:
+        probe = os.path.join(seed_dir(workdir, seed), "probe")
+        if _done(os.path.join(probe, "scores", "sweep.json")):
+            continue
+        _log(f"scoring seed {seed}")
+        kw = dict(kind=s.eps_kind, q_d=s.q_d, q_m=s.q_m, seed=seed)
+        if s.eps >= 0:
+            kw.update(eps=s.eps, hysteresis=s.hysteresis if s.hysteresis >= 0 else None)
+        arrays, summary = scoring.score_run(probe, **kw)
+        loss_ExN, meta = scoring.load_loss_matrix(probe, "auto")
+        sweep = scoring.eps_sweep(loss_ExN, _sweep_values(loss_ExN, s.eps_sweep), "absolute")
+        np.savez(os.path.join(probe, "scores", "sweep.npz"), **sweep)
+        extra = {"eps_sweep": {k: v for k, v in sweep.items() if not k.endswith("N")}}
+        dataset_meta = json.load(open(os.path.join(probe, "dataset.json")))
+        if dataset_meta.get("canaries"):
+            is_canary = np.zeros(len(arrays["m_N"]), bool)
+            for c in dataset_meta["canaries"]["inserted"]:
+                is_canary[c["ids"]] = True
+            named = {
+                "m": arrays["m_rank_N"],
+                "upward_variation": arrays["uv_N"],
+                "d": arrays["d_N"],
+                "low_final_loss": -arrays["final_loss_N"],
+            }
+            extra["detectors"] = scoring.detector_table(named, is_canary, s.prune_fractions)
+        with open(os.path.join(probe, "scores", "sweep.json"), "w") as f:
+            json.dump(extra, f, indent=2, default=_json_default)
+
+
+def stage_intervene(cfg: config_lib.RunConfig, workdir: str) -> None:
+    for seed in cfg.study.seeds:
+        arms_dir = os.path.join(seed_dir(workdir, seed), "arms")
+        if _done(os.path.join(arms_dir, "index.json")):
+            continue
+        scores = dict(np.load(os.path.join(seed_dir(workdir, seed), "probe", "scores", "scores.npz")))
+        index = []
+        for art, overrides in build_arms(scores, cfg.study, seed):
+            paths = iv.write(art, os.path.join(arms_dir, art.name))
+            index.append(
+                {
+                    "name": art.name,
+                    "paths": paths,
+                    "token_matched": overrides.get("token_matched", False),
+                    "affected": int(len(art.affected_ids)),
+                }
+            )
+        _log(f"seed {seed}: {len(index)} arms")
+        with open(os.path.join(arms_dir, "index.json"), "w") as f:
+            json.dump(index, f, indent=2)
+
+
+def _arms(workdir: str, seed: int) -> list[dict]:
+    with open(os.path.join(seed_dir(workdir, seed), "arms", "index.json")) as f:
+        return json.load(f)
+
+
+def _probe_steps(workdir: str, seed: int) -> int:
+    return json.load(open(os.path.join(seed_dir(workdir, seed), "probe", "summary.json")))["step"]
+
+
+def _arm_config(cfg, workdir, seed, arm) -> config_lib.RunConfig:
+    total = _probe_steps(workdir, seed) if arm["token_matched"] else 0
+    return _with(cfg, seed, total_steps=total, **arm["paths"])
+
+
+def stage_retrain(cfg: config_lib.RunConfig, workdir: str) -> None:
+    for seed in cfg.study.seeds:
+        for arm in _arms(workdir, seed):
+            run_dir = os.path.join(seed_dir(workdir, seed), "arms", arm["name"], "run")
+            _train(_arm_config(cfg, workdir, seed, arm), run_dir, f"{arm['name']} seed {seed}")
+
+
+def stage_evaluate(cfg: config_lib.RunConfig, workdir: str) -> None:
+    from gdc import evaluation
+    from gdc.evaluation import canaries as canary_eval
+
+    mesh = sharding.make_mesh()
+    batch = cfg.train.batch_size
+    for seed in cfg.study.seeds:
+        sd = seed_dir(workdir, seed)
+        os.makedirs(os.path.join(sd, "evals"), exist_ok=True)
+        reference = None
+        if _has_canaries(cfg) and "mia" in cfg.study.evaluators:
+            _, reference, _, _ = loop.restore_params(_with(cfg, seed), os.path.join(sd, "reference"), mesh)
+        runs = [({"name": "baseline", "paths": {}, "token_matched": False}, os.path.join(sd, "probe"))]
+        runs += [(arm, os.path.join(sd, "arms", arm["name"], "run")) for arm in _arms(workdir, seed)]
+        for arm, run_dir in runs:
+            out = os.path.join(sd, "evals", f"{arm['name']}.json")
+            if _done(out):
+                continue
+            _log(f"evaluating {arm['name']} seed {seed}")
+            graphdef, params, dataset, step = loop.restore_params(_with(cfg, seed), run_dir, mesh)
+            ctx = evaluation.EvalContext(
+                graphdef=graphdef,
+                params=params,
+                mesh=mesh,
+                dataset=dataset,
+                batch_size=batch,
+                reference_params=reference,
+                seed=seed,
+            )
+            result = evaluation.evaluate(ctx, cfg.study.evaluators)
+            scalars = {k: float(v) for k, v in result.items() if np.ndim(v) == 0}
+            scalars["step"] = step
+            if dataset.meta.get("canaries"):
+                scalars["inserted_num_canaries"] = len(dataset.meta["canaries"]["inserted"])
+            keep = arm["paths"].get("keep_idx_path")
+            if keep and dataset.meta.get("canaries"):
+                pruned = np.setdiff1d(np.arange(dataset.num_train), np.load(keep))
+                scalars.update(canary_eval.prune_canary_fraction(pruned, dataset))
+            np.savez(out.replace(".json", ".npz"), **{k: np.asarray(v) for k, v in result.items() if np.ndim(v)})
+            with open(out, "w") as f:
+                json.dump(scalars, f, indent=2)
+
+
+def stage_report(cfg: config_lib.RunConfig, workdir: str) -> None:
+    from gdc.pipelines import report
+
+    report.write_report(cfg, workdir)
+
+
+STAGE_FNS: dict[str, Callable[[config_lib.RunConfig, str], None]] = {
+    "train": stage_train,
+    "score": stage_score,
+    "intervene": stage_intervene,
+    "retrain": stage_retrain,
+    "evaluate": stage_evaluate,
+    "report": stage_report,
+}
+
+
+def run(cfg: config_lib.RunConfig, workdir: str, mode: str = "all") -> None:
+    """Runs one stage (``mode`` in STAGES) or all of them in order."""
+    config_lib.check_workdir(workdir)
+    # Every retrain compiles the same step; a persistent cache makes the second and later compiles cheap.
+    if not jax.config.jax_compilation_cache_dir:
+        jax.config.update("jax_compilation_cache_dir", os.path.join(os.path.abspath(workdir), ".jax_cache"))
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+    for stage in STAGES if mode == "all" else (mode,):
+        _log(f"stage {stage}")
+        STAGE_FNS[stage](cfg, workdir)
+
+
+def _json_default(x):
+    if isinstance(x, np.ndarray):
+        return x.tolist()
+    if isinstance(x, np.generic):
+        return x.item()
+    return str(x)
