@@ -1,0 +1,112 @@
+"""Interventions on hand-built scores, and the whole study (--mode=all) end to end on configs/tiny.py."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+from conftest import tiny_config
+
+from gdc import interventions as iv
+from gdc.interventions.arms import StudyConfig, build_arms
+from gdc.pipelines import report, study
+from gdc.train import loop
+
+
+def _scores(n=20):
+    m = np.zeros(n)
+    m[[3, 7, 11]] = [0.5, 0.25, 0.25]  # one clear top, then a tie of two
+    quadrant = np.array([0, 1, 2, 3] * (n // 4))
+    return {
+        "m_N": m,
+        "m_rank_N": m,
+        "uv_N": np.arange(n, dtype=float),  # tie break: larger upward variation first
+        "d_N": np.linspace(0, 1, n),
+        "final_loss_N": np.linspace(1, 0, n),
+        "quadrant_N": quadrant,
+    }
+
+
+def test_prune_top_breaks_ties_by_secondary_score():
+    s = _scores()
+    art = iv.prune_top(s["m_rank_N"], 0.1, "p", tie_break_N=s["uv_N"], seed=0)  # k = 2: 3, then 11 over 7
+    np.testing.assert_array_equal(art.affected_ids, [3, 11])
+    assert art.info["tie"]["tie_size"] == 2 and art.info["tie"]["resolved_by"] == "secondary"
+    assert len(art.keep_idx) == 18 and 3 not in art.keep_idx
+
+
+def test_weights_and_multiplicity():
+    w = iv.downweight(np.array([1, 4]), 0.5, 6, "w")
+    np.testing.assert_array_equal(w.weights_N, [1, 0.5, 1, 1, 0.5, 1])
+    u = iv.upsample(np.array([0, 2]), 2.0, 4, "u")
+    np.testing.assert_array_equal(u.multiplicity_N, [2, 1, 2, 1])
+    half = iv.upsample(np.arange(1000), 1.5, 1000, "h", seed=3)
+    assert set(np.unique(half.multiplicity_N)) == {1, 2} and abs(half.multiplicity_N.mean() - 1.5) < 0.05
+
+
+def test_build_arms_controls_match_sizes():
+    s = _scores()
+    cfg = StudyConfig(prune_fractions=(0.1, 0.2), random_controls=2, alpha=0.25)
+    arms = {a.name: (a, o) for a, o in build_arms(s, cfg, seed=0)}
+    for frac, k in (("10", 2), ("20", 4)):
+        for method in ("prune_m", "prune_d", "prune_low_final_loss", "prune_random"):
+            name = f"{method}@{frac}" + ("#0" if method == "prune_random" else "")
+            assert len(arms[name][0].affected_ids) == k, name
+            assert arms[name + "+tm"][1] == {"token_matched": True}
+    hot = np.flatnonzero(s["quadrant_N"] == iv.HOTSPOT)
+    np.testing.assert_array_equal(arms["downweight_hotspot"][0].affected_ids, hot)
+    for r in range(2):
+        rand = arms[f"downweight_random#{r}"][0]
+        assert len(rand.affected_ids) == len(hot) and set(np.unique(rand.weights_N)) == {0.25, 1.0}
+    assert set(arms["prune_random@10#0"][0].affected_ids) != set(arms["prune_random@10#1"][0].affected_ids)
+    np.testing.assert_array_equal(arms["drop_noisy"][0].affected_ids, np.flatnonzero(s["quadrant_N"] == iv.NOISY))
+    np.testing.assert_array_equal(
+        np.flatnonzero(arms["upsample_hard"][0].multiplicity_N == 2), np.flatnonzero(s["quadrant_N"] == iv.HARD)
+    )
+    again = {a.name: a for a, _ in build_arms(s, cfg, seed=0)}
+    np.testing.assert_array_equal(again["prune_random@10#1"].keep_idx, arms["prune_random@10#1"][0].keep_idx)
+
+
+def test_wilson_interval():
+    lo, hi = report.wilson(0, 10)
+    assert lo == pytest.approx(0.0, abs=1e-12) and hi == pytest.approx(0.2775, abs=1e-3)
+    lo, hi = report.wilson(5, 10)
+    assert lo < 0.5 < hi and lo == pytest.approx(1 - hi)
+
+
+def test_study_all_then_resume_without_recompute(tmp_path, monkeypatch):
+    cfg = tiny_config("mlp")
+    workdir = str(tmp_path)
+    study.run(cfg, workdir, "all")
+    sd = tmp_path / "seed_0"
+    arms = json.load(open(sd / "arms" / "index.json"))
+    assert {a["name"] for a in arms} >= {"prune_m@10", "prune_random@10#0", "prune_m@10+tm", "downweight_hotspot"}
+    for arm in arms:
+        summary = json.load(open(sd / "arms" / arm["name"] / "run" / "summary.json"))
+        probe_steps = json.load(open(sd / "probe" / "summary.json"))["step"]
+        if arm["token_matched"]:
+            assert summary["step"] == probe_steps
+        elif arm["name"].startswith("prune"):
+            assert summary["step"] < probe_steps  # pruning removes steps
+        assert (sd / "evals" / f"{arm['name']}.json").exists()
+    pruned = np.setdiff1d(np.arange(168), np.load(sd / "arms" / "prune_m@10" / "keep_idx.npy"))
+    assert len(pruned) == 17
+    for name in ("report.md", "results.json", "data_map.png", "trajectories.png", "pruning.png", "eps_sweep.png"):
+        assert (tmp_path / name).exists(), name
+    results = json.load(open(tmp_path / "results.json"))
+    assert "baseline" in results["table"] and "heldout_loss" not in results["table"]["baseline"]
+    assert "training pass" in open(tmp_path / "report.md").read()
+
+    # A rerun redoes nothing finished: no training and no evaluation may run.
+    def forbidden(*a, **k):
+        raise AssertionError("a finished stage was recomputed")
+
+    monkeypatch.setattr(loop, "train", forbidden)
+    monkeypatch.setattr("gdc.evaluation.evaluate", forbidden)
+    study.run(cfg, workdir, "all")
+    # Removing one evaluation redoes exactly that one.
+    os.remove(sd / "evals" / "downweight_hotspot.json")
+    calls = []
+    monkeypatch.setattr("gdc.evaluation.evaluate", lambda ctx, names: calls.append(names) or {"heldout_loss": 1.0})
+    study.run(cfg, workdir, "evaluate")
+    assert len(calls) == 1
