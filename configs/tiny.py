@@ -29,9 +29,7 @@ def get_config(arg: str = "mlp") -> ml_collections.ConfigDict:
     elif arg in ("lstm", "transformer"):
         common.update(
             c,
-            data=dict(
-                source="pydoc_canaries", seq_len=48, max_examples=160, num_canaries=2, canary_repeats=2
-            ),
+            data=dict(source="pydoc_canaries", seq_len=48, max_examples=160, num_canaries=2, canary_repeats=2),
             model=dict(name=arg, width=32, depth=1, num_heads=4),
             train=dict(batch_size=32, num_epochs=2, optimizer="adam", learning_rate=1e-2),
             tracker=dict(criterion="loss", eps_low=3.4, eps_high=3.6),
@@ -47,7 +45,14 @@ def get_config(arg: str = "mlp") -> ml_collections.ConfigDict:
             seeds=(0,),
             prune_fractions=(0.1,),
             random_controls=1,
-            methods=("prune_m", "prune_random", "drop_noisy", "downweight_hotspot", "downweight_random", "upsample_hard"),
+            methods=(
+                "prune_m",
+                "prune_random",
+                "drop_noisy",
+                "downweight_hotspot",
+                "downweight_random",
+                "upsample_hard",
+            ),
             evaluators=("perplexity", "mia") if arg == "mlp" else ("perplexity", "extraction", "exposure", "mia"),
         ),
     )
