@@ -3,11 +3,11 @@
 Canaries come from ``dataset.meta["canaries"]`` (gdc/data/canaries.py): "inserted" canaries were written into
 training rows, "controls" have the same format but were never trained on. Tokens are utf-8 bytes.
 
-Control-canary sequences (the never-inserted side of the canary MIA) are built here: each control canary is written
-``canary_repeats`` times into held-out rows (distinct rows while there are enough, seeded by ``[seed, 3]``) at
-offsets drawn uniformly like the inserted copies. Held-out text is a fresh draw of the same corpus, so an inserted
-copy and a control copy differ in whether their canary (and, for the whole-sequence score, their context) was
-trained on; the ``secret_mask`` span isolates the secret digits.
+Control-canary sequences (the never-inserted side of the canary MIA) are built here: each control canary is
+written ``canary_repeats`` times into held-out rows (distinct rows while there are enough, seeded by
+``[seed, 3]``) at offsets drawn uniformly like the inserted copies. Held-out text is a fresh draw of the same
+corpus, so an inserted copy and a control copy differ in whether their canary (and, for the whole-sequence
+score, their context) was trained on; the ``secret_mask`` span isolates the secret digits.
 """
 
 from collections.abc import Sequence
@@ -38,18 +38,22 @@ def prefix_buffer(prefixes: Sequence[str], extra: int) -> tuple[np.ndarray, np.n
     encoded = [encode(p) for p in prefixes]
     len_C = np.array([len(e) for e in encoded], np.int32)
     if len(encoded) and len_C.min() < 1:
-        raise ValueError("every prefix needs at least one byte: the first prediction is read at its last byte.")
+        raise ValueError(
+            "every prefix needs at least one byte: the first prediction is read at its last byte."
+        )
     buf_CxT = np.zeros((len(encoded), (len_C.max() if len(encoded) else 0) + extra), np.int32)
     for c, e in enumerate(encoded):
         buf_CxT[c, : len(e)] = e
     return buf_CxT, len_C
 
 
-def secret_target_mask(offsets_M: np.ndarray, prefix_len_M: np.ndarray, num_digits: int, length: int) -> np.ndarray:
+def secret_target_mask(
+    offsets_M: np.ndarray, prefix_len_M: np.ndarray, num_digits: int, length: int
+) -> np.ndarray:
     """``[M, L]`` bool: the targets (``tokens[:, 1:]`` positions) that are the secret digits of a canary copy.
 
-    A canary starting at byte ``offset`` of a row has its j-th digit at token ``offset + prefix_len + j``, which is
-    target ``offset + prefix_len + j - 1``.
+    A canary starting at byte ``offset`` of a row has its j-th digit at token ``offset + prefix_len + j``,
+    which is target ``offset + prefix_len + j - 1``.
     """
     start_M = np.asarray(offsets_M) + np.asarray(prefix_len_M) - 1
     cols_L = np.arange(length)
@@ -60,8 +64,8 @@ def member_sequences(dataset: Dataset) -> dict[str, np.ndarray]:
     """Every inserted canary copy as it was trained on: its training row.
 
     Returns:
-        ``tokens`` [M, L+1], ``token_mask`` [M, L] (the row's own), ``secret_mask`` [M, L], ``canary`` [M] (index
-        into the inserted list) and ``row`` [M] (training id).
+        ``tokens`` [M, L+1], ``token_mask`` [M, L] (the row's own), ``secret_mask`` [M, L], ``canary`` [M]
+        (index into the inserted list) and ``row`` [M] (training id).
     """
     meta = dataset.meta["canaries"]
     rows, offsets, which, prefix_lens = [], [], [], []

@@ -1,10 +1,12 @@
 """The evaluator protocol, the padded per-example scoring pass, and the explicit ``EVALUATORS`` dict.
 
-An evaluator is a plain function ``EvalContext -> dict[str, float | np.ndarray]``: scalars for the headline numbers,
-numpy arrays for per-example or per-canary values. Invariants:
-  * ``per_example_stats`` scores every example of ``arrays`` exactly once, in id order, through fixed-size padded
-    batches (``sequential_batches``), so the jitted function compiles once per (model, batch size) and never donates.
-  * Losses are the training loss (``models.per_example_loss``): each example's mean NLL over its own valid tokens.
+An evaluator is a plain function ``EvalContext -> dict[str, float | np.ndarray]``: scalars for the headline
+numbers, numpy arrays for per-example or per-canary values. Invariants:
+  * ``per_example_stats`` scores every example of ``arrays`` exactly once, in id order, through fixed-size
+    padded batches (``sequential_batches``), so the jitted function compiles once per (model, batch size) and
+    never donates.
+  * Losses are the training loss (``models.per_example_loss``): each example's mean NLL over its own valid
+    tokens.
   * Nothing is fetched from the device until the pass ends.
 """
 
@@ -34,8 +36,8 @@ class EvalContext:
         mesh: a ``("data",)`` mesh; ``batch_size`` must divide by its size.
         dataset: the run's dataset (``.train``, ``.heldout``, ``.meta`` with the canaries).
         batch_size: rows per padded evaluation batch.
-        reference_params: optional params of a reference model with the same graphdef, trained on data disjoint
-            from both the members and the non-members the MIA evaluates (calibrated attack).
+        reference_params: optional params of a reference model with the same graphdef, trained on data
+            disjoint from both the members and the non-members the MIA evaluates (calibrated attack).
         seed: seeds anything random an evaluator does (control-canary placement, secret samples).
     """
 
@@ -72,7 +74,9 @@ def place_params(params: nnx.State, mesh: jax.sharding.Mesh) -> nnx.State:
 
 def check_batch_size(batch_size: int, mesh: jax.sharding.Mesh) -> None:
     if batch_size < 1 or batch_size % mesh.devices.size:
-        raise ValueError(f"batch_size={batch_size} must be a positive multiple of the {mesh.devices.size} devices.")
+        raise ValueError(
+            f"batch_size={batch_size} must be a positive multiple of the {mesh.devices.size} devices."
+        )
 
 
 def per_example_stats(
@@ -82,13 +86,14 @@ def per_example_stats(
 
     Args:
         ctx: the evaluation context (graphdef, mesh, batch size).
-        arrays: model inputs with a common leading dimension N (``tokens`` [N, L+1] and ``token_mask`` [N, L], or
-            ``x`` and ``y``); other keys are ignored.
-        params: params to score with; defaults to ``ctx.params`` (pass ``ctx.reference_params`` for the reference).
+        arrays: model inputs with a common leading dimension N (``tokens`` [N, L+1] and ``token_mask``
+            [N, L], or ``x`` and ``y``); other keys are ignored.
+        params: params to score with; defaults to ``ctx.params`` (pass ``ctx.reference_params`` for the
+            reference).
 
     Returns:
-        ``loss`` f32 [N] (mean NLL over each example's valid tokens), ``accuracy`` f32 [N] and ``tokens`` f32 [N]
-        (valid tokens; 1 per classification example).
+        ``loss`` f32 [N] (mean NLL over each example's valid tokens), ``accuracy`` f32 [N] and ``tokens`` f32
+        [N] (valid tokens; 1 per classification example).
     """
     check_batch_size(ctx.batch_size, ctx.mesh)
     inputs = {k: np.asarray(v) for k, v in arrays.items() if k in MODEL_INPUTS}

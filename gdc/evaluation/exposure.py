@@ -1,28 +1,36 @@
 """Exposure of canary secrets (Carlini et al. 2019), exact over the whole secret space.
 
-exposure = log2 |R| - log2 rank, with R all 10^d digit strings (leading zeros allowed) and the rank taken by the
-log-likelihood of the secret's d digits given the canary's prefix (prefix at position 0, no other context):
-``sum_j log p(digit_j | prefix, digits_<j)`` under the full byte softmax. Choices:
-  * The closing "." is not scored: it follows every candidate alike, and scoring it would cost 10x the evaluations
-    (a d+1-th tree level).
-  * rank = 1 + #{secrets with strictly higher log-likelihood}: exact ties go in the secret's favour (rank 1 means
-    exposure = the ceiling log2 10^d). The number of tied secrets is reported.
+exposure = log2 |R| - log2 rank, with R all 10^d digit strings (leading zeros allowed) and the rank taken by
+the log-likelihood of the secret's d digits given the canary's prefix (prefix at position 0, no other
+context): ``sum_j log p(digit_j | prefix, digits_<j)`` under the full byte softmax. Choices:
+  * The closing "." is not scored: it follows every candidate alike, and scoring it would cost 10x the
+    evaluations (a d+1-th tree level).
+  * rank = 1 + #{secrets with strictly higher log-likelihood}: exact ties go in the secret's favour (rank 1
+    means exposure = the ceiling log2 10^d). The number of tied secrets is reported.
   * NLLs are in nats.
 
 Exact enumeration walks the digit tree: the log-likelihood of a secret is the sum over its digits of
-``log p(digit | prefix + earlier digits)``, so level k of the tree (10^k nodes) needs one next-digit distribution per
-node. Two exact implementations:
+``log p(digit | prefix + earlier digits)``, so level k of the tree (10^k nodes) needs one next-digit
+distribution per node. Two exact implementations:
   * "forward" (any causal model, via ``models.forward``): one forward pass of prefix + the d-1 digits of each
-    level-(d-1) node returns, at successive positions, the next-digit distributions of all its ancestors too, so
-    10^(d-1) passes of length |prefix| + d - 1 cover the tree. Rows are built on device from (canary, node) ids in
-    fixed-size batches (the last one padded).
-  * "recurrent" (CharLSTM only; "auto" picks it): carries the LSTM state down the tree level by level, one cell step
-    per node (sum_k 10^k ~ 1.1e5 for d = 6) instead of one pass over the whole prefix per node. It re-implements the
-    LSTM cell of gdc/models/char_lm.py; tests hold it equal to "forward".
+    level-(d-1) node returns, at successive positions, the next-digit distributions of all its ancestors too,
+    so 10^(d-1) passes of length |prefix| + d - 1 cover the tree. Rows are built on device from (canary, node)
+    ids in fixed-size batches (the last one padded).
+  * "recurrent" (CharLSTM only; "auto" picks it): carries the LSTM state down the tree level by level, one
+    cell step per node (sum_k 10^k ~ 1.1e5 for d = 6) instead of one pass over the whole prefix per node. It
+    re-implements the LSTM cell of gdc/models/char_lm.py; tests hold it equal to "forward".
 
-For spaces too large to enumerate, the skew-normal approximation (Carlini et al. §4.3): fit a skew-normal to the NLLs
-of random secrets; rank/|R| is the fraction of secrets at most as unlikely as the true one, so
-exposure ~ -log2 CDF(NLL of the true secret). Low NLL (a memorized secret) gives a small CDF and a high exposure.
+Cost on 2 CPU cores, per canary at d = 6 (width-128 models): "recurrent" ~1 s; "forward" ~30 s for the LSTM
+and ~2 min for the 2-layer transformer (10^5 passes of 33 tokens), so exact transformer exposure wants an
+accelerator.
+
+For spaces too large to enumerate, the skew-normal approximation (Carlini et al. §4.3): fit a skew-normal to
+the NLLs of random secrets; rank/|R| is the fraction of secrets at most as unlikely as the true one, so
+exposure ~ -log2 CDF(NLL of the true secret). Low NLL (a memorized secret) gives a small CDF and a high
+exposure. It is only as good as the fitted tail: against exact enumeration (d = 6, a 10^4-secret sample,
+random LSTMs) it was within 0.5 bits where the sample has mass (CDF >= 1e-2) but off by 1-9 bits at
+ranks <= 1000 of 10^6, i.e. exactly where memorized secrets sit. Prefer the exact value whenever the space can
+be enumerated.
 """
 
 import functools
@@ -51,9 +59,9 @@ def ceiling(num_digits: int) -> float:
     return num_digits * float(np.log2(10.0))
 
 
-# ---------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 # "forward": any causal model.
-# ---------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 @functools.cache
 def _node_fn(graphdef: nnx.GraphDef, num_digits: int, mesh: jax.sharding.Mesh) -> Callable:
     rows_sharding = NamedSharding(mesh, P(sharding.DATA))
@@ -80,8 +88,14 @@ def _node_fn(graphdef: nnx.GraphDef, num_digits: int, mesh: jax.sharding.Mesh) -
 
 
 def node_log_likelihoods(
-    graphdef: nnx.GraphDef, params: nnx.State, prefixes: Sequence[str], num_digits: int, canary_R: np.ndarray,
-    node_R: np.ndarray, mesh: jax.sharding.Mesh, batch_size: int = 2048,
+    graphdef: nnx.GraphDef,
+    params: nnx.State,
+    prefixes: Sequence[str],
+    num_digits: int,
+    canary_R: np.ndarray,
+    node_R: np.ndarray,
+    mesh: jax.sharding.Mesh,
+    batch_size: int = 2048,
 ) -> np.ndarray:
     """Log-likelihoods of the 10 secrets ``node * 10 + last`` of canary ``canary_R[r]``, for each row r.
 
@@ -116,14 +130,14 @@ def node_log_likelihoods(
     return np.concatenate(jax.device_get(parts))[:r]
 
 
-# ---------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 # "recurrent": the LSTM state carried down the digit tree.
-# ---------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 def _lstm_step(model: CharLSTM, carry: tuple, gates0_Bx4D: jax.Array) -> tuple[tuple, jax.Array]:
     """One time step of every layer (the cell of gdc/models/char_lm.py); returns (carry, top h_BxD).
 
-    ``gates0_Bx4D`` is the first layer's input projection ``w_in[0](embed(tokens_B))``: the tree feeds only the 10
-    digits, so it is computed once per digit instead of once per node.
+    ``gates0_Bx4D`` is the first layer's input projection ``w_in[0](embed(tokens_B))``: the tree feeds only
+    the 10 digits, so it is computed once per digit instead of once per node.
     """
     new, x_BxD = [], None
     for i, ((c_BxD, h_BxD), w_in, w_rec) in enumerate(zip(carry, model.w_in, model.w_rec, strict=True)):
@@ -162,7 +176,9 @@ def _lstm_tree_fn(graphdef: nnx.GraphDef, num_digits: int, mesh: jax.sharding.Me
             n = 10**k
 
             def rows(x_NxD, n=n):
-                return jax.lax.with_sharding_constraint(x_NxD, rows_sharding) if n % num_devices == 0 else x_NxD
+                return (
+                    jax.lax.with_sharding_constraint(x_NxD, rows_sharding) if n % num_devices == 0 else x_NxD
+                )
 
             # Node r of level k is node r // 10 of level k-1 followed by digit r % 10.
             carry = jax.tree.map(lambda x_MxD: rows(jnp.repeat(x_MxD, 10, axis=0)), carry)
@@ -174,24 +190,36 @@ def _lstm_tree_fn(graphdef: nnx.GraphDef, num_digits: int, mesh: jax.sharding.Me
 
 
 def _lstm_log_likelihoods(
-    graphdef: nnx.GraphDef, params: nnx.State, prefixes: Sequence[str], num_digits: int, mesh: jax.sharding.Mesh
+    graphdef: nnx.GraphDef,
+    params: nnx.State,
+    prefixes: Sequence[str],
+    num_digits: int,
+    mesh: jax.sharding.Mesh,
 ) -> np.ndarray:
     buf_CxT, len_C = canaries.prefix_buffer(prefixes, 0)
     fn = _lstm_tree_fn(graphdef, num_digits, mesh)
     params = place_params(params, mesh)
     repl = sharding.replicated(mesh)
     with jax.set_mesh(mesh):
-        parts = [fn(params, jax.device_put(buf_CxT[c], repl), jax.device_put(len_C[c], repl)) for c in
-                 range(len(prefixes))]
+        parts = [
+            fn(params, jax.device_put(buf_CxT[c], repl), jax.device_put(len_C[c], repl))
+            for c in range(len(prefixes))
+        ]
     return np.stack(jax.device_get(parts))
 
 
-# ---------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 # Exposure.
-# ---------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 def all_secret_log_likelihoods(
-    graphdef: nnx.GraphDef, params: nnx.State, prefixes: Sequence[str], num_digits: int, mesh: jax.sharding.Mesh,
-    *, method: str = "auto", batch_size: int = 2048,
+    graphdef: nnx.GraphDef,
+    params: nnx.State,
+    prefixes: Sequence[str],
+    num_digits: int,
+    mesh: jax.sharding.Mesh,
+    *,
+    method: str = "auto",
+    batch_size: int = 2048,
 ) -> np.ndarray:
     """Exact log-likelihood (nats) of every d-digit secret after each prefix.
 
@@ -214,6 +242,9 @@ def all_secret_log_likelihoods(
 def rank_exposure(ll_R: np.ndarray, secret: int) -> dict[str, float]:
     """Exact rank and exposure of secret index ``secret`` among all log-likelihoods ``ll_R`` of the space."""
     true = ll_R[secret]
+    if not np.isfinite(ll_R).all():  # a diverged model: NaN compares False and would rank first
+        nan = float("nan")
+        return {"rank": nan, "ties": nan, "exposure": nan, "secret_nll": float(-true)}
     rank = 1 + int((ll_R > true).sum())
     return {
         "rank": float(rank),
@@ -230,15 +261,19 @@ def skewnorm_exposure(nll_true: float, nll_sample: np.ndarray) -> float:
 
 
 def evaluate(
-    ctx: EvalContext, *, max_exact_digits: int = 6, skewnorm_sample: int = 10_000, method: str = "auto",
+    ctx: EvalContext,
+    *,
+    max_exact_digits: int = 6,
+    skewnorm_sample: int = 10_000,
+    method: str = "auto",
     batch_size: int = 2048,
 ) -> dict[str, float | np.ndarray]:
     """Exposure of every inserted and control canary.
 
-    Exact when ``secret_digits <= max_exact_digits``; then the skew-normal estimate is also reported, fitted to the
-    NLLs of ``skewnorm_sample`` secrets drawn without replacement from the enumerated space (seed ``[ctx.seed, 4]``).
-    Otherwise only the skew-normal estimate (from that many secrets scored by forward passes), and the rank and
-    ties are NaN.
+    Exact when ``secret_digits <= max_exact_digits``; then the skew-normal estimate is also reported, fitted
+    to the NLLs of ``skewnorm_sample`` secrets drawn without replacement from the enumerated space (seed
+    ``[ctx.seed, 4]``). Otherwise only the skew-normal estimate (from that many secrets scored by forward
+    passes), and the rank and ties are NaN.
 
     Returns:
         ``exposure_ceiling`` and per group ("inserted", "controls"): ``{group}_exposure_mean`` and arrays [C]
@@ -268,13 +303,22 @@ def evaluate(
             all_CxS = np.concatenate([secret_C[:, None], secrets_CxS], axis=1)
             canary_R = np.repeat(np.arange(len(records)), sample + 1)
             ll_Rx10 = node_log_likelihoods(
-                ctx.graphdef, ctx.params, prefixes, d, canary_R, all_CxS.reshape(-1) // 10, ctx.mesh, batch_size
+                ctx.graphdef,
+                ctx.params,
+                prefixes,
+                d,
+                canary_R,
+                all_CxS.reshape(-1) // 10,
+                ctx.mesh,
+                batch_size,
             )
             ll_CxS = ll_Rx10[np.arange(len(canary_R)), all_CxS.reshape(-1) % 10].reshape(all_CxS.shape)
             nan = float("nan")
             res = [{"rank": nan, "ties": nan, "exposure": nan, "secret_nll": -float(ll[0])} for ll in ll_CxS]
             nll_sample_CxS = -ll_CxS[:, 1:]
-        skew_C = np.array([skewnorm_exposure(r["secret_nll"], s) for r, s in zip(res, nll_sample_CxS, strict=True)])
+        skew_C = np.array(
+            [skewnorm_exposure(r["secret_nll"], s) for r, s in zip(res, nll_sample_CxS, strict=True)]
+        )
         exposure_C = np.array([r["exposure"] for r in res]) if d <= max_exact_digits else skew_C
         out[f"{group}_exposure"] = exposure_C
         out[f"{group}_exposure_mean"] = float(exposure_C.mean())

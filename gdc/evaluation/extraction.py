@@ -1,13 +1,13 @@
 """Greedy extraction of canary secrets (paper §10 items 14-15).
 
-For every canary, inserted and control, decode ``secret_digits + 1`` bytes greedily from its prefix (the "+1" is the
-closing "."), with the prefix at position 0 and no other context. A canary is extracted when the first
+For every canary, inserted and control, decode ``secret_digits + 1`` bytes greedily from its prefix (the "+1"
+is the closing "."), with the prefix at position 0 and no other context. A canary is extracted when the first
 ``secret_digits`` decoded bytes equal its secret; the "." is decoded and reported but not required.
 
 One jitted function decodes all canaries at once with fixed shapes: prefixes are left-aligned in a zero-padded
 buffer, every step runs the model on the whole buffer and reads each row's logits at its own current position
-(causality makes the padding to the right invisible), and a ``fori_loop`` runs the steps on device. Argmax ties go to
-the lowest byte. The transformer's input may not exceed its ``seq_len`` (its position table), so
+(causality makes the padding to the right invisible), and a ``fori_loop`` runs the steps on device. Argmax
+ties go to the lowest byte. The transformer's input may not exceed its ``seq_len`` (its position table), so
 ``longest prefix + steps - 1 <= seq_len`` is checked.
 """
 
@@ -36,7 +36,9 @@ def max_input_len(graphdef: nnx.GraphDef, params: nnx.State) -> int | None:
 def check_input_len(graphdef: nnx.GraphDef, params: nnx.State, length: int, what: str) -> None:
     limit = max_input_len(graphdef, params)
     if limit is not None and length > limit:
-        raise ValueError(f"{what} needs inputs of {length} tokens, but the transformer takes at most {limit}.")
+        raise ValueError(
+            f"{what} needs inputs of {length} tokens, but the transformer takes at most {limit}."
+        )
 
 
 def pad_rows(n: int, mesh: jax.sharding.Mesh) -> int:
@@ -66,7 +68,11 @@ def _decode_fn(graphdef: nnx.GraphDef, num_steps: int, mesh: jax.sharding.Mesh) 
 
 
 def greedy_decode(
-    graphdef: nnx.GraphDef, params: nnx.State, prefixes: Sequence[str], num_steps: int, mesh: jax.sharding.Mesh
+    graphdef: nnx.GraphDef,
+    params: nnx.State,
+    prefixes: Sequence[str],
+    num_steps: int,
+    mesh: jax.sharding.Mesh,
 ) -> np.ndarray:
     """Greedy continuation of each prefix.
 
@@ -97,7 +103,9 @@ def greedy_decode(
 
 def decode_text(tokens_CxS: np.ndarray) -> np.ndarray:
     """Bytes to strings (invalid utf-8 replaced), as a numpy string array."""
-    return np.array([bytes(row.astype(np.uint8).tolist()).decode("utf-8", errors="replace") for row in tokens_CxS])
+    return np.array(
+        [bytes(row.astype(np.uint8).tolist()).decode("utf-8", errors="replace") for row in tokens_CxS]
+    )
 
 
 def evaluate(ctx: EvalContext) -> dict[str, float | np.ndarray]:
@@ -105,8 +113,9 @@ def evaluate(ctx: EvalContext) -> dict[str, float | np.ndarray]:
 
     Returns:
         Per group ("inserted", "controls"): ``{group}_extraction_rate`` (fraction of exact secrets),
-        ``{group}_extracted_count``, ``{group}_digit_accuracy`` (mean fraction of secret digits right, position by
-        position), and arrays ``{group}_extracted`` bool [C] and ``{group}_decoded`` str [C] (secret + 1 bytes).
+        ``{group}_extracted_count``, ``{group}_digit_accuracy`` (mean fraction of secret digits right,
+        position by position), and arrays ``{group}_extracted`` bool [C] and ``{group}_decoded`` str [C]
+        (secret + 1 bytes).
     """
     meta = canary_meta(ctx)
     d = meta["secret_digits"]

@@ -1,23 +1,24 @@
-"""Membership inference (paper §10 item 16): loss-threshold and reference-calibrated attacks, ROC metrics, plots.
+"""Membership inference (paper §10 item 16): loss-threshold and calibrated attacks, ROC metrics, plots.
 
 Scores are "higher = more likely a member":
   * loss attack (Yeom et al. 2018): score = -loss_target;
-  * calibrated attack: score = loss_ref - loss_target, with a reference model trained WITHOUT the examples under
-    attack. It must also not have trained on the non-members (a reference trained on the held-out split would make
-    the held-out losses low for a reason unrelated to the target and inflate the attack); hold out a third split,
-    or pass precomputed reference losses to ``calibrated_scores``.
+  * calibrated attack: score = loss_ref - loss_target, with a reference model trained WITHOUT the examples
+    under attack. It must also not have trained on the non-members (a reference trained on the held-out split
+    would make the held-out losses low for a reason unrelated to the target and inflate the attack); hold out
+    a third split, or pass precomputed reference losses to ``calibrated_scores``.
 
-Metrics (``roc_metrics``): ROC AUC (``sklearn.metrics.roc_auc_score``); TPR at FPR 1% and 0.1%, taken as the largest
-TPR among ROC points with FPR <= target (a threshold that really achieves that FPR on this data; LiRA's plotting
-code takes the last point with FPR strictly below the target, which differs only when a point sits exactly on it;
-``tpr_at_fpr(..., interpolate=True)`` gives the linear interpolation instead); balanced accuracy = the best
-(TPR + TNR) / 2 over thresholds (picked on the evaluated data, so it is optimistic). With N non-members the smallest
-non-zero FPR is 1/N: below it the TPR is the one at FPR = 0; ``num_nonmembers`` is reported so this can be read.
+Metrics (``roc_metrics``): ROC AUC (``sklearn.metrics.roc_auc_score``); TPR at FPR 1% and 0.1%, taken as the
+largest TPR among ROC points with FPR <= target (a threshold that really achieves that FPR on this data;
+LiRA's plotting code takes the last point with FPR strictly below the target, which differs only when a point
+sits exactly on it; ``tpr_at_fpr(..., interpolate=True)`` gives the linear interpolation instead); balanced
+accuracy = the best (TPR + TNR) / 2 over thresholds (picked on the evaluated data, so it is optimistic). With
+N non-members the smallest non-zero FPR is 1/N: below it the TPR is the one at FPR = 0; ``num_nonmembers`` is
+reported so this can be read.
 
 Canary attack (canary copies vs never-inserted control canaries placed into held-out rows, see
-``canaries.control_sequences``), two scores: the whole row's mean NLL ("sequence"; confounded by the rows' context
-being trained text for copies and held-out text for controls) and the mean NLL over the secret digits only
-("secret", canary_design point 8).
+``canaries.control_sequences``), two scores: the whole row's mean NLL ("sequence"; confounded by the rows'
+context being trained text for copies and held-out text for controls) and the mean NLL over the secret digits
+only ("secret", canary_design point 8).
 """
 
 import numpy as np
@@ -52,8 +53,9 @@ def roc(scores_member: np.ndarray, scores_nonmember: np.ndarray) -> tuple[np.nda
 def tpr_at_fpr(fpr: np.ndarray, tpr: np.ndarray, target: float, *, interpolate: bool = False) -> float:
     """TPR at FPR ``target`` on a ROC curve (FPR ascending).
 
-    Default: max TPR over points with FPR <= target. ``interpolate``: linear interpolation between the best point at
-    or below the target and the worst point above it (achievable by randomising between two thresholds).
+    Default: max TPR over points with FPR <= target. ``interpolate``: linear interpolation between the best
+    point at or below the target and the worst point above it (achievable by randomising between two
+    thresholds).
     """
     fpr, tpr = np.asarray(fpr), np.asarray(tpr)
     below = fpr <= target
@@ -67,7 +69,9 @@ def tpr_at_fpr(fpr: np.ndarray, tpr: np.ndarray, target: float, *, interpolate: 
     return low + (t1 - low) * (target - f0) / (f1 - f0)
 
 
-def roc_metrics(scores_member: np.ndarray, scores_nonmember: np.ndarray, prefix: str = "mia") -> dict[str, float]:
+def roc_metrics(
+    scores_member: np.ndarray, scores_nonmember: np.ndarray, prefix: str = "mia"
+) -> dict[str, float]:
     """AUC, TPR at 1% and 0.1% FPR, best balanced accuracy, and the two counts."""
     if len(scores_member) == 0 or len(scores_nonmember) == 0:
         raise ValueError("an attack needs at least one member and one non-member.")
@@ -102,8 +106,15 @@ def plot_roc(curves: dict[str, tuple[np.ndarray, np.ndarray]], path: str, title:
         auc = metrics.auc(fpr, tpr)
         ax.plot(np.maximum(fpr, eps), np.maximum(tpr, 0.5 / len(member)), label=f"{name} (AUC {auc:.3f})")
     ax.plot([floor, 1.0], [floor, 1.0], "k--", lw=0.8, label="chance")
-    ax.set(xscale="log", yscale="log", xlim=(floor, 1.0), ylim=(floor, 1.0), xlabel="false positive rate",
-           ylabel="true positive rate", title=title)
+    ax.set(
+        xscale="log",
+        yscale="log",
+        xlim=(floor, 1.0),
+        ylim=(floor, 1.0),
+        xlabel="false positive rate",
+        ylabel="true positive rate",
+        title=title,
+    )
     ax.legend(loc="lower right", fontsize=7)
     fig.tight_layout()
     fig.savefig(path, format="png", dpi=120)
@@ -112,8 +123,10 @@ def plot_roc(curves: dict[str, tuple[np.ndarray, np.ndarray]], path: str, title:
 def canary_attack_sets(ctx: EvalContext) -> dict[str, dict[str, np.ndarray]]:
     """The canary MIA's inputs: {"members", "nonmembers"} -> {"sequence": arrays, "secret": arrays}."""
     out = {}
-    for side, seqs in (("members", canaries.member_sequences(ctx.dataset)),
-                       ("nonmembers", canaries.control_sequences(ctx.dataset, ctx.seed))):
+    for side, seqs in (
+        ("members", canaries.member_sequences(ctx.dataset)),
+        ("nonmembers", canaries.control_sequences(ctx.dataset, ctx.seed)),
+    ):
         out[side] = {
             "sequence": {"tokens": seqs["tokens"], "token_mask": seqs["token_mask"]},
             "secret": {"tokens": seqs["tokens"], "token_mask": seqs["secret_mask"]},
@@ -122,13 +135,13 @@ def canary_attack_sets(ctx: EvalContext) -> dict[str, dict[str, np.ndarray]]:
 
 
 def evaluate(ctx: EvalContext) -> dict[str, float | np.ndarray]:
-    """Loss attack on train (members) vs held-out (non-members); the canary attack when the dataset has canaries;
-    the calibrated versions of both when ``ctx.reference_params`` is set.
+    """Loss attack on train (members) vs held-out (non-members), the canary attack when the dataset has
+    canaries, and the calibrated versions of both when ``ctx.reference_params`` is set.
 
     Returns:
-        ``mia_*`` (loss attack), ``mia_canary_sequence_*`` and ``mia_canary_secret_*``, and ``mia_calibrated_*``
-        for each when a reference is given; the per-example scores as arrays ``*_scores_members`` and
-        ``*_scores_nonmembers``.
+        ``mia_*`` (loss attack), ``mia_canary_sequence_*`` and ``mia_canary_secret_*``, and
+        ``mia_calibrated_*`` for each when a reference is given; the per-example scores as arrays
+        ``*_scores_members`` and ``*_scores_nonmembers``.
     """
     groups = {"mia": (ctx.dataset.train, ctx.dataset.heldout)}
     if ctx.dataset.meta.get("canaries"):

@@ -1,11 +1,11 @@
 """Validation perplexity, two ways, and bits per character.
 
-* ``perplexity`` = exp(mean over examples of each example's mean token NLL): every example counts equally, which
-  matches the per-example loss the tracker and the scores use (paper §10 item 1).
-* ``perplexity_token`` = exp(total NLL / total valid tokens): the usual corpus-level perplexity. The two agree when
-  every example has the same number of valid tokens (true for the chunked LM sources).
-* ``bits_per_char`` = total NLL / total tokens / ln 2. Tokens are utf-8 bytes, so this is bits per byte; it equals
-  bits per character on ASCII text such as the pydoc corpus.
+* ``perplexity`` = exp(mean over examples of each example's mean token NLL): every example counts equally,
+  which matches the per-example loss the tracker and the scores use (paper §10 item 1).
+* ``perplexity_token`` = exp(total NLL / total valid tokens): the usual corpus-level perplexity. The two agree
+  when every example has the same number of valid tokens (true for the chunked LM sources).
+* ``bits_per_char`` = total NLL / total tokens / ln 2. Tokens are utf-8 bytes, so this is bits per byte; it
+  equals bits per character on ASCII text such as the pydoc corpus.
 
 Examples without a valid token are left out of the per-example mean. All NLLs are in nats.
 """
