@@ -2,13 +2,13 @@
 
   python launch.py --config=configs/exp_a_lstm.py --workdir=runs/exp_a --mode=all
 
-3000 training sequences of 64 characters from CPython's pydoc topics, 10 canaries "the secret code of <key> is
-<6 digits>." inserted 8 times each (80 copies, 2.7% of the data), a 1-layer 128-unit LSTM, Adam 1e-2 with a
-warmup-stable-decay schedule, 20 epochs (canary_design.md: the baseline must memorize before anything is pruned).
+1500 training sequences of 64 characters from CPython's pydoc topics, 10 canaries "the secret code of <key> is
+<6 digits>." inserted 8 times each (80 copies, 5.3% of the data), a 1-layer 128-unit LSTM, Adam 1e-2 with a
+warmup-stable-decay schedule, 16 epochs (canary_design.md: the baseline must memorize before anything is pruned).
 Scores: in-step per-epoch losses; m with the paper's single threshold at the median final loss (percentile 50).
 Arms per seed: prune by m / d / lowest final loss / random (2 subsets) at 5% and 10%, token-matched variants of the
 m and random arms, plus the canary-free reference model for the calibrated MIA.
-Expected: ~20 minutes per seed on 2 CPU cores (16 training runs of ~70 s); 3 seeds. The report is
+Expected: ~12 minutes per seed on 2 otherwise idle CPU cores (16 training runs of ~40 s); 3 seeds. The report is
 docs/results/exp_a/report.md.
 """
 
@@ -26,7 +26,7 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
             source="pydoc_canaries",
             seq_len=64,
             heldout_fraction=0.1,
-            max_examples=3000,
+            max_examples=1500,
             num_canaries=10,
             canary_repeats=8,
             secret_digits=6,
@@ -35,7 +35,7 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
         model=dict(name="lstm", width=128, depth=1),
         train=dict(
             batch_size=128,
-            num_epochs=20,
+            num_epochs=16,
             optimizer="adam",
             learning_rate=1e-2,
             schedule="wsd",

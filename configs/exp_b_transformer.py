@@ -4,9 +4,10 @@ down-weighting of an equal-size set.
 
   python launch.py --config=configs/exp_b_transformer.py --workdir=runs/exp_b --mode=all
 
-Data as experiment A (3000 sequences, 10 canaries x 8). 2 layers, width 128, 4 heads; Adam 3e-3 with
+Data as experiment A (1500 sequences, 10 canaries x 8). Exposure is left out: exact enumeration of 10^6 secrets
+needs full forward passes of the transformer, about 2 minutes per canary on 2 CPU cores. 2 layers, width 128, 4 heads; Adam 3e-3 with
 warmup-stable-decay. Scores read the 12 scoring passes; m uses the single threshold at the median final loss.
-Expected: ~3 minutes per seed on 2 CPU cores. The report is docs/results/exp_b/report.md.
+Expected: ~3 minutes per seed on 2 otherwise idle CPU cores. The report is docs/results/exp_b/report.md.
 """
 
 import ml_collections
@@ -23,7 +24,7 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
             source="pydoc_canaries",
             seq_len=64,
             heldout_fraction=0.1,
-            max_examples=3000,
+            max_examples=1500,
             num_canaries=10,
             canary_repeats=8,
             secret_digits=6,
@@ -52,7 +53,7 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
             eps=50.0,
             eps_kind="percentile",
             hysteresis=-1.0,
-            evaluators=("perplexity", "extraction", "exposure", "mia"),
+            evaluators=("perplexity", "extraction", "mia"),
         ),
     )
     return c
