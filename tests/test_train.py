@@ -298,3 +298,10 @@ def test_batch_not_divisible_fails_before_compile(tmp_path, monkeypatch):
 
 def _no_jit(*a, **k):
     raise AssertionError("jax.jit was called before the config error")
+
+
+def test_repeated_keep_ids_are_rejected(tmp_path):
+    path = tmp_path / "keep.npy"
+    np.save(path, np.array([0, 1, 1, 2]))
+    with pytest.raises(ConfigError, match="ids repeat"):
+        _run(tiny_config("mlp", train=dict(keep_idx_path=str(path))), tmp_path / "w")

@@ -85,6 +85,8 @@ def load_interventions(cfg: state_lib.TrainConfig, n: int) -> dict[str, np.ndarr
     keep = _load(cfg.keep_idx_path, "train.keep_idx_path")
     if keep is not None and (keep.ndim != 1 or len(keep) == 0 or keep.min() < 0 or keep.max() >= n):
         raise ConfigError(f"train.keep_idx_path: need a non-empty 1-D array of ids in [0, {n}).")
+    if keep is not None and len(np.unique(keep)) != len(keep):
+        raise ConfigError("train.keep_idx_path: ids repeat; up-sample with train.multiplicity_path instead.")
     weights = _load(cfg.weights_path, "train.weights_path")
     if weights is not None and (weights.shape != (n,) or not np.all(np.isfinite(weights)) or weights.min() < 0):
         raise ConfigError(f"train.weights_path: need {n} finite non-negative weights, got shape {weights.shape}.")
