@@ -11,7 +11,9 @@ nats/char, forgotten above 1.2); scoring re-derives m offline with the paper's s
 loss. Arms: prune the top 5% by m against a random 5%, and down-weight hotspots (alpha 0.5) against a random set of
 the same size. The full experiments with 3 seeds and every control are configs/exp_a_lstm.py and
 configs/exp_b_transformer.py.
-Expected: about 4 minutes on 2 CPU cores; writes runs/canaries/report.md and its PNGs.
+Expected: about 5 minutes on 2 CPU cores; writes runs/canaries/report.md and its PNGs. Measured (seed 0): held-out
+loss 2.04 nats/char; no canary is extracted greedily (exposure ~11 of 19.9 bits, canary-secret MIA AUC 0.98), so this
+default shows the machinery, not the paper's effect.
 """
 
 import ml_collections

@@ -4,11 +4,12 @@
 
 1500 training sequences of 64 characters from CPython's pydoc topics, 10 canaries "the secret code of <key> is
 <6 digits>." inserted 8 times each (80 copies, 5.3% of the data), a 1-layer 128-unit LSTM, Adam 1e-2 with a
-warmup-stable-decay schedule, 16 epochs (canary_design.md: the baseline must memorize before anything is pruned).
+warmup-stable-decay schedule, 30 epochs (canary_design.md: the baseline must memorize before anything is pruned;
+the 16-epoch default study does not reach greedy extraction).
 Scores: in-step per-epoch losses; m with the paper's single threshold at the median final loss (percentile 50).
 Arms per seed: prune by m / d / lowest final loss / random (2 subsets) at 5% and 10%, token-matched variants of the
-m and random arms, plus the canary-free reference model for the calibrated MIA.
-Expected: ~12 minutes per seed on 2 otherwise idle CPU cores (16 training runs of ~40 s); 3 seeds. The report is
+m arm and the first random subset, plus the canary-free reference model for the calibrated MIA.
+Expected: ~15 minutes per seed on 2 otherwise idle CPU cores (16 training runs of ~55 s); 3 seeds. The report is
 docs/results/exp_a/report.md.
 """
 
@@ -35,7 +36,7 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
         model=dict(name="lstm", width=128, depth=1),
         train=dict(
             batch_size=128,
-            num_epochs=16,
+            num_epochs=30,
             optimizer="adam",
             learning_rate=1e-2,
             schedule="wsd",

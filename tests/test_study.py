@@ -52,7 +52,10 @@ def test_build_arms_controls_match_sizes():
         for method in ("prune_m", "prune_d", "prune_low_final_loss", "prune_random"):
             name = f"{method}@{frac}" + ("#0" if method == "prune_random" else "")
             assert len(arms[name][0].affected_ids) == k, name
-            assert arms[name + "+tm"][1] == {"token_matched": True}
+            if method in ("prune_m", "prune_random"):
+                assert arms[name + "+tm"][1] == {"token_matched": True}
+            else:
+                assert name + "+tm" not in arms
     hot = np.flatnonzero(s["quadrant_N"] == iv.HOTSPOT)
     np.testing.assert_array_equal(arms["downweight_hotspot"][0].affected_ids, hot)
     for r in range(2):

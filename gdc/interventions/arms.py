@@ -32,7 +32,7 @@ class StudyConfig:
     random_controls: int = 3
     alpha: float = 0.5
     gamma: float = 2.0
-    token_matched: bool = True  # add "+tm" retrains for the pruning arms
+    token_matched: bool = True  # add "+tm" retrains (as many steps as the probe) of prune_m and prune_random#0
     eps: float = -1.0  # learn threshold for scoring; < 0: the tracker's own eps_low/eps_high
     eps_kind: str = "absolute"
     hysteresis: float = -1.0  # forget threshold (same kind); < 0: single threshold (or the tracker's eps_high)
@@ -98,7 +98,7 @@ def build_arms(scores: dict[str, np.ndarray], cfg: StudyConfig, seed: int) -> li
             arms += [
                 (dataclasses.replace(a, name=a.name + "+tm"), {"token_matched": True})
                 for a in prunes
-                if not a.name.startswith("prune_random") or a.name.endswith("#0")
+                if a.name.startswith("prune_m@") or a.name.startswith("prune_random@") and a.name.endswith("#0")
             ]
     if "drop_noisy" in cfg.methods:
         arms.append((iv.remove(np.flatnonzero(quadrant_N == iv.NOISY), n, "drop_noisy", quadrant="Noisy-Outlier"), {}))
