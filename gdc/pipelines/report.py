@@ -296,7 +296,8 @@ def _markdown(cfg, table, verdict, score_summary, extra, loss_meta) -> str:
         "",
         "## Scores (first seed)",
         "",
-        f"Thresholds: {json.dumps(score_summary.get('thresholds'))}; tau_d = {q.get('tau_d')}, tau_m = {q.get('tau_m')}.",
+        f"Thresholds: {json.dumps(score_summary.get('thresholds'))}; "
+        f"tau_d = {q.get('tau_d')}, tau_m = {q.get('tau_m')}.",
         f"Quadrant counts: {q.get('counts')}; never-learned examples per quadrant: {q.get('never_learned')}; "
         f"examples with m > 0: {score_summary.get('frac_m_pos')}; examples tied at tau_m: {q.get('n_m_at_tau')}.",
         f"Offline forget counts vs the on-device tracker: {json.dumps(score_summary.get('tracker_agreement'))}.",
