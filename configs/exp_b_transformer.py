@@ -6,7 +6,8 @@ down-weighting of an equal-size set.
 
 Data as experiment A (1500 sequences, 10 canaries x 8). Exposure is left out: exact enumeration of 10^6 secrets
 needs full forward passes of the transformer, about 2 minutes per canary on 2 CPU cores. 2 layers, width 128,
-4 heads; Adam 3e-3 with warmup-stable-decay. Scores read the 12 scoring passes; m uses the single threshold at the median final loss.
+4 heads; Adam 3e-3 with warmup-stable-decay. Scores read the 12 scoring passes; m uses the single threshold at the
+median final loss.
 Expected: ~3 minutes per seed on 2 otherwise idle CPU cores. The report is docs/results/exp_b/report.md.
 """
 
