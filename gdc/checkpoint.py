@@ -30,9 +30,7 @@ class Checkpointer:
 
     def __init__(self, workdir: str, cfg: CheckpointConfig):
         options = ocp.CheckpointManagerOptions(max_to_keep=cfg.max_to_keep, create=True)
-        self.manager = ocp.CheckpointManager(
-            os.path.abspath(os.path.join(workdir, "checkpoints")), options=options
-        )
+        self.manager = ocp.CheckpointManager(os.path.abspath(os.path.join(workdir, "checkpoints")), options=options)
 
     def __enter__(self):
         return self
@@ -55,9 +53,7 @@ class Checkpointer:
             force=True,
         )
 
-    def restore(
-        self, step: int, state_target: PyTree, tracker_target: PyTree
-    ) -> tuple[PyTree, PyTree, dict, dict]:
+    def restore(self, step: int, state_target: PyTree, tracker_target: PyTree) -> tuple[PyTree, PyTree, dict, dict]:
         """Restores into targets (concrete arrays or ``jax.ShapeDtypeStruct`` with shardings)."""
         abstract = lambda tree: jax.tree.map(  # noqa: E731
             lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), tree

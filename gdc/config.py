@@ -59,14 +59,8 @@ def _typed(cls, section: str, values: Mapping[str, Any]):
         want = type(f.default)
         if want is float and isinstance(v, int) and not isinstance(v, bool):
             v = float(v)
-        if (
-            want in (int, float, str, bool)
-            and not isinstance(v, want)
-            or (want is int and isinstance(v, bool))
-        ):
-            raise ConfigError(
-                f"{section}.{f.name}={v!r} has type {type(v).__name__}; it must be a {want.__name__}."
-            )
+        if want in (int, float, str, bool) and not isinstance(v, want) or (want is int and isinstance(v, bool)):
+            raise ConfigError(f"{section}.{f.name}={v!r} has type {type(v).__name__}; it must be a {want.__name__}.")
         kwargs[f.name] = v
     obj = cls(**kwargs)
     obj.validate()
@@ -116,18 +110,14 @@ def check_workdir(workdir: str) -> None:
     try:
         os.makedirs(workdir, exist_ok=True)
     except OSError as e:
-        raise ConfigError(
-            f"--workdir={workdir!r} cannot be created ({e.strerror}); choose a writable path."
-        ) from e
+        raise ConfigError(f"--workdir={workdir!r} cannot be created ({e.strerror}); choose a writable path.") from e
     probe = os.path.join(workdir, f".write_probe_{os.getpid()}")
     try:  # os.access says yes to root even on read-only mounts: try a real write.
         with open(probe, "w"):
             pass
         os.remove(probe)
     except OSError as e:
-        raise ConfigError(
-            f"--workdir={workdir!r} is not writable ({e.strerror}); choose a writable path."
-        ) from e
+        raise ConfigError(f"--workdir={workdir!r} is not writable ({e.strerror}); choose a writable path.") from e
 
 
 def save(cfg: RunConfig, workdir: str) -> None:

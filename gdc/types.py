@@ -18,8 +18,6 @@ import numpy as np
 
 PyTree = Any
 Array = jax.Array
-Batch = dict[
-    str, Array
-]  # model inputs plus "index" (int32 [B]), "mask" (bool [B]), optional "weight" (f32 [B])
+Batch = dict[str, Array]  # model inputs plus "index" (int32 [B]), "mask" (bool [B]), optional "weight" (f32 [B])
 HostBatch = dict[str, np.ndarray]
 Metrics = dict[str, Array]

@@ -105,9 +105,7 @@ def sequential_batches(
 ) -> Iterator[HostBatch]:
     """Every example exactly once, in id order, in padded batches (scoring and evaluation passes)."""
     n = len(next(iter(arrays.values())))
-    rows = slice(
-        process_index * batch_size // process_count, (process_index + 1) * batch_size // process_count
-    )
+    rows = slice(process_index * batch_size // process_count, (process_index + 1) * batch_size // process_count)
     for start in range(0, n, batch_size):
         idx_B = np.arange(start, start + batch_size)
         idx_B = np.where(idx_B < n, idx_B, n)[rows]

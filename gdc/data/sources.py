@@ -96,8 +96,7 @@ class DataConfig:
                 _fail(
                     "seq_len",
                     self.seq_len,
-                    f"must be >= {length}, the length of one canary with "
-                    f"data.secret_digits={self.secret_digits}",
+                    f"must be >= {length}, the length of one canary with data.secret_digits={self.secret_digits}",
                 )
         if self.source == "synthetic":
             _check_int(self, "num_examples", 2)

@@ -38,18 +38,14 @@ def prefix_buffer(prefixes: Sequence[str], extra: int) -> tuple[np.ndarray, np.n
     encoded = [encode(p) for p in prefixes]
     len_C = np.array([len(e) for e in encoded], np.int32)
     if len(encoded) and len_C.min() < 1:
-        raise ValueError(
-            "every prefix needs at least one byte: the first prediction is read at its last byte."
-        )
+        raise ValueError("every prefix needs at least one byte: the first prediction is read at its last byte.")
     buf_CxT = np.zeros((len(encoded), (len_C.max() if len(encoded) else 0) + extra), np.int32)
     for c, e in enumerate(encoded):
         buf_CxT[c, : len(e)] = e
     return buf_CxT, len_C
 
 
-def secret_target_mask(
-    offsets_M: np.ndarray, prefix_len_M: np.ndarray, num_digits: int, length: int
-) -> np.ndarray:
+def secret_target_mask(offsets_M: np.ndarray, prefix_len_M: np.ndarray, num_digits: int, length: int) -> np.ndarray:
     """``[M, L]`` bool: the targets (``tokens[:, 1:]`` positions) that are the secret digits of a canary copy.
 
     A canary starting at byte ``offset`` of a row has its j-th digit at token ``offset + prefix_len + j``,

@@ -74,9 +74,7 @@ def place_params(params: nnx.State, mesh: jax.sharding.Mesh) -> nnx.State:
 
 def check_batch_size(batch_size: int, mesh: jax.sharding.Mesh) -> None:
     if batch_size < 1 or batch_size % mesh.devices.size:
-        raise ValueError(
-            f"batch_size={batch_size} must be a positive multiple of the {mesh.devices.size} devices."
-        )
+        raise ValueError(f"batch_size={batch_size} must be a positive multiple of the {mesh.devices.size} devices.")
 
 
 def per_example_stats(

@@ -176,9 +176,7 @@ def _lstm_tree_fn(graphdef: nnx.GraphDef, num_digits: int, mesh: jax.sharding.Me
             n = 10**k
 
             def rows(x_NxD, n=n):
-                return (
-                    jax.lax.with_sharding_constraint(x_NxD, rows_sharding) if n % num_devices == 0 else x_NxD
-                )
+                return jax.lax.with_sharding_constraint(x_NxD, rows_sharding) if n % num_devices == 0 else x_NxD
 
             # Node r of level k is node r // 10 of level k-1 followed by digit r % 10.
             carry = jax.tree.map(lambda x_MxD: rows(jnp.repeat(x_MxD, 10, axis=0)), carry)
@@ -202,8 +200,7 @@ def _lstm_log_likelihoods(
     repl = sharding.replicated(mesh)
     with jax.set_mesh(mesh):
         parts = [
-            fn(params, jax.device_put(buf_CxT[c], repl), jax.device_put(len_C[c], repl))
-            for c in range(len(prefixes))
+            fn(params, jax.device_put(buf_CxT[c], repl), jax.device_put(len_C[c], repl)) for c in range(len(prefixes))
         ]
     return np.stack(jax.device_get(parts))
 
@@ -316,9 +313,7 @@ def evaluate(
             nan = float("nan")
             res = [{"rank": nan, "ties": nan, "exposure": nan, "secret_nll": -float(ll[0])} for ll in ll_CxS]
             nll_sample_CxS = -ll_CxS[:, 1:]
-        skew_C = np.array(
-            [skewnorm_exposure(r["secret_nll"], s) for r, s in zip(res, nll_sample_CxS, strict=True)]
-        )
+        skew_C = np.array([skewnorm_exposure(r["secret_nll"], s) for r, s in zip(res, nll_sample_CxS, strict=True)])
         exposure_C = np.array([r["exposure"] for r in res]) if d <= max_exact_digits else skew_C
         out[f"{group}_exposure"] = exposure_C
         out[f"{group}_exposure_mean"] = float(exposure_C.mean())

@@ -36,9 +36,7 @@ def max_input_len(graphdef: nnx.GraphDef, params: nnx.State) -> int | None:
 def check_input_len(graphdef: nnx.GraphDef, params: nnx.State, length: int, what: str) -> None:
     limit = max_input_len(graphdef, params)
     if limit is not None and length > limit:
-        raise ValueError(
-            f"{what} needs inputs of {length} tokens, but the transformer takes at most {limit}."
-        )
+        raise ValueError(f"{what} needs inputs of {length} tokens, but the transformer takes at most {limit}.")
 
 
 def pad_rows(n: int, mesh: jax.sharding.Mesh) -> int:
@@ -103,9 +101,7 @@ def greedy_decode(
 
 def decode_text(tokens_CxS: np.ndarray) -> np.ndarray:
     """Bytes to strings (invalid utf-8 replaced), as a numpy string array."""
-    return np.array(
-        [bytes(row.astype(np.uint8).tolist()).decode("utf-8", errors="replace") for row in tokens_CxS]
-    )
+    return np.array([bytes(row.astype(np.uint8).tolist()).decode("utf-8", errors="replace") for row in tokens_CxS])
 
 
 def evaluate(ctx: EvalContext) -> dict[str, float | np.ndarray]:

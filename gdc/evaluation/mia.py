@@ -69,9 +69,7 @@ def tpr_at_fpr(fpr: np.ndarray, tpr: np.ndarray, target: float, *, interpolate: 
     return low + (t1 - low) * (target - f0) / (f1 - f0)
 
 
-def roc_metrics(
-    scores_member: np.ndarray, scores_nonmember: np.ndarray, prefix: str = "mia"
-) -> dict[str, float]:
+def roc_metrics(scores_member: np.ndarray, scores_nonmember: np.ndarray, prefix: str = "mia") -> dict[str, float]:
     """AUC, TPR at 1% and 0.1% FPR, best balanced accuracy, and the two counts."""
     if len(scores_member) == 0 or len(scores_nonmember) == 0:
         raise ValueError("an attack needs at least one member and one non-member.")

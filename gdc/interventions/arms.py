@@ -40,6 +40,7 @@ class StudyConfig:
     q_d: float = 50.0
     q_m: float = 50.0
     evaluators: tuple = EVALUATORS
+    reference: bool = True  # canary data: also train a canary-free reference model for the calibrated MIA
 
     def validate(self) -> None:
         if not self.seeds or not all(isinstance(s, int) for s in self.seeds):

@@ -67,7 +67,7 @@ def stage_train(cfg: config_lib.RunConfig, workdir: str) -> None:
     """Probe runs (and, for canary data, the canary-free reference runs)."""
     for seed in cfg.study.seeds:
         _train(_with(cfg, seed), os.path.join(seed_dir(workdir, seed), "probe"), f"probe seed {seed}")
-        if _has_canaries(cfg) and "mia" in cfg.study.evaluators:
+        if _has_canaries(cfg) and "mia" in cfg.study.evaluators and cfg.study.reference:
             ref_dir = os.path.join(seed_dir(workdir, seed), "reference")
             if not _done(os.path.join(ref_dir, "summary.json")):
                 from gdc.data import sources
@@ -169,7 +169,7 @@ def stage_evaluate(cfg: config_lib.RunConfig, workdir: str) -> None:
         sd = seed_dir(workdir, seed)
         os.makedirs(os.path.join(sd, "evals"), exist_ok=True)
         reference = None
-        if _has_canaries(cfg) and "mia" in cfg.study.evaluators:
+        if _has_canaries(cfg) and "mia" in cfg.study.evaluators and cfg.study.reference:
             _, reference, _, _ = loop.restore_params(_with(cfg, seed), os.path.join(sd, "reference"), mesh)
         runs = [({"name": "baseline", "paths": {}, "token_matched": False}, os.path.join(sd, "probe"))]
         runs += [(arm, os.path.join(sd, "arms", arm["name"], "run")) for arm in _arms(workdir, seed)]
