@@ -57,8 +57,9 @@ def test_one_vs_eight_devices_and_sharded_tracker(tmp_path, arg):
 
 
 def test_epoch_artefacts(tmp_path):
-    cfg = tiny_config("mlp")
+    cfg = tiny_config("mlp", log=dict(tensorboard=True))
     result = _run(cfg, tmp_path)
+    assert any(f.startswith("events.out.tfevents") for f in os.listdir(tmp_path / "tb"))
     n = result.tracker.num_examples
     for e in range(cfg.train.num_epochs):
         z = dict(np.load(tmp_path / "trackers" / f"epoch_{e:04d}.npz"))
