@@ -70,11 +70,7 @@ def test_per_example_loss_shapes_and_jit(name, with_keys):
     params, jit_loss_fn, jit_forward = _jitted(name)
     b = 8
     batch = _take(_examples(name, b, seed=1), range(b))
-    keys_B = (
-        example_keys(jax.random.PRNGKey(0), jnp.int32(2), jnp.arange(b, dtype=jnp.int32))
-        if with_keys
-        else None
-    )
+    keys_B = example_keys(jax.random.PRNGKey(0), jnp.int32(2), jnp.arange(b, dtype=jnp.int32)) if with_keys else None
     loss_B, acc_B = models.per_example_loss(graphdef, params, batch, keys_B)
     jit_loss_B, jit_acc_B = jit_loss_fn(params, batch, keys_B)
     for x_B in (loss_B, acc_B, jit_loss_B, jit_acc_B):
@@ -147,13 +143,9 @@ def test_per_example_invariance(name, with_keys):
         # The keys are used: dropout changes the loss, and a different step or id gives a different mask.
         no_dropout_B = np.asarray(loss_fn(params, batch, None)[0])
         assert np.abs(no_dropout_B - loss_8).max() > 1e-3
-        other_step_B = np.asarray(
-            loss_fn(params, batch, example_keys(key, step + 1, jnp.asarray(ids_N[base])))[0]
-        )
+        other_step_B = np.asarray(loss_fn(params, batch, example_keys(key, step + 1, jnp.asarray(ids_N[base])))[0])
         assert np.abs(other_step_B - loss_8).max() > 1e-3
-        other_id_B = np.asarray(
-            loss_fn(params, batch, example_keys(key, step, jnp.asarray(ids_N[base] + 50)))[0]
-        )
+        other_id_B = np.asarray(loss_fn(params, batch, example_keys(key, step, jnp.asarray(ids_N[base] + 50)))[0])
         assert np.abs(other_id_B - loss_8).max() > 1e-3
 
 
@@ -174,11 +166,7 @@ def test_causality_token_changes(name, with_keys):
     params, _, forward = _jitted(name)
     b = 8
     batch = _take(_examples(name, b, seed=4), range(b))
-    keys_B = (
-        example_keys(jax.random.PRNGKey(1), jnp.int32(0), jnp.arange(b, dtype=jnp.int32))
-        if with_keys
-        else None
-    )
+    keys_B = example_keys(jax.random.PRNGKey(1), jnp.int32(0), jnp.arange(b, dtype=jnp.int32)) if with_keys else None
     tokens = np.asarray(batch["tokens"])
     logits = np.asarray(forward(params, batch, keys_B))
     rng = np.random.default_rng(0)
@@ -334,3 +322,12 @@ def test_weighted_mean():
     grad_B = jax.grad(losses.weighted_mean)(jnp.asarray(l_B), jnp.asarray(m_B), jnp.asarray(w_B))
     assert np.isfinite(np.asarray(grad_B)).all()
     np.testing.assert_allclose(grad_B, w_B * m_B / (w_B * m_B).sum(), rtol=1e-5, atol=1e-7)
+
+
+def test_transformer_rejects_inputs_longer_than_its_positions():
+    graphdef, params = models.build(
+        models.ModelConfig(name="transformer", width=16, depth=1, num_heads=2), seed=0, seq_len=8
+    )
+    batch = {"tokens": jnp.zeros((1, 12), jnp.int32), "token_mask": jnp.ones((1, 11), bool)}
+    with pytest.raises(ValueError, match="at most 8 input tokens"):
+        models.per_example_loss(graphdef, params, batch)

@@ -99,6 +99,11 @@ class CharTransformer(nnx.Module):
         self.head = nnx.Linear(width, vocab_size, rngs=rngs)
 
     def __call__(self, inputs_BxL: jax.Array, keys_B: jax.Array | None = None) -> jax.Array:
+        if inputs_BxL.shape[1] > self.pos.num_embeddings:  # an out-of-range position lookup would give NaN silently
+            raise ValueError(
+                f"the transformer takes at most {self.pos.num_embeddings} input tokens (data.seq_len), "
+                f"got {inputs_BxL.shape[1]}."
+            )
         x_BxLxD = self.tok(inputs_BxL) + self.pos(jnp.arange(inputs_BxL.shape[1]))[None]
         for i, block in enumerate(self.blocks):
             x_BxLxD = block(x_BxLxD, keys_B, salt=i)
