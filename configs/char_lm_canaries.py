@@ -27,16 +27,7 @@ def get_config(arg: str = "lstm") -> ml_collections.ConfigDict:
     c = common.base_config()
     common.update(
         c,
-        data=dict(
-            source="pydoc_canaries",
-            seq_len=64,
-            heldout_fraction=0.1,
-            max_examples=1500,
-            num_canaries=10,
-            canary_repeats=8,
-            secret_digits=6,
-            num_control_canaries=10,
-        ),
+        data=common.CANARY_DATA,
         model=dict(name=arg, width=128, depth=1 if arg == "lstm" else 2, num_heads=4),
         train=dict(
             batch_size=128,

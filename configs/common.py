@@ -7,6 +7,19 @@ import ml_collections
 
 from gdc.config import SECTIONS
 
+# The canary corpus of the study configs: 1500 sequences of 64 characters from CPython's pydoc topics, 10 keyed
+# canaries "the secret code of <key> is <6 digits>." inserted 8 times each, 10 never-inserted controls.
+CANARY_DATA = dict(
+    source="pydoc_canaries",
+    seq_len=64,
+    heldout_fraction=0.1,
+    max_examples=1500,
+    num_canaries=10,
+    canary_repeats=8,
+    secret_digits=6,
+    num_control_canaries=10,
+)
+
 
 def base_config() -> ml_collections.ConfigDict:
     c = ml_collections.ConfigDict()

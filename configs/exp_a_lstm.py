@@ -23,16 +23,7 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
     c = common.base_config()
     common.update(
         c,
-        data=dict(
-            source="pydoc_canaries",
-            seq_len=64,
-            heldout_fraction=0.1,
-            max_examples=1500,
-            num_canaries=10,
-            canary_repeats=8,
-            secret_digits=6,
-            num_control_canaries=10,
-        ),
+        data=common.CANARY_DATA,
         model=dict(name="lstm", width=128, depth=1),
         train=dict(
             batch_size=128,

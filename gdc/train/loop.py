@@ -32,6 +32,18 @@ from gdc.train.step import jit_steps
 MODEL_INPUTS = ("tokens", "token_mask", "x", "y")
 
 
+def build_model(cfg: config_lib.RunConfig, dataset: sources.Dataset):
+    """(graphdef, params) for ``cfg.model``, sized from the dataset (vocabulary, features, classes)."""
+    return models.build(
+        cfg.model,
+        seed=cfg.seed,
+        vocab_size=dataset.meta.get("vocab_size", 256),
+        seq_len=cfg.data.seq_len,
+        num_features=dataset.meta.get("num_features", 0),
+        num_classes=dataset.meta.get("num_classes", 0),
+    )
+
+
 def restore_params(cfg: config_lib.RunConfig, workdir: str, mesh: jax.sharding.Mesh | None = None):
     """The params of the latest checkpoint in ``workdir`` (replicated over ``mesh``), with the graphdef and dataset.
 
@@ -40,14 +52,7 @@ def restore_params(cfg: config_lib.RunConfig, workdir: str, mesh: jax.sharding.M
     """
     mesh = mesh or sharding.make_mesh()
     dataset = sources.build_dataset(cfg.data)
-    graphdef, params = models.build(
-        cfg.model,
-        seed=cfg.seed,
-        vocab_size=dataset.meta.get("vocab_size", 256),
-        seq_len=cfg.data.seq_len,
-        num_features=dataset.meta.get("num_features", 0),
-        num_classes=dataset.meta.get("num_classes", 0),
-    )
+    graphdef, params = build_model(cfg, dataset)
     tx, _ = state_lib.make_optimizer(cfg.train, 1)
     repl = sharding.replicated(mesh)
     state = jax.eval_shape(lambda: state_lib.create_train_state(params, tx, cfg.seed))
@@ -149,14 +154,7 @@ def train(
     # ----------------------------------------------------------------------------------------------------------
     # Model, optimizer, state, tracker, jitted steps.
     # ----------------------------------------------------------------------------------------------------------
-    graphdef, params = models.build(
-        cfg.model,
-        seed=cfg.seed,
-        vocab_size=dataset.meta.get("vocab_size", 256),
-        seq_len=cfg.data.seq_len,
-        num_features=dataset.meta.get("num_features", 0),
-        num_classes=dataset.meta.get("num_classes", 0),
-    )
+    graphdef, params = build_model(cfg, dataset)
 
     def loss_fn(params, batch, keys_B):
         return models.per_example_loss(graphdef, params, batch, keys_B)

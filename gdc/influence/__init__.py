@@ -1,0 +1,39 @@
+"""Influence machinery on flat parameter vectors ``theta_P``: per-example gradients, HVPs, inverse HVPs, LOO.
+
+Every function takes a per-example loss ``loss_fn(theta_P, batch) -> loss_B`` (normalised within each example, as
+``gdc.losses``) and a ``batch`` dict of arrays with a leading example axis. Models with pytree parameters are
+flattened with ``jax.flatten_util.ravel_pytree`` by the caller (``flatten``).
+
+``grads``: per-example gradients reduced inside chunks (norms, dot products, self-influence, TracIn).
+``hvp``: Hessian- and Gauss-Newton-vector products, exact Hessians, CG and LiSSA inverse HVPs.
+``loo``: L-BFGS fits and exact leave-one-out retraining for small convex models (ground truth).
+"""
+
+from gdc.influence.grads import (
+    flatten,
+    grad_dots,
+    grad_sq_norms,
+    map_examples,
+    per_example_grads,
+    self_influence,
+    tracin,
+)
+from gdc.influence.hvp import cg_solve, exact_hessian, gnhvp, hvp, lissa_solve
+from gdc.influence.loo import fit_lbfgs, loo_retrain
+
+__all__ = [
+    "cg_solve",
+    "exact_hessian",
+    "fit_lbfgs",
+    "flatten",
+    "gnhvp",
+    "grad_dots",
+    "grad_sq_norms",
+    "hvp",
+    "lissa_solve",
+    "loo_retrain",
+    "map_examples",
+    "per_example_grads",
+    "self_influence",
+    "tracin",
+]
