@@ -222,6 +222,29 @@ def plot_sweep(sweep: dict, path: str) -> None:
 # ---------------------------------------------------------------------------------------------------------------
 # Report.
 # ---------------------------------------------------------------------------------------------------------------
+def detectors_over_seeds(workdir: str, seeds) -> dict:
+    """Per score: AUROC mean/sd over seeds and, per top-p% cut, "positives/k" of every seed."""
+    per_seed = []
+    for seed in seeds:
+        path = os.path.join(workdir, f"seed_{seed}", "probe", "scores", "sweep.json")
+        if os.path.exists(path):
+            per_seed.append(json.load(open(path)).get("detectors") or {})
+    out = {}
+    for name in per_seed[0] if per_seed else []:
+        aurocs = [d[name]["auroc"] for d in per_seed]
+        tops = {
+            f: ", ".join(f"{d[name]['top'][f]['positives']}/{d[name]['top'][f]['k']}" for d in per_seed)
+            for f in per_seed[0][name]["top"]
+        }
+        out[name] = {
+            "auroc_mean": float(np.mean(aurocs)),
+            "auroc_std": float(np.std(aurocs)),
+            "aurocs": aurocs,
+            "top": tops,
+        }
+    return out
+
+
 def write_report(cfg: config_lib.RunConfig, workdir: str) -> dict:
     from gdc.evaluation import mia
     from gdc.scoring import load_loss_matrix
@@ -234,6 +257,7 @@ def write_report(cfg: config_lib.RunConfig, workdir: str) -> dict:
     scores = dict(np.load(os.path.join(probe, "scores", "scores.npz")))
     score_summary = json.load(open(os.path.join(probe, "scores", "scores.json")))
     extra = json.load(open(os.path.join(probe, "scores", "sweep.json")))
+    extra["detectors"] = detectors_over_seeds(workdir, seeds)
     meta = json.load(open(os.path.join(probe, "dataset.json")))
     is_canary = np.zeros(len(scores["m_N"]), bool)
     for c in meta.get("canaries", {}).get("inserted", []):
@@ -260,7 +284,7 @@ def write_report(cfg: config_lib.RunConfig, workdir: str) -> dict:
         "verdicts": verdict,
         "scores_seed0": score_summary,
         "loss_source": loss_meta.get("loss_source"),
-        "detectors_seed0": extra.get("detectors"),
+        "detectors": extra.get("detectors"),
         "paper": {"A": PAPER_A, "B": PAPER_B},
     }
     with open(os.path.join(workdir, "results.json"), "w") as f:
@@ -304,9 +328,13 @@ def _markdown(cfg, table, verdict, score_summary, extra, loss_meta) -> str:
         "",
     ]
     if extra.get("detectors"):
-        lines += ["Each score as a canary-copy detector (AUROC; canary copies in the top-p% set):", ""]
+        lines += [
+            "Each score of the probe run as a canary-copy detector, before any retraining (canary_design.md point 7): "
+            "AUROC (mean ± sd over seeds) and the canary copies inside each top-p% set (per seed):",
+            "",
+        ]
         for name, d in extra["detectors"].items():
-            tops = ", ".join(f"top {float(f):.0%}: {v['positives']}/{v['k']}" for f, v in d["top"].items())
-            lines.append(f"* {name}: AUROC {d['auroc']:.3f}; {tops}")
+            tops = "; ".join(f"top {float(f):.0%}: {v}" for f, v in d["top"].items())
+            lines.append(f"* {name}: AUROC {d['auroc_mean']:.3f} ± {d['auroc_std']:.3f}; {tops}")
     lines += ["", "Figures: `data_map.png`, `trajectories.png`, `pruning.png`, `eps_sweep.png`, `roc.png`.", ""]
     return "\n".join(lines)
