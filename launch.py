@@ -3,6 +3,8 @@
 Re-running the same command resumes from the latest checkpoint in ``--workdir``.
 """
 
+import os
+import shlex
 import sys
 
 import jax
@@ -45,6 +47,8 @@ def main(argv):
         else:
             from gdc.pipelines import study
 
+            with open(os.path.join(FLAGS.workdir, "commands.txt"), "a") as f:  # the report cites how it was made
+                f.write(" ".join(["python", *map(shlex.quote, sys.argv)]) + "\n")
             study.run(cfg, FLAGS.workdir, FLAGS.mode)
             print(f"done: --mode={FLAGS.mode} in {FLAGS.workdir}")
     except ConfigError as e:

@@ -290,11 +290,11 @@ def write_report(cfg: config_lib.RunConfig, workdir: str) -> dict:
     with open(os.path.join(workdir, "results.json"), "w") as f:
         json.dump(results, f, indent=2, default=str)
     with open(os.path.join(workdir, "report.md"), "w") as f:
-        f.write(_markdown(cfg, table, verdict, score_summary, extra, loss_meta))
+        f.write(_markdown(cfg, workdir, table, verdict, score_summary, extra, loss_meta))
     return results
 
 
-def _markdown(cfg, table, verdict, score_summary, extra, loss_meta) -> str:
+def _markdown(cfg, workdir, table, verdict, score_summary, extra, loss_meta) -> str:
     lines = ["# GenDataCarto study report", ""]
     lines += [
         f"Seeds: {list(cfg.study.seeds)}; model: {cfg.model.name} (width {cfg.model.width}, depth "
@@ -302,6 +302,10 @@ def _markdown(cfg, table, verdict, score_summary, extra, loss_meta) -> str:
         f"Scores came from: **{loss_meta.get('loss_source')}** ({loss_meta.get('checkpoints')} checkpoints).",
         "",
     ]
+    commands = os.path.join(workdir, "commands.txt")
+    if os.path.exists(commands):
+        lines += ["Commands that produced this workdir (in order):", "", "```"]
+        lines += [c.rstrip() for c in open(commands) if c.strip()] + ["```", ""]
     lines += ["## Verdicts", "", f"* Paper, experiment A: {PAPER_A}.", f"* Paper, experiment B: {PAPER_B}.", ""]
     lines += [f"* **{k}**: {v}" for k, v in verdict.items()] or ["* (no verdict: arms missing)"]
     lines += ["", "## All arms (mean ± sd over seeds; extraction pooled over seeds and replicates, Wilson 95%)", ""]
