@@ -18,8 +18,8 @@ from gdc.influence.grads import (
     self_influence,
     tracin,
 )
-from gdc.influence.hvp import cg_solve, exact_hessian, gnhvp, hvp, lissa_solve
-from gdc.influence.loo import fit_lbfgs, loo_retrain
+from gdc.influence.hvp import cg_solve, exact_hessian, gnhvp, hvp, lissa_solve, power_max_eig
+from gdc.influence.loo import fit_lbfgs, lbfgs_solve, loo_retrain
 
 __all__ = [
     "cg_solve",
@@ -31,9 +31,11 @@ __all__ = [
     "grad_sq_norms",
     "hvp",
     "lissa_solve",
+    "lbfgs_solve",
     "loo_retrain",
     "map_examples",
     "per_example_grads",
+    "power_max_eig",
     "self_influence",
     "tracin",
 ]

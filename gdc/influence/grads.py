@@ -75,9 +75,7 @@ def grad_sq_norms(loss_fn: LossFn, theta_P: jax.Array, batch: Batch, batch_size:
     return map_examples(loss_fn, theta_P, batch, _sq_norm, batch_size)
 
 
-def grad_dots(
-    loss_fn: LossFn, theta_P: jax.Array, batch: Batch, v_MxP: jax.Array, batch_size: int = 64
-) -> jax.Array:
+def grad_dots(loss_fn: LossFn, theta_P: jax.Array, batch: Batch, v_MxP: jax.Array, batch_size: int = 64) -> jax.Array:
     """``[N, M]`` dot products ``g_i . v_m`` with M fixed vectors (e.g. inverse-HVPs of test gradients)."""
     return _grad_dots(loss_fn, theta_P, batch, v_MxP, batch_size)
 
