@@ -19,9 +19,10 @@ flags.DEFINE_string("workdir", None, "Directory for checkpoints, trackers and me
 flags.DEFINE_enum(
     "mode",
     "run",
-    ["run", "all", "train", "score", "intervene", "retrain", "evaluate", "report"],
+    ["run", "all", "train", "score", "intervene", "retrain", "evaluate", "report", "verify"],
     "run: one training run in --workdir. all: the whole study (probe, score, intervene, retrain, evaluate, report "
-    "for every study.seeds); the other modes run one study stage.",
+    "for every study.seeds); verify: the theory checks of a configs/theory_*.py (verify.md in --workdir); the other "
+    "modes run one study stage.",
 )
 flags.mark_flags_as_required(["config", "workdir"])
 FLAGS = flags.FLAGS
@@ -37,6 +38,13 @@ def main(argv):
         flush=True,
     )
     try:
+        if FLAGS.mode == "verify":  # theory configs hold only seed and theory: gdc.theory reads them.
+            from gdc import theory
+
+            config_lib.check_workdir(FLAGS.workdir)
+            theory.run(FLAGS.config, FLAGS.workdir, command=" ".join(["python", *map(shlex.quote, sys.argv)]))
+            print(f"done: --mode=verify in {FLAGS.workdir}")
+            return
         cfg = config_lib.from_mapping(FLAGS.config, device_count=jax.device_count())
         config_lib.check_workdir(FLAGS.workdir)
         if FLAGS.mode == "run":

@@ -1,0 +1,90 @@
+"""Numerical checks of the paper's theory (paper.md §5, §11 items 7-10), one module per claim.
+
+``lower_bound``: m lower-bounds influence (convex). ``stability``: down-weighting hotspots and stability / gap
+(convex). ``nonconvex``: the same measurements on the MLP and the char LSTM. Each ``run(cfg, seed, out_dir)`` returns
+a JSON-able result with a ``verdict`` and draws its PNGs; ``run`` below collects them into ``verify.json`` and
+``verify.md`` (``launch.py --mode=verify``). Results of claims not run this time are kept from an existing
+``verify.json``, so ``configs/theory_convex.py`` and ``configs/theory_nonconvex.py`` can fill one report.
+"""
+
+import dataclasses
+import json
+import os
+import time
+from collections.abc import Mapping
+from typing import Any
+
+import jax
+
+from gdc.theory import config as theory_config
+from gdc.theory import report
+
+
+def _modules():
+    from gdc.theory import lower_bound, nonconvex, stability
+
+    return {"lower_bound": lower_bound, "stability": stability, "nonconvex": nonconvex}
+
+
+def _clean(x: Any) -> Any:
+    """JSON-safe copy: numpy scalars to Python, NaN/inf to strings."""
+    if isinstance(x, dict):
+        return {str(k): _clean(v) for k, v in x.items()}
+    if isinstance(x, list | tuple):
+        return [_clean(v) for v in x]
+    if hasattr(x, "item") and getattr(x, "ndim", 1) == 0:
+        x = x.item()
+    if isinstance(x, float) and (x != x or x in (float("inf"), float("-inf"))):
+        return str(x)
+    return x
+
+
+def _restore(x: Any) -> Any:
+    if isinstance(x, dict):
+        return {k: _restore(v) for k, v in x.items()}
+    if isinstance(x, list):
+        return [_restore(v) for v in x]
+    if x in ("nan", "inf", "-inf"):
+        return float(x)
+    return x
+
+
+def run(config: Mapping[str, Any], workdir: str, command: str = "") -> dict:
+    """Runs the claims of a theory config; writes verify.json, verify.md and the PNGs into ``workdir``.
+
+    Args:
+      config: ConfigDict (or dict) with ``seed`` and ``theory`` (see ``gdc.theory.config``).
+      workdir: output folder (created).
+      command: the command line, cited in verify.md.
+
+    Returns:
+      claim name -> result (every claim in verify.json, not only those run now).
+    """
+    seed, cfg = theory_config.from_mapping(config)
+    os.makedirs(workdir, exist_ok=True)
+    path = os.path.join(workdir, "verify.json")
+    results = {}
+    if os.path.exists(path):
+        with open(path) as f:
+            results = _restore(json.load(f))
+    env = f"jax {jax.__version__}, {jax.device_count()} {jax.devices()[0].platform} device(s), {os.cpu_count()} CPUs"
+    modules = _modules()
+    for name in cfg.claims:
+        start = time.time()
+        print(f"[verify] {name} ...", flush=True)
+        res = modules[name].run(cfg, seed, workdir)
+        res.update(
+            seconds=time.time() - start,
+            config=dataclasses.asdict(cfg),
+            seed=seed,
+            command=command,
+            environment=env,
+        )
+        results[name] = _restore(_clean(res))
+        print(f"[verify] {name}: {res['verdict']} ({res['seconds']:.0f} s)", flush=True)
+        with open(path, "w") as f:
+            json.dump(_clean(results), f, indent=1)
+    ordered = {k: results[k] for k in theory_config.CLAIMS if k in results}
+    with open(os.path.join(workdir, "verify.md"), "w") as f:
+        f.write(report.render(ordered))
+    return ordered

@@ -59,21 +59,24 @@ class TheoryConfig:
     mlp_batch: int = 16
     mlp_eps: float = 0.1  # the tracker's threshold during the MLP probe run
     mlp_eps_absolute: tuple[float, ...] = (0.05, 0.1, 0.3, 0.7)
-    lstm_examples: int = 192
-    lstm_seq_len: int = 32
-    lstm_width: int = 32
-    lstm_epochs: int = 12
-    lstm_lr: float = 1.0
+    lstm_examples: int = 128
+    lstm_seq_len: int = 24
+    lstm_width: int = 24
+    lstm_epochs: int = 15
+    lstm_lr: float = 2.0
     lstm_batch: int = 16
-    lstm_eps: float = 2.5
+    lstm_eps: float = 2.8
     lstm_eps_absolute: tuple[float, ...] = (1.5, 2.0, 2.5, 3.0)
+    # Influence and attribution (non-convex). Per model: MLP first, LSTM second.
     damping: float = 1e-2  # added to the Gauss-Newton matrix for the non-convex inverse HVPs
-    cg_maxiter: int = 100
-    lissa_depth: int = 300
-    influence_examples: int = 96  # non-convex: self-influence by CG/LiSSA for this many examples
+    cg_maxiter: tuple[int, ...] = (100, 50)
+    lissa_depth: tuple[int, ...] = (300, 150)
+    hessian_examples: tuple[int, ...] = (0, 32)  # the GN matrix is averaged over this many examples (0: all)
+    influence_examples: tuple[int, ...] = (384, 32)  # self-influence by CG/LiSSA for this many examples
+    lds_test: tuple[int, ...] = (50, 20)  # held-out examples whose loss the LDS and LOO predict
     lds_subsets: int = 100
-    lds_test: int = 50
-    loo_examples: int = 40  # MLP: exact LOO retrains compared with influence
+    loo_examples: int = 39  # LOO retrains compared with influence (+ 1 full-data retrain: 4 chunks of 10)
+    nonconvex_gap_seeds: int = 10
 
     def validate(self) -> None:
         for name in ("claims", "models", "nonconvex_models"):
@@ -111,10 +114,16 @@ class TheoryConfig:
             _fail("eps_percentile", self.eps_percentile, "needs values in 0..100 (and eps_absolute values)")
         for name in ("stability_examples", "gap_seeds", "mlp_examples", "mlp_width", "mlp_epochs", "lstm_examples"):
             _at_least(self, name, 1)
-        for name in ("lstm_seq_len", "lstm_width", "lstm_epochs", "cg_maxiter", "lissa_depth"):
+        for name in ("lstm_seq_len", "lstm_width", "lstm_epochs"):
             _at_least(self, name, 1)
-        for name in ("influence_examples", "lds_subsets", "lds_test", "loo_examples"):
+        for name in ("lds_subsets", "loo_examples", "nonconvex_gap_seeds"):
             _at_least(self, name, 2)
+        for name in ("hessian_examples", "influence_examples", "lds_test", "cg_maxiter", "lissa_depth"):
+            value = getattr(self, name)
+            if len(value) != 2 or any(isinstance(v, bool) or not isinstance(v, int) or v < 0 for v in value):
+                _fail(name, value, "must be two integers >= 0 (MLP, LSTM)")
+        if min(self.influence_examples) < 2 or min(self.lds_test) < 2:
+            _fail("influence_examples", self.influence_examples, "and theory.lds_test need >= 2 examples each")
 
 
 def _fail(field: str, value: object, allowed: str) -> NoReturn:
