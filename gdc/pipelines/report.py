@@ -21,6 +21,11 @@ PAPER_A = (
     "canary extraction 100% -> 40% after pruning the top 5% by m, validation perplexity +0.5%; >40% reduction at 10%"
 )
 PAPER_B = "down-weighting hotspots (alpha = 0.5): leakage -30%, MIA AUC -15%, validation perplexity < +1%"
+EXTRACTION = {"greedy": "inserted_extracted_count", "digits": "inserted_rank1_count"}
+EXTRACTION_LABEL = {
+    "greedy": "greedy extraction",
+    "digits": "digit-constrained extraction: the secret is the most likely of all 10^d digit strings",
+}
 METRICS = {  # key in evals/*.json -> column title
     "inserted_extraction_rate": "extraction",
     "inserted_exposure_mean": "exposure (bits)",
@@ -28,7 +33,9 @@ METRICS = {  # key in evals/*.json -> column title
     "mia_auc": "MIA AUC (train/held-out)",
     "mia_canary_secret_auc": "canary MIA AUC",
     "mia_calibrated_canary_secret_auc": "canary MIA AUC (calibrated)",
-    "pruned_canary_fraction": "pruned that are canaries",
+    "canary_fraction_of_pruned": "pruned that are canaries",
+    "canary_copies_pruned_fraction": "canary copies pruned",
+    "inserted_digit_accuracy": "secret digits right (greedy)",
 }
 
 
@@ -39,7 +46,7 @@ def wilson(k: float, n: float, z: float = 1.96) -> tuple[float, float]:
     den = 1 + z * z / n
     mid = (p + z * z / (2 * n)) / den
     half = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / den
-    return float(mid - half), float(mid + half)
+    return max(0.0, float(mid - half)), min(1.0, float(mid + half))
 
 
 def arm_group(name: str) -> str:
@@ -53,7 +60,13 @@ def load_evals(workdir: str, seeds) -> dict[str, dict[int, dict]]:
         folder = os.path.join(workdir, f"seed_{seed}", "evals")
         for fname in sorted(os.listdir(folder)) if os.path.isdir(folder) else []:
             if fname.endswith(".json"):
-                out[fname[:-5]][seed] = json.load(open(os.path.join(folder, fname)))
+                rec = json.load(open(os.path.join(folder, fname)))
+                arrays = os.path.join(folder, fname[:-5] + ".npz")
+                if os.path.exists(arrays):
+                    with np.load(arrays) as z:
+                        if "inserted_rank" in z.files:  # rank 1 of all 10^d secrets: digit-constrained extraction
+                            rec["inserted_rank1_count"] = float((z["inserted_rank"] == 1).sum())
+                out[fname[:-5]][seed] = rec
     return out
 
 
@@ -70,10 +83,11 @@ def aggregate(evals: dict[str, dict[int, dict]]) -> dict[str, dict]:
             vals = [r[key] for _, r in recs if key in r]
             if vals:
                 row[key] = {"mean": float(np.mean(vals)), "std": float(np.std(vals)), "n": len(vals)}
-        k = sum(r.get("inserted_extracted_count", 0.0) for _, r in recs)
         total = sum(r.get("inserted_num_canaries", 0.0) for _, r in recs)
-        if total:
-            row["extraction_pooled"] = {"extracted": k, "total": total, "wilson95": wilson(k, total)}
+        for kind, key in EXTRACTION.items():
+            if total and any(key in r for _, r in recs):
+                k = sum(r.get(key, 0.0) for _, r in recs)
+                row[f"extraction_{kind}"] = {"extracted": k, "total": total, "wilson95": wilson(k, total)}
         rel = [
             r["heldout_perplexity_token"] / base[s]["heldout_perplexity_token"] - 1
             for s, r in recs
@@ -92,8 +106,8 @@ def _fmt(row: dict, key: str, pct: bool = False) -> str:
     return f"{100 * m:.1f}% ± {100 * s:.1f}" if pct else f"{m:.3f} ± {s:.3f}"
 
 
-def _extraction(row: dict) -> tuple[float, float, float]:
-    p = row.get("extraction_pooled")
+def _extraction(row: dict, kind: str = "greedy") -> tuple[float, float, float]:
+    p = row.get(f"extraction_{kind}")
     if not p:
         return float("nan"), float("nan"), float("nan")
     return p["extracted"] / p["total"], *p["wilson95"]
@@ -105,13 +119,23 @@ def verdicts(table: dict) -> dict[str, str]:
     base = table.get("baseline")
     if base is None:
         return out
-    b_rate, b_lo, _ = _extraction(base)
+    for kind in EXTRACTION:
+        if f"extraction_{kind}" in base:
+            out.update(_verdicts_a(table, base, kind))
+    if "extraction_greedy" in base:
+        out.update(_verdict_b(table, base))
+    return out
+
+
+def _verdicts_a(table: dict, base: dict, kind: str) -> dict[str, str]:
+    out = {}
+    b_rate, _, _ = _extraction(base, kind)
     for frac in ("5", "10"):
         arm, ctrl = table.get(f"prune_m@{frac}"), table.get(f"prune_random@{frac}")
         if arm is None:
             continue
-        rate, lo, hi = _extraction(arm)
-        c_rate, c_lo, c_hi = _extraction(ctrl) if ctrl else (float("nan"),) * 3
+        rate, lo, hi = _extraction(arm, kind)
+        c_rate, c_lo, c_hi = _extraction(ctrl, kind) if ctrl else (float("nan"),) * 3
         ppl = arm.get("perplexity_change", {}).get("mean", float("nan"))
         reduction = 1 - rate / b_rate if b_rate > 0 else float("nan")
         beats_random = ctrl is not None and hi < c_lo
@@ -123,10 +147,16 @@ def verdicts(table: dict) -> dict[str, str]:
             v = "reduction reproduced, but not credited to m: the random-prune control's interval overlaps"
         else:
             v = "not reproduced"
-        out[f"A: prune top {frac}% by m"] = (
+        out[f"A: prune top {frac}% by m ({EXTRACTION_LABEL[kind]})"] = (
             f"{v}: extraction {b_rate:.0%} -> {rate:.0%} [{lo:.0%}, {hi:.0%}] (random {c_rate:.0%} "
             f"[{c_lo:.0%}, {c_hi:.0%}]), perplexity {ppl:+.2%}"
         )
+    return out
+
+
+def _verdict_b(table: dict, base: dict) -> dict[str, str]:
+    out = {}
+    b_rate = _extraction(base)[0]
     arm, ctrl = table.get("downweight_hotspot"), table.get("downweight_random")
     if arm is not None:
         rate, lo, hi = _extraction(arm)
@@ -194,11 +224,13 @@ def plot_pruning(table: dict, path: str) -> None:
             (float(g.split("@")[1]), r) for g, r in table.items() if g.startswith(method + "@") and "+tm" not in g
         )
         xs = [0.0] + [p for p, _ in pts]
-        ext = [_extraction(base)[0]] + [_extraction(r)[0] for _, r in pts]
+        for kind, style in (("greedy", "o-"), ("digits", "s--")):
+            if f"extraction_{kind}" in base:
+                ext = [_extraction(base, kind)[0]] + [_extraction(r, kind)[0] for _, r in pts]
+                ax1.plot(xs, ext, style, label=f"{method} ({kind})")
         ppl = [0.0] + [100 * r.get("perplexity_change", {}).get("mean", np.nan) for _, r in pts]
-        ax1.plot(xs, ext, "o-", label=method)
         ax2.plot(xs, ppl, "o-", label=method)
-    ax1.set(xlabel="pruned (%)", ylabel="canary extraction rate (pooled)")
+    ax1.set(xlabel="pruned (%)", ylabel="canary extraction rate (pooled over seeds)", ylim=(-0.05, 1.05))
     ax2.set(xlabel="pruned (%)", ylabel="val. perplexity change vs baseline (%)")
     ax1.legend(fontsize=7)
     fig.tight_layout()
@@ -310,14 +342,21 @@ def _markdown(cfg, workdir, table, verdict, score_summary, extra, loss_meta) -> 
     lines += [f"* **{k}**: {v}" for k, v in verdict.items()] or ["* (no verdict: arms missing)"]
     lines += ["", "## All arms (mean ± sd over seeds; extraction pooled over seeds and replicates, Wilson 95%)", ""]
     cols = list(METRICS)
-    lines.append("| arm | runs | extraction pooled | " + " | ".join(METRICS[c] for c in cols) + " | ppl change |")
-    lines.append("|---" * (len(cols) + 4) + "|")
+    lines.append(
+        "| arm | runs | greedy extraction, pooled | digit-constrained extraction, pooled | "
+        + " | ".join(METRICS[c] for c in cols)
+        + " | ppl change |"
+    )
+    lines.append("|---" * (len(cols) + 5) + "|")
     for group, row in table.items():
-        rate, lo, hi = _extraction(row)
-        ext = f"{rate:.0%} [{lo:.0%}, {hi:.0%}]" if np.isfinite(rate) else "-"
+        ext = []
+        for kind in EXTRACTION:
+            rate, lo, hi = _extraction(row, kind)
+            ext.append(f"{rate:.0%} [{lo:.0%}, {hi:.0%}]" if np.isfinite(rate) else "-")
+        ext = " | ".join(ext)
         ppl = row.get("perplexity_change")
         ppl_s = f"{100 * ppl['mean']:+.2f}% ± {100 * ppl['std']:.2f}" if ppl else "-"
-        vals = [_fmt(row, c, pct=c.endswith("rate") or c.endswith("fraction")) for c in cols]
+        vals = [_fmt(row, c, pct=c.endswith(("rate", "fraction", "pruned", "accuracy"))) for c in cols]
         lines.append(f"| {group} | {row['runs']} | {ext} | " + " | ".join(vals) + f" | {ppl_s} |")
     q = score_summary.get("quadrants", {})
     lines += [
