@@ -66,7 +66,7 @@ def logits(theta_P: jax.Array, x_BxD: jax.Array, num_classes: int) -> jax.Array:
     """``[B, K]`` logits, class 0 pinned to 0."""
     d = x_BxD.shape[1]
     w_DxK = theta_P.reshape(d + 1, num_classes - 1)
-    z_BxK = x_BxD @ w_DxK[:d] + w_DxK[d]
+    z_BxK = x_BxD @ w_DxK[:d] + w_DxK[d][None]
     return jnp.concatenate([jnp.zeros_like(z_BxK[:, :1]), z_BxK], axis=1)
 
 
@@ -117,7 +117,27 @@ def lipschitz_smoothness(x_NxD: np.ndarray, num_classes: int, l2: float) -> tupl
     return float(c_grad * np.sqrt(norm2_N.max())), float(c_hess * norm2_N.max() + l2)
 
 
-@functools.cache
+# The TheoryConfig fields a convex probe run depends on; caches and jits key on these only, so that changing an
+# unrelated field (say ``claims``) reuses the runs and compiled functions.
+TASK_FIELDS = (
+    "num_train",
+    "num_test",
+    "num_features",
+    "l2",
+    "lr",
+    "epochs",
+    "batch_size",
+    "checkpoints_per_epoch",
+    "eps",
+    "gtol",
+)
+
+
+def task_view(cfg):
+    """``cfg`` with every field outside TASK_FIELDS at its default (a cache / static-argument key)."""
+    return type(cfg)(**{f: getattr(cfg, f) for f in TASK_FIELDS})
+
+
 def probe(num_classes: int, label_noise: float, cfg, seed: int) -> dict:
     """The SGD probe run with the engine's tracker, and the exact L-BFGS optimum, for one convex task (cached).
 
@@ -132,6 +152,11 @@ def probe(num_classes: int, label_noise: float, cfg, seed: int) -> dict:
       loss_CxN (float32 scoring-pass losses), tracker (``gdc.tracker.to_numpy`` fields), tracker_cfg, m_N (from the
       tracker).
     """
+    return _probe(num_classes, label_noise, task_view(cfg), seed)
+
+
+@functools.cache
+def _probe(num_classes: int, label_noise: float, cfg, seed: int) -> dict:
     from gdc import influence
     from gdc import tracker as tracker_lib
     from gdc.theory import sgd

@@ -84,7 +84,7 @@ def _loo_effects(num_classes: int, theta_P, thetas_NxP, batch: dict, test_batch:
     loo_self_N = jax.vmap(lambda t, i: lf(t, batch)[i])(thetas_NxP, jnp.arange(n)) - lf(theta_P, batch)
     return {
         "loo_self_N": loo_self_N,
-        "loo_point_NxM": jax.vmap(lambda t: lf(t, points))(thetas_NxP) - lf(theta_P, points),
+        "loo_point_NxM": jax.vmap(lambda t: lf(t, points))(thetas_NxP) - lf(theta_P, points)[None],
         "loo_test_N": jax.vmap(lambda t: lf(t, test_batch).mean())(thetas_NxP) - lf(theta_P, test_batch).mean(),
     }
 

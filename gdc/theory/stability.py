@@ -84,7 +84,9 @@ def scaling(probe: dict, num_classes: int, cfg: TheoryConfig, seed: int) -> dict
     y = np.concatenate([np.repeat(train["y"][None], i_n * a_n, 0), np.repeat(yr, a_n, 0)])
     w = np.concatenate([w_IxAxN.reshape(-1, n)] * 2)
     keys = jnp.stack([jax.random.key(seed)] * len(x))
-    thetas = np.asarray(_train_many(num_classes, cfg, jnp.asarray(x), jnp.asarray(y), keys, jnp.asarray(w)))
+    thetas = np.asarray(
+        _train_many(num_classes, convex.task_view(cfg), jnp.asarray(x), jnp.asarray(y), keys, jnp.asarray(w))
+    )
     half = i_n * a_n
     div_IxA = np.linalg.norm(thetas[:half] - thetas[half:], axis=1).reshape(i_n, a_n)
     ref = list(cfg.alphas).index(1.0)
@@ -126,7 +128,9 @@ def uniform_vs_average(probe: dict, num_classes: int, cfg: TheoryConfig, seed: i
         y = np.concatenate([train["y"][None], yr])
         keys = jnp.stack([jax.random.key(seed)] * (n + 1))
         w_RxN = jnp.asarray(np.repeat(w[None], n + 1, 0))
-        thetas = np.asarray(_train_many(num_classes, cfg, jnp.asarray(x), jnp.asarray(y), keys, w_RxN))
+        thetas = np.asarray(
+            _train_many(num_classes, convex.task_view(cfg), jnp.asarray(x), jnp.asarray(y), keys, w_RxN)
+        )
         div_N = np.linalg.norm(thetas[1:] - thetas[0], axis=1)
         is_hot = np.isin(np.arange(n), hot)
         out[name] = {
@@ -167,7 +171,7 @@ def generalization_gap(probe: dict, num_classes: int, cfg: TheoryConfig, seed: i
     keys = jnp.stack([jax.random.key(seed * 1000 + 1 + s) for s in range(cfg.gap_seeds) for _ in arms])
     x = jnp.broadcast_to(jnp.asarray(train["x"]), (r, *train["x"].shape))
     y = jnp.broadcast_to(jnp.asarray(train["y"]), (r, n))
-    thetas = _train_many(num_classes, cfg, x, y, keys, jnp.asarray(np.stack(ws)))
+    thetas = _train_many(num_classes, convex.task_view(cfg), x, y, keys, jnp.asarray(np.stack(ws)))
     lf = convex.loss_fn(num_classes)
     tr = np.asarray(jax.vmap(lambda t: lf(t, probe["batch"]).mean())(thetas)).reshape(cfg.gap_seeds, len(arms))
     te = np.asarray(jax.vmap(lambda t: lf(t, probe["test_batch"]).mean())(thetas)).reshape(cfg.gap_seeds, len(arms))
