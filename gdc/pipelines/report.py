@@ -165,12 +165,20 @@ def _verdict_b(table: dict, base: dict) -> dict[str, str]:
         auc_b, auc_a = base.get(key, {}).get("mean", np.nan), arm.get(key, {}).get("mean", np.nan)
         auc_red = 1 - (auc_a - 0.5) / (auc_b - 0.5) if auc_b > 0.5 else float("nan")
         ppl = arm.get("perplexity_change", {}).get("mean", float("nan"))
-        ok = leak >= 0.3 and auc_red >= 0.15 and ppl < 0.01
-        v = "reproduced" if ok else ("contradicted" if leak <= 0 and auc_red <= 0 else "not reproduced")
         c_rate = _extraction(ctrl)[0] if ctrl else float("nan")
+        if b_rate < 0.5:
+            leak_v = f"leakage not testable (the baseline extracts {b_rate:.0%} of its canaries greedily)"
+        else:
+            leak_v = f"leakage {'reproduced' if leak >= 0.3 else 'not reproduced'} ({-leak:+.0%}, paper -30%)"
+        auc_rel = auc_a / auc_b - 1
+        mia_v = (
+            f"MIA {'reproduced' if auc_rel <= -0.15 else 'not reproduced'} (AUC {auc_rel:+.1%}, paper -15%; "
+            f"advantage over chance {-auc_red:+.0%})"
+        )
+        ppl_v = f"perplexity {'within' if ppl < 0.01 else 'above'} the paper's +1% ({ppl:+.2%})"
         out["B: down-weight hotspots"] = (
-            f"{v}: extraction {b_rate:.0%} -> {rate:.0%} (random down-weight {c_rate:.0%}), canary MIA AUC "
-            f"{auc_b:.3f} -> {auc_a:.3f} (advantage over chance {auc_red:+.0%} reduced), perplexity {ppl:+.2%}"
+            f"{leak_v}; {mia_v}; {ppl_v}. Extraction {b_rate:.0%} -> {rate:.0%} (random down-weight {c_rate:.0%}), "
+            f"canary MIA AUC {auc_b:.3f} -> {auc_a:.3f}"
         )
     return out
 
