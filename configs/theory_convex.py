@@ -6,8 +6,8 @@ L2-regularised logistic and softmax regression (float64) on the noisy linear tea
 trained by plain SGD with the engine's tracker. Claim 1: m against exact self-influence and exact LOO across an eps
 sweep; claim 2: replace-one divergence against the weight, the Hardt-Recht-Singer bound, uniform vs on-average
 stability and the generalization gap. ``:quick`` is a seconds-long smoke version (tests use it).
-Expected: about 3 minutes on 2 otherwise idle CPU cores; influence vs LOO Pearson/Spearman > 0.99, divergence ratio
-0.50 at alpha = 0.5, and an m-influence Spearman whose sign flips with eps (paper.md §9.2).
+Expected: 75 s on 2 CPU cores shared with another job; influence vs LOO Pearson/Spearman > 0.99, divergence
+ratio 0.50 at alpha = 0.5, and an m-influence Spearman whose sign flips with eps (paper.md §9.2).
 """
 
 import dataclasses

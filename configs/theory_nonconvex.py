@@ -2,13 +2,13 @@
 
   python launch.py --mode=verify --config=configs/theory_nonconvex.py --workdir=docs/results
 
-gdc.models' MLP (384 synthetic examples, 10% label noise) and CharLSTM (128 pydoc sequences of 24 characters),
+gdc.models' MLP (384 synthetic examples, 10% label noise) and CharLSTM (64 pydoc sequences of 24 characters, 50 epochs),
 plain SGD with the engine's tracker; influence from the damped Gauss-Newton matrix by CG and LiSSA (and exactly for
 the MLP), self-TracIn; LDS over 100 random half-subsets retrained in vmapped chunks; LOO over 39 retrains; the
 divergence ratio at alpha = 0.5 and the gap with hotspots down-weighted. Run it after configs/theory_convex.py with
 the same --workdir: verify.md then holds all three claims. ``:quick`` is a smoke version (tests use it).
-Expected: about 5 minutes on 2 otherwise idle CPU cores; dattri's MNIST-MLP references are LDS 0.26 (CG) and 0.45
-(TRAK-50), LOO correlation 0.02.
+Expected: about 3.5 minutes on 2 CPU cores shared with another job; dattri's MNIST-MLP references are LDS 0.26
+(CG) and 0.45 (TRAK-50), LOO correlation 0.02.
 """
 
 import dataclasses

@@ -80,8 +80,8 @@ def test_hotspots_are_the_top_m():
     loss_CxN = np.array([[0.1, 0.9, 0.1, 0.1], [0.9, 0.1, 0.9, 0.1], [0.1, 0.9, 0.1, 0.1], [0.9, 0.1, 0.1, 0.1]])
     m_N = scoring.forget_events(loss_CxN, 0.5)["forget_N"] / 3
     ids = stability.hotspots({"loss_CxN": loss_CxN, "m_N": m_N}, 2)
-    assert sorted(ids.tolist()) == [0, 2] or ids[0] == 0
-    assert ids[0] == 0  # two forget events
+    np.testing.assert_array_equal(m_N * 3, [2, 1, 1, 0])
+    assert ids[0] == 0 and ids[1] in (1, 2)  # 1 and 2 tie on m and on upward variation: a seeded draw
 
 
 # ------------------------------------------------------------------------------------------------------------------

@@ -324,6 +324,7 @@ def analyse(name: str, cfg: TheoryConfig, seed: int) -> tuple[dict, dict]:
         tracker={k: stats.bound_stats(pr["m_N"][ids], v, **kw) for k, v in infl.items()},
         tracker_frac_m_pos=float((pr["m_N"] > 0).mean()),
         final_train_loss=float(pr["loss_CxN"][-1].mean()),
+        heldout_loss=float(task.loss_fn(theta_P, task.gap_test).mean()),
         sweep=rows,
         eps_free={"upward_variation": {k: stats.bound_stats(uv_N, v, **kw) for k, v in infl.items()}},
         verdict=stats.sweep_verdict(rows, "cg"),

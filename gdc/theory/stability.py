@@ -187,7 +187,8 @@ def generalization_gap(probe: dict, num_classes: int, cfg: TheoryConfig, seed: i
     for a, b in (("hotspots", "none"), ("hotspots", "random"), ("random", "none")):
         d = gap[:, arms.index(a)] - gap[:, arms.index(b)]
         p = float(scipy.stats.ttest_1samp(d, 0.0).pvalue) if cfg.gap_seeds > 1 and np.ptp(d) > 0 else float("nan")
-        out[f"{a}_minus_{b}"] = {"mean": float(d.mean()), "p": p}
+        se = float(d.std(ddof=1) / np.sqrt(len(d))) if len(d) > 1 else float("nan")
+        out[f"{a}_minus_{b}"] = {"mean": float(d.mean()), "se": se, "p": p}
     out["hotspots_smaller_than_none"] = bool(
         out["hotspots_minus_none"]["mean"] < 0 and out["hotspots_minus_none"]["p"] < 0.05
     )
@@ -267,20 +268,23 @@ def plot(runs: dict, cfg: TheoryConfig, out_dir: str) -> None:
     )
     ax.legend(fontsize=8)
     ax = axes[2]
-    arms = ("none", "hotspots", "random")
+    pairs = ("hotspots_minus_none", "random_minus_none", "hotspots_minus_random")
     width = 0.8 / max(len(runs), 1)
     for i, (model, r) in enumerate(runs.items()):
         g = r["gap"]
         ax.bar(
             np.arange(3) + i * width,
-            [g[a]["gap_mean"] for a in arms],
+            [g[p]["mean"] for p in pairs],
             width,
-            yerr=[g[a]["gap_se"] for a in arms],
+            yerr=[1.96 * g[p]["se"] for p in pairs],
             color=f"C{i}",
             label=model,
         )
-    ax.set_xticks(np.arange(3) + width * (len(runs) - 1) / 2, ["none", "hotspots x alpha", "random x alpha"])
-    ax.set(ylabel="test loss - train loss", title=f"generalization gap ({cfg.gap_seeds} seeds, mean +- se)")
+    ax.axhline(0, color="k", lw=0.5)
+    ax.set_xticks(np.arange(3) + width * (len(runs) - 1) / 2, ["hotspots - none", "random - none", "hotspots - random"])
+    ax.set(
+        ylabel="difference in test - train loss", title=f"gap differences, paired over {cfg.gap_seeds} seeds (95% CI)"
+    )
     ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(f"{out_dir}/stability.png", dpi=110)
