@@ -77,6 +77,8 @@ def from_mapping(config: Mapping[str, Any], *, device_count: int | None = None) 
     config = config.to_dict() if hasattr(config, "to_dict") else dict(config)
     known = ["seed", *SECTIONS]
     for name in config:
+        if name == "theory":
+            raise ConfigError("a theory config (section 'theory') runs with --mode=verify.")
         if name not in known:
             raise ConfigError(f"{name} is not a known config section; allowed: {known}.")
     seed = config.get("seed", 0)
