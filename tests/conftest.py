@@ -11,6 +11,10 @@ import jax  # noqa: E402
 import pytest  # noqa: E402
 
 jax.config.update("jax_numpy_rank_promotion", "raise")
+# 8 CPU devices share the host's few cores. With asynchronous dispatch several programs can be in flight at once,
+# each holding some of XLA's CPU threads while its collectives wait for the rest; on a loaded 2-core machine that
+# deadlocked once (XLA aborts after a 40 s rendezvous timeout). Synchronous dispatch runs one program at a time.
+jax.config.update("jax_cpu_enable_async_dispatch", False)
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
