@@ -223,11 +223,13 @@ def plot_trajectories(loss_ExN: np.ndarray, scores: dict, path: str, per: int = 
 
 
 def plot_pruning(table: dict, path: str) -> None:
-    fig = _figure(9, 3.5)
-    ax1, ax2 = fig.add_subplot(1, 2, 1), fig.add_subplot(1, 2, 2)
+    """Extraction (greedy solid, digit-constrained dashed), exposure and perplexity change against the pruned %."""
+    fig = _figure(13, 3.8)
+    axes = [fig.add_subplot(1, 3, i + 1) for i in range(3)]
     base = table.get("baseline", {})
     methods = sorted({g.split("@")[0] for g in table if "@" in g and "+tm" not in g})
-    for method in methods:
+    for i, method in enumerate(methods):
+        color = f"C{i}"
         pts = sorted(
             (float(g.split("@")[1]), r) for g, r in table.items() if g.startswith(method + "@") and "+tm" not in g
         )
@@ -235,12 +237,19 @@ def plot_pruning(table: dict, path: str) -> None:
         for kind, style in (("greedy", "o-"), ("digits", "s--")):
             if f"extraction_{kind}" in base:
                 ext = [_extraction(base, kind)[0]] + [_extraction(r, kind)[0] for _, r in pts]
-                ax1.plot(xs, ext, style, label=f"{method} ({kind})")
+                axes[0].plot(xs, ext, style, color=color, label=f"{method} ({kind})")
+        key = "inserted_exposure_mean"
+        if key in base:
+            exp = [base[key]["mean"]] + [r.get(key, {}).get("mean", np.nan) for _, r in pts]
+            err = [base[key]["std"]] + [r.get(key, {}).get("std", np.nan) for _, r in pts]
+            axes[1].errorbar(xs, exp, yerr=err, fmt="o-", color=color, capsize=3, label=method)
         ppl = [0.0] + [100 * r.get("perplexity_change", {}).get("mean", np.nan) for _, r in pts]
-        ax2.plot(xs, ppl, "o-", label=method)
-    ax1.set(xlabel="pruned (%)", ylabel="canary extraction rate (pooled over seeds)", ylim=(-0.05, 1.05))
-    ax2.set(xlabel="pruned (%)", ylabel="val. perplexity change vs baseline (%)")
-    ax1.legend(fontsize=7)
+        axes[2].plot(xs, ppl, "o-", color=color, label=method)
+    axes[0].set(xlabel="pruned (%)", ylabel="canary extraction rate (pooled over seeds)", ylim=(-0.05, 1.05))
+    axes[1].set(xlabel="pruned (%)", ylabel="mean canary exposure (bits, mean ± sd over seeds)")
+    axes[2].set(xlabel="pruned (%)", ylabel="val. perplexity change vs baseline (%)")
+    for ax in axes:
+        ax.legend(fontsize=6)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
 
