@@ -95,8 +95,9 @@ def stage_score(cfg: config_lib.RunConfig, workdir: str) -> None:
         kw = dict(kind=s.eps_kind, q_d=s.q_d, q_m=s.q_m, seed=seed)
         if s.eps >= 0:
             kw.update(eps=s.eps, hysteresis=s.hysteresis if s.hysteresis >= 0 else None)
-        arrays, summary = scoring.score_run(probe, **kw)
-        loss_ExN, meta = scoring.load_loss_matrix(probe, "auto")
+        loss_ExN, meta = scoring.load_loss_matrix(probe, "auto")  # read once: scores and the eps sweep share it
+        arrays, summary = scoring.compute_scores(loss_ExN, meta, scoring.load_tracker(probe), **kw)
+        scoring.write_scores(probe, arrays, summary)
         sweep = scoring.eps_sweep(loss_ExN, _sweep_values(loss_ExN, s.eps_sweep), "absolute")
         np.savez(os.path.join(probe, "scores", "sweep.npz"), **sweep)
         extra = {"eps_sweep": {k: v for k, v in sweep.items() if not k.endswith("N")}}
