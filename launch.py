@@ -3,6 +3,7 @@
 Re-running the same command resumes from the latest checkpoint in ``--workdir``.
 """
 
+import importlib
 import os
 import shlex
 import sys
@@ -16,13 +17,18 @@ from gdc.errors import ConfigError
 
 config_flags.DEFINE_config_file("config", None, "Path to a configs/*.py file.", lock_config=True)
 flags.DEFINE_string("workdir", None, "Directory for checkpoints, trackers and metrics.")
-flags.DEFINE_enum(
+STUDY_MODES = ("run", "all", "train", "score", "intervene", "retrain", "evaluate", "report")
+# Experiment families beside GenDataCarto: a config holding one of these top-level sections is handed whole to
+# that package's ``run(config, workdir, mode=..., command=...)``; the package's ``MODES`` lists its modes.
+FAMILIES = {
+    "theory": "gdc.theory",
+}
+flags.DEFINE_string(
     "mode",
     "run",
-    ["run", "all", "train", "score", "intervene", "retrain", "evaluate", "report", "verify"],
     "run: one training run in --workdir. all: the whole study (probe, score, intervene, retrain, evaluate, report "
-    "for every study.seeds); verify: the theory checks of a configs/theory_*.py (verify.md in --workdir); the other "
-    "modes run one study stage.",
+    "for every study.seeds); the other study modes run one stage. Family configs (configs/theory_*.py and the "
+    "other families in launch.FAMILIES) take the modes their package lists, e.g. --mode=verify for theory.",
 )
 flags.mark_flags_as_required(["config", "workdir"])
 FLAGS = flags.FLAGS
@@ -38,13 +44,18 @@ def main(argv):
         flush=True,
     )
     try:
-        if FLAGS.mode == "verify":  # theory configs hold only seed and theory: gdc.theory reads them.
-            from gdc import theory
-
+        family = next((name for name in FAMILIES if name in FLAGS.config), None)
+        if family is not None:  # a family config holds seed and its own section: its package reads it.
+            package = importlib.import_module(FAMILIES[family])
+            if FLAGS.mode not in package.MODES:
+                raise ConfigError(f"--mode={FLAGS.mode}: a {family} config runs with --mode in {package.MODES}.")
             config_lib.check_workdir(FLAGS.workdir)
-            theory.run(FLAGS.config, FLAGS.workdir, command=" ".join(["python", *map(shlex.quote, sys.argv)]))
-            print(f"done: --mode=verify in {FLAGS.workdir}")
+            command = " ".join(["python", *map(shlex.quote, sys.argv)])
+            package.run(FLAGS.config, FLAGS.workdir, mode=FLAGS.mode, command=command)
+            print(f"done: --mode={FLAGS.mode} in {FLAGS.workdir}")
             return
+        if FLAGS.mode not in STUDY_MODES:
+            raise ConfigError(f"--mode={FLAGS.mode} is not one of {STUDY_MODES}.")
         cfg = config_lib.from_mapping(FLAGS.config, device_count=jax.device_count())
         config_lib.check_workdir(FLAGS.workdir)
         if FLAGS.mode == "run":

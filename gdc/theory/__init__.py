@@ -49,17 +49,22 @@ def _restore(x: Any) -> Any:
     return x
 
 
-def run(config: Mapping[str, Any], workdir: str, command: str = "") -> dict:
+MODES = ("verify",)
+
+
+def run(config: Mapping[str, Any], workdir: str, mode: str = "verify", command: str = "") -> dict:
     """Runs the claims of a theory config; writes verify.json, verify.md and the PNGs into ``workdir``.
 
     Args:
       config: ConfigDict (or dict) with ``seed`` and ``theory`` (see ``gdc.theory.config``).
       workdir: output folder (created).
+      mode: the launch.py mode; only "verify".
       command: the command line, cited in verify.md.
 
     Returns:
       claim name -> result (every claim in verify.json, not only those run now).
     """
+    del mode  # launch.py has checked it against MODES
     seed, cfg = theory_config.from_mapping(config)
     os.makedirs(workdir, exist_ok=True)
     path = os.path.join(workdir, "verify.json")
