@@ -1,5 +1,6 @@
 """Interventions on hand-built scores, and the whole study (--mode=all) end to end on configs/tiny.py."""
 
+import dataclasses
 import json
 import os
 
@@ -8,6 +9,7 @@ import pytest
 from conftest import tiny_config
 
 from gdc import interventions as iv
+from gdc.errors import ConfigError
 from gdc.interventions.arms import StudyConfig, build_arms
 from gdc.pipelines import report, study
 from gdc.train import loop
@@ -113,3 +115,20 @@ def test_study_all_then_resume_without_recompute(tmp_path, monkeypatch):
     monkeypatch.setattr("gdc.evaluation.evaluate", lambda ctx, names: calls.append(names) or {"heldout_loss": 1.0})
     study.run(cfg, workdir, "evaluate")
     assert len(calls) == 1
+
+    # Extending the study (one more random control) trains and evaluates exactly the new arm.
+    wider = dataclasses.replace(
+        cfg, study=dataclasses.replace(cfg.study, random_controls=cfg.study.random_controls + 1)
+    )
+    new = {f"prune_random@10#{cfg.study.random_controls}", f"downweight_random#{cfg.study.random_controls}"}
+    trained = []
+    monkeypatch.setattr(loop, "train", lambda c, run_dir: trained.append(os.path.basename(os.path.dirname(run_dir))))
+    calls.clear()
+    study.run(wider, workdir, "intervene")
+    study.run(wider, workdir, "retrain")
+    assert set(trained) == new
+    assert {a["name"] for a in json.load(open(sd / "arms" / "index.json"))} >= new | {"prune_m@10"}
+    # An arm whose artefact changed under an existing retrain fails instead of mixing two designs.
+    np.save(sd / "arms" / "prune_m@10" / "keep_idx.npy", np.arange(5))
+    with pytest.raises(ConfigError, match="prune_m@10"):
+        study.run(cfg, workdir, "intervene")

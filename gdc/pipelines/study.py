@@ -26,6 +26,7 @@ import numpy as np
 from gdc import config as config_lib
 from gdc import interventions as iv
 from gdc import scoring, sharding
+from gdc.errors import ConfigError
 from gdc.interventions.arms import build_arms
 from gdc.train import loop
 
@@ -117,15 +118,32 @@ def stage_score(cfg: config_lib.RunConfig, workdir: str) -> None:
             json.dump(extra, f, indent=2, default=_json_default)
 
 
+def _same_artefact(folder: str, art: iv.Artefact) -> bool:
+    """Whether ``folder`` already holds exactly this artefact's arrays (so its retrain can be reused)."""
+    for field in ("keep_idx", "weights_N", "multiplicity_N"):
+        arr, path = getattr(art, field), os.path.join(folder, f"{field}.npy")
+        if (arr is None) != (not os.path.exists(path)) or (arr is not None and not np.array_equal(np.load(path), arr)):
+            return False
+    return True
+
+
 def stage_intervene(cfg: config_lib.RunConfig, workdir: str) -> None:
+    """Writes every arm of ``cfg.study`` (cheap and deterministic, so always rebuilt: a study extended with more
+    arms or controls reuses the finished ones). An arm whose artefact on disk differs (the scores changed under a
+    finished retrain) fails rather than mixing two designs in one report."""
     for seed in cfg.study.seeds:
         arms_dir = os.path.join(seed_dir(workdir, seed), "arms")
-        if _done(os.path.join(arms_dir, "index.json")):
-            continue
         scores = dict(np.load(os.path.join(seed_dir(workdir, seed), "probe", "scores", "scores.npz")))
         index = []
         for art, overrides in build_arms(scores, cfg.study, seed):
-            paths = iv.write(art, os.path.join(arms_dir, art.name))
+            folder = os.path.join(arms_dir, art.name)
+            if os.path.exists(os.path.join(folder, "artefact.json")) and not _same_artefact(folder, art):
+                if os.path.exists(os.path.join(folder, "run")):
+                    raise ConfigError(
+                        f"{folder} holds a retrain of a different {art.name!r} (the scores or the study "
+                        "changed); use a new --workdir or delete that arm's folder."
+                    )
+            paths = iv.write(art, folder)
             index.append(
                 {
                     "name": art.name,
