@@ -128,6 +128,18 @@ def test_greedy_decode_matches_naive_loop(mesh, name):
         assert row.tolist() == _naive_greedy(g, p, prefix, 7)
 
 
+def test_first_byte_probs_match_softmax_of_naive_forward(mesh):
+    g, p = _lm("lstm", seed=4)
+    prefixes = [PREFIX, "ab"]
+    got, first_CxV = extraction.greedy_decode(g, p, prefixes, 2, mesh, with_first_probs=True)
+    for row, prefix in enumerate(prefixes):
+        tokens = canaries.encode(prefix)[None].astype(np.int32)
+        tokens = np.concatenate([tokens, np.zeros((1, 1), np.int32)], axis=1)
+        want_V = np.asarray(jax.nn.softmax(_forward(g, p, {"tokens": tokens})[0, len(prefix) - 1]))
+        np.testing.assert_allclose(first_CxV[row], want_V, rtol=1e-5, atol=1e-7)
+        assert got[row, 0] == np.argmax(want_V)
+
+
 def test_greedy_decode_respects_transformer_length(mesh):
     g, p = _lm("transformer", seq_len=30)
     extraction.check_input_len(g, p, 30, "30 inputs")  # 28 + 3 - 1 = 30 inputs (3 bytes after PREFIX) fit.
@@ -181,9 +193,7 @@ def _brute_force(g, p, prefix: str, d: int) -> np.ndarray:
     return np.take_along_axis(logp[:, cols], tokens[:, cols + 1, None], axis=-1)[..., 0].sum(1)
 
 
-@pytest.mark.parametrize(
-    "name,method", [("lstm", "recurrent"), ("lstm", "forward"), ("transformer", "forward")]
-)
+@pytest.mark.parametrize("name,method", [("lstm", "recurrent"), ("lstm", "forward"), ("transformer", "forward")])
 def test_exposure_tree_matches_brute_force(mesh, name, method):
     g, p = _lm(name, depth=2 if name == "lstm" else 1, seed=1)
     d = 3
@@ -274,9 +284,7 @@ def test_memorized_canary_is_extracted_and_maximally_exposed(mesh):
     # Beyond max_exact_digits: skew-normal only, from forward passes; the secret's NLL is the same number.
     approx = exposure.evaluate(ctx, max_exact_digits=5, skewnorm_sample=200, batch_size=64)
     assert np.isnan(approx["inserted_rank"]).all()
-    np.testing.assert_allclose(
-        approx["inserted_secret_nll"], exp["inserted_secret_nll"], rtol=1e-5, atol=1e-5
-    )
+    np.testing.assert_allclose(approx["inserted_secret_nll"], exp["inserted_secret_nll"], rtol=1e-5, atol=1e-5)
     np.testing.assert_array_equal(approx["inserted_exposure"], approx["inserted_exposure_skewnorm"])
     assert approx["inserted_exposure"][0] > approx["controls_exposure"][0]
 
@@ -303,9 +311,7 @@ def test_tpr_at_fpr_hand_example():
     # 3: (.5, .8); 2: (.5, 1).
     fpr, tpr = mia.roc(members, nonmembers)
     assert mia.tpr_at_fpr(fpr, tpr, 0.05) == pytest.approx(0.2)
-    assert mia.tpr_at_fpr(fpr, tpr, 0.1) == pytest.approx(
-        0.6
-    )  # FPR <= target: the point on the target counts.
+    assert mia.tpr_at_fpr(fpr, tpr, 0.1) == pytest.approx(0.6)  # FPR <= target: the point on the target counts.
     assert mia.tpr_at_fpr(fpr, tpr, 0.05, interpolate=True) == pytest.approx(0.3)
     assert mia.tpr_at_fpr(fpr, tpr, 0.15, interpolate=True) == pytest.approx(0.6)
     got = mia.roc_metrics(members, nonmembers)
