@@ -132,3 +132,35 @@ def test_study_all_then_resume_without_recompute(tmp_path, monkeypatch):
     np.save(sd / "arms" / "prune_m@10" / "keep_idx.npy", np.arange(5))
     with pytest.raises(ConfigError, match="prune_m@10"):
         study.run(cfg, workdir, "intervene")
+
+
+def _rec(extracted: float, ppl: float, **extra) -> dict:
+    return {
+        "inserted_extracted_count": extracted,
+        "inserted_num_canaries": 10.0,
+        "heldout_perplexity_token": ppl,
+        **extra,
+    }
+
+
+def test_verdicts_from_hand_built_evals():
+    seeds = (0, 1, 2)
+    base = {s: _rec(10.0, 5.0) for s in seeds}
+    # prune_m@5 cuts extraction to 3/10 per seed; the three random replicates keep 9/10.
+    evals = {"baseline": base, "prune_m@5": {s: _rec(3.0, 5.025) for s in seeds}}
+    evals.update({f"prune_random@5#{r}": {s: _rec(9.0, 5.0) for s in seeds} for r in range(3)})
+    table = report.aggregate(evals)
+    assert table["prune_random@5"]["runs"] == 9  # replicates pooled
+    assert table["prune_m@5"]["extraction_greedy"]["extracted"] == 9.0
+    np.testing.assert_allclose(table["prune_m@5"]["perplexity_change"]["mean"], 0.005)
+    verdict = report.verdicts(table)["A: prune top 5% by m (greedy extraction)"]
+    assert verdict.startswith("reproduced") and "100% -> 30%" in verdict and "+0.50%" in verdict
+    # Random pruning as good as m: the reduction is not credited to m.
+    evals.update({f"prune_random@5#{r}": {s: _rec(3.0, 5.0) for s in seeds} for r in range(3)})
+    verdict = report.verdicts(report.aggregate(evals))["A: prune top 5% by m (greedy extraction)"]
+    assert verdict.startswith("reduction reproduced, but not credited to m")
+    # A baseline that does not extract cannot test the claim; the first-byte diagnosis says why.
+    diag = {"inserted_first_digit_mass": 0.25, "inserted_first_secret_prob": 0.05}
+    evals["baseline"] = {s: _rec(1.0, 5.0, **diag) for s in seeds}
+    verdict = report.verdicts(report.aggregate(evals))["A: prune top 5% by m (greedy extraction)"]
+    assert verdict.startswith("not testable") and "25% on any digit and 5% on the secret's first one" in verdict

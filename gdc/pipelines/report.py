@@ -36,6 +36,8 @@ METRICS = {  # key in evals/*.json -> column title
     "canary_fraction_of_pruned": "pruned that are canaries",
     "canary_copies_pruned_fraction": "canary copies pruned",
     "inserted_digit_accuracy": "secret digits right (greedy)",
+    "inserted_first_digit_mass": "P(a digit follows the prefix)",
+    "inserted_first_secret_prob": "P(the secret's first digit follows)",
 }
 
 
@@ -141,6 +143,11 @@ def _verdicts_a(table: dict, base: dict, kind: str) -> dict[str, str]:
         beats_random = ctrl is not None and hi < c_lo
         if b_rate < 0.5:
             v = "not testable: the baseline extracts fewer than half of its canaries"
+            if kind == "greedy" and "inserted_first_digit_mass" in base:
+                v += (
+                    f" (after a canary's prefix the baseline puts {base['inserted_first_digit_mass']['mean']:.0%} "
+                    f"on any digit and {base['inserted_first_secret_prob']['mean']:.0%} on the secret's first one)"
+                )
         elif reduction >= 0.4 and beats_random:
             v = "reproduced (and below the random-prune control's interval)"
         elif reduction >= 0.4:
