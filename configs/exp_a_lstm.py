@@ -7,7 +7,7 @@
 warmup-stable-decay schedule, 30 epochs (canary_design.md: the baseline must memorize before anything is pruned;
 the 16-epoch default study does not reach greedy extraction).
 Scores: in-step per-epoch losses; m with the paper's single threshold at the median final loss (percentile 50).
-Arms per seed: prune by m / d / lowest final loss / random (3 subsets, canary_design.md point 3) at 5% and 10%,
+Arms per seed: prune by m / d / lowest final loss / random (2 subsets) at 5% and 10%,
 token-matched variants of the m arm and the first random subset, plus the canary-free reference model for the
 calibrated MIA.
 Expected: ~15 minutes per seed on 2 otherwise idle CPU cores (16 training runs of ~55 s); 3 seeds. The report is
@@ -43,7 +43,7 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
             seeds=(0, 1, 2),
             methods=("prune_m", "prune_random", "prune_d", "prune_low_final_loss"),
             prune_fractions=(0.05, 0.10),
-            random_controls=3,
+            random_controls=2,
             token_matched=True,
             eps=50.0,
             eps_kind="percentile",
