@@ -3,10 +3,10 @@
   python launch.py --config=configs/lm_audit.py --workdir=runs/lm_audit --mode=all
   python launch.py --config=configs/lm_audit.py:quick --workdir=/tmp/lm_audit_quick --mode=all   # seconds
 
-Per seed: 768 pydoc training rows of 64 characters; three candidate groups of 32 rows duplicated 1, 3 and 10 times
+Per seed: 384 pydoc training rows of 64 characters; three candidate groups of 16 rows duplicated 1, 4 and 16 times
 through the engine's multiplicity up-sampling; 256 never-trained held-out rows as the control. Models: the target
-LSTM (128 units x 2 layers, Adam 1e-2, warmup-stable-decay, 20 epochs), the same model trained without any group
-row (the reference for token labels), and the size sweep 64x1, 128x1. Reports the prefix sweep (8..40 characters,
+LSTM (64 units x 2 layers, batch 16, Adam 5e-3, warmup-stable-decay, 16 epochs), the same model trained without any group
+row (the reference for token labels), and the size sweep 32x1, 64x1 (plus the target's 64x2). Reports the prefix sweep (8..40 characters,
 24-character greedy continuations), power of the one-sided Mann-Whitney / Welch tests vs |S| and duplication, their
 false-positive rate on never-trained sets, probe AUROC per layer, the ablation trade-off (canary exact match vs
 validation perplexity) and the hotspot comparison, over 3 seeds.
@@ -22,25 +22,25 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
     c.lm_audit = ml_collections.ConfigDict(
         dict(
             seeds=(0, 1, 2),
-            num_train=768,
+            num_train=384,
             seq_len=64,
-            heldout_fraction=0.1,
-            dup_counts=(1, 3, 10),
-            group_size=32,
+            heldout_fraction=0.05,
+            dup_counts=(1, 4, 16),
+            group_size=16,
             num_control=256,
             prefix_lengths=(8, 16, 24, 32, 40),
             continuation=24,
             test_prefix=32,
             model="lstm",
-            width=128,
+            width=64,
             depth=2,
             num_heads=4,
-            sizes=("64x1", "128x1"),
-            epochs=20,
-            batch_size=64,
-            learning_rate=1e-2,
+            sizes=("32x1", "64x1"),
+            epochs=16,
+            batch_size=16,
+            learning_rate=5e-3,
             warmup_steps=20,
-            power_sizes=(2, 4, 8, 16, 32),
+            power_sizes=(2, 4, 8, 16),
             power_reps=200,
             fpr_size=16,
             fpr_reps=1000,

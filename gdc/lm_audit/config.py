@@ -17,11 +17,11 @@ class AuditConfig:
     seeds: tuple[int, ...] = (0, 1, 2)
     # Data: pydoc chunks of seq_len characters; train truncated to num_train rows; the held-out split is the
     # never-trained control pool (num_control rows of it are evaluated).
-    num_train: int = 768
+    num_train: int = 384
     seq_len: int = 64
-    heldout_fraction: float = 0.1
-    dup_counts: tuple[int, ...] = (1, 3, 10)  # one candidate group of group_size train rows per count
-    group_size: int = 32
+    heldout_fraction: float = 0.05
+    dup_counts: tuple[int, ...] = (1, 4, 16)  # one candidate group of group_size train rows per count
+    group_size: int = 16
     num_control: int = 256
     # Extraction protocol.
     prefix_lengths: tuple[int, ...] = (8, 16, 24, 32, 40)
@@ -29,16 +29,16 @@ class AuditConfig:
     test_prefix: int = 32  # prefix of the dataset-level test, the size sweep, the ablation and the hotspot checks
     # Target model (trained through the engine) and the model-size sweep ("WIDTHxDEPTH" extra models).
     model: str = "lstm"
-    width: int = 128
+    width: int = 64
     depth: int = 2
     num_heads: int = 4
-    sizes: tuple[str, ...] = ("64x1", "128x1")
-    epochs: int = 20
-    batch_size: int = 64
-    learning_rate: float = 1e-2
+    sizes: tuple[str, ...] = ("32x1", "64x1")
+    epochs: int = 16
+    batch_size: int = 16
+    learning_rate: float = 5e-3
     warmup_steps: int = 20
     # Dataset-level test.
-    power_sizes: tuple[int, ...] = (2, 4, 8, 16, 32)
+    power_sizes: tuple[int, ...] = (2, 4, 8, 16)
     power_reps: int = 200
     fpr_size: int = 16
     fpr_reps: int = 1000

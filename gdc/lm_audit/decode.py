@@ -6,7 +6,8 @@ other models (the transformer) rerun the causal forward on a fixed-shape buffer 
 ``gdc.evaluation.extraction`` does. Argmax ties go to the lowest token. An optional ``ablate = (layer, u_D, alpha)``
 is applied inside the model at every step (see ``gdc.models.char_lm``).
 
-Rows are processed in padded chunks of ``batch_size`` so each (model, prefix length, steps) compiles once.
+Rows are processed in chunks of exactly ``batch_size`` (zero-padded) so each (model, prefix length, steps) compiles
+once whatever the number of rows.
 """
 
 import functools
@@ -79,11 +80,10 @@ def _decode_fn(graphdef: nnx.GraphDef, num_steps: int, ablate_layer: int | None)
 
 
 def _chunks(x_Nx: np.ndarray, batch_size: int):
-    n = len(x_Nx)
-    rows = min(batch_size, max(n, 1))
-    for start in range(0, n, rows):
-        part = x_Nx[start : start + rows]
-        pad = np.zeros((rows - len(part), *part.shape[1:]), part.dtype)
+    """Chunks of exactly ``batch_size`` rows (the last zero-padded), so every call has the same shape."""
+    for start in range(0, len(x_Nx), batch_size):
+        part = x_Nx[start : start + batch_size]
+        pad = np.zeros((batch_size - len(part), *part.shape[1:]), part.dtype)
         yield np.concatenate([part, pad]), len(part)
 
 
@@ -106,7 +106,7 @@ def greedy_continue(
     num_steps: int,
     *,
     ablate: Ablation = None,
-    batch_size: int = 512,
+    batch_size: int = 128,
 ) -> np.ndarray:
     """Greedy continuation of equal-length prefixes.
 
@@ -157,7 +157,7 @@ def teacher_forced(
     *,
     ablate: Ablation = None,
     with_hidden: bool = True,
-    batch_size: int = 256,
+    batch_size: int = 64,
 ) -> dict[str, np.ndarray]:
     """One teacher-forced pass over full sequences (inputs ``tokens[:, :-1]``, targets ``tokens[:, 1:]``).
 

@@ -11,6 +11,7 @@ candidate pool and |S| from the control pool without replacement; for the false-
 never-trained pool, disjoint within each draw, so p-values should be uniform and the rate close to alpha.
 """
 
+import warnings
 from collections.abc import Sequence
 
 import numpy as np
@@ -19,20 +20,23 @@ from scipy import stats
 TESTS = ("mannwhitney", "welch")
 
 
-def dataset_test(scores_S: np.ndarray, scores_C: np.ndarray) -> dict[str, float]:
-    """One-sided p-values that S scores higher than the control C."""
+def dataset_test(scores_S: np.ndarray, scores_C: np.ndarray) -> dict[str, float | np.ndarray]:
+    """One-sided p-values that S scores higher than the control C.
+
+    Batched: ``scores_S`` [..., n] and ``scores_C`` [..., m] test every leading index at once (last axis = samples).
+    """
     scores_S, scores_C = np.asarray(scores_S, np.float64), np.asarray(scores_C, np.float64)
-    if len(scores_S) < 2 or len(scores_C) < 2:
-        raise ValueError(f"need >= 2 samples per set, got |S|={len(scores_S)}, |C|={len(scores_C)}.")
-    mw = stats.mannwhitneyu(scores_S, scores_C, alternative="greater", method="asymptotic")
-    with np.errstate(all="ignore"):
-        welch = stats.ttest_ind(scores_S, scores_C, equal_var=False, alternative="greater")
-    return {
-        "mannwhitney": float(mw.pvalue),
-        "welch": float(welch.pvalue),
-        "mean_S": float(scores_S.mean()),
-        "mean_C": float(scores_C.mean()),
-    }
+    if scores_S.shape[-1] < 2 or scores_C.shape[-1] < 2:
+        raise ValueError(f"need >= 2 samples per set, got |S|={scores_S.shape[-1]}, |C|={scores_C.shape[-1]}.")
+    mw = stats.mannwhitneyu(scores_S, scores_C, alternative="greater", method="asymptotic", axis=-1)
+    with np.errstate(all="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # constant samples: Welch's p is NaN (not rejected)
+        welch = stats.ttest_ind(scores_S, scores_C, equal_var=False, alternative="greater", axis=-1)
+    out = {"mannwhitney": mw.pvalue, "welch": welch.pvalue}
+    if scores_S.ndim == 1:
+        out = {k: float(v) for k, v in out.items()}
+        out.update(mean_S=float(scores_S.mean()), mean_C=float(scores_C.mean()))
+    return out
 
 
 def rejection_rate(
@@ -63,19 +67,16 @@ def rejection_rate(
     if len(pool_S) < need_S or (pool_C is not None and len(pool_C) < size):
         raise ValueError(f"size={size} needs {need_S} candidate and {size} control samples in the pools.")
     rng = np.random.default_rng(seed)
-    p = {name: np.empty(reps) for name in TESTS}
-    for r in range(reps):
-        if pool_C is None:
-            perm = rng.permutation(len(pool_S))
-            s, c = pool_S[perm[:size]], pool_S[perm[size : 2 * size]]
-        else:
-            s = pool_S[rng.choice(len(pool_S), size, replace=False)]
-            c = np.asarray(pool_C)[rng.choice(len(pool_C), size, replace=False)]
-        res = dataset_test(s, c)
-        for name in TESTS:
-            p[name][r] = res[name]
+    if pool_C is None:
+        perm_RxN = rng.permuted(np.tile(np.arange(len(pool_S)), (reps, 1)), axis=1)
+        s_RxS, c_RxS = pool_S[perm_RxN[:, :size]], pool_S[perm_RxN[:, size : 2 * size]]
+    else:
+        pool_C = np.asarray(pool_C, np.float64)
+        s_RxS = pool_S[rng.permuted(np.tile(np.arange(len(pool_S)), (reps, 1)), axis=1)[:, :size]]
+        c_RxS = pool_C[rng.permuted(np.tile(np.arange(len(pool_C)), (reps, 1)), axis=1)[:, :size]]
+    p = dataset_test(s_RxS, c_RxS)
     out: dict[str, float] = {name: float(np.mean(np.nan_to_num(p[name], nan=1.0) < alpha)) for name in TESTS}
-    out.update({f"{name}_p": p[name].tolist() for name in TESTS})
+    out.update({f"{name}_p": np.asarray(p[name]).tolist() for name in TESTS})
     return out
 
 

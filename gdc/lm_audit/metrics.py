@@ -2,8 +2,9 @@
 
 Characters are the decoded bytes; "tokens" are whitespace-separated words (the model itself is byte-level, so its
 own tokens are the characters). ROUGE-L is the word-level longest common *subsequence*: precision |LCS| / |generated|
-(MemHunter's score), recall |LCS| / |reference|, F the harmonic mean. The longest common *substring* (contiguous) is
-Freeman's headline metric. Exact match: the generated text equals the reference.
+(MemHunter's score; ``rouge_p_chars`` is the same over characters), recall |LCS| / |reference|, F the harmonic
+mean. The longest common *substring* (contiguous) is Freeman's headline metric.
+Exact match: the generated text equals the reference.
 """
 
 from collections.abc import Sequence
@@ -49,7 +50,7 @@ def to_text(tokens: np.ndarray) -> str:
     return bytes(np.asarray(tokens).astype(np.uint8).tolist()).decode("utf-8", errors="replace")
 
 
-METRICS = ("lcs_chars", "lcs_words", "rouge_p", "rouge_r", "rouge_f", "exact")
+METRICS = ("lcs_chars", "lcs_words", "rouge_p", "rouge_r", "rouge_f", "rouge_p_chars", "exact")
 
 
 def score_pairs(generated_NxS: np.ndarray, reference_NxS: np.ndarray) -> dict[str, np.ndarray]:
@@ -57,7 +58,8 @@ def score_pairs(generated_NxS: np.ndarray, reference_NxS: np.ndarray) -> dict[st
 
     Returns:
         name -> f64 [N]: ``lcs_chars`` (longest common substring in characters), ``lcs_words`` (in words),
-        ``rouge_p`` / ``rouge_r`` / ``rouge_f`` (word-level ROUGE-L) and ``exact`` (0/1).
+        ``rouge_p`` / ``rouge_r`` / ``rouge_f`` (word-level ROUGE-L), ``rouge_p_chars`` (ROUGE-L precision over
+        characters, the byte-level model's own tokens) and ``exact`` (0/1).
     """
     out = {name: np.zeros(len(generated_NxS)) for name in METRICS}
     for i, (gen, ref) in enumerate(zip(generated_NxS, reference_NxS, strict=True)):
@@ -66,6 +68,7 @@ def score_pairs(generated_NxS: np.ndarray, reference_NxS: np.ndarray) -> dict[st
         out["lcs_chars"][i] = longest_common_substring(g, r)
         out["lcs_words"][i] = longest_common_substring(gw, rw)
         out["rouge_p"][i], out["rouge_r"][i], out["rouge_f"][i] = rouge_l(gw, rw)
+        out["rouge_p_chars"][i] = rouge_l(g, r)[0]
         out["exact"][i] = float(g == r)
     return out
 

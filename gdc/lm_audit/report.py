@@ -11,6 +11,7 @@ import numpy as np  # noqa: E402
 
 from gdc.lm_audit.config import AuditConfig  # noqa: E402
 
+DEFAULT_COMMAND = "python launch.py --config=configs/lm_audit.py --workdir=runs/lm_audit --mode=all"
 QUADRANTS = ("Stable-Easy", "Ambiguous-Hard", "Hotspot-Memorized", "Noisy-Outlier")
 
 
@@ -42,7 +43,7 @@ def aggregate(cfg: AuditConfig, seeds: list[dict]) -> dict:
                 "ordinary": _ms(s["prefix_sweep"][p]["ordinary"][m]["gap"] for s in seeds),
                 "control_mean": _ms(s["prefix_sweep"][p]["control_mean"][m] for s in seeds),
             }
-            for m in ("lcs_chars", "lcs_words", "rouge_p", "rouge_f", "exact")
+            for m in ("lcs_chars", "lcs_words", "rouge_p", "rouge_f", "rouge_p_chars", "exact")
         }
         for p in prefixes
     }
@@ -67,6 +68,7 @@ def aggregate(cfg: AuditConfig, seeds: list[dict]) -> dict:
     res["probe"] = {
         "auroc": [_ms(s["probe"]["auroc"][i] for s in seeds) for i in range(k)],
         "auroc_vs_wrong": [_ms(s["probe"]["auroc_vs_wrong"][i] for s in seeds) for i in range(k)],
+        "auroc_reference_model": [_ms(s["probe"]["auroc_reference_model"][i] for s in seeds) for i in range(k)],
         "best_layer": [s["probe"]["best_layer"] for s in seeds],
         "num_memorized": [s["probe"]["num_memorized"] for s in seeds],
         "num_predictable": [s["probe"]["num_predictable"] for s in seeds],
@@ -95,10 +97,12 @@ def aggregate(cfg: AuditConfig, seeds: list[dict]) -> dict:
             {
                 f"{which}_{m}": _ms(h[which][m]["gap"] for h in ok)
                 for which in ("gap_hot", "gap_other", "hot_minus_other")
-                for m in ("lcs_chars", "rouge_p")
+                for m in ("lcs_chars", "rouge_p_chars")
             }
         )
-        res["hotspot"]["hot_minus_other_ci_excludes_0"] = sum(h["hot_minus_other"]["rouge_p"]["lo"] > 0 for h in ok)
+        res["hotspot"]["hot_minus_other_ci_excludes_0"] = sum(
+            h["hot_minus_other"]["rouge_p_chars"]["lo"] > 0 for h in ok
+        )
         for key in ("probe_hot_mean", "probe_other_mean", "probe_auroc_hot", "probe_mwu_p", "m_rouge_spearman"):
             res["hotspot"][key] = _ms(h[key] for h in ok)
         res["hotspot"]["min_size_hot"] = [h["min_size_hot"] for h in ok]
@@ -167,6 +171,9 @@ def plots(cfg: AuditConfig, res: dict, out: str) -> list[str]:
     layers = list(range(len(res["probe"]["auroc"])))
     _errorbar(axes[0], layers, res["probe"]["auroc"], "memorized vs predictable", marker="o")
     _errorbar(axes[0], layers, res["probe"]["auroc_vs_wrong"], "memorized vs target-wrong", marker="s")
+    _errorbar(
+        axes[0], layers, res["probe"]["auroc_reference_model"], "same labels, reference model", marker="^", ls=":"
+    )
     axes[0].axhline(0.5, color="grey", lw=0.8)
     axes[0].set(
         xlabel="layer (0 = embedding)", ylabel="cross-canary AUROC", title="probe AUROC per layer", ylim=(0.3, 1.02)
@@ -244,11 +251,11 @@ def render(cfg: AuditConfig, res: dict, files: list[str]) -> str:
     lines = [
         "# LM audit: extraction protocol, dataset-level membership test, activation probes",
         "",
-        f"Command: `{res.get('command') or 'python launch.py --config=configs/lm_audit.py --workdir=runs/lm_audit --mode=all'}`",
+        f"Command: `{res.get('command') or DEFAULT_COMMAND}`",
         "",
-        f"Seeds {res['seeds']}; mean ± sd over seeds. Target: {cfg.model} {cfg.width}x{cfg.depth}, {cfg.epochs} epochs on "
-        f"{cfg.num_train} pydoc rows of {cfg.seq_len} characters; candidate groups of {cfg.group_size} rows duplicated "
-        f"{list(ks)} times; control: {cfg.num_control} never-trained held-out rows. Greedy continuation of "
+        f"Seeds {res['seeds']}; mean ± sd over seeds. Target: {cfg.model} {cfg.width}x{cfg.depth}, {cfg.epochs} "
+        f"epochs on {cfg.num_train} pydoc rows of {cfg.seq_len} characters; candidate groups of {cfg.group_size} rows "
+        f"duplicated {list(ks)} times; control: {cfg.num_control} never-trained held-out rows. Greedy continuation of "
         f"{cfg.continuation} characters.",
         "",
         "## 1. Extraction protocol (Freeman et al.): train - control gaps",
@@ -257,7 +264,7 @@ def render(cfg: AuditConfig, res: dict, files: list[str]) -> str:
         "|---|---|" + "---|" * len(ks) + "---|---|",
     ]
     for p, block in res["prefix_sweep"].items():
-        for m in ("lcs_chars", "rouge_p", "exact"):
+        for m in ("lcs_chars", "rouge_p", "rouge_p_chars", "exact"):
             b = block[m]
             cells = [
                 f"{_f(b['groups'][g])} ({b['groups_ci_excludes_0'][g]}/{len(res['seeds'])})" for g in range(len(ks))
@@ -278,7 +285,8 @@ def render(cfg: AuditConfig, res: dict, files: list[str]) -> str:
         "",
         "![size sweep](size_sweep.png)",
         "",
-        f"## 2. Dataset-level test (MemHunter, no inducer): ROUGE-L precision at prefix {tp}, alpha = {cfg.alpha}",
+        f"## 2. Dataset-level test (MemHunter, no inducer): character ROUGE-L precision at prefix {tp}, "
+        f"alpha = {cfg.alpha}",
         "",
         "Power (Mann-Whitney, one-sided) by |S|:",
         "",
@@ -299,8 +307,8 @@ def render(cfg: AuditConfig, res: dict, files: list[str]) -> str:
         lines.append(f"| {k} | " + " | ".join(_f(d) for d in res["power"]["welch"]["groups"][g]) + " |")
     lines += [
         "",
-        f"False-positive rate on never-trained sets (|S| = {fpr['size']}, {fpr['reps_per_seed']} draws per seed from the "
-        f"control pool): Mann-Whitney {_f(fpr['mannwhitney'], 3)}, Welch {_f(fpr['welch'], 3)} "
+        f"False-positive rate on never-trained sets (|S| = {fpr['size']}, {fpr['reps_per_seed']} draws per seed from "
+        f"the control pool): Mann-Whitney {_f(fpr['mannwhitney'], 3)}, Welch {_f(fpr['welch'], 3)} "
         f"(KS test of p-value uniformity, p per seed: MW {[round(x, 3) for x in fpr['mannwhitney_ks_p']]}, "
         f"Welch {[round(x, 3) for x in fpr['welch_ks_p']]}).",
         "",
@@ -312,16 +320,16 @@ def render(cfg: AuditConfig, res: dict, files: list[str]) -> str:
         "without the canaries does not; negatives = both reproduce it. Cross-canary GroupKFold "
         f"({cfg.probe_folds} folds).",
         "",
-        "| layer | AUROC memorized vs predictable | AUROC memorized vs target-wrong |",
-        "|---|---|---|",
+        "| layer | AUROC memorized vs predictable | AUROC memorized vs target-wrong | same labels, reference model |",
+        "|---|---|---|---|",
     ]
-    for i, (a, b) in enumerate(zip(res["probe"]["auroc"], res["probe"]["auroc_vs_wrong"], strict=True)):
-        lines.append(f"| {i} | {_f(a, 3)} | {_f(b, 3)} |")
     pr = res["probe"]
+    for i, (a, b, r) in enumerate(zip(pr["auroc"], pr["auroc_vs_wrong"], pr["auroc_reference_model"], strict=True)):
+        lines.append(f"| {i} | {_f(a, 3)} | {_f(b, 3)} | {_f(r, 3)} |")
     lines += [
         "",
-        f"Labelled tokens per seed: memorized {pr['num_memorized']}, predictable {pr['num_predictable']}; best layer per "
-        f"seed {pr['best_layer']}. Memorized-token fraction by duplication: "
+        f"Labelled tokens per seed: memorized {pr['num_memorized']}, predictable {pr['num_predictable']}; best layer "
+        f"per seed {pr['best_layer']}. Memorized-token fraction by duplication: "
         + ", ".join(f"dup {k}: {_f(pr['memorized_frac_by_group'][g], 3)}" for g, k in enumerate(ks))
         + ". Teacher-forced accuracy target / reference: "
         + ", ".join(
@@ -332,7 +340,7 @@ def render(cfg: AuditConfig, res: dict, files: list[str]) -> str:
         "",
         f"Ablation at the best layer, x -> x - a (x.u) u, on the dup-{max(ks)} canaries (prefix {tp}):",
         "",
-        "| direction | a | canary exact match | canary ROUGE-L P | validation perplexity |",
+        "| direction | a | canary exact match | canary ROUGE-L P (chars) | validation perplexity |",
         "|---|---|---|---|---|",
     ]
     base = res["ablation"]["none"]
@@ -359,14 +367,17 @@ def render(cfg: AuditConfig, res: dict, files: list[str]) -> str:
             f"| quantity (prefix {tp}) | hotspot | other ordinary rows |",
             "|---|---|---|",
             f"| LCSubstring gap vs control (chars) | {_f(h['gap_hot_lcs_chars'])} | {_f(h['gap_other_lcs_chars'])} |",
-            f"| ROUGE-L P gap vs control | {_f(h['gap_hot_rouge_p'], 3)} | {_f(h['gap_other_rouge_p'], 3)} |",
-            f"| smallest n = size of S with MW power >= 0.8 (per seed) | {h['min_size_hot']} | {h['min_size_random']} |",
+            f"| ROUGE-L P (chars) gap vs control | {_f(h['gap_hot_rouge_p_chars'], 3)} | "
+            f"{_f(h['gap_other_rouge_p_chars'], 3)} |",
+            f"| smallest n = size of S with MW power >= 0.8 (per seed) | {h['min_size_hot']} | "
+            f"{h['min_size_random']} |",
             f"| mean probe score | {_f(h['probe_hot_mean'], 3)} | {_f(h['probe_other_mean'], 3)} |",
             "",
-            f"Hotspot minus other: ROUGE-L P {_f(h['hot_minus_other_rouge_p'], 3)} (interval above 0 in "
+            f"Hotspot minus other: ROUGE-L P (chars) {_f(h['hot_minus_other_rouge_p_chars'], 3)} (interval above 0 in "
             f"{h['hot_minus_other_ci_excludes_0']}/{h['seeds_with_hotspots']} seeds), LCSubstring "
-            f"{_f(h['hot_minus_other_lcs_chars'])}; probe-score AUROC for hotspot vs other {_f(h['probe_auroc_hot'], 3)} "
-            f"(one-sided MWU p {_f(h['probe_mwu_p'], 3)}); Spearman(m, ROUGE-L P) over ordinary rows "
+            f"{_f(h['hot_minus_other_lcs_chars'])}; probe-score AUROC for hotspot vs other "
+            f"{_f(h['probe_auroc_hot'], 3)} "
+            f"(one-sided MWU p {_f(h['probe_mwu_p'], 3)}); Spearman(m, ROUGE-L P chars) over ordinary rows "
             f"{_f(h['m_rouge_spearman'], 3)}.",
         ]
     return "\n".join(lines) + "\n"

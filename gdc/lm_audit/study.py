@@ -30,7 +30,8 @@ from gdc.lm_audit.config import AuditConfig
 from gdc.train import loop
 
 HOTSPOT = 2  # gdc.scoring quadrant code of Hotspot-Memorized (low d, high m)
-GAP_METRICS = ("lcs_chars", "lcs_words", "rouge_p", "rouge_f", "exact")
+GAP_METRICS = ("lcs_chars", "lcs_words", "rouge_p", "rouge_f", "rouge_p_chars", "exact")
+TEST_SCORE = "rouge_p_chars"  # the dataset-level test's per-sample score
 
 
 def _mesh():
@@ -182,8 +183,8 @@ def evaluate_seed(cfg: AuditConfig, seed: int, sdir: str) -> dict:
         size = f"{cfg.width}x{cfg.depth}" if name == "target" else name[5:]
         out["size_sweep"][size] = [_gaps(tr, co, g, cfg, seed) for g in groups_GxS]
 
-    # 2. Dataset-level test on ROUGE-L precision at the test prefix.
-    score_N, score_C = train_tp["rouge_p"], control_tp["rouge_p"]
+    # 2. Dataset-level test on ROUGE-L precision (over the model's tokens, characters) at the test prefix.
+    score_N, score_C = train_tp[TEST_SCORE], control_tp[TEST_SCORE]
     reps = dict(reps=cfg.power_reps, alpha=cfg.alpha, seed=seed)
     out["power"] = [memhunter.power_curve(score_N[g], score_C, cfg.power_sizes, **reps) for g in groups_GxS]
     fpr = memhunter.rejection_rate(score_C, None, cfg.fpr_size, reps=cfg.fpr_reps, alpha=cfg.alpha, seed=seed)
@@ -209,13 +210,18 @@ def evaluate_seed(cfg: AuditConfig, seed: int, sdir: str) -> dict:
 
     # 4. Probes on the canaries (every group row): counterfactual labels against the reference model.
     tf_t = decode.teacher_forced(*target, train_NxT[canary_rows])
-    tf_r = decode.teacher_forced(*loaded["reference"], train_NxT[canary_rows], with_hidden=False)
+    tf_r = decode.teacher_forced(*loaded["reference"], train_NxT[canary_rows])
     labels_NxL = probes.token_labels(tf_t["correct_NxL"], tf_r["correct_NxL"])
-    pr = probes.cross_canary_probes(tf_t["hidden_KxNxLxD"], labels_NxL, folds=cfg.probe_folds, c=cfg.probe_c, seed=seed)
+    kw = dict(folds=cfg.probe_folds, c=cfg.probe_c, seed=seed)
+    pr = probes.cross_canary_probes(tf_t["hidden_KxNxLxD"], labels_NxL, **kw)
+    # Control: the same labels probed in the reference model, which never saw the canaries. What it separates is
+    # token identity / predictability structure, not memorization.
+    pr_ref = probes.cross_canary_probes(tf_r["hidden_KxNxLxD"], labels_NxL, **kw)
     s = cfg.group_size
     out["probe"] = {
         "auroc": pr["auroc_K"].tolist(),
         "auroc_vs_wrong": pr["auroc_wrong_K"].tolist(),
+        "auroc_reference_model": pr_ref["auroc_K"].tolist(),
         "num_memorized": pr["num_pos"],
         "num_predictable": pr["num_neg"],
         "memorized_frac_by_group": [
@@ -243,7 +249,7 @@ def evaluate_seed(cfg: AuditConfig, seed: int, sdir: str) -> dict:
         nll = decode.teacher_forced(*target, control_MxT, ablate=ablate, with_hidden=False)["nll_NxL"]
         return {
             "exact": float(ex["exact"].mean()),
-            "rouge_p": float(ex["rouge_p"].mean()),
+            "rouge_p": float(ex[TEST_SCORE].mean()),
             "val_ppl": float(np.exp(nll.mean())),
         }
 
@@ -262,7 +268,7 @@ def evaluate_seed(cfg: AuditConfig, seed: int, sdir: str) -> dict:
         hs["gap_other"] = _gaps(train_tp, control_tp, rest, cfg, seed)
         hs["hot_minus_other"] = {
             m: M.bootstrap_gap(train_tp[m][hot], train_tp[m][rest], num_boot=cfg.num_boot, seed=seed)
-            for m in ("lcs_chars", "rouge_p")
+            for m in ("lcs_chars", TEST_SCORE)
         }
         hs["power_hot"] = memhunter.power_curve(score_N[hot], score_C, cfg.power_sizes, **reps)
         hs["power_random"] = memhunter.power_curve(score_N[ordinary], score_C, cfg.power_sizes, **reps)

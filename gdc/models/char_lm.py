@@ -24,8 +24,8 @@ def ablate_direction(x_BxLxD: jax.Array, layer: int, ablate: Ablation) -> jax.Ar
     if ablate is None or ablate[0] != layer:
         return x_BxLxD
     _, u_D, alpha = ablate
-    u_D = jnp.asarray(u_D, x_BxLxD.dtype)
-    return x_BxLxD - alpha * (x_BxLxD @ u_D)[..., None] * u_D
+    u_1xD = jnp.asarray(u_D, x_BxLxD.dtype).reshape((1,) * (x_BxLxD.ndim - 1) + (-1,))
+    return x_BxLxD - alpha * jnp.sum(x_BxLxD * u_1xD, axis=-1, keepdims=True) * u_1xD
 
 
 class CharLSTM(nnx.Module):
