@@ -1,15 +1,15 @@
 """LM audit (issue 7): extraction protocol, dataset-level membership test, activation probes, hotspot comparison.
 
   python launch.py --config=configs/lm_audit.py --workdir=runs/lm_audit --mode=all
-  python launch.py --config=configs/lm_audit.py:quick --workdir=/tmp/lm_audit_quick --mode=all   # seconds
+  python launch.py --config=configs/lm_audit.py:quick --workdir=/tmp/lm_audit_quick --mode=all   # tests use it
 
-Per seed: 384 pydoc training rows of 64 characters; three candidate groups of 16 rows duplicated 1, 4 and 16 times
-through the engine's multiplicity up-sampling; 256 never-trained held-out rows as the control. Models: the target
-LSTM (64 units x 2 layers, batch 16, Adam 5e-3, warmup-stable-decay, 16 epochs), the same model trained without any group
-row (the reference for token labels), and the size sweep 32x1, 64x1 (plus the target's 64x2). Reports the prefix sweep (8..40 characters,
-24-character greedy continuations), power of the one-sided Mann-Whitney / Welch tests vs |S| and duplication, their
-false-positive rate on never-trained sets, probe AUROC per layer, the ablation trade-off (canary exact match vs
-validation perplexity) and the hotspot comparison, over 3 seeds.
+Per seed: 256 pydoc training rows of 64 characters; three candidate groups of 16 rows duplicated 1, 4 and 16
+times through the engine's multiplicity up-sampling; 256 never-trained held-out rows as the control. Models (all
+through gdc.train.loop): the target LSTM 64 units x 2 layers (batch 16, Adam 1e-2, warmup-stable-decay, 24
+epochs), the same model trained without any group row (reference for the token labels), and the size sweep 32x1,
+64x1 (plus the target's 64x2). Reports the prefix sweep (8..40 characters, 24-character greedy continuations),
+power of the one-sided Mann-Whitney / Welch tests vs |S| and duplication, their false-positive rate on
+never-trained sets, probe AUROC per layer, the ablation trade-off and the hotspot comparison, over 3 seeds.
 Expected: about 15 minutes on 2 shared CPU cores (12 training runs). Report: docs/results/lm_audit/.
 """
 
@@ -22,7 +22,7 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
     c.lm_audit = ml_collections.ConfigDict(
         dict(
             seeds=(0, 1, 2),
-            num_train=384,
+            num_train=256,
             seq_len=64,
             heldout_fraction=0.05,
             dup_counts=(1, 4, 16),
@@ -36,9 +36,9 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
             depth=2,
             num_heads=4,
             sizes=("32x1", "64x1"),
-            epochs=16,
+            epochs=24,
             batch_size=16,
-            learning_rate=5e-3,
+            learning_rate=1e-2,
             warmup_steps=20,
             power_sizes=(2, 4, 8, 16),
             power_reps=200,
@@ -62,12 +62,12 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
                 dup_counts=(1, 4),
                 group_size=8,
                 num_control=24,
-                prefix_lengths=(4, 8),
+                prefix_lengths=(8,),
                 continuation=8,
                 test_prefix=8,
                 width=16,
                 depth=2,
-                sizes=("8x1",),
+                sizes=(),
                 epochs=3,
                 batch_size=32,
                 warmup_steps=2,

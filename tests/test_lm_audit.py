@@ -262,8 +262,8 @@ def test_quick_study_end_to_end(tmp_path):
     with open(tmp_path / "results.json") as f:
         saved = json.load(f)
     assert len(saved["probe"]["auroc"]) == cfg.lm_audit.depth + 1
-    assert set(saved["prefix_sweep"]) == {"4", "8"}
-    assert saved["size_sweep"].keys() == {"8x1", "16x2"}
+    assert set(saved["prefix_sweep"]) == {"8"}
+    assert saved["size_sweep"].keys() == {"16x2"}
     assert 0.0 <= res["fpr"]["mannwhitney"]["mean"] <= 1.0
     report = (tmp_path / "report.md").read_text()
     assert "## 2. Dataset-level test" in report and "## 4. GenDataCarto hotspot comparison" in report

@@ -17,7 +17,7 @@ class AuditConfig:
     seeds: tuple[int, ...] = (0, 1, 2)
     # Data: pydoc chunks of seq_len characters; train truncated to num_train rows; the held-out split is the
     # never-trained control pool (num_control rows of it are evaluated).
-    num_train: int = 384
+    num_train: int = 256
     seq_len: int = 64
     heldout_fraction: float = 0.05
     dup_counts: tuple[int, ...] = (1, 4, 16)  # one candidate group of group_size train rows per count
@@ -33,9 +33,9 @@ class AuditConfig:
     depth: int = 2
     num_heads: int = 4
     sizes: tuple[str, ...] = ("32x1", "64x1")
-    epochs: int = 16
+    epochs: int = 24
     batch_size: int = 16
-    learning_rate: float = 5e-3
+    learning_rate: float = 1e-2
     warmup_steps: int = 20
     # Dataset-level test.
     power_sizes: tuple[int, ...] = (2, 4, 8, 16)

@@ -50,7 +50,8 @@ def to_text(tokens: np.ndarray) -> str:
     return bytes(np.asarray(tokens).astype(np.uint8).tolist()).decode("utf-8", errors="replace")
 
 
-METRICS = ("lcs_chars", "lcs_words", "rouge_p", "rouge_r", "rouge_f", "rouge_p_chars", "exact")
+METRICS = ("lcs_chars", "lcs_words", "rouge_p", "rouge_r", "rouge_f", "rouge_p_chars", "exact", "exact8")
+EXACT_HEAD = 8  # "exact8": the first 8 generated characters equal the reference's
 
 
 def score_pairs(generated_NxS: np.ndarray, reference_NxS: np.ndarray) -> dict[str, np.ndarray]:
@@ -59,7 +60,8 @@ def score_pairs(generated_NxS: np.ndarray, reference_NxS: np.ndarray) -> dict[st
     Returns:
         name -> f64 [N]: ``lcs_chars`` (longest common substring in characters), ``lcs_words`` (in words),
         ``rouge_p`` / ``rouge_r`` / ``rouge_f`` (word-level ROUGE-L), ``rouge_p_chars`` (ROUGE-L precision over
-        characters, the byte-level model's own tokens) and ``exact`` (0/1).
+        characters, the byte-level model's own tokens), ``exact`` (0/1) and ``exact8`` (0/1: the first
+        ``EXACT_HEAD`` characters match).
     """
     out = {name: np.zeros(len(generated_NxS)) for name in METRICS}
     for i, (gen, ref) in enumerate(zip(generated_NxS, reference_NxS, strict=True)):
@@ -70,6 +72,7 @@ def score_pairs(generated_NxS: np.ndarray, reference_NxS: np.ndarray) -> dict[st
         out["rouge_p"][i], out["rouge_r"][i], out["rouge_f"][i] = rouge_l(gw, rw)
         out["rouge_p_chars"][i] = rouge_l(g, r)[0]
         out["exact"][i] = float(g == r)
+        out["exact8"][i] = float(np.array_equal(gen[:EXACT_HEAD], ref[:EXACT_HEAD]))
     return out
 
 

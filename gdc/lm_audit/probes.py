@@ -118,6 +118,14 @@ def probe_direction(
     return (w_D / np.linalg.norm(w_D)).astype(np.float32), probe
 
 
+def mean_difference_direction(hidden_NxLxD: np.ndarray, labels_NxL: np.ndarray) -> np.ndarray:
+    """Unit vector from the mean activation of predictable tokens to that of memorized tokens (f32 [D])."""
+    d = hidden_NxLxD.shape[-1]
+    x, y = hidden_NxLxD.reshape(-1, d), np.asarray(labels_NxL).reshape(-1)
+    v_D = x[y == MEMORIZED].mean(axis=0) - x[y == PREDICTABLE].mean(axis=0)
+    return (v_D / np.linalg.norm(v_D)).astype(np.float32)
+
+
 def project_out(x_NxD: np.ndarray, u_D: np.ndarray, alpha: float = 1.0) -> np.ndarray:
     """``x - alpha (x . u) u`` in numpy (the model-side version is ``gdc.models.char_lm.ablate_direction``)."""
     u_D = np.asarray(u_D, np.float64) / np.linalg.norm(u_D)

@@ -43,7 +43,7 @@ def aggregate(cfg: AuditConfig, seeds: list[dict]) -> dict:
                 "ordinary": _ms(s["prefix_sweep"][p]["ordinary"][m]["gap"] for s in seeds),
                 "control_mean": _ms(s["prefix_sweep"][p]["control_mean"][m] for s in seeds),
             }
-            for m in ("lcs_chars", "lcs_words", "rouge_p", "rouge_f", "rouge_p_chars", "exact")
+            for m in ("lcs_chars", "lcs_words", "rouge_p", "rouge_f", "rouge_p_chars", "exact", "exact8")
         }
         for p in prefixes
     }
@@ -76,44 +76,50 @@ def aggregate(cfg: AuditConfig, seeds: list[dict]) -> dict:
         "target_acc_by_group": [_ms(s["probe"]["target_acc_by_group"][g] for s in seeds) for g in g_idx],
         "reference_acc_by_group": [_ms(s["probe"]["reference_acc_by_group"][g] for s in seeds) for g in g_idx],
     }
-    abl = {"none": {m: _ms(s["ablation"]["none"][m] for s in seeds) for m in ("exact", "rouge_p", "val_ppl")}}
+    abl_m = ("exact", "exact8", "rouge_p", "val_ppl")
+    abl = {"none": {m: _ms(s["ablation"]["none"][m] for s in seeds) for m in abl_m}}
     names = [n for n in seeds[0]["ablation"] if n not in ("layer", "none")]
-    for kind in ("probe", "random"):
+    for kind in ("probe", "meandiff", "random"):
         members = [n for n in names if n.startswith(kind)]
         abl[kind] = {
-            a: {m: _ms(s["ablation"][n][a][m] for s in seeds for n in members) for m in ("exact", "rouge_p", "val_ppl")}
-            for a in seeds[0]["ablation"][members[0]]
+            a: {m: _ms(s["ablation"][n][a][m] for s in seeds for n in members) for m in abl_m}
+            for a in (seeds[0]["ablation"][members[0]] if members else ())
         }
     res["ablation"] = abl
     res["quadrants"] = {
         "groups": [[_ms(s["quadrants"]["groups"][g][q] for s in seeds) for q in range(4)] for g in g_idx],
         "ordinary": [_ms(s["quadrants"]["ordinary"][q] for s in seeds) for q in range(4)],
     }
-    hs = [s["hotspot"] for s in seeds]
-    ok = [h for h in hs if "gap_hot" in h]
-    res["hotspot"] = {"num_hotspot": [h["num_hotspot"] for h in hs], "seeds_with_hotspots": len(ok)}
-    if ok:
-        res["hotspot"].update(
-            {
-                f"{which}_{m}": _ms(h[which][m]["gap"] for h in ok)
-                for which in ("gap_hot", "gap_other", "hot_minus_other")
-                for m in ("lcs_chars", "rouge_p_chars")
-            }
-        )
-        res["hotspot"]["hot_minus_other_ci_excludes_0"] = sum(
-            h["hot_minus_other"]["rouge_p_chars"]["lo"] > 0 for h in ok
-        )
-        for key in ("probe_hot_mean", "probe_other_mean", "probe_auroc_hot", "probe_mwu_p", "m_rouge_spearman"):
-            res["hotspot"][key] = _ms(h[key] for h in ok)
-        res["hotspot"]["min_size_hot"] = [h["min_size_hot"] for h in ok]
-        res["hotspot"]["min_size_random"] = [h["min_size_random"] for h in ok]
-        for which in ("power_hot", "power_random"):
-            n = min(len(h[which]["sizes"]) for h in ok)
-            res["hotspot"][which] = {
-                "sizes": ok[0][which]["sizes"][:n],
-                "mannwhitney": [_ms(h[which]["mannwhitney"][i] for h in ok) for i in range(n)],
-            }
+    res["m_rouge_spearman"] = _ms(s["m_rouge_spearman"] for s in seeds)
+    res["m_probe_spearman"] = _ms(s["m_probe_spearman"] for s in seeds)
+    res["hotspot"] = {name: _hotspot([s["hotspot"][name] for s in seeds]) for name in seeds[0]["hotspot"]}
     return res
+
+
+def _hotspot(hs: list[dict]) -> dict:
+    ok = [h for h in hs if "gap_hot" in h]
+    out = {"num_hotspot": [h["num_hotspot"] for h in hs], "seeds_with_hotspots": len(ok)}
+    if not ok:
+        return out
+    out.update(
+        {
+            f"{which}_{m}": _ms(h[which][m]["gap"] for h in ok)
+            for which in ("gap_hot", "gap_other", "hot_minus_other")
+            for m in ("lcs_chars", "rouge_p_chars")
+        }
+    )
+    out["hot_minus_other_ci_excludes_0"] = sum(h["hot_minus_other"]["rouge_p_chars"]["lo"] > 0 for h in ok)
+    for key in ("probe_hot_mean", "probe_other_mean", "probe_auroc_hot", "probe_mwu_p"):
+        out[key] = _ms(h[key] for h in ok)
+    out["min_size_hot"] = [h["min_size_hot"] for h in ok]
+    out["min_size_random"] = [h["min_size_random"] for h in ok]
+    for which in ("power_hot", "power_random"):
+        n = min(len(h[which]["sizes"]) for h in ok)
+        out[which] = {
+            "sizes": ok[0][which]["sizes"][:n],
+            "mannwhitney": [_ms(h[which]["mannwhitney"][i] for h in ok) for i in range(n)],
+        }
+    return out
 
 
 def _errorbar(ax, x, stats_list, label, **kw):
@@ -154,9 +160,9 @@ def plots(cfg: AuditConfig, res: dict, out: str) -> list[str]:
         p = res["power"][t]
         for g, k in enumerate(cfg.dup_counts):
             _errorbar(ax, p["sizes"], p["groups"][g], f"dup {k}", marker="o")
-        if t == "mannwhitney" and "power_hot" in res["hotspot"]:
-            for which, label in (("power_hot", "hotspot rows"), ("power_random", "random ordinary rows")):
-                h = res["hotspot"][which]
+        if t == "mannwhitney" and "power_hot" in res["hotspot"]["high_m"]:
+            for which, label in (("power_hot", "high-m rows"), ("power_random", "random ordinary rows")):
+                h = res["hotspot"]["high_m"][which]
                 _errorbar(ax, h["sizes"], h["mannwhitney"], label, ls="--", marker="s")
         ax.axhline(res["fpr"][t]["mean"], color="red", ls=":", label=f"FPR never-trained (|S|={res['fpr']['size']})")
         ax.axhline(cfg.alpha, color="grey", lw=0.8)
@@ -180,17 +186,17 @@ def plots(cfg: AuditConfig, res: dict, out: str) -> list[str]:
     )
     axes[0].legend()
     base = res["ablation"]["none"]
-    axes[1].plot(base["val_ppl"]["mean"], base["exact"]["mean"], "k*", ms=12, label="no ablation")
-    for kind, marker in (("probe", "o-"), ("random", "s--")):
+    axes[1].plot(base["val_ppl"]["mean"], base["exact8"]["mean"], "k*", ms=12, label="no ablation")
+    for kind, marker in (("probe", "o-"), ("meandiff", "^-"), ("random", "s--")):
         pts = res["ablation"][kind]
         xs = [pts[a]["val_ppl"]["mean"] for a in pts]
-        ys = [pts[a]["exact"]["mean"] for a in pts]
+        ys = [pts[a]["exact8"]["mean"] for a in pts]
         axes[1].plot(xs, ys, marker, label=f"{kind} direction")
         for a, x, y in zip(pts, xs, ys, strict=True):
             axes[1].annotate(f"a={a}", (x, y), fontsize=7)
     axes[1].set(
         xlabel="validation perplexity",
-        ylabel=f"canary exact match (dup {max(cfg.dup_counts)})",
+        ylabel=f"canary exact match, first 8 chars (dup {max(cfg.dup_counts)})",
         title="ablation trade-off",
     )
     axes[1].legend()
@@ -264,7 +270,7 @@ def render(cfg: AuditConfig, res: dict, files: list[str]) -> str:
         "|---|---|" + "---|" * len(ks) + "---|---|",
     ]
     for p, block in res["prefix_sweep"].items():
-        for m in ("lcs_chars", "rouge_p", "rouge_p_chars", "exact"):
+        for m in ("lcs_chars", "rouge_p", "rouge_p_chars", "exact", "exact8"):
             b = block[m]
             cells = [
                 f"{_f(b['groups'][g])} ({b['groups_ci_excludes_0'][g]}/{len(res['seeds'])})" for g in range(len(ks))
@@ -340,14 +346,17 @@ def render(cfg: AuditConfig, res: dict, files: list[str]) -> str:
         "",
         f"Ablation at the best layer, x -> x - a (x.u) u, on the dup-{max(ks)} canaries (prefix {tp}):",
         "",
-        "| direction | a | canary exact match | canary ROUGE-L P (chars) | validation perplexity |",
-        "|---|---|---|---|---|",
+        "| direction | a | canary exact match (24 chars) | exact match (first 8) | canary ROUGE-L P (chars) | "
+        "validation perplexity |",
+        "|---|---|---|---|---|---|",
     ]
     base = res["ablation"]["none"]
-    lines.append(f"| none | 0 | {_f(base['exact'], 3)} | {_f(base['rouge_p'], 3)} | {_f(base['val_ppl'])} |")
-    for kind in ("probe", "random"):
-        for a, d in res["ablation"][kind].items():
-            lines.append(f"| {kind} | {a} | {_f(d['exact'], 3)} | {_f(d['rouge_p'], 3)} | {_f(d['val_ppl'])} |")
+    for kind, rows in (("none", {"0": base}), *((k, res["ablation"][k]) for k in ("probe", "meandiff", "random"))):
+        for a, d in rows.items():
+            lines.append(
+                f"| {kind} | {a} | {_f(d['exact'], 3)} | {_f(d['exact8'], 3)} | {_f(d['rouge_p'], 3)} | "
+                f"{_f(d['val_ppl'])} |"
+            )
     lines += ["", "![probes and ablation](probes_ablation.png)", "", "## 4. GenDataCarto hotspot comparison", ""]
     q = res["quadrants"]
     lines += [
@@ -359,12 +368,17 @@ def render(cfg: AuditConfig, res: dict, files: list[str]) -> str:
     for g, k in enumerate(ks):
         lines.append(f"| dup {k} | " + " | ".join(_f(d, 1) for d in q["groups"][g]) + " |")
     lines.append("| ordinary | " + " | ".join(_f(d, 1) for d in q["ordinary"]) + " |")
-    h = res["hotspot"]
-    lines += ["", f"Hotspot-Memorized ordinary rows per seed: {h['num_hotspot']}."]
-    if h["seeds_with_hotspots"]:
+    for name, title in (
+        ("hotspot", "Hotspot-Memorized rows"),
+        ("high_m", "High-m rows (Hotspot-Memorized + Noisy-Outlier)"),
+    ):
+        h = res["hotspot"][name]
+        lines += ["", f"**{title}** vs the other ordinary (non-duplicated) rows; rows per seed: {h['num_hotspot']}."]
+        if not h["seeds_with_hotspots"]:
+            continue
         lines += [
             "",
-            f"| quantity (prefix {tp}) | hotspot | other ordinary rows |",
+            f"| quantity (prefix {tp}) | {name} | other ordinary rows |",
             "|---|---|---|",
             f"| LCSubstring gap vs control (chars) | {_f(h['gap_hot_lcs_chars'])} | {_f(h['gap_other_lcs_chars'])} |",
             f"| ROUGE-L P (chars) gap vs control | {_f(h['gap_hot_rouge_p_chars'], 3)} | "
@@ -373,11 +387,14 @@ def render(cfg: AuditConfig, res: dict, files: list[str]) -> str:
             f"{h['min_size_random']} |",
             f"| mean probe score | {_f(h['probe_hot_mean'], 3)} | {_f(h['probe_other_mean'], 3)} |",
             "",
-            f"Hotspot minus other: ROUGE-L P (chars) {_f(h['hot_minus_other_rouge_p_chars'], 3)} (interval above 0 in "
+            f"{name} minus other: ROUGE-L P (chars) {_f(h['hot_minus_other_rouge_p_chars'], 3)} (interval above 0 in "
             f"{h['hot_minus_other_ci_excludes_0']}/{h['seeds_with_hotspots']} seeds), LCSubstring "
-            f"{_f(h['hot_minus_other_lcs_chars'])}; probe-score AUROC for hotspot vs other "
-            f"{_f(h['probe_auroc_hot'], 3)} "
-            f"(one-sided MWU p {_f(h['probe_mwu_p'], 3)}); Spearman(m, ROUGE-L P chars) over ordinary rows "
-            f"{_f(h['m_rouge_spearman'], 3)}.",
+            f"{_f(h['hot_minus_other_lcs_chars'])}; probe-score AUROC for {name} vs other "
+            f"{_f(h['probe_auroc_hot'], 3)} (one-sided MWU p {_f(h['probe_mwu_p'], 3)}).",
         ]
+    lines += [
+        "",
+        f"Spearman over ordinary rows: m vs ROUGE-L P (chars) {_f(res['m_rouge_spearman'], 3)}, m vs probe score "
+        f"{_f(res['m_probe_spearman'], 3)}.",
+    ]
     return "\n".join(lines) + "\n"

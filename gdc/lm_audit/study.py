@@ -30,7 +30,7 @@ from gdc.lm_audit.config import AuditConfig
 from gdc.train import loop
 
 HOTSPOT = 2  # gdc.scoring quadrant code of Hotspot-Memorized (low d, high m)
-GAP_METRICS = ("lcs_chars", "lcs_words", "rouge_p", "rouge_f", "rouge_p_chars", "exact")
+GAP_METRICS = ("lcs_chars", "lcs_words", "rouge_p", "rouge_f", "rouge_p_chars", "exact", "exact8")
 TEST_SCORE = "rouge_p_chars"  # the dataset-level test's per-sample score
 
 
@@ -201,8 +201,6 @@ def evaluate_seed(cfg: AuditConfig, seed: int, sdir: str) -> dict:
     # 3. GenDataCarto quadrants of the target run.
     sc = np.load(os.path.join(sdir, "target", "scores", "scores.npz"))
     quad_N = sc["quadrant_N"]
-    hot = ordinary[quad_N[ordinary] == HOTSPOT]
-    rest = ordinary[quad_N[ordinary] != HOTSPOT]
     out["quadrants"] = {
         "groups": [[int((quad_N[g] == q).sum()) for q in range(4)] for g in groups_GxS],
         "ordinary": [int((quad_N[ordinary] == q).sum()) for q in range(4)],
@@ -232,14 +230,15 @@ def evaluate_seed(cfg: AuditConfig, seed: int, sdir: str) -> dict:
             float(tf_r["correct_NxL"][g * s : (g + 1) * s].mean()) for g in range(len(groups_GxS))
         ],
     }
-    best = int(np.nanargmax(pr["auroc_K"]))
+    auroc_K = pr["auroc_K"]  # all NaN only when no held-out fold had both classes (tiny smoke runs)
+    best = int(np.nanargmax(auroc_K)) if np.isfinite(auroc_K).any() else len(auroc_K) - 1
     u_D, probe = probes.probe_direction(tf_t["hidden_KxNxLxD"][best], labels_NxL, c=cfg.probe_c, seed=seed)
     out["probe"]["best_layer"] = best
 
     # 5. Ablation trade-off at the best layer: canaries of the most duplicated group vs validation perplexity.
     top = groups_GxS[int(np.argmax(cfg.dup_counts))]
     rng = np.random.default_rng([seed, 11])
-    dirs = {"probe": u_D}
+    dirs = {"probe": u_D, "meandiff": probes.mean_difference_direction(tf_t["hidden_KxNxLxD"][best], labels_NxL)}
     for r in range(cfg.random_directions):
         v = rng.normal(size=u_D.shape).astype(np.float32)
         dirs[f"random{r}"] = v / np.linalg.norm(v)
@@ -249,6 +248,7 @@ def evaluate_seed(cfg: AuditConfig, seed: int, sdir: str) -> dict:
         nll = decode.teacher_forced(*target, control_MxT, ablate=ablate, with_hidden=False)["nll_NxL"]
         return {
             "exact": float(ex["exact"].mean()),
+            "exact8": float(ex["exact8"].mean()),
             "rouge_p": float(ex[TEST_SCORE].mean()),
             "val_ppl": float(np.exp(nll.mean())),
         }
@@ -258,30 +258,33 @@ def evaluate_seed(cfg: AuditConfig, seed: int, sdir: str) -> dict:
         out["ablation"][name] = {str(a): measure((best, u, a)) for a in cfg.ablation_alphas}
 
     # 6. Hotspot comparison among ordinary (non-duplicated) rows: extraction gap, earlier significance, probe score.
+    # "hotspot" is the Hotspot-Memorized quadrant; "high_m" adds Noisy-Outlier (every row above the m threshold).
     hid = decode.teacher_forced(*target, train_NxT[ordinary])["hidden_KxNxLxD"][best]
     pscore = np.zeros(len(train_NxT))
     pscore[ordinary] = probes.sequence_scores(probe, hid)
-    is_hot = np.isin(ordinary, hot)
-    hs = {"num_hotspot": int(len(hot)), "num_other": int(len(rest))}
-    if len(hot) >= 2:
-        hs["gap_hot"] = _gaps(train_tp, control_tp, hot, cfg, seed)
-        hs["gap_other"] = _gaps(train_tp, control_tp, rest, cfg, seed)
-        hs["hot_minus_other"] = {
-            m: M.bootstrap_gap(train_tp[m][hot], train_tp[m][rest], num_boot=cfg.num_boot, seed=seed)
-            for m in ("lcs_chars", TEST_SCORE)
-        }
-        hs["power_hot"] = memhunter.power_curve(score_N[hot], score_C, cfg.power_sizes, **reps)
-        hs["power_random"] = memhunter.power_curve(score_N[ordinary], score_C, cfg.power_sizes, **reps)
-        hs["min_size_hot"] = memhunter.min_significant_size(hs["power_hot"])
-        hs["min_size_random"] = memhunter.min_significant_size(hs["power_random"])
-        hs["probe_hot_mean"] = float(pscore[hot].mean())
-        hs["probe_other_mean"] = float(pscore[rest].mean())
-        hs["probe_auroc_hot"] = (
-            float(roc_auc_score(is_hot, pscore[ordinary])) if is_hot.any() and (~is_hot).any() else float("nan")
-        )
-        hs["probe_mwu_p"] = _mwu(pscore[hot], pscore[rest])
-        hs["m_rouge_spearman"] = float(stats.spearmanr(sc["m_N"][ordinary], score_N[ordinary]).statistic)
-    out["hotspot"] = hs
+    out["hotspot"] = {}
+    for name, codes in (("hotspot", (HOTSPOT,)), ("high_m", (HOTSPOT, HOTSPOT + 1))):
+        is_hot = np.isin(quad_N[ordinary], codes)
+        hot, rest = ordinary[is_hot], ordinary[~is_hot]
+        hs = {"num_hotspot": int(len(hot)), "num_other": int(len(rest))}
+        if len(hot) >= 2:
+            hs["gap_hot"] = _gaps(train_tp, control_tp, hot, cfg, seed)
+            hs["gap_other"] = _gaps(train_tp, control_tp, rest, cfg, seed)
+            hs["hot_minus_other"] = {
+                m: M.bootstrap_gap(train_tp[m][hot], train_tp[m][rest], num_boot=cfg.num_boot, seed=seed)
+                for m in ("lcs_chars", TEST_SCORE)
+            }
+            hs["power_hot"] = memhunter.power_curve(score_N[hot], score_C, cfg.power_sizes, **reps)
+            hs["power_random"] = memhunter.power_curve(score_N[ordinary], score_C, cfg.power_sizes, **reps)
+            hs["min_size_hot"] = memhunter.min_significant_size(hs["power_hot"])
+            hs["min_size_random"] = memhunter.min_significant_size(hs["power_random"])
+            hs["probe_hot_mean"] = float(pscore[hot].mean())
+            hs["probe_other_mean"] = float(pscore[rest].mean())
+            hs["probe_auroc_hot"] = float(roc_auc_score(is_hot, pscore[ordinary])) if len(rest) else float("nan")
+            hs["probe_mwu_p"] = _mwu(pscore[hot], pscore[rest])
+        out["hotspot"][name] = hs
+    out["m_rouge_spearman"] = float(stats.spearmanr(sc["m_N"][ordinary], score_N[ordinary]).statistic)
+    out["m_probe_spearman"] = float(stats.spearmanr(sc["m_N"][ordinary], pscore[ordinary]).statistic)
     with open(path, "w") as f:
         json.dump(out, f, indent=1, default=float)
     return out
