@@ -25,7 +25,11 @@ def _ms(values) -> dict[str, float]:
 
 
 def _f(d: dict, digits: int = 2) -> str:
-    return f"{d['mean']:.{digits}f} ± {d['sd']:.{digits}f}" if d["n"] else "n/a"
+    if not d["n"]:
+        return "n/a"
+    if abs(d["mean"]) >= 1e4:  # exploded perplexities
+        return f"{d['mean']:.2g} ± {d['sd']:.2g}"
+    return f"{d['mean']:.{digits}f} ± {d['sd']:.{digits}f}"
 
 
 def aggregate(cfg: AuditConfig, seeds: list[dict]) -> dict:
