@@ -171,6 +171,8 @@ def plots(cfg: AuditConfig, res: dict, out: str) -> list[str]:
         ax.axhline(res["fpr"][t]["mean"], color="red", ls=":", label=f"FPR never-trained (|S|={res['fpr']['size']})")
         ax.axhline(cfg.alpha, color="grey", lw=0.8)
         ax.set(xscale="log", xlabel="|S|", ylabel=f"rejection rate at alpha={cfg.alpha}", title=t, ylim=(-0.02, 1.02))
+        ax.set_xticks(p["sizes"], [str(int(x)) for x in p["sizes"]])
+        ax.minorticks_off()
         ax.legend(fontsize=7)
     fig.tight_layout()
     files.append("power.png")
@@ -199,7 +201,8 @@ def plots(cfg: AuditConfig, res: dict, out: str) -> list[str]:
         for a, x, y in zip(pts, xs, ys, strict=True):
             axes[1].annotate(f"a={a}", (x, y), fontsize=7)
     axes[1].set(
-        xlabel="validation perplexity",
+        xscale="log",
+        xlabel="validation perplexity (log)",
         ylabel=f"canary exact match, first 8 chars (dup {max(cfg.dup_counts)})",
         title="ablation trade-off",
     )
