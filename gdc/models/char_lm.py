@@ -1,6 +1,13 @@
 """Character (byte) language models: an LSTM and a GPT-2-style causal transformer.
 
 Both map ``inputs_BxL`` int32 tokens to ``logits_BxLxV`` f32, position t seeing only inputs 0..t.
+
+For localisation analyses both also take two keyword-only options (defaults keep the plain call unchanged):
+``return_hidden=True`` returns ``(logits_BxLxV, hidden)`` with ``hidden`` a list of ``depth + 1`` f32 ``[B, L, D]``
+arrays: layer 0 is the embedding, layer i the output of LSTM layer i / transformer block i (the residual stream).
+``ablate=(layer, u_D, alpha)`` replaces that layer's output x by ``x - alpha (x . u) u`` before the rest of the model
+reads it (``u`` unit norm; alpha 1 projects the direction out). For the LSTM only the output passed up is changed,
+not the layer's own recurrent state.
 """
 
 import jax
@@ -8,6 +15,17 @@ import jax.numpy as jnp
 from flax import nnx
 
 from gdc.models.layers import dropout
+
+Ablation = tuple[int, jax.Array, float] | None
+
+
+def ablate_direction(x_BxLxD: jax.Array, layer: int, ablate: Ablation) -> jax.Array:
+    """``x - alpha (x . u) u`` when ``ablate`` names ``layer``; ``x`` otherwise."""
+    if ablate is None or ablate[0] != layer:
+        return x_BxLxD
+    _, u_D, alpha = ablate
+    u_1xD = jnp.asarray(u_D, x_BxLxD.dtype).reshape((1,) * (x_BxLxD.ndim - 1) + (-1,))
+    return x_BxLxD - alpha * jnp.sum(x_BxLxD * u_1xD, axis=-1, keepdims=True) * u_1xD
 
 
 class CharLSTM(nnx.Module):
@@ -27,8 +45,16 @@ class CharLSTM(nnx.Module):
         self.width = width
         self.dropout_rate = dropout_rate
 
-    def __call__(self, inputs_BxL: jax.Array, keys_B: jax.Array | None = None) -> jax.Array:
-        x_BxLxD = self.embed(inputs_BxL)
+    def __call__(
+        self,
+        inputs_BxL: jax.Array,
+        keys_B: jax.Array | None = None,
+        *,
+        return_hidden: bool = False,
+        ablate: Ablation = None,
+    ):
+        x_BxLxD = ablate_direction(self.embed(inputs_BxL), 0, ablate)
+        hidden = [x_BxLxD]
         for i, (w_in, w_rec) in enumerate(zip(self.w_in, self.w_rec, strict=True)):
             gates_LxBx4D = jnp.swapaxes(w_in(x_BxLxD), 0, 1)
             kernel_Dx4D = w_rec.kernel[...]
@@ -43,8 +69,11 @@ class CharLSTM(nnx.Module):
             b = inputs_BxL.shape[0]
             zeros_BxD = jnp.zeros((b, self.width), gates_LxBx4D.dtype)
             _, h_LxBxD = jax.lax.scan(cell, (zeros_BxD, zeros_BxD), gates_LxBx4D)
-            x_BxLxD = dropout(jnp.swapaxes(h_LxBxD, 0, 1), self.dropout_rate, keys_B, salt=i)
-        return self.head(x_BxLxD).astype(jnp.float32)
+            x_BxLxD = ablate_direction(jnp.swapaxes(h_LxBxD, 0, 1), i + 1, ablate)
+            hidden.append(x_BxLxD)
+            x_BxLxD = dropout(x_BxLxD, self.dropout_rate, keys_B, salt=i)
+        logits_BxLxV = self.head(x_BxLxD).astype(jnp.float32)
+        return (logits_BxLxV, hidden) if return_hidden else logits_BxLxV
 
 
 class Block(nnx.Module):
@@ -98,13 +127,24 @@ class CharTransformer(nnx.Module):
         self.ln_f = nnx.LayerNorm(width, rngs=rngs)
         self.head = nnx.Linear(width, vocab_size, rngs=rngs)
 
-    def __call__(self, inputs_BxL: jax.Array, keys_B: jax.Array | None = None) -> jax.Array:
+    def __call__(
+        self,
+        inputs_BxL: jax.Array,
+        keys_B: jax.Array | None = None,
+        *,
+        return_hidden: bool = False,
+        ablate: Ablation = None,
+    ):
         if inputs_BxL.shape[1] > self.pos.num_embeddings:  # an out-of-range position lookup would give NaN silently
             raise ValueError(
                 f"the transformer takes at most {self.pos.num_embeddings} input tokens (data.seq_len), "
                 f"got {inputs_BxL.shape[1]}."
             )
         x_BxLxD = self.tok(inputs_BxL) + self.pos(jnp.arange(inputs_BxL.shape[1]))[None]
+        x_BxLxD = ablate_direction(x_BxLxD, 0, ablate)
+        hidden = [x_BxLxD]
         for i, block in enumerate(self.blocks):
-            x_BxLxD = block(x_BxLxD, keys_B, salt=i)
-        return self.head(self.ln_f(x_BxLxD)).astype(jnp.float32)
+            x_BxLxD = ablate_direction(block(x_BxLxD, keys_B, salt=i), i + 1, ablate)
+            hidden.append(x_BxLxD)
+        logits_BxLxV = self.head(self.ln_f(x_BxLxD)).astype(jnp.float32)
+        return (logits_BxLxV, hidden) if return_hidden else logits_BxLxV
