@@ -148,6 +148,7 @@ def test_shifted_training_step_matches_numpy():
             jnp.asarray(w0),
             jax.tree.map(jnp.asarray, train),
             jax.tree.map(jnp.asarray, train),
+            jax.tree.map(jnp.asarray, train),
             jnp.asarray(shift),
             lr=0.5,
             epochs=1,
@@ -322,12 +323,13 @@ def test_quick_end_to_end(tmp_path, name, part):
                 assert q["lookup"]["identity_max_abs_error"] < 1e-12
     if part == "demem":
         arms = summary["seeds"][0]["arms"]
-        assert set(arms) == {"erm", "demem_loss", "demem_hotspot", "dp_1"}
+        assert set(arms) == {"erm", "demem_loss", "demem_hotspot", "demem_loss_10pct", "dp_1"}
         assert all(0.0 <= arm["lira_all_auc"] <= 1.0 for arm in arms.values())
     # Resumable: a second run keeps the seed, and --mode=report re-renders without training.
     mtime = os.path.getmtime(tmp_path / part / "seed_0.json")
-    gdc.classify.run(c, str(tmp_path), mode="report")
+    gdc.classify.run(c, str(tmp_path), mode="report", command="other")
     assert os.path.getmtime(tmp_path / part / "seed_0.json") == mtime
+    assert "    cmd" in (tmp_path / "report.md").read_text()  # the command that ran it, not the re-render's
     with pytest.raises(ConfigError, match="not run"):
         gdc.classify.run(_config(name, seeds=(5,)), str(tmp_path), mode="report")
 
@@ -336,5 +338,5 @@ def test_quick_end_to_end(tmp_path, name, part):
 def test_mat_toy_reproduces_minority_gain():
     res = mat.run_seed(classify_config.MatConfig(), seed=0)
     assert res["erm"]["test_minority"] < 0.3
-    assert res["mat"]["test_minority"] > 0.9
+    assert res["mat"]["early_stop_test_minority"] > 0.9 and res["mat"]["test_minority"] > 0.8
     assert res["erm_no_noise"]["test_minority"] > 0.99

@@ -39,4 +39,4 @@ def run(config: Mapping[str, Any], workdir: str, mode: str = "all", command: str
         missing = [s for s in cfg.seeds if not os.path.exists(os.path.join(workdir, part, f"seed_{s}.json"))]
         if missing:
             raise classify_config.ConfigError(f"--mode=report: seeds {missing} of {part} not run; use --mode=all.")
-    return study.run(cfg, workdir, command=command)
+    return study.run(cfg, workdir, command=command, keep_command=mode == "report")

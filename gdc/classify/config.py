@@ -1,8 +1,8 @@
 """Typed settings of the classifier-memorization family: the ``classify`` section of its configs.
 
-(configs/mat_toy.py, configs/demem.py, configs/fairness.py).
-The section holds ``part`` (one of PARTS) and the fields of that part's frozen dataclass. ``from_mapping`` builds it
-once, before any compute; a bad field raises ConfigError naming ``classify.<field>`` and how to set it.
+The configs are configs/mat_toy.py, configs/demem.py and configs/fairness.py. The section holds ``part`` (one of
+PARTS) and the fields of that part's frozen dataclass. ``from_mapping`` builds it once, before any compute; a bad field
+raises ConfigError naming ``classify.<field>`` and how to set it.
 """
 
 import dataclasses
@@ -69,6 +69,7 @@ class DememConfig:
     penalty: float = 2.0  # lambda; 2 makes the flagged example's objective |loss - b| + b (per-example flooding)
     clip: float = 1.0  # DP-SGD per-example gradient clip norm
     noise_multipliers: tuple[float, ...] = (0.5, 1.0)  # one DP-SGD arm each
+    loss_fractions: tuple[float, ...] = (0.1,)  # extra penalty arms on the top fraction of the pool by d
 
     def validate(self) -> None:
         _seeds(self.seeds)
@@ -97,6 +98,8 @@ class DememConfig:
                 _fail(name, getattr(self, name), "must be in [0, 0.5)")
         for name in ("separation", "lr", "eps", "floor", "penalty", "clip"):
             _positive(name, getattr(self, name))
+        if any(not 0.0 < f < 1.0 for f in self.loss_fractions):
+            _fail("loss_fractions", self.loss_fractions, "must lie in (0, 1) each (an empty tuple skips them)")
         if any(not s > 0 for s in self.noise_multipliers):
             _fail("noise_multipliers", self.noise_multipliers, "must be > 0 each (an empty tuple skips DP-SGD)")
 

@@ -10,6 +10,7 @@ Arms, each training ``models`` MLPs on random halves of the pool in one vmap (Li
   * erm: plain SGD.
   * demem_loss: the penalty on the top-k examples by early loss d (the loss-based risk proxy).
   * demem_hotspot: the penalty on GenDataCarto's Hotspot-Memorized quadrant (high d, high m), k examples.
+  * demem_loss_<q>pct: the penalty on the top q% by d (a larger flagged set; ``loss_fractions``).
   * dp_<sigma>: DP-SGD, every per-example gradient clipped to ``clip`` and Gaussian noise of std clip * sigma added
     to the batch sum (``optax.contrib.differentially_private_aggregate``), then plain SGD.
 The flags come from one GenDataCarto probe run on the whole pool (``common.probe``): flagging never looks at a
@@ -128,6 +129,10 @@ def run_seed(cfg: DememConfig, seed: int) -> dict:
         }
 
     arms = {"erm": None, "demem_loss": top_loss_N, "demem_hotspot": hotspot_N}
+    for fraction in cfg.loss_fractions:
+        flag_N = np.zeros(cfg.pool, bool)
+        flag_N[scoring.top_fraction(pr["d_N"], fraction, tie_break_N=pr["m_N"], seed=seed)[0]] = True
+        arms[f"demem_loss_{fraction * 100:g}pct"] = flag_N
     arms.update({f"dp_{s:g}": s for s in cfg.noise_multipliers})
     x_pool, x_test = jnp.asarray(pool["x"]), jnp.asarray(test["x"])
     subsets = {"hotspot": hotspot_N, "top_loss": top_loss_N, "noisy_or_atypical": hard_N}

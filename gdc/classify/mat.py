@@ -8,6 +8,8 @@ Pieces (research digest §7, and the public toy's ``run_mat`` / ``get_shift``, r
   * Calibrated held-out probability: p(yh | x) = softmax(f_ho(x) / tau); p(y, yh) = mean_i p(yh | x_i) [y_i = y];
     p(y | yh) = p(y, yh) / sum_y' p(y', yh); p_ho(y | x) = sum_yh p(yh | x) p(y | yh).
   * MAT training: full-batch GD on CE(softmax(f(x) + log(p_ho(. | x) + 1e-6)), y); prediction uses f alone.
+    Reported at the final step (as the public toy does) and at the step of best worst-group accuracy on a validation
+    split (50% majority, true groups: the paper's early stopping); ERM gets the same two numbers.
   * Scorer: 1 - p_ho(y_i | x_i), beside GenDataCarto's d_i and m_i (``p_ho_score``).
 
 The toy: y ~ Bernoulli(1/2); core x_1 = (0.12 g - 1)(2y - 1), spurious x_2 likewise, sign-flipped on a
@@ -84,12 +86,12 @@ def init_linear(key: jax.Array, dim: int, num_classes: int = 2) -> jax.Array:
 
 
 @functools.partial(jax.jit, static_argnames=("epochs",))
-def train_linear(w0_DxK, train, test, shift_NxK, *, lr: float, epochs: int) -> dict:
+def train_linear(w0_DxK, train, val, test, shift_NxK, *, lr: float, epochs: int) -> dict:
     """Full-batch GD on mean CE(x W + shift, y); per-epoch pre-update per-example losses and group accuracies.
 
     Returns:
-      w_DxK, loss_ExN (each example's shifted loss before each step), acc_tr_Ex2 and acc_te_Ex2 ([majority,
-      minority] accuracy of x W, without the shift, before each step).
+      w_DxK, loss_ExN (each example's shifted loss before each step), acc_tr_Ex2, acc_va_Ex2 and acc_te_Ex2
+      ([majority, minority] accuracy of x W, without the shift, before each step).
     """
 
     def step(w_DxK, _):
@@ -99,11 +101,12 @@ def train_linear(w0_DxK, train, test, shift_NxK, *, lr: float, epochs: int) -> d
 
         (_, loss_N), g_DxK = jax.value_and_grad(objective, has_aux=True)(w_DxK)
         acc_tr = _group_acc(train["x"] @ w_DxK, train["y"], train["majority"])
+        acc_va = _group_acc(val["x"] @ w_DxK, val["y"], val["majority"])
         acc_te = _group_acc(test["x"] @ w_DxK, test["y"], test["majority"])
-        return w_DxK - lr * g_DxK, (loss_N, acc_tr, acc_te)
+        return w_DxK - lr * g_DxK, (loss_N, acc_tr, acc_va, acc_te)
 
-    w_DxK, (loss_ExN, acc_tr, acc_te) = jax.lax.scan(step, w0_DxK, None, length=epochs)
-    return {"w_DxK": w_DxK, "loss_ExN": loss_ExN, "acc_tr_Ex2": acc_tr, "acc_te_Ex2": acc_te}
+    w_DxK, (loss_ExN, acc_tr, acc_va, acc_te) = jax.lax.scan(step, w0_DxK, None, length=epochs)
+    return {"w_DxK": w_DxK, "loss_ExN": loss_ExN, "acc_tr_Ex2": acc_tr, "acc_va_Ex2": acc_va, "acc_te_Ex2": acc_te}
 
 
 @functools.partial(jax.jit, static_argnames=("epochs",))
@@ -133,7 +136,10 @@ def xrm(wa_DxK, wb_DxK, train, key, *, lr: float, epochs: int) -> dict:
     return {"f_ho_NxK": f_ho_NxK, "hold_a_N": hold_a_N[:, 0] > 0, "y_dyn_N": y_dyn_N}
 
 
-def _acc_dict(acc_tr_Ex2, acc_te_Ex2, w_DxK, train, test) -> dict:
+def _acc_dict(res: dict, train, test) -> dict:
+    """Final-epoch accuracies, and test accuracy at the epoch of best worst-group validation accuracy."""
+    acc_tr_Ex2, acc_te_Ex2, w_DxK = np.asarray(res["acc_tr_Ex2"]), np.asarray(res["acc_te_Ex2"]), res["w_DxK"]
+    best = int(np.argmax(np.asarray(res["acc_va_Ex2"]).min(axis=1)))  # first epoch with the best worst group
     final_tr = np.asarray(_group_acc(train["x"] @ w_DxK, train["y"], train["majority"]))
     final_te = np.asarray(_group_acc(test["x"] @ w_DxK, test["y"], test["majority"]))
     every = max(1, acc_te_Ex2.shape[0] // 100)
@@ -142,6 +148,9 @@ def _acc_dict(acc_tr_Ex2, acc_te_Ex2, w_DxK, train, test) -> dict:
         "train_minority": float(final_tr[1]),
         "test_majority": float(final_te[0]),
         "test_minority": float(final_te[1]),
+        "early_stop_epoch": best,
+        "early_stop_test_majority": float(acc_te_Ex2[best, 0]),
+        "early_stop_test_minority": float(acc_te_Ex2[best, 1]),
         "curve_epochs": list(range(0, acc_te_Ex2.shape[0], every)),
         "curve_test_minority": np.asarray(acc_te_Ex2[::every, 1]).tolist(),
         "curve_train_minority": np.asarray(acc_tr_Ex2[::every, 1]).tolist(),
@@ -157,10 +166,11 @@ def run_seed(cfg: MatConfig, seed: int) -> dict:
     zero_shift = jnp.zeros((n, 2), jnp.float32)
     for name, noise in (("erm_no_noise", 0.0), ("erm", cfg.noise_std)):
         tr = toy_data(n, dim, cfg.majority_train, noise, 3 * seed)
+        va = toy_data(n, dim, 0.5, noise, 3 * seed + 1)
         te = toy_data(n, dim, 0.5, noise, 3 * seed + 2)
-        train, test = jax.tree.map(jnp.asarray, tr), jax.tree.map(jnp.asarray, te)
-        res = train_linear(init_linear(k_erm, dim), train, test, zero_shift, lr=cfg.lr, epochs=cfg.epochs)
-        out[name] = _acc_dict(res["acc_tr_Ex2"], res["acc_te_Ex2"], res["w_DxK"], train, test)
+        train, val, test = (jax.tree.map(jnp.asarray, s) for s in (tr, va, te))
+        res = train_linear(init_linear(k_erm, dim), train, val, test, zero_shift, lr=cfg.lr, epochs=cfg.epochs)
+        out[name] = _acc_dict(res, train, test)
     loss_ExN = np.asarray(res["loss_ExN"])  # the noisy ERM run: GenDataCarto's axes
     minority_N = ~tr["majority"]
     d_N = scoring.difficulty(loss_ExN, cfg.early_epochs)
@@ -169,8 +179,8 @@ def run_seed(cfg: MatConfig, seed: int) -> dict:
 
     hold = xrm(init_linear(k_a, dim), init_linear(k_b, dim), train, k_xrm, lr=cfg.lr, epochs=cfg.epochs)
     shift_NxK = logit_shift(hold["f_ho_NxK"], train["y"], cfg.temperature)
-    res = train_linear(init_linear(k_mat, dim), train, test, shift_NxK, lr=cfg.lr, epochs=cfg.epochs)
-    out["mat"] = _acc_dict(res["acc_tr_Ex2"], res["acc_te_Ex2"], res["w_DxK"], train, test)
+    res = train_linear(init_linear(k_mat, dim), train, val, test, shift_NxK, lr=cfg.lr, epochs=cfg.epochs)
+    out["mat"] = _acc_dict(res, train, test)
     score_N = p_ho_score(hold["f_ho_NxK"], train["y"], cfg.temperature)
     inferred_minority_N = np.asarray(jnp.argmax(hold["f_ho_NxK"], axis=1) != train["y"])
     out["scores"] = {
