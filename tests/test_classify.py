@@ -297,6 +297,17 @@ def test_config_unknown_part_and_field():
         classify_config.from_mapping(c)
 
 
+def test_diverged_run_raises():
+    with pytest.raises(FloatingPointError, match="diverged"):
+        common.check_finite("x", np.array([1.0, np.nan]))
+    common.check_finite("x", np.array([1.0, 2.0]))
+    net = common.mlp(4, 3, 8, 1, seed=0)
+    rng = np.random.default_rng(0)
+    data = {"x": rng.normal(size=(20, 4)).astype(np.float32) * 1e3, "y": rng.integers(3, size=20).astype(np.int32)}
+    with pytest.raises(FloatingPointError):
+        common.probe(net, data, jax.random.key(0), lr=1e30, epochs=3, batch_size=5, early_epochs=1, eps=0.5)
+
+
 def test_launch_registers_family():
     import launch
 

@@ -84,6 +84,7 @@ def probe(
     cfg = tracker_lib.TrackerConfig(criterion="loss", eps_low=eps, eps_high=eps, early_epochs=early_epochs)
     run = sgd.jit_train(net.loss_fn, lr=lr, epochs=epochs, batch_size=batch_size, tracker_cfg=cfg, acc_fn=net.acc_fn)
     out = run(net.theta0_P, {"x": jnp.asarray(data["x"]), "y": jnp.asarray(data["y"])}, key, None)
+    check_finite("probe parameters", out["theta_P"])
     fields = tracker_lib.to_numpy(out["tracker"])
     d_N = fields["loss_sum_early_N"].astype(np.float64) / np.maximum(fields["count_early_N"], 1)
     mem = scoring.memorization(fields["forget_N"], epochs - 1, fields["learn_N"] > 0)
@@ -97,6 +98,12 @@ def probe(
         "quadrant_N": quadrant_N,
         "quadrant_info": info,
     }
+
+
+def check_finite(name: str, x) -> None:
+    """Raises FloatingPointError when a trained quantity holds NaN or inf (a diverged run must not be reported)."""
+    if not np.all(np.isfinite(np.asarray(x))):
+        raise FloatingPointError(f"{name}: non-finite values (the run diverged; lower the learning rate).")
 
 
 def auroc(score_N: np.ndarray, positive_N: np.ndarray) -> float:

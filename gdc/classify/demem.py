@@ -155,8 +155,7 @@ def run_seed(cfg: DememConfig, seed: int) -> dict:
         else:
             flag_N = np.zeros(cfg.pool, bool) if arm is None else arm
             theta_RxP = train_penalized(net, stacked(flag_N), keys_R, floor=cfg.floor, penalty=cfg.penalty, **common_kw)
-        if not np.all(np.isfinite(np.asarray(theta_RxP))):
-            raise FloatingPointError(f"arm {name}, seed {seed}: non-finite parameters.")
+        common.check_finite(f"arm {name}, seed {seed}: parameters", theta_RxP)
         logits_pool = jax.vmap(net.logits_fn, in_axes=(0, None))(theta_RxP, x_pool)
         logits_test = jax.vmap(net.logits_fn, in_axes=(0, None))(theta_RxP, x_test)
         test_acc_R = np.asarray((jnp.argmax(logits_test, axis=-1) == jnp.asarray(test["y"])[None]).mean(axis=1))

@@ -135,6 +135,7 @@ def minimal_mass(pred_N, y_N, a_N, c: int, seed: int = 0) -> dict:
 
 
 def _predict(net, theta_P, x) -> np.ndarray:
+    common.check_finite("MLP parameters", theta_P)
     return np.asarray(jnp.argmax(net.logits_fn(theta_P, jnp.asarray(x)), axis=-1))
 
 

@@ -139,6 +139,7 @@ def xrm(wa_DxK, wb_DxK, train, key, *, lr: float, epochs: int) -> dict:
 def _acc_dict(res: dict, train, test) -> dict:
     """Final-epoch accuracies, and test accuracy at the epoch of best worst-group validation accuracy."""
     acc_tr_Ex2, acc_te_Ex2, w_DxK = np.asarray(res["acc_tr_Ex2"]), np.asarray(res["acc_te_Ex2"]), res["w_DxK"]
+    common.check_finite("linear model weights", w_DxK)
     best = int(np.argmax(np.asarray(res["acc_va_Ex2"]).min(axis=1)))  # first epoch with the best worst group
     final_tr = np.asarray(_group_acc(train["x"] @ w_DxK, train["y"], train["majority"]))
     final_te = np.asarray(_group_acc(test["x"] @ w_DxK, test["y"], test["majority"]))
