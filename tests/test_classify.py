@@ -195,6 +195,33 @@ def test_dp_without_noise_or_clipping_is_sgd():
     assert np.abs(np.asarray(clipped - net.theta0_P[None])).max() < np.abs(np.asarray(plain - net.theta0_P[None])).max()
 
 
+def test_compare_scorers_cross_fit():
+    rng = np.random.default_rng(0)
+    r, n, k = 8, 40, 3
+    in_RxN = np.stack([rng.permutation(r) < r // 2 for _ in range(n)], axis=1)  # every example: 4 in, 4 out
+    y = rng.integers(k, size=n)
+    y[:k] = np.arange(k)
+    hard = np.zeros(n, bool)
+    hard[:8] = True
+    # Held-out models predict the label except on the hard rows; members always fit their label.
+    logits = np.where(np.eye(k)[y][None] > 0, 3.0, 0.0) * np.where(hard[None, :, None] & ~in_RxN[:, :, None], -1, 1)
+    lira_RxN = in_RxN * hard[None] * 5.0 + rng.normal(size=(r, n)) * 0.1
+    d = hard + rng.random(n) * 0.1
+    m = rng.random(n)
+    out = demem.compare_scorers(logits, y, in_RxN, lira_RxN, d, m, hard)
+    # Reference: each example's held-out models averaged in probability space, then the public get_shift.
+    probs = np.exp(logits) / np.exp(logits).sum(-1, keepdims=True)
+    p_out = np.stack([probs[~in_RxN[:, i], i].mean(0) for i in range(n)])
+    p_ho = 1 - np.exp(_get_shift_numpy(y, np.log(p_out), 1.0))[np.arange(n), y]
+    exposure = np.array([lira_RxN[in_RxN[:, i], i].mean() - lira_RxN[~in_RxN[:, i], i].mean() for i in range(n)])
+    np.testing.assert_allclose(out["auroc_hard_1_minus_p_ho"], metrics.roc_auc_score(hard, p_ho), atol=1e-9)
+    np.testing.assert_allclose(
+        out["spearman_exposure_1_minus_p_ho"], scipy.stats.spearmanr(p_ho, exposure)[0], atol=1e-6
+    )
+    np.testing.assert_allclose(out["spearman_exposure_m"], scipy.stats.spearmanr(m, exposure)[0], atol=1e-12)
+    assert out["auroc_hard_1_minus_p_ho"] == 1.0 and out["auroc_hard_d"] == 1.0
+
+
 def test_halves():
     in_RxN = demem.halves(40, 6, seed=0)
     np.testing.assert_array_equal(in_RxN.sum(1), 20)

@@ -13,8 +13,10 @@ Arms, each training ``models`` MLPs on random halves of the pool in one vmap (Li
   * demem_loss_<q>pct: the penalty on the top q% by d (a larger flagged set; ``loss_fractions``).
   * dp_<sigma>: DP-SGD, every per-example gradient clipped to ``clip`` and Gaussian noise of std clip * sigma added
     to the batch sum (``optax.contrib.differentially_private_aggregate``), then plain SGD.
-The flags come from one GenDataCarto probe run on the whole pool (``common.probe``): flagging never looks at a
-target's membership, so it leaks nothing to the attack.
+The scorers d, m (probe) and 1 - p_ho (cross-fitted from the ERM arm's models, see ``compare_scorers``) are compared
+as detectors of flipped/atypical rows and of per-example LiRA exposure. The flags come from one GenDataCarto probe
+run on the whole pool (``common.probe``): flagging never looks at a target's membership, so it leaks nothing to the
+attack.
 """
 
 import functools
@@ -24,9 +26,10 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import optax.contrib
+import scipy.stats
 
 from gdc import scoring
-from gdc.classify import common, lira
+from gdc.classify import common, lira, mat
 from gdc.classify.config import DememConfig
 from gdc.theory import sgd
 
@@ -78,6 +81,27 @@ def train_dp(net, data_R, keys_R, noise_keys_R, *, lr, epochs, batch_size, clip,
         return theta_P
 
     return jax.vmap(one)(data_R, keys_R, noise_keys_R)
+
+
+def compare_scorers(logits_RxNxK, y_N, in_RxN, lira_RxN, d_N, m_N, hard_N) -> dict:
+    """d, m and the held-out score 1 - p_ho as detectors of flipped/atypical rows and of LiRA exposure under ERM.
+
+    p_ho is cross-fitted for free from the shadow models: for each example, the mean softmax of the models that did
+    not train on it gives held-out log-probabilities f_ho, calibrated as in MAT (``mat.p_ho_score``, tau = 1).
+    Exposure of example i = mean LiRA score over the targets that trained on i minus the mean over those that did not.
+    """
+    probs_RxNxK = np.asarray(jax.nn.softmax(jnp.asarray(logits_RxNxK), axis=-1), np.float64)
+    out_RxN = ~in_RxN
+    p_out_NxK = (probs_RxNxK * out_RxN[:, :, None]).sum(0) / np.maximum(out_RxN.sum(0), 1)[:, None]
+    f_ho_NxK = jnp.asarray(np.log(np.maximum(p_out_NxK, 1e-12)), jnp.float32)
+    p_ho_N = mat.p_ho_score(f_ho_NxK, jnp.asarray(y_N), 1.0)
+    member_mean = (lira_RxN * in_RxN).sum(0) / np.maximum(in_RxN.sum(0), 1)
+    exposure_N = member_mean - (lira_RxN * out_RxN).sum(0) / np.maximum(out_RxN.sum(0), 1)
+    out = {}
+    for name, score_N in (("d", d_N), ("m", m_N), ("1_minus_p_ho", p_ho_N)):
+        out[f"auroc_hard_{name}"] = common.auroc(score_N, hard_N)
+        out[f"spearman_exposure_{name}"] = float(scipy.stats.spearmanr(score_N, exposure_N).statistic)
+    return out
 
 
 def halves(pool: int, models: int, seed: int) -> np.ndarray:
@@ -161,6 +185,10 @@ def run_seed(cfg: DememConfig, seed: int) -> dict:
         test_acc_R = np.asarray((jnp.argmax(logits_test, axis=-1) == jnp.asarray(test["y"])[None]).mean(axis=1))
         train_correct_RxN = np.asarray(jnp.argmax(logits_pool, axis=-1) == jnp.asarray(pool["y"])[None])
         att = lira.attack(np.asarray(logits_pool), pool["y"], in_RxN, subsets)
+        if name == "erm":
+            out["scorers"] = compare_scorers(
+                np.asarray(logits_pool), pool["y"], in_RxN, att["scores"]["lira"], pr["d_N"], pr["m_N"], hard_N
+            )
         out["arms"][name] = {
             "test_accuracy": float(test_acc_R.mean()),
             "train_accuracy": float(train_correct_RxN[in_RxN].mean()),

@@ -186,6 +186,8 @@ def summarize_demem(seeds: list[dict]) -> dict:
     out = {"flagged": _ms(s["flagged"] for s in seeds)}
     for key in ("overlap_hotspot_top_loss", "hard_in_hotspot", "hard_in_top_loss", "hard_total"):
         out[key] = _ms(s[key] for s in seeds)
+    for metric in seeds[0].get("scorers", {}):
+        out[f"scorers.{metric}"] = _ms(s["scorers"].get(metric) for s in seeds if "scorers" in s)
     for arm in seeds[0]["arms"]:
         for metric in sorted({m for s in seeds for m in s["arms"][arm]}):
             if "num_" in metric:
@@ -439,6 +441,20 @@ def _render_demem(r: dict) -> list[str]:
     ]
     out += ["LiRA AUC / TPR@1%FPR on subsets:", ""]
     out += _table(["arm", "hotspot set", "top-loss set", "noisy or atypical rows"], rows)
+    if any(k.startswith("scorers.") for k in s):
+        out += [
+            "Scorers under ERM: AUROC for the flipped-label or atypical rows, and Spearman with per-example LiRA "
+            "exposure (mean LiRA score as a member minus as a non-member); 1 - p_ho is cross-fitted from the ERM "
+            "arm's own models (each example's held-out models), calibrated as in MAT:",
+            "",
+        ]
+        out += _table(
+            ["scorer", "AUROC flipped/atypical", "Spearman with exposure"],
+            [
+                [name, _f(s.get(f"scorers.auroc_hard_{key}")), _f(s.get(f"scorers.spearman_exposure_{key}"))]
+                for name, key in (("d (early loss)", "d"), ("m (forget events)", "m"), ("1 - p_ho", "1_minus_p_ho"))
+            ],
+        )
     return out
 
 
