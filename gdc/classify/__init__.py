@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from gdc.classify import config as classify_config
+from gdc.errors import ConfigError
 
 MODES = ("all", "report")
 
@@ -38,5 +39,5 @@ def run(config: Mapping[str, Any], workdir: str, mode: str = "all", command: str
         part = classify_config.part_of(cfg)
         missing = [s for s in cfg.seeds if not os.path.exists(os.path.join(workdir, part, f"seed_{s}.json"))]
         if missing:
-            raise classify_config.ConfigError(f"--mode=report: seeds {missing} of {part} not run; use --mode=all.")
+            raise ConfigError(f"--mode=report: seeds {missing} of {part} not run; use --mode=all.")
     return study.run(cfg, workdir, command=command, keep_command=mode == "report")

@@ -21,7 +21,8 @@ from gdc.evaluation import mia  # noqa: E402
 
 RUNNERS = {"mat": mat.run_seed, "demem": demem.run_seed, "fairness": fairness.run_seed}
 PAPER = {
-    "mat": "paper's toy (our numpy re-derivation, research digest App. A): ERM minority test accuracy 0.108, MAT 0.940",
+    "mat": "the interpretable toy of Bayat et al., as re-derived in numpy for the research digest (App. A): ERM "
+    "minority test accuracy 0.108, MAT 0.940",
     "demem": "DeMem (CIFAR-10, PGD-AT): privacy-leakage risk -8% at unchanged accuracy; DP-SGD on CIFAR-100 drops "
     "test accuracy 50.87% -> 20.35%",
     "fairness": "Pepin et al. (theory only): the identities are exact for a lookup memorizer; research digest App. B "
