@@ -23,6 +23,7 @@ STUDY_MODES = ("run", "all", "train", "score", "intervene", "retrain", "evaluate
 FAMILIES = {
     "theory": "gdc.theory",
     "lm_audit": "gdc.lm_audit",
+    "classify": "gdc.classify",
 }
 flags.DEFINE_string(
     "mode",
