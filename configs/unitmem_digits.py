@@ -1,12 +1,15 @@
 """UnitMem / LayerMem of SimCLR encoders on scikit-learn digits, and the hotspot-enrichment test (issue 8 part 4).
 
-  python launch.py --config=configs/unitmem_digits.py --workdir=docs/results/ssl --mode=all
+  python launch.py --config=configs/unitmem_digits.py --workdir=runs/ssl --mode=all
+  cp runs/ssl/{report.md,results.json,*.png} docs/results/ssl/
 
-Per seed (3): a candidate encoder f on S_S + S_C and an independent one g on S_S + S_I (MLP 3 x 256 + projection,
-NT-Xent, 40 epochs), all 6 vmapped in one program; UnitMem per unit, LayerMem / Delta-LayerMem per layer, and the
-odds ratio (permutation p-value) of the top-10% UnitMem units' argmax examples in each GenDataCarto quadrant.
-Expected: ~3 min on 2 shared CPU cores; results in docs/results/ssl/report.md. ``:quick`` is a seconds-long version
-the tests run.
+Per seed (3): a candidate encoder f on S_S + S_C (500 + 250 digits) and an independent one g on S_S + S_I (MLP
+3 x 256 + projection, NT-Xent, 80 epochs), all 6 vmapped in one program; UnitMem per unit, LayerMem /
+Delta-LayerMem per layer (S_S as the null control), and the odds ratio (permutation p-value) of the top-10% UnitMem
+units' argmax examples in each GenDataCarto quadrant. Runtime: 1.1 min of CPU, 7 min wall on the 2-core machine
+shared with ~5 other jobs. Expected: UnitMem rising with depth (0.62 / 0.72 / 0.83), LayerMem above the control only
+at the projection, hotspot odds ratio ~1.5 (Fisher-combined p ~ 0.02). ``:quick`` is a seconds-long version the
+tests run.
 """
 
 import dataclasses
@@ -34,6 +37,7 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
             unit_augs=3,
             layer_augs=2,
             permutations=200,
+            fast_compile=True,
         )
     elif arg:
         raise ValueError(f"configs/unitmem_digits.py: unknown arg {arg!r}; use '' or 'quick'.")

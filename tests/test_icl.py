@@ -15,11 +15,17 @@ from gdc.icl import config as icl_config
 from gdc.icl import study, task
 
 D, K, N = 8, 12, 6
+FAST = {"xla_backend_optimization_level": 0, "xla_llvm_disable_expensive_passes": True}  # compile time dominates
 
 
 @pytest.fixture(scope="module")
 def table():
     return task.items(jax.random.key(0), 16, D)  # k_max 16, only the first K used
+
+
+def _batch(fn, key, size, *args):
+    """task.batch under one jit (eager vmapped sampling dispatches hundreds of small programs)."""
+    return jax.jit(lambda k: task.batch(fn, k, size, *args), compiler_options=FAST)(key)
 
 
 def _ids(toks_BxLxT, x_KxD):
@@ -35,7 +41,7 @@ def _ids(toks_BxLxT, x_KxD):
 @pytest.mark.parametrize("copies", [1, 3])
 def test_train_sequences_bursty_and_label_consistent(table, copies):
     x_KxD, label_K = table
-    toks, tgt, q, bursty = task.batch(task.train_sequence, jax.random.key(1), 200, x_KxD, label_K, K, N, copies, 1.0)
+    toks, tgt, q, bursty = _batch(task.train_sequence, jax.random.key(1), 200, x_KxD, label_K, K, N, copies, 1.0)
     toks, tgt, q = np.asarray(toks), np.asarray(tgt), np.asarray(q)
     assert toks.shape == (200, N + 1, D + 1) and bool(np.all(bursty))
     ids = _ids(toks, x_KxD)
@@ -50,7 +56,7 @@ def test_train_sequences_bursty_and_label_consistent(table, copies):
 
 def test_train_sequences_not_bursty(table):
     x_KxD, label_K = table
-    toks, _, q, bursty = task.batch(task.train_sequence, jax.random.key(2), 1000, x_KxD, label_K, K, N, 1, 0.0)
+    toks, _, q, bursty = _batch(task.train_sequence, jax.random.key(2), 1000, x_KxD, label_K, K, N, 1, 0.0)
     assert not np.any(bursty)
     ids = _ids(toks, x_KxD)
     in_ctx = (ids[:, :-1] == np.asarray(q)[:, None]).any(1).mean()
@@ -59,11 +65,11 @@ def test_train_sequences_not_bursty(table):
 
 def test_iwl_and_icl_probes(table):
     x_KxD, label_K = table
-    toks, tgt = task.batch(task.iwl_sequence, jax.random.key(3), 200, x_KxD, label_K, K, N)
+    toks, tgt = _batch(task.iwl_sequence, jax.random.key(3), 200, x_KxD, label_K, K, N)
     ids = _ids(toks, x_KxD)
     assert np.all(ids[:, :-1] != ids[:, -1:]) and np.all((ids >= 0) & (ids < K))  # never a copy of the query
     np.testing.assert_array_equal(np.asarray(tgt), np.asarray(label_K)[ids[:, -1]])
-    toks, tgt = task.batch(task.icl_sequence, jax.random.key(4), 200, N, D, 2)
+    toks, tgt = _batch(task.icl_sequence, jax.random.key(4), 200, N, D, 2)
     toks = np.asarray(toks)
     assert _ids(toks, x_KxD).max() == -1  # novel items only
     match = np.all(toks[:, :-1, :D] == toks[:, -1:, :D], axis=-1)
@@ -92,9 +98,12 @@ def test_iwl_icl_accuracy_of_hand_built_predictors(table):
     def lookup(toks):  # pure IWL: the label of the trained item nearest to the query
         return l_k[jnp.argmin(jnp.sum((toks[:, -1:, :D] - x_k[None]) ** 2, axis=-1), axis=1)]
 
-    iwl, icl = task.eval_accuracy(copy_from_context, jax.random.key(5), x_KxD, label_K, K, N, D, 1, 4000)
+    evaluate = jax.jit(
+        lambda predict, k: task.eval_accuracy(predict, k, x_KxD, label_K, K, N, D, 1, 4000), static_argnums=0
+    )
+    iwl, icl = evaluate(copy_from_context, jax.random.key(5))
     assert float(icl) == 1.0 and abs(float(iwl) - 0.5) < 0.05
-    iwl, icl = task.eval_accuracy(lookup, jax.random.key(5), x_KxD, label_K, K, N, D, 1, 4000)
+    iwl, icl = evaluate(lookup, jax.random.key(5))
     assert float(iwl) == 1.0 and abs(float(icl) - 0.5) < 0.05
 
 

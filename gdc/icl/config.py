@@ -29,11 +29,15 @@ class ICLConfig:
     track_items: int = 64  # items whose IWL loss is tracked per checkpoint (forget events)
     threshold: float = 0.75  # ICL accuracy that counts as acquired (chance 0.5)
     final_checkpoints: int = 2  # final accuracy = mean over this many last checkpoints
+    fast_compile: bool = False  # XLA backend optimisation off: 3x faster compiles, slower steps (smoke tests)
 
     def validate(self) -> None:
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
-            if isinstance(f.default, tuple):
+            if isinstance(f.default, bool):
+                if not isinstance(value, bool):
+                    _fail(f.name, value, "must be True or False")
+            elif isinstance(f.default, tuple):
                 if not value or any(isinstance(v, bool) or not isinstance(v, int) for v in value):
                     _fail(f.name, value, "must be a non-empty tuple of integers")
             elif isinstance(value, bool) or not isinstance(value, numbers.Real):

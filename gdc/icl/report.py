@@ -34,6 +34,10 @@ def _f(x, d: int = 2) -> str:
     return "-" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.{d}f}"
 
 
+def _inside(ci) -> str:
+    return "inside" if ci[0] <= 1 / PAPER_NU <= ci[1] else "outside"
+
+
 def _ms(xs, d: int = 2) -> str:
     xs = np.asarray(xs, np.float64)
     return f"{xs.mean():.{d}f} ± {xs.std(ddof=1) if xs.size > 1 else 0.0:.{d}f}"
@@ -198,6 +202,9 @@ def _markdown(res, cfg: ICLConfig) -> str:
         + ", ".join(_f(p["slope"]) for p in sl["per_seed"])
         + " |",
         f"| **paper** (nu ~ {PAPER_NU}) | **{1 / PAPER_NU:.2f}** | |",
+        "",
+        f"The paper's {1 / PAPER_NU:.2f} is {_inside(pooled['ci95'])} the pooled fit's 95% interval and "
+        f"{_inside(sl['bootstrap_ci95'])} the bootstrap interval.",
         "",
         "## Per-item forget events as K grows",
         "",

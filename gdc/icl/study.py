@@ -34,6 +34,13 @@ def spec_of(cfg: ICLConfig, n: int) -> model_lib.RunSpec:
     return model_lib.RunSpec(n=n, k_max=max(cfg.k_values), **values)
 
 
+def compiler_options(cfg) -> dict | None:
+    """XLA options: with ``fast_compile`` the CPU backend skips its optimisation passes (smoke tests)."""
+    return (
+        {"xla_backend_optimization_level": 0, "xla_llvm_disable_expensive_passes": True} if cfg.fast_compile else None
+    )
+
+
 def seeds_of(seed: int, cfg: ICLConfig) -> list[int]:
     return [seed + i for i in range(cfg.num_seeds)]
 
@@ -49,7 +56,8 @@ def train_stage(seed: int, cfg: ICLConfig, workdir: str) -> None:
         keys = jnp.stack([jax.random.fold_in(jax.random.key(s), k) for s in seeds for k in ks])
         k_arr = jnp.asarray([k for _ in seeds for k in ks], jnp.int32)
         start = time.time()
-        out = jax.device_get(jax.jit(jax.vmap(functools.partial(model_lib.train, spec, gdef)))(keys, k_arr))
+        fn = jax.jit(jax.vmap(functools.partial(model_lib.train, spec, gdef)), compiler_options=compiler_options(cfg))
+        out = jax.device_get(fn(keys, k_arr))
         if not np.isfinite(out["train_loss_E"]).all():
             raise FloatingPointError(f"NaN/inf training loss at N={n}: lower icl.lr.")
         shaped = {name: v.reshape(len(seeds), len(ks), *v.shape[1:]) for name, v in out.items()}

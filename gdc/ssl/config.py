@@ -43,11 +43,17 @@ class SSLConfig:
     rest: str = "median"  # how UnitMem pools the non-argmax examples (public code: median)
     top_units: float = 0.1  # the enrichment test uses the argmax examples of this top fraction of units by UnitMem
     permutations: int = 10000
+    fast_compile: bool = False  # XLA backend optimisation off: 3x faster compiles, slower steps (smoke tests)
 
     def validate(self) -> None:
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
-            if isinstance(f.default, int | float) and (isinstance(value, bool) or not isinstance(value, numbers.Real)):
+            if isinstance(f.default, bool):
+                if not isinstance(value, bool):
+                    _fail(f.name, value, "must be True or False")
+            elif isinstance(f.default, int | float) and (
+                isinstance(value, bool) or not isinstance(value, numbers.Real)
+            ):
                 _fail(f.name, value, "must be a number")
         for name in ("num_seeds", "num_shared", "num_candidates", "num_independent", "width", "depth", "proj_dim"):
             _at_least(self, name, 1)

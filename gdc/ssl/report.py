@@ -9,6 +9,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+from scipy import stats  # noqa: E402
 
 from gdc import scoring  # noqa: E402
 from gdc.ssl.config import SSLConfig  # noqa: E402
@@ -84,6 +85,9 @@ def write(seed: int, cfg: SSLConfig, workdir: str, seconds: float = 0.0) -> dict
         "per_seed": per,
         "commands": commands,
     }
+    for block in (out["enrichment"], out["enrichment_hotspot_per_layer"]):
+        for e in block.values():  # Fisher's method over the seeds' independent permutation p-values
+            e["p_combined"] = float(stats.combine_pvalues(e["p_value"], method="fisher").pvalue)
     e = out["enrichment"][hot]
     out["verdict"] = (
         "enriched (odds ratio > 1, p < 0.05 in every seed)"
@@ -152,7 +156,7 @@ def _plots(workdir, per, names, seeds):
     ax[1].axhline(1, color="k", lw=0.5)
     ax[1].set_yscale("log")
     ax[1].set_xticks(np.arange(len(qs)), qs, fontsize=7)
-    ax[1].set(title="odds ratio: top units' argmax examples in each quadrant", ylabel="odds ratio")
+    ax[1].set(title="top units' argmax examples: odds ratio per quadrant", ylabel="odds ratio")
     ax[1].legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(os.path.join(workdir, "enrichment.png"), dpi=110)
@@ -219,25 +223,28 @@ def _markdown(out, cfg: SSLConfig, names) -> str:
         "Enrichment of the top units' argmax examples per quadrant (odds ratio mean ± sd; p-values and observed / "
         "expected overlap per seed):",
         "",
-        "| quadrant | odds ratio | p (per seed) | overlap (per seed) | expected |",
-        "|---|---|---|---|---|",
+        "| quadrant | odds ratio | p (per seed) | p combined (Fisher) | overlap (per seed) | expected |",
+        "|---|---|---|---|---|---|",
     ]
     for q, e in out["enrichment"].items():
         lines.append(
             f"| {q} | {_ms(e['odds_ratio']['values'])} | {', '.join(f'{p:.4f}' for p in e['p_value'])} | "
+            f"{e['p_combined']:.4f} | "
             f"{', '.join(str(o) for o in e['overlap'])} | {', '.join(f'{o:.1f}' for o in e['expected_overlap'])} |"
         )
     lines += ["", "All units of one layer, argmax examples vs the hotspot quadrant:", ""]
-    lines += ["| layer | odds ratio | p (per seed) |", "|---|---|---|"]
+    lines += ["| layer | odds ratio | p (per seed) | p combined (Fisher) |", "|---|---|---|---|"]
     for n, e in out["enrichment_hotspot_per_layer"].items():
-        lines.append(f"| {n} | {_ms(e['odds_ratio']['values'])} | {', '.join(f'{p:.4f}' for p in e['p_value'])} |")
+        p_seeds = ", ".join(f"{p:.4f}" for p in e["p_value"])
+        lines.append(f"| {n} | {_ms(e['odds_ratio']['values'])} | {p_seeds} | {e['p_combined']:.4f} |")
     a = out["argmax_in_candidates"]
     lines += [
         "",
         f"Top units' argmax examples in S_C rather than S_S (f trained on both): odds ratio "
         f"{_ms(a['odds_ratio']['values'])}, p = {', '.join(f'{p:.4f}' for p in a['p_value'])}.",
         "",
-        f"**Hotspot verdict:** {out['verdict']}. Hotspot odds ratio {_ms(hot['odds_ratio']['values'])}.",
+        f"**Hotspot verdict:** {out['verdict']}. Hotspot odds ratio {_ms(hot['odds_ratio']['values'])}, "
+        f"Fisher-combined p = {hot['p_combined']:.4f}.",
         "",
         "Paper (qualitative): memorization grows with depth though not monotonically, highly memorizing units are "
         "spread over the whole encoder, atypical points cause more memorization. No numbers of theirs are comparable "

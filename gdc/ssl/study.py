@@ -49,6 +49,13 @@ def splits(cfg: SSLConfig, seed: int) -> dict[str, np.ndarray]:
     return {"shared": perm[:a], "candidates": perm[a:b], "independent": perm[b:c], "heldout": perm[c:]}
 
 
+def compiler_options(cfg: SSLConfig) -> dict | None:
+    """XLA options: with ``fast_compile`` the CPU backend skips its optimisation passes (smoke tests)."""
+    return (
+        {"xla_backend_optimization_level": 0, "xla_llvm_disable_expensive_passes": True} if cfg.fast_compile else None
+    )
+
+
 def seeds_of(seed: int, cfg: SSLConfig) -> list[int]:
     return [seed + i for i in range(cfg.num_seeds)]
 
@@ -69,7 +76,10 @@ def train_stage(seed: int, cfg: SSLConfig, workdir: str) -> None:
         ids += [np.concatenate([sp["shared"], sp["candidates"]]), np.concatenate([sp["shared"], sp["independent"]])]
         keys += [jax.random.key(2 * s), jax.random.key(2 * s + 1)]
     start = time.time()
-    fn = jax.jit(jax.vmap(functools.partial(model_lib.train, spec, gdef, jnp.asarray(x_NxP))))
+    fn = jax.jit(
+        jax.vmap(functools.partial(model_lib.train, spec, gdef, jnp.asarray(x_NxP))),
+        compiler_options=compiler_options(cfg),
+    )
     params, score_ExM, train_E = jax.device_get(fn(jnp.stack(keys), jnp.asarray(np.stack(ids))))
     if not np.isfinite(score_ExM).all() or not np.isfinite(train_E).all():
         raise FloatingPointError("NaN/inf in the SSL losses: lower ssl.lr or raise ssl.temperature.")
@@ -118,7 +128,7 @@ def analyze_seed(seed: int, j: int, cfg: SSLConfig, workdir: str, data) -> dict:
     names = LAYER_NAMES(cfg.depth)
     x_all, y_all = load_digits()
     f_params, g_params = load_params(spec, data, 2 * j), load_params(spec, data, 2 * j + 1)
-    fwd = jax.jit(functools.partial(model_lib.layers, gdef))
+    fwd = jax.jit(functools.partial(model_lib.layers, gdef), compiler_options=compiler_options(cfg))
     ids_f = data["ids"][2 * j]
     sp = splits(cfg, seed)
     n_sh = cfg.num_shared
