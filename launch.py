@@ -24,6 +24,8 @@ FAMILIES = {
     "theory": "gdc.theory",
     "lm_audit": "gdc.lm_audit",
     "classify": "gdc.classify",
+    "ssl": "gdc.ssl",
+    "icl": "gdc.icl",
 }
 flags.DEFINE_string(
     "mode",

@@ -1,0 +1,205 @@
+"""gdc.ssl: UnitMem / LayerMem on constructed activations, the odds ratio and permutation test against scipy, the
+NT-Xent and augmentations against numpy, config errors, and the quick study end to end."""
+
+import json
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from scipy import stats
+
+from gdc.errors import ConfigError
+from gdc.ssl import config as ssl_config
+from gdc.ssl import metrics
+from gdc.ssl import model as model_lib
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# UnitMem.
+# ------------------------------------------------------------------------------------------------------------------
+def test_unit_mem_known_answers():
+    mu_NxU = np.array(
+        [
+            [1.0, 0.0, 2.0, 6.0],
+            [0.0, 0.0, 2.0, 1.0],
+            [0.0, 0.0, 2.0, 1.0],
+            [0.0, 0.0, 2.0, 4.0],
+        ]
+    )
+    score, argmax = metrics.unit_mem(mu_NxU, "median")
+    # unit 0 fires for one example only -> 1; unit 1 never fires -> 0; unit 2 is constant -> 0;
+    # unit 3: max 6, the rest {1, 1, 4} has median 1 -> 5 / 7 (mean 2 -> 4 / 8).
+    np.testing.assert_allclose(score, [1.0, 0.0, 0.0, 5.0 / 7.0], rtol=0, atol=1e-12)
+    np.testing.assert_array_equal(argmax, [0, 0, 0, 0])
+    score_mean, _ = metrics.unit_mem(mu_NxU, "mean")
+    np.testing.assert_allclose(score_mean, [1.0, 0.0, 0.0, 0.5], rtol=0, atol=1e-12)
+
+
+def test_unit_mem_matches_loop_reference():
+    rng = np.random.default_rng(0)
+    act_AxNxU = np.maximum(rng.normal(size=(3, 7, 5)), 0.0)
+    mu = metrics.unit_mu(act_AxNxU)
+    np.testing.assert_allclose(mu, act_AxNxU.mean(0))
+    for rest in ("median", "mean"):
+        score, argmax = metrics.unit_mem(mu, rest)
+        for u in range(mu.shape[1]):
+            i = int(np.argmax(mu[:, u]))
+            others = [mu[j, u] for j in range(mu.shape[0]) if j != i]
+            r = np.median(others) if rest == "median" else np.mean(others)
+            assert argmax[u] == i
+            assert score[u] == pytest.approx((mu[i, u] - r) / (mu[i, u] + r), abs=1e-12)
+            assert 0.0 <= score[u] <= 1.0
+
+
+def test_unit_mem_bad_input():
+    with pytest.raises(ValueError, match="rest"):
+        metrics.unit_mem(np.ones((3, 2)), "max")
+    with pytest.raises(ValueError, match="at least 2"):
+        metrics.unit_mem(np.ones((1, 2)))
+    with pytest.raises(ValueError, match=r"\[A, N, U\]"):
+        metrics.unit_mu(np.ones((3, 2)))
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# LayerMem.
+# ------------------------------------------------------------------------------------------------------------------
+def test_alignment_distance_known_answers():
+    h = np.array([[1.0, 0.0], [0.0, 2.0], [3.0, 4.0]])
+    same = np.stack([h, 5.0 * h])  # scaling does not change the normalised rows
+    np.testing.assert_allclose(metrics.alignment_distance(h, same), 0.0, atol=1e-12)
+    ortho = np.stack([h[:, ::-1] * [1.0, 1.0], h[:, ::-1]])
+    got = metrics.alignment_distance(h[:2], ortho[:, :2])  # [1,0] vs [0,1] and [0,2] vs [2,0]
+    np.testing.assert_allclose(got, np.sqrt(2.0), atol=1e-12)
+    # Mean over augmentations: one identical view (0) and one opposite view (2).
+    np.testing.assert_allclose(metrics.alignment_distance(h, np.stack([h, -h])), 1.0, atol=1e-12)
+
+
+def test_layer_mem_and_delta():
+    res = metrics.layer_mem(d_f_N=[0.0, 0.0, 0.5], d_g_N=[1.0, 0.5, 0.5])
+    np.testing.assert_allclose(res["raw_N"], [1.0, 0.5, 0.0])
+    np.testing.assert_allclose(res["score_N"], [1.0, 0.5, 0.0])  # range 1
+    assert res["layer_mem"] == pytest.approx(0.5) and res["raw_mean"] == pytest.approx(0.5)
+    res = metrics.layer_mem(d_f_N=[0.0, 0.0], d_g_N=[0.5, 0.1])
+    np.testing.assert_allclose(res["score_N"], [1.25, 0.25])  # raw / range 0.4
+    res = metrics.layer_mem(d_f_N=[0.2, 0.2], d_g_N=[0.3, 0.3])  # zero range: raw kept
+    np.testing.assert_allclose(res["score_N"], [0.1, 0.1])
+    np.testing.assert_allclose(metrics.delta_layer_mem([0.2, 0.5, 0.4]), [0.2, 0.3, -0.1], atol=1e-12)
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# Enrichment.
+# ------------------------------------------------------------------------------------------------------------------
+def _vectors(a, b, c, d):
+    sel = np.array([1] * a + [1] * b + [0] * c + [0] * d, bool)
+    grp = np.array([1] * a + [0] * b + [1] * c + [0] * d, bool)
+    return sel, grp
+
+
+def test_odds_ratio_against_scipy():
+    sel, grp = _vectors(3, 1, 2, 4)
+    ratio, table = metrics.odds_ratio(sel, grp)
+    np.testing.assert_array_equal(table, [[3, 1], [2, 4]])
+    assert ratio == pytest.approx(stats.contingency.odds_ratio(table, kind="sample").statistic) == pytest.approx(6.0)
+    sel, grp = _vectors(0, 2, 3, 5)  # a zero cell: Haldane's +0.5
+    assert metrics.odds_ratio(sel, grp)[0] == pytest.approx(0.5 * 5.5 / (2.5 * 3.5))
+    sel, grp = _vectors(0, 2, 0, 5)  # nobody in the group: undefined
+    assert np.isnan(metrics.odds_ratio(sel, grp)[0])
+
+
+@pytest.mark.parametrize("cells", [(6, 4, 10, 30), (2, 8, 10, 30)])
+def test_permutation_p_matches_fisher(cells):
+    sel, grp = _vectors(*cells)
+    perm = np.random.default_rng(1).permutation(sel.size)  # the order of examples must not matter
+    res = metrics.enrichment(sel[perm], grp[perm], permutations=20000, seed=3)
+    fisher = stats.fisher_exact([[cells[0], cells[1]], [cells[2], cells[3]]], alternative="greater").pvalue
+    se = np.sqrt(fisher * (1 - fisher) / 20000)
+    assert abs(res["p_value"] - fisher) < 4 * se + 1e-3
+    assert res["overlap"] == cells[0] and res["n_selected"] == cells[0] + cells[1]
+    assert res["expected_overlap"] == pytest.approx((cells[0] + cells[1]) * (cells[0] + cells[2]) / sum(cells))
+
+
+def test_permutation_p_strong_enrichment_is_small():
+    sel, grp = _vectors(20, 0, 0, 80)
+    res = metrics.enrichment(sel, grp, permutations=2000, seed=0)
+    assert res["p_value"] == pytest.approx(1 / 2001)
+    assert res["odds_ratio"] > 100
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# Model pieces.
+# ------------------------------------------------------------------------------------------------------------------
+def test_nt_xent_matches_numpy():
+    rng = np.random.default_rng(0)
+    z1, z2 = rng.normal(size=(4, 3)), rng.normal(size=(4, 3))
+    got = np.asarray(model_lib.nt_xent(jnp.asarray(z1), jnp.asarray(z2), 0.5))
+    z = np.concatenate([z1, z2])
+    z = z / np.linalg.norm(z, axis=1, keepdims=True)
+    sim = z @ z.T / 0.5
+    want = np.zeros(8)
+    for i in range(8):
+        j = (i + 4) % 8
+        others = [sim[i, k] for k in range(8) if k != i]
+        want[i] = np.log(np.sum(np.exp(others))) - sim[i, j]
+    np.testing.assert_allclose(got, 0.5 * (want[:4] + want[4:]), rtol=1e-5)
+
+
+def test_augment_is_a_shift_and_is_keyed():
+    spec = model_lib.EncoderSpec(shift=1, noise=0.0, brightness=0.0)
+    img = np.zeros((8, 8), np.float32)
+    img[3:5, 2:6] = np.arange(8).reshape(2, 4)
+    x = jnp.asarray(img.reshape(64))
+    key = jax.random.key(0)
+    a = np.asarray(model_lib.augment(spec, key, x)).reshape(8, 8)
+    assert a.sum() == pytest.approx(img.sum())  # interior content moved, nothing lost
+    assert any(np.array_equal(a, np.roll(np.roll(img, dy, 0), dx, 1)) for dy in (-1, 0, 1) for dx in (-1, 0, 1))
+    np.testing.assert_array_equal(a, np.asarray(model_lib.augment(spec, key, x)).reshape(8, 8))
+    views = model_lib.augment_batch(spec, key, jnp.asarray([5, 5]), jnp.stack([x, x]))
+    np.testing.assert_array_equal(views[0], views[1])  # same (key, id): same view, wherever it sits in the batch
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# Config and end to end.
+# ------------------------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    "field,value,match",
+    [
+        ("num_independent", 10, "num_independent"),
+        ("num_shared", 1700, "num_shared"),
+        ("batch_size", 7, "batch_size"),
+        ("rest", "max", "rest"),
+        ("top_units", 0.0, "top_units"),
+        ("typo_field", 1, "not a known field"),
+    ],
+)
+def test_config_errors_name_the_field(field, value, match):
+    from configs import unitmem_digits
+
+    c = unitmem_digits.get_config("quick").to_dict()
+    c["ssl"][field] = value
+    with pytest.raises(ConfigError, match=match):
+        ssl_config.from_mapping(c)
+
+
+def test_quick_study_end_to_end(tmp_path):
+    from configs import unitmem_digits
+    from gdc import ssl
+
+    cfg = unitmem_digits.get_config("quick")
+    out = ssl.run(cfg, str(tmp_path), mode="all", command="python launch.py quick")
+    for name in ("report.md", "results.json", "unitmem_layermem.png", "enrichment.png", "train.npz"):
+        assert os.path.exists(tmp_path / name), name
+    with open(tmp_path / "results.json") as f:
+        res = json.load(f)
+    assert res["seeds"] == [0, 1] == out["seeds"]
+    for p in res["per_seed"]:
+        for layer in ("h1", "h2"):
+            assert 0.0 <= p["unitmem"][layer]["mean"] <= 1.0
+        assert len(p["layermem"]["candidates"]["layer_mem"]) == 3  # h1, h2, z
+        e = p["enrichment"]["Hotspot-Memorized"]
+        assert 0.0 < e["p_value"] <= 1.0 and sum(map(sum, e["table"])) == 160  # S_S + S_C
+    assert "python launch.py quick" in open(tmp_path / "report.md").read()
+    stamp = os.path.getmtime(tmp_path / "train.npz")
+    ssl.run(cfg, str(tmp_path), mode="all")  # resumes: nothing retrained
+    assert os.path.getmtime(tmp_path / "train.npz") == stamp
