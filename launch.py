@@ -22,6 +22,7 @@ STUDY_MODES = ("run", "all", "train", "score", "intervene", "retrain", "evaluate
 # that package's ``run(config, workdir, mode=..., command=...)``; the package's ``MODES`` lists its modes.
 FAMILIES = {
     "theory": "gdc.theory",
+    "tabular": "gdc.tabular",
 }
 flags.DEFINE_string(
     "mode",
