@@ -2,11 +2,13 @@
 
   python launch.py --mode=all --config=configs/tabular_ddpm.py --workdir=docs/results/tabular
 
-Synthetic table (6 numeric + 3 categorical columns + a binary label, planted duplicates and outliers), N = 300
-training rows, 3 seeds. Per seed: the probe DDPM trained by the engine (fixed-draw scoring passes give d_i, m_i),
-rows generated at 4 stops (Mem. Ratio vs epochs), a run at N = 100 (Mem. Ratio vs N), and retrains for TabCutMix,
-TabCutMixPlus, DynamicCut, GenDataCarto pruning by m_i and random pruning; sharpness from jax.jacfwd of the score.
-``:quick`` is a seconds-sized variant (tests). Expected: about 12 min on 2 shared CPU cores; see report.md there.
+Synthetic table (6 numeric + 3 categorical columns + a binary label, planted duplicates and outliers), N = 200
+training rows, 3 seeds, 300 epochs of batch 25 (2400 steps). Per seed: the probe DDPM trained by the engine
+(fixed-draw scoring passes give d_i, m_i), rows generated at 3 stops (Mem. Ratio vs epochs), a run at N = 100
+(Mem. Ratio vs N), and retrains for TabCutMix, TabCutMixPlus, DynamicCut, GenDataCarto pruning by m_i and by d_i,
+and random pruning; sharpness from jax.jacfwd of the score.
+``:quick`` is a seconds-sized variant (tests). Expected: about 15-20 min on 2 CPU cores shared with other jobs;
+see report.md there.
 """
 
 import dataclasses

@@ -12,7 +12,7 @@ from gdc.errors import ConfigError
 from gdc.tabular.data import CSV_TABLES, SKLEARN_TABLES
 
 DATASETS = ("synthetic", *SKLEARN_TABLES, *CSV_TABLES)
-ARMS = ("baseline", "tcm", "tcmp", "dynamic_cut", "gdc_prune_m", "gdc_prune_drop", "random_prune")
+ARMS = ("baseline", "tcm", "tcmp", "dynamic_cut", "gdc_prune_m", "gdc_prune_d", "random_prune")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -20,19 +20,19 @@ class TabularConfig:
     seeds: tuple[int, ...] = (0, 1, 2)
     dataset: str = "synthetic"
     csv_path: str = ""  # adult / default / shoppers / magic: the CSV file
-    num_rows: int = 500  # synthetic: rows generated before the split
-    num_train: int = 300
+    num_rows: int = 400  # synthetic: rows generated before the split
+    num_train: int = 200
     num_heldout: int = 150
-    sizes: tuple[int, ...] = (100, 300)  # Mem. Ratio against N (each <= num_train; num_train reuses the probe)
+    sizes: tuple[int, ...] = (100, 200)  # Mem. Ratio against N (each <= num_train; num_train reuses the probe)
     # DDPM and training (through the engine).
     width: int = 256
     depth: int = 3
     diffusion_steps: int = 50
     score_draws: int = 8
-    batch_size: int = 100
+    batch_size: int = 25
     epochs: int = 300
     learning_rate: float = 2e-3
-    stops: int = 4  # probe checkpoints (evenly spaced in epochs) where rows are generated: Mem. Ratio vs epochs
+    stops: int = 3  # probe checkpoints (evenly spaced in epochs) where rows are generated: Mem. Ratio vs epochs
     early_fraction: float = 0.1  # d_i: mean scoring-pass loss over this first fraction of epochs
     eps_percentile: float = 50.0  # m_i: forget events at this percentile of the final losses
     # Memorization measurement.

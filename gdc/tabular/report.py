@@ -175,7 +175,8 @@ def render(per_seed: list[dict], cfg: dict, command: str) -> str:
         "## Interventions at matched budget",
         "",
         f"TCM / TCMP add {cfg['augment_fraction']:.0%} rows; the pruning arms remove {cfg['prune_fraction']:.0%} "
-        "(DynamicCut: summed replica counts at the earlier probe stops; GenDataCarto: top m_i, ties by lower d_i). "
+        "(DynamicCut: summed replica counts at the earlier probe stops; gdc_prune_m: top m_i, ties by lower d_i; "
+        "gdc_prune_d: top d_i, ties by higher m_i). "
         "Memorization is always measured against the real training rows; utility = random forest trained on the "
         "generated rows, tested on real held-out rows.",
         "",

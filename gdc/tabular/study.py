@@ -8,7 +8,8 @@ Per seed, under ``workdir/seed_S/``:
     the earlier ones are DynamicCut's epoch-wise memorization).
   * ``size_N/``: runs on the first N training rows (Mem. Ratio vs N).
   * ``arms/<arm>/``: retrains at the same epochs: TabCutMix / TabCutMixPlus (+30 % rows), DynamicCut, GenDataCarto
-    pruning by m_i, random pruning (all pruning arms remove the same number of rows).
+    pruning by m_i (ties: lower d_i first) and by d_i (the hardest, outlier-like rows; ties: higher m_i), random
+    pruning (all pruning arms remove the same number of rows).
   * ``result.json``: everything this seed reports. A finished stage (its output file exists) is never redone, and
     engine runs resume from their checkpoints.
 Seeds change the model's initialisation, data order, noise draws and augmentation; the table is the same.
@@ -275,6 +276,7 @@ def run_seed(cfg: TabularConfig, seed: int, workdir: str) -> dict:
     pruned = {
         "dynamic_cut": tcm.dynamic_cut(dc_counts, cfg.prune_fraction, seed)[0],
         "gdc_prune_m": iv.prune_top(m_N, cfg.prune_fraction, "m", tie_break_N=-d_N, seed=seed).keep_idx,
+        "gdc_prune_d": iv.prune_top(d_N, cfg.prune_fraction, "d", tie_break_N=m_N, seed=seed).keep_idx,
         "random_prune": iv.prune_random(n, cfg.prune_fraction, "random", seed=seed).keep_idx,
     }
     for arm in cfg.arms:
