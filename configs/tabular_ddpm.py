@@ -4,9 +4,9 @@
 
 Synthetic table (6 numeric + 3 categorical columns + a binary label, planted duplicates and outliers), N = 200
 training rows, 3 seeds, 300 epochs of batch 25 (2400 steps). Per seed: the probe DDPM trained by the engine
-(fixed-draw scoring passes give d_i, m_i), rows generated at 3 stops (Mem. Ratio vs epochs), a run at N = 100
-(Mem. Ratio vs N), and retrains for TabCutMix, TabCutMixPlus, DynamicCut, GenDataCarto pruning by m_i and by d_i,
-and random pruning; sharpness from jax.jacfwd of the score.
+(fixed-draw scoring passes give d_i, m_i), 2N rows generated at 3 stops (Mem. Ratio vs epochs), runs at N = 50
+and 100 (Mem. Ratio vs N), and retrains for TabCutMix, TabCutMixPlus, DynamicCut, GenDataCarto pruning by m_i and
+by d_i, and random pruning; sharpness from jax.jacfwd of the score. Cosine learning-rate decay.
 ``:quick`` is a seconds-sized variant (tests). Expected: about 15-20 min on 2 CPU cores shared with other jobs;
 see report.md there.
 """
@@ -36,7 +36,7 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
             epochs=6,
             stops=2,
             early_fraction=0.34,
-            arms=("baseline", "tcm", "tcmp", "dynamic_cut", "gdc_prune_m"),
+            arms=("baseline", "tcm", "tcmp", "dynamic_cut", "gdc_prune_m", "gdc_downweight_d"),
         )
     elif arg:
         raise ValueError(f"configs/tabular_ddpm.py: unknown arg {arg!r}; use '' or 'quick'.")

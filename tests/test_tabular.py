@@ -324,7 +324,7 @@ def test_study_quick_end_to_end_and_resume(tmp_path):
     for name in ("results.json", "report.md", "tabular_memorization.png", "tabular_scores.png"):
         assert (tmp_path / name).exists()
     res = out["per_seed"][0]
-    assert set(res["arms"]) == {"baseline", "tcm", "tcmp", "dynamic_cut", "gdc_prune_m"}
+    assert set(res["arms"]) == {"baseline", "tcm", "tcmp", "dynamic_cut", "gdc_prune_m", "gdc_downweight_d"}
     assert len(res["mem_vs_epochs"]["mem_ratio"]) == 2 and set(res["mem_vs_size"]) == {"32", "64"}
     assert res["arms"]["dynamic_cut"]["removed_rows"] == res["arms"]["gdc_prune_m"]["removed_rows"] == 6
     for arm in res["arms"].values():

@@ -109,7 +109,7 @@ def render(per_seed: list[dict], cfg: dict, command: str) -> str:
         f"Seeds {seeds}; mean ± std over seeds. Dataset `{cfg['dataset']}`, N = {per_seed[0]['num_train']} training "
         f"rows, {per_seed[0]['num_heldout']} held-out rows, encoded width {per_seed[0]['encoded_width']}; MLP DDPM "
         f"width {cfg['width']} x depth {cfg['depth']}, T = {cfg['diffusion_steps']}, {cfg['epochs']} epochs, batch "
-        f"{cfg['batch_size']}, Adam lr {cfg['learning_rate']}. Generated rows per training row: "
+        f"{cfg['batch_size']}, Adam lr {cfg['learning_rate']} ({cfg['schedule']}). Generated rows per training row: "
         f"{cfg['generated_factor']}. Replica test: d(x, NN1) < d(x, NN2) / 3 with the reference mixed distance, "
         f"against the distinct training rows (dedupe={cfg['dedupe']}). Wall time per seed: "
         f"{_f([r['seconds'] for r in per_seed], 1, 0)} s.",
@@ -154,7 +154,8 @@ def render(per_seed: list[dict], cfg: dict, command: str) -> str:
         pl = [r["planted"][k] for r in per_seed]
         lines.append(
             f"* {k} ({pl[0]['rows']} rows): mean count {_f([p['mean_count'] for p in pl], 1, 2)} vs "
-            f"{_f([p['mean_count_other'] for p in pl], 1, 2)} for the others; "
+            f"{_f([p['mean_count_other'] for p in pl], 1, 2)} for the others (share of all replicas "
+            f"{_f([p['replica_share'] for p in pl], 100, 1)} %); "
             f"AUROC m {_f([p['m_auroc'] for p in pl])}, "
             f"-d {_f([p['neg_d_auroc'] for p in pl])}, sharpness {_f([p['sharp_auroc'] for p in pl])}."
         )
@@ -176,7 +177,8 @@ def render(per_seed: list[dict], cfg: dict, command: str) -> str:
         "",
         f"TCM / TCMP add {cfg['augment_fraction']:.0%} rows; the pruning arms remove {cfg['prune_fraction']:.0%} "
         "(DynamicCut: summed replica counts at the earlier probe stops; gdc_prune_m: top m_i, ties by lower d_i; "
-        "gdc_prune_d: top d_i, ties by higher m_i). "
+        "gdc_prune_d: top d_i, ties by higher m_i; gdc_downweight_d: the same rows kept with loss weight "
+        f"{cfg.get('downweight_alpha', '')}). "
         "Memorization is always measured against the real training rows; utility = random forest trained on the "
         "generated rows, tested on real held-out rows.",
         "",

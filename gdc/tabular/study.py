@@ -9,7 +9,8 @@ Per seed, under ``workdir/seed_S/``:
   * ``size_N/``: runs on the first N training rows (Mem. Ratio vs N).
   * ``arms/<arm>/``: retrains at the same epochs: TabCutMix / TabCutMixPlus (+30 % rows), DynamicCut, GenDataCarto
     pruning by m_i (ties: lower d_i first) and by d_i (the hardest, outlier-like rows; ties: higher m_i), random
-    pruning (all pruning arms remove the same number of rows).
+    pruning (all pruning arms remove the same number of rows), and down-weighting (loss weight alpha) of the rows
+    gdc_prune_d would remove.
   * ``result.json``: everything this seed reports. A finished stage (its output file exists) is never redone, and
     engine runs resume from their checkpoints.
 Seeds change the model's initialisation, data order, noise draws and augmentation; the table is the same.
@@ -42,7 +43,9 @@ def _log(msg: str) -> None:
     print(f"[tabular] {msg}", flush=True)
 
 
-def engine_config(cfg: TabularConfig, seed: int, table_path: str, *, scoring: bool, keep_idx_path: str = ""):
+def engine_config(
+    cfg: TabularConfig, seed: int, table_path: str, *, scoring: bool, keep_idx_path: str = "", weights_path: str = ""
+):
     """The engine's RunConfig for one DDPM run on the encoded table at ``table_path``."""
     return config_lib.from_mapping(
         {
@@ -60,7 +63,9 @@ def engine_config(cfg: TabularConfig, seed: int, table_path: str, *, scoring: bo
                 "num_epochs": cfg.epochs,
                 "optimizer": "adam",
                 "learning_rate": cfg.learning_rate,
+                "schedule": cfg.schedule,
                 "keep_idx_path": keep_idx_path,
+                "weights_path": weights_path,
             },
             # Thresholds of the in-run state machine only; m_i is recomputed offline at a loss percentile.
             "tracker": {"criterion": "loss", "eps_low": 0.5, "eps_high": 0.5, "scoring_passes": int(scoring)},
@@ -124,8 +129,8 @@ def utility(generated: data.Table, heldout: data.Table, enc: data.Encoder, seed:
     return {"accuracy": acc, "auc": auc}
 
 
-def _train(cfg: TabularConfig, seed: int, table_path: str, run_dir: str, *, scoring=False, keep="", max_steps=None):
-    rc = engine_config(cfg, seed, table_path, scoring=scoring, keep_idx_path=keep)
+def _train(cfg, seed: int, table_path: str, run_dir: str, *, scoring=False, keep="", weights="", max_steps=None):
+    rc = engine_config(cfg, seed, table_path, scoring=scoring, keep_idx_path=keep, weights_path=weights)
     result = loop.train(rc, run_dir, max_steps=max_steps)
     graphdef, _ = loop.build_model(rc, sources.build_dataset(rc.data))
     return graphdef, result.state.params
@@ -236,6 +241,7 @@ def run_seed(cfg: TabularConfig, seed: int, workdir: str) -> dict:
             "rows": int(v.sum()),
             "mean_count": float(counts_N[v].mean()) if v.any() else None,
             "mean_count_other": float(counts_N[~v].mean()),
+            "replica_share": float(counts_N[v].sum() / max(counts_N.sum(), 1)),
             "m_auroc": detector_auroc(m_N, v),
             "neg_d_auroc": detector_auroc(-d_N, v),
             "sharp_auroc": detector_auroc(-sh_train["neg_sum"], v),
@@ -284,8 +290,12 @@ def run_seed(cfg: TabularConfig, seed: int, workdir: str) -> dict:
             continue
         arm_dir = os.path.join(out_dir, "arms", arm)
         os.makedirs(arm_dir, exist_ok=True)
-        keep, path = "", table_path
-        if arm in ("tcm", "tcmp"):
+        keep, weights, path = "", "", table_path
+        if arm == "gdc_downweight_d":
+            weights = os.path.join(arm_dir, "weights_N.npy")
+            hot = np.setdiff1d(np.arange(n), pruned["gdc_prune_d"])
+            np.save(weights, iv.downweight(hot, cfg.downweight_alpha, n, arm).weights_N)
+        elif arm in ("tcm", "tcmp"):
             num_new = int(round(cfg.augment_fraction * n))
             fn = tcm.tabcutmix if arm == "tcm" else tcm.tabcutmix_plus
             kw = {} if arm == "tcm" else {"clusters": clusters}
@@ -295,7 +305,7 @@ def run_seed(cfg: TabularConfig, seed: int, workdir: str) -> dict:
             keep = os.path.join(arm_dir, "keep_idx.npy")
             np.save(keep, pruned[arm])
         _log(f"seed {seed}: arm {arm}")
-        gd, p = _train(cfg, seed, path, os.path.join(arm_dir, "run"), keep=keep)
+        gd, p = _train(cfg, seed, path, os.path.join(arm_dir, "run"), keep=keep, weights=weights)
         x = generate(gd, p, g, jax.random.fold_in(jax.random.PRNGKey(seed), 20_000 + len(res["arms"])))
         gen = enc.decode(x)
         mem = measure(gen, train, cfg.dedupe)  # always against the real training rows
