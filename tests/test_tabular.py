@@ -274,6 +274,17 @@ def test_sharpness_eigenvalues_match_finite_differences():
     np.testing.assert_allclose(s["trace"], [-2.3, -0.5])
 
 
+def test_tabular_source_needs_an_npz_table(tmp_path):
+    from gdc.data import sources
+
+    for path in ("", str(tmp_path / "missing.npz")):
+        with pytest.raises(ConfigError, match="data.path"):
+            sources.build_dataset(sources.DataConfig(source="tabular", path=path))
+    np.savez(tmp_path / "bad.npz", x=np.zeros((3, 2)))
+    with pytest.raises(ConfigError, match="lacks the arrays"):
+        sources.build_dataset(sources.DataConfig(source="tabular", path=str(tmp_path / "bad.npz")))
+
+
 def test_bad_config_names_the_field(tmp_path):
     from configs import tabular_ddpm
     from gdc import tabular

@@ -71,8 +71,6 @@ class DataConfig:
                 _fail("path", self.path, "must name a .txt file or a folder of .txt files for text_files")
             if not pathlib.Path(self.path).exists():
                 _fail("path", self.path, "does not exist; point it at a .txt file or a folder of .txt files")
-        if self.source == "tabular" and not (self.path.endswith(".npz") and pathlib.Path(self.path).is_file()):
-            _fail("path", self.path, "must name an existing .npz table for source='tabular' (gdc.tabular.data.save)")
         if self.source == "tfds":
             for name in ("tfds_name", "tfds_split", "tfds_text_key"):
                 if not getattr(self, name):
@@ -133,7 +131,7 @@ class Dataset:
 
     @property
     def kind(self) -> str:
-        """Either "lm" or "classification"."""
+        """One of "lm", "classification" or "tabular"."""
         return self.meta["kind"]
 
 
@@ -367,8 +365,10 @@ def _build_tabular(cfg: DataConfig) -> Dataset:
     """An encoded table written by ``gdc.tabular.data.save``: ``x``/``y`` (train) and ``x_heldout``/``y_heldout``.
 
     The table fixes its own split (``heldout_fraction`` and ``split_seed`` are not used); ``max_examples`` still
-    truncates the train rows.
+    truncates the train rows. The path is checked here (``build_dataset`` runs before anything compiles).
     """
+    if not (cfg.path.endswith(".npz") and pathlib.Path(cfg.path).is_file()):
+        _fail("path", cfg.path, "must name an existing .npz table for source='tabular' (gdc.tabular.data.save)")
     with np.load(cfg.path) as z:
         missing = [k for k in ("x", "y", "x_heldout", "y_heldout") if k not in z.files]
         if missing:
