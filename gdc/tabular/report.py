@@ -139,15 +139,15 @@ def render(per_seed: list[dict], cfg: dict, command: str) -> str:
         f"Rows replicated at least once: {_f([r['scores_vs_counts']['base_rate'] for r in per_seed], 100, 1)} % "
         "(the base rate of precision@10%).",
         "",
-        "| score (higher = more memorized) | Spearman | precision@10% | AUROC (count > 0) |",
-        "|---|---|---|---|",
+        "| score (higher = more memorized) | Spearman | precision@10% | replica mass in top 10% | AUROC (count > 0) |",
+        "|---|---|---|---|---|",
     ]
     sv = [r["scores_vs_counts"] for r in per_seed]
     for k, v in sv[0].items():
         if isinstance(v, dict):
             lines.append(
                 f"| {k} | {_f([s[k]['spearman'] for s in sv])} | {_f([s[k]['precision_at_10'] for s in sv])} "
-                f"| {_f([s[k]['auroc'] for s in sv])} |"
+                f"| {_f([s[k].get('mass_at_10') for s in sv])} | {_f([s[k]['auroc'] for s in sv])} |"
             )
     lines += ["", "Planted rows of the synthetic table (mean replica count, AUROC of scores for flagging them):", ""]
     for k in per_seed[0].get("planted", {}):

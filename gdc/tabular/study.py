@@ -233,6 +233,7 @@ def run_seed(cfg: TabularConfig, seed: int, workdir: str) -> dict:
         res["scores_vs_counts"][name] = {
             "spearman": float(rho),
             "precision_at_10": float(positive_N[ids[:k10]].mean()),
+            "mass_at_10": float(counts_N[ids[:k10]].sum() / max(counts_N.sum(), 1)),
             "auroc": detector_auroc(s, positive_N),
         }
     flags = {k: v for k, v in train.flags.items()}
