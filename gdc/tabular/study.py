@@ -264,7 +264,7 @@ def run_seed(cfg: TabularConfig, seed: int, workdir: str) -> dict:
 
     # ---- Mem. Ratio against N. ----
     res["mem_vs_size"] = {}
-    for size in cfg.sizes:
+    for size in sorted({min(s, n) for s in cfg.sizes}):  # a real table may hold fewer rows than num_train
         if size == n:
             res["mem_vs_size"][str(size)] = res["arms"]["baseline"]["mem_ratio"]
             continue
