@@ -26,6 +26,7 @@ FAMILIES = {
     "classify": "gdc.classify",
     "ssl": "gdc.ssl",
     "icl": "gdc.icl",
+    "tabular": "gdc.tabular",
 }
 flags.DEFINE_string(
     "mode",

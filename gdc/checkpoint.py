@@ -17,10 +17,13 @@ from gdc.types import PyTree
 class CheckpointConfig:
     every_steps: int = 0  # 0: save at the end of every epoch only (and at the end of the run)
     max_to_keep: int = 3
+    every_epochs: int = 1  # epoch-end saves only every this many epochs (many short epochs: diffusion on tables)
 
     def validate(self) -> None:
         if self.every_steps < 0:
             raise ConfigError(f"checkpoint.every_steps={self.every_steps}: must be >= 0 (0 = every epoch).")
+        if self.every_epochs < 1:
+            raise ConfigError(f"checkpoint.every_epochs={self.every_epochs}: must be >= 1 (1 = every epoch).")
         if self.max_to_keep < 1:
             raise ConfigError(f"checkpoint.max_to_keep={self.max_to_keep}: must be >= 1.")
 

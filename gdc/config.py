@@ -86,11 +86,12 @@ def from_mapping(config: Mapping[str, Any], *, device_count: int | None = None) 
         raise ConfigError(f"seed={seed!r}: must be an int.")
     sections = {name: _typed(cls, name, config.get(name, {})) for name, cls in SECTIONS.items()}
     cfg = RunConfig(seed=seed, **sections)
-    data_kind = "classification" if cfg.data.source == "synthetic" else "lm"
+    data_kind = {"synthetic": "classification", "tabular": "tabular"}.get(cfg.data.source, "lm")
     if cfg.model.kind != data_kind:
         raise ConfigError(
             f"model.name={cfg.model.name!r} is a {cfg.model.kind} model but data.source={cfg.data.source!r} gives "
-            f"{data_kind} data; use model.name='mlp' with data.source='synthetic', 'lstm'/'transformer' otherwise."
+            f"{data_kind} data; use model.name='mlp' with data.source='synthetic', 'ddpm' with 'tabular', "
+            "'lstm'/'transformer' otherwise."
         )
     if device_count is not None:
         check_devices(cfg, device_count)

@@ -21,7 +21,7 @@ import numpy as np
 from gdc.data import canaries
 from gdc.errors import ConfigError
 
-SOURCES = ("pydoc", "pydoc_canaries", "tfds", "text_files", "synthetic")
+SOURCES = ("pydoc", "pydoc_canaries", "tfds", "text_files", "synthetic", "tabular")
 LM_SOURCES = ("pydoc", "pydoc_canaries", "tfds", "text_files")
 VOCAB_SIZE = 256
 # Synthetic blobs are drawn from this fixed seed so that split_seed changes the split and the label noise, not
@@ -38,7 +38,7 @@ class DataConfig:
     heldout_fraction: float = 0.1
     split_seed: int = 0  # fixes the train/held-out split, canary placement and label noise
     max_examples: int = 0  # 0 = all; else truncate the TRAIN split to this many (after the split)
-    path: str = ""  # text_files: a .txt file or a folder of .txt files (recursive, sorted)
+    path: str = ""  # text_files: a .txt file or a folder of .txt files; tabular: an encoded table .npz
     tfds_name: str = "tiny_shakespeare"
     tfds_split: str = "train"
     tfds_text_key: str = "text"
@@ -131,7 +131,7 @@ class Dataset:
 
     @property
     def kind(self) -> str:
-        """Either "lm" or "classification"."""
+        """One of "lm", "classification" or "tabular"."""
         return self.meta["kind"]
 
 
@@ -149,6 +149,8 @@ def build_dataset(cfg: DataConfig) -> Dataset:
     cfg.validate()
     if cfg.source == "synthetic":
         ds = _build_synthetic(cfg)
+    elif cfg.source == "tabular":
+        ds = _build_tabular(cfg)
     else:
         ds = _build_lm(cfg, *_load_corpus(cfg))
     return Dataset(ds.train, ds.heldout, {**ds.meta, "config": dataclasses.asdict(cfg)})
@@ -355,6 +357,36 @@ def _build_synthetic(cfg: DataConfig) -> Dataset:
         "noisy_ids": noisy_ids.tolist(),
         "num_train": len(train_ids),
         "num_heldout": len(heldout_ids),
+    }
+    return Dataset(train, heldout, meta)
+
+
+def _build_tabular(cfg: DataConfig) -> Dataset:
+    """An encoded table written by ``gdc.tabular.data.save``: ``x``/``y`` (train) and ``x_heldout``/``y_heldout``.
+
+    The table fixes its own split (``heldout_fraction`` and ``split_seed`` are not used); ``max_examples`` still
+    truncates the train rows. The path is checked here (``build_dataset`` runs before anything compiles).
+    """
+    if not (cfg.path.endswith(".npz") and pathlib.Path(cfg.path).is_file()):
+        _fail("path", cfg.path, "must name an existing .npz table for source='tabular' (gdc.tabular.data.save)")
+    with np.load(cfg.path) as z:
+        missing = [k for k in ("x", "y", "x_heldout", "y_heldout") if k not in z.files]
+        if missing:
+            _fail("path", cfg.path, f"lacks the arrays {missing}; write it with gdc.tabular.data.save")
+        x, y, xh, yh = (z[k] for k in ("x", "y", "x_heldout", "y_heldout"))
+    if cfg.max_examples:
+        x, y = x[: cfg.max_examples], y[: cfg.max_examples]
+    if len(x) == 0 or x.ndim != 2:
+        _fail("path", cfg.path, f"holds x of shape {x.shape}; need a non-empty [N, D] array")
+    train = {"x": x.astype(np.float32), "y": y.astype(np.int32), "source_id": np.arange(len(x), dtype=np.int32)}
+    heldout = {"x": xh.astype(np.float32), "y": yh.astype(np.int32), "source_id": np.arange(len(xh), dtype=np.int32)}
+    meta = {
+        "source": cfg.source,
+        "kind": "tabular",
+        "num_features": int(x.shape[1]),
+        "num_classes": int(max(y.max(initial=0), yh.max(initial=0)) + 1),
+        "num_train": len(x),
+        "num_heldout": len(xh),
     }
     return Dataset(train, heldout, meta)
 

@@ -10,11 +10,12 @@ from flax import nnx
 
 from gdc import losses
 from gdc.errors import ConfigError
+from gdc.models import ddpm
 from gdc.models.char_lm import CharLSTM, CharTransformer
 from gdc.models.mlp import MLP
 
-MODELS = ("mlp", "lstm", "transformer")
-KIND = {"mlp": "classification", "lstm": "lm", "transformer": "lm"}
+MODELS = ("mlp", "lstm", "transformer", "ddpm")
+KIND = {"mlp": "classification", "lstm": "lm", "transformer": "lm", "ddpm": "tabular"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -24,6 +25,8 @@ class ModelConfig:
     depth: int = 1
     num_heads: int = 4  # transformer only
     dropout: float = 0.0
+    diffusion_steps: int = 100  # ddpm only: T of the cosine noise schedule
+    score_draws: int = 8  # ddpm only: fixed (t, noise) draws per example averaged in scoring/eval passes
 
     @property
     def kind(self) -> str:
@@ -40,6 +43,11 @@ class ModelConfig:
             )
         if not 0.0 <= self.dropout < 1.0:
             raise ConfigError(f"model.dropout={self.dropout}: must be in [0, 1).")
+        if self.diffusion_steps < 2 or self.score_draws < 1:
+            raise ConfigError(
+                f"model.diffusion_steps={self.diffusion_steps}, model.score_draws={self.score_draws}: need >= 2 "
+                "diffusion steps and >= 1 scoring draw."
+            )
 
 
 def build(
@@ -53,7 +61,9 @@ def build(
 ) -> tuple[nnx.GraphDef, nnx.State]:
     """Initialises the model and splits it into (graphdef, params)."""
     rngs = nnx.Rngs(seed)
-    if cfg.name == "mlp":
+    if cfg.name == "ddpm":
+        model = ddpm.DDPM(num_features, cfg.width, cfg.depth, cfg.diffusion_steps, cfg.score_draws, rngs=rngs)
+    elif cfg.name == "mlp":
         model = MLP(num_features, num_classes, cfg.width, cfg.depth, cfg.dropout, rngs=rngs)
     elif cfg.name == "lstm":
         model = CharLSTM(vocab_size, cfg.width, cfg.depth, cfg.dropout, rngs=rngs)
@@ -66,6 +76,8 @@ def build(
 def forward(graphdef: nnx.GraphDef, params: nnx.State, batch: dict, keys_B: jax.Array | None = None) -> jax.Array:
     """Logits: ``[B, L, V]`` for language models (predicting ``tokens[:, 1:]``), ``[B, K]`` for classifiers."""
     model = nnx.merge(graphdef, params)
+    if isinstance(model, ddpm.DDPM):
+        raise TypeError("a ddpm has no logits: use per_example_loss, or gdc.models.ddpm.sample / score.")
     if isinstance(model, MLP):
         return model(batch["x"], keys_B)
     return model(batch["tokens"][:, :-1], keys_B)
@@ -74,7 +86,13 @@ def forward(graphdef: nnx.GraphDef, params: nnx.State, batch: dict, keys_B: jax.
 def per_example_loss(
     graphdef: nnx.GraphDef, params: nnx.State, batch: dict, keys_B: jax.Array | None = None
 ) -> tuple[jax.Array, jax.Array]:
-    """Returns (loss_B, acc_B): each example's mean loss and accuracy over its own valid tokens (f32)."""
+    """Returns (loss_B, acc_B): each example's mean loss and accuracy over its own valid tokens (f32).
+
+    For the ddpm: the denoising loss (noise and step from ``keys_B``, or fixed per-id draws when None) and zeros.
+    """
+    model = nnx.merge(graphdef, params)
+    if isinstance(model, ddpm.DDPM):
+        return ddpm.per_example_loss(model, batch, keys_B)
     logits = forward(graphdef, params, batch, keys_B)
     if "y" in batch:
         return losses.classification_nll(logits, batch["y"])

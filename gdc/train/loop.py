@@ -257,7 +257,8 @@ def train(
                         )
                     logger.write(step, {"epoch": epoch, **evaluate()}, to_bar=False)
                 every = cfg.checkpoint.every_steps
-                if epoch_end or (every and step % every == 0) or step == stop:
+                save_epoch = epoch_end and (epoch + 1) % cfg.checkpoint.every_epochs == 0
+                if save_epoch or (every and step % every == 0) or step == stop:
                     flush()
                     meta = {"step": step, "epoch": epoch, "config": cfg.to_dict()}
                     ckpt.save(step, state, tracker, it.state(), meta)

@@ -1,0 +1,255 @@
+"""Mixed-type tables: numeric columns, categorical columns and a class label; their one-hot encoding for the DDPM.
+
+Sources (no download): scikit-learn's bundled breast_cancer, wine and diabetes tables with some numeric columns
+binned into quantile categories (diabetes' target is split at its median into a 0/1 label), a synthetic mixed-type
+generator with planted exact duplicates and outliers, and a CSV loader for the TabCutMix paper's tables (Adult,
+Default, Shoppers, Magic) when the user has the files, with the reference code's column roles.
+
+Invariants:
+  * ``Table.num_NxF`` holds numeric columns in their own units; ``cat_NxC`` int codes 0..card-1; ``y_N`` the label.
+  * The encoding is ``[standardised numerics | one-hot categoricals | one-hot label]``; ``decode`` maps any real
+    vector back to a table (argmax per one-hot block), so generated rows become tables the metrics can read.
+  * Standardisation statistics come from the training rows only.
+"""
+
+import csv
+import dataclasses
+import os
+
+import numpy as np
+
+from gdc.errors import ConfigError
+
+SKLEARN_TABLES = ("breast_cancer", "wine", "diabetes")
+CSV_TABLES = {  # the reference code's column roles (0-based column indices of the CSV, header row first)
+    "adult": {"numerical": [0, 2, 4, 10, 11, 12], "categorical": [1, 3, 5, 6, 7, 8, 9, 13], "target": 14},
+    "default": {"numerical": [0, 4, *range(11, 23)], "categorical": [1, 2, 3, 5, 6, 7, 8, 9, 10], "target": 23},
+    "shoppers": {"numerical": list(range(10)), "categorical": list(range(10, 17)), "target": 17},
+    "magic": {"numerical": list(range(10)), "categorical": [], "target": 10},
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class Table:
+    num_NxF: np.ndarray  # float64 numeric columns
+    cat_NxC: np.ndarray  # int32 categorical codes
+    y_N: np.ndarray  # int32 class label
+    cards: tuple[int, ...]  # categories per categorical column
+    num_classes: int
+    flags: dict = dataclasses.field(default_factory=dict)  # optional bool [N] arrays (planted duplicates, ...)
+
+    def __len__(self) -> int:
+        return len(self.y_N)
+
+    @property
+    def num_columns(self) -> int:
+        """Columns the distance counts: numeric + categorical + the label (as in the reference code)."""
+        return self.num_NxF.shape[1] + self.cat_NxC.shape[1] + 1
+
+    def cat_with_label(self) -> np.ndarray:
+        return np.concatenate([self.cat_NxC, self.y_N[:, None]], axis=1).astype(np.int32)
+
+    def take(self, rows: np.ndarray) -> "Table":
+        rows = np.asarray(rows)
+        flags = {k: v[rows] for k, v in self.flags.items()}
+        return dataclasses.replace(
+            self, num_NxF=self.num_NxF[rows], cat_NxC=self.cat_NxC[rows], y_N=self.y_N[rows], flags=flags
+        )
+
+    def append(self, other: "Table") -> "Table":
+        flags = {k: np.concatenate([v, other.flags.get(k, np.zeros(len(other), bool))]) for k, v in self.flags.items()}
+        return dataclasses.replace(
+            self,
+            num_NxF=np.concatenate([self.num_NxF, other.num_NxF]),
+            cat_NxC=np.concatenate([self.cat_NxC, other.cat_NxC]),
+            y_N=np.concatenate([self.y_N, other.y_N]),
+            flags=flags,
+        )
+
+
+def _quantile_bins(v_N: np.ndarray, bins: int) -> np.ndarray:
+    edges = np.quantile(v_N, np.linspace(0, 1, bins + 1)[1:-1])
+    codes = np.searchsorted(np.unique(edges), v_N, side="right")
+    return np.unique(codes, return_inverse=True)[1].astype(np.int32)  # dense 0..k-1
+
+
+def from_columns(x_NxF: np.ndarray, y_N: np.ndarray, cat_cols: dict[int, int]) -> Table:
+    """Table from numeric columns; ``cat_cols`` {column: bins} bins those columns (quantiles) into categories.
+
+    A column with at most ``bins`` distinct values keeps its values as the categories.
+    """
+    x_NxF = np.asarray(x_NxF, np.float64)
+    cats = []
+    for j, bins in sorted(cat_cols.items()):
+        values = np.unique(x_NxF[:, j])
+        cats.append(
+            np.searchsorted(values, x_NxF[:, j]).astype(np.int32)
+            if len(values) <= bins
+            else _quantile_bins(x_NxF[:, j], bins)
+        )
+    keep = [j for j in range(x_NxF.shape[1]) if j not in cat_cols]
+    cat_NxC = np.stack(cats, axis=1) if cats else np.zeros((len(x_NxF), 0), np.int32)
+    y_N = np.unique(y_N, return_inverse=True)[1].astype(np.int32)
+    return Table(x_NxF[:, keep], cat_NxC, y_N, tuple(int(c.max()) + 1 for c in cats), int(y_N.max()) + 1)
+
+
+def sklearn_table(name: str) -> Table:
+    """breast_cancer (30 -> 27 numeric + 3 binned), wine (13 -> 11 + 2), diabetes (10 -> 7 + sex + 2 binned)."""
+    from sklearn import datasets
+
+    if name == "breast_cancer":
+        x, y = datasets.load_breast_cancer(return_X_y=True)
+        return from_columns(x, y, {0: 4, 4: 3, 8: 3})
+    if name == "wine":
+        x, y = datasets.load_wine(return_X_y=True)
+        return from_columns(x, y, {0: 3, 9: 4})
+    if name == "diabetes":
+        x, t = datasets.load_diabetes(return_X_y=True)
+        return from_columns(x, (t > np.median(t)).astype(np.int32), {0: 4, 1: 2, 2: 3})
+    raise ConfigError(f"tabular.dataset={name!r} is not one of {SKLEARN_TABLES}, 'synthetic' or a CSV table.")
+
+
+def synthetic_table(
+    num_rows: int,
+    *,
+    seed: int,
+    num_numeric: int = 6,
+    num_categorical: int = 3,
+    num_classes: int = 2,
+    levels: int = 3,
+    duplicate_fraction: float = 0.05,
+    duplicate_copies: int = 3,
+    outlier_fraction: float = 0.03,
+) -> Table:
+    """Mixed-type rows with class structure, correlated columns, planted exact duplicates and outliers.
+
+    Numerics: a class mean plus a shared latent factor (so numeric columns correlate). Categorical j (``levels``
+    levels) is a noisy quantisation of numeric j, so it associates with it (feature clusters for TabCutMixPlus).
+    Duplicates: ``duplicate_fraction`` of the base rows appear ``duplicate_copies`` times in all (flag
+    ``duplicate``); outliers: ``outlier_fraction`` of the rows get numerics shifted by 6 standard deviations and
+    random categories (flag ``outlier``). Exactly ``num_rows`` rows come back, in a seeded shuffled order.
+    """
+    rng = np.random.default_rng([seed, 77])
+    n_dup = int(round(duplicate_fraction * num_rows))
+    n_base = num_rows - n_dup * (duplicate_copies - 1)
+    y_N = rng.integers(0, num_classes, n_base).astype(np.int32)
+    means_KxF = rng.normal(0.0, 1.0, (num_classes, num_numeric))
+    latent_N = rng.normal(size=n_base)
+    loading_F = rng.uniform(0.4, 0.9, num_numeric)
+    num_NxF = means_KxF[y_N] + latent_N[:, None] * loading_F + 0.6 * rng.normal(size=(n_base, num_numeric))
+    cards = (levels,) * num_categorical
+    cat_NxC = np.zeros((n_base, num_categorical), np.int32)
+    for j, card in enumerate(cards):
+        src = num_NxF[:, j % num_numeric] + 0.5 * rng.normal(size=n_base)
+        cat_NxC[:, j] = np.clip(np.floor((src + 2.0) / 4.0 * card), 0, card - 1).astype(np.int32)
+    outlier_N = np.zeros(n_base, bool)
+    out = rng.choice(n_base, int(round(outlier_fraction * num_rows)), replace=False)
+    outlier_N[out] = True
+    num_NxF[out] += 6.0 * rng.choice([-1.0, 1.0], size=(len(out), num_numeric))
+    cat_NxC[out] = np.stack([rng.integers(0, c, len(out)) for c in cards], axis=1)
+    dup_src = rng.choice(np.flatnonzero(~outlier_N), n_dup, replace=False)
+    rows = np.concatenate([np.arange(n_base), np.repeat(dup_src, duplicate_copies - 1)])
+    dup_N = np.isin(rows, dup_src)
+    rows_order = rng.permutation(len(rows))
+    rows, dup_N = rows[rows_order], dup_N[rows_order]
+    return Table(
+        num_NxF[rows], cat_NxC[rows], y_N[rows], cards, num_classes, {"duplicate": dup_N, "outlier": outlier_N[rows]}
+    )
+
+
+def csv_table(path: str, name: str) -> Table:
+    """Reads one of the paper's tables (a CSV with a header row) with the column roles of ``CSV_TABLES``.
+
+    Categorical values are coded by their sorted distinct strings; rows with an unparsable numeric cell are dropped.
+    """
+    if name not in CSV_TABLES:
+        raise ConfigError(f"tabular.dataset={name!r}: CSV tables are {sorted(CSV_TABLES)}.")
+    if not os.path.isfile(path):
+        raise ConfigError(f"tabular.csv_path={path!r} does not exist; point it at the {name} CSV (header row first).")
+    roles = CSV_TABLES[name]
+    with open(path, newline="") as f:
+        rows = list(csv.reader(f))[1:]
+    width = max([*roles["numerical"], *roles["categorical"], roles["target"]]) + 1
+    good = []
+    for r in rows:
+        if len(r) < width:
+            continue
+        try:
+            good.append(([float(r[j]) for j in roles["numerical"]], r))
+        except ValueError:
+            continue
+    if len(good) < 4:
+        raise ConfigError(f"tabular.csv_path={path!r}: {len(good)} readable rows; is it the {name} table?")
+    num_NxF = np.array([g[0] for g in good], np.float64).reshape(len(good), len(roles["numerical"]))
+
+    def codes(j):
+        values = [g[1][j].strip() for g in good]
+        levels = sorted(set(values))
+        return np.array([levels.index(v) for v in values], np.int32), len(levels)
+
+    cats = [codes(j) for j in roles["categorical"]]
+    y_N, k = codes(roles["target"])
+    cat_NxC = np.stack([c for c, _ in cats], axis=1) if cats else np.zeros((len(good), 0), np.int32)
+    return Table(num_NxF, cat_NxC, y_N, tuple(c for _, c in cats), k)
+
+
+def load(name: str, *, num_rows: int, seed: int, csv_path: str = "", **synthetic_kw) -> Table:
+    """The named table: ``synthetic`` (``num_rows`` rows), a scikit-learn table, or a CSV table at ``csv_path``."""
+    if name == "synthetic":
+        return synthetic_table(num_rows, seed=seed, **synthetic_kw)
+    if name in CSV_TABLES:
+        return csv_table(csv_path, name)
+    return sklearn_table(name)
+
+
+def split(table: Table, num_train: int, num_heldout: int, seed: int) -> tuple[Table, Table]:
+    """A seeded split into ``num_train`` training rows and ``num_heldout`` held-out rows (both capped by the table)."""
+    perm = np.random.default_rng([seed, 5]).permutation(len(table))
+    num_heldout = min(num_heldout, len(table) // 4)
+    heldout = perm[:num_heldout]
+    train = perm[num_heldout : num_heldout + num_train]
+    return table.take(np.sort(train)), table.take(np.sort(heldout))
+
+
+@dataclasses.dataclass(frozen=True)
+class Encoder:
+    mean_F: np.ndarray
+    std_F: np.ndarray
+    cards: tuple[int, ...]
+    num_classes: int
+
+    @classmethod
+    def fit(cls, table: Table) -> "Encoder":
+        std = table.num_NxF.std(axis=0)
+        return cls(table.num_NxF.mean(axis=0), np.where(std > 0, std, 1.0), table.cards, table.num_classes)
+
+    @property
+    def width(self) -> int:
+        return len(self.mean_F) + sum(self.cards) + self.num_classes
+
+    def encode(self, table: Table) -> np.ndarray:
+        """``[N, width]`` float32: standardised numerics, one-hot categoricals, one-hot label."""
+        parts = [(table.num_NxF - self.mean_F) / self.std_F]
+        for j, card in enumerate(self.cards):
+            parts.append(np.eye(card)[table.cat_NxC[:, j]])
+        parts.append(np.eye(self.num_classes)[table.y_N])
+        return np.concatenate(parts, axis=1).astype(np.float32)
+
+    def decode(self, x_NxD: np.ndarray) -> Table:
+        """Inverse of ``encode`` for any real rows: numerics un-standardised, argmax per one-hot block."""
+        x_NxD = np.asarray(x_NxD, np.float64)
+        f = len(self.mean_F)
+        num = x_NxD[:, :f] * self.std_F + self.mean_F
+        cats, at = [], f
+        for card in self.cards:
+            cats.append(np.argmax(x_NxD[:, at : at + card], axis=1))
+            at += card
+        y = np.argmax(x_NxD[:, at : at + self.num_classes], axis=1).astype(np.int32)
+        cat_NxC = np.stack(cats, axis=1).astype(np.int32) if cats else np.zeros((len(x_NxD), 0), np.int32)
+        return Table(num, cat_NxC, y, self.cards, self.num_classes)
+
+
+def save(path: str, x_train: np.ndarray, y_train: np.ndarray, x_heldout: np.ndarray, y_heldout: np.ndarray) -> str:
+    """Writes the encoded table the engine's ``data.source='tabular'`` reads."""
+    np.savez(path, x=x_train, y=y_train, x_heldout=x_heldout, y_heldout=y_heldout)
+    return path

@@ -1,0 +1,48 @@
+"""Sharpness of the learned log-density (Jeon et al., ICML 2025): eigenvalues of the Jacobian of the score.
+
+At a point x and a small step t, ``H_t(x) = d s_theta(x, t) / dx`` approximates the Hessian of log p_t. Memorized
+points sit at isolated sharp peaks: many large negative eigenvalues. The rows here are low-dimensional (D <= ~64), so
+the Jacobian is exact (``jax.jacfwd``). A learned score is not exactly a gradient field, so its Jacobian is not exactly
+symmetric; we take the eigenvalues of the symmetric part (J + J^T) / 2, which are real and equal the Hessian's when
+the score is conservative. The trace is the same for J and its symmetric part.
+"""
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from gdc.models import ddpm
+
+
+@functools.partial(jax.jit, static_argnames=("graphdef", "t"))
+def _eigs(graphdef, params, x_BxD: jax.Array, t: int) -> jax.Array:
+    model = nnx.merge(graphdef, params)
+
+    def score_one(x_D):
+        return ddpm.score(model, x_D[None], t)[0]
+
+    jac_BxDxD = jax.vmap(jax.jacfwd(score_one))(x_BxD)
+    sym_BxDxD = 0.5 * (jac_BxDxD + jnp.swapaxes(jac_BxDxD, 1, 2))
+    return jnp.linalg.eigvalsh(sym_BxDxD)
+
+
+def eigenvalues(graphdef, params, x_NxD: np.ndarray, t: int = 1, chunk: int = 128) -> np.ndarray:
+    """``[N, D]`` ascending eigenvalues of the symmetrised score Jacobian at each row, step index ``t``."""
+    x_NxD = np.asarray(x_NxD, np.float32)
+    n = len(x_NxD)
+    pad = (-n) % chunk
+    x_pad = np.concatenate([x_NxD, np.zeros((pad, x_NxD.shape[1]), np.float32)])
+    parts = [_eigs(graphdef, params, jnp.asarray(x_pad[s : s + chunk]), t) for s in range(0, n + pad, chunk)]
+    return np.concatenate(jax.device_get(parts))[:n]
+
+
+def summary(eigs_NxD: np.ndarray, kappa: float) -> dict[str, np.ndarray]:
+    """Per row: eigenvalues below -kappa (count), sum of the negative eigenvalues, trace."""
+    return {
+        "count_below": (eigs_NxD < -kappa).sum(axis=1),
+        "neg_sum": np.where(eigs_NxD < 0, eigs_NxD, 0.0).sum(axis=1),
+        "trace": eigs_NxD.sum(axis=1),
+    }
