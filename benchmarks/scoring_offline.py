@@ -61,7 +61,6 @@ def main():
 
     # First calls: numba compiles (or loads its on-disk cache); also pages the matrix in.
     w = time.perf_counter()
-    fast.machine(loss_ExN[:, :4096], np.float32(1), np.float32(1))
     fast.sweep(loss_ExN[:, :4096], eps_S)
     first_call = time.perf_counter() - w
 
@@ -76,7 +75,7 @@ def main():
 
     stages = {
         "d (difficulty)": lambda: carto.difficulty(loss_ExN, args.early),
-        "m (state machine + memorization)": lambda: carto.forget_events(loss_ExN, eps_low, eps_high),
+        "m (state machine, numpy loop)": lambda: carto.forget_events(loss_ExN, eps_low, eps_high),
         f"eps sweep, {args.sweep} thresholds (forget counts, m)": lambda: fast.sweep(loss_ExN, eps_S),
     }
     results = {"open_mmap_s": t_open["wall_s"], "first_call_compile_or_cache_s": first_call, "stages": {}}
@@ -88,11 +87,8 @@ def main():
     results["stages"]["quadrants"] = timed(lambda: carto.quadrants(d_N, m_N), args.reps)[1]
     out, results["total (d, m, quadrants, sweep)"] = timed(score, args.reps)
 
-    # The numpy loop it replaces: one threshold (the old sweep ran it once per threshold).
-    carto_min = carto.FAST_MIN_SIZE
-    carto.FAST_MIN_SIZE = 1 << 62
-    _, loop_one = timed(lambda: carto.forget_events(loss_ExN, eps_low, eps_high), 1)
-    carto.FAST_MIN_SIZE = carto_min
+    # The numpy loop the sweep replaces ran once per threshold: one single-threshold run of it, times S.
+    _, loop_one = timed(lambda: carto.forget_events(loss_ExN, 1.0), 3)
     results["numpy loop, one threshold"] = loop_one
     results["numpy loop, sweep estimate (x S)"] = {k: v * args.sweep for k, v in loop_one.items()}
     # The study's full eps_sweep also ranks every threshold's m (top-k sets, Spearman): sorting-bound, timed apart.

@@ -19,7 +19,7 @@ import warnings
 import numpy as np
 
 EPS_KINDS = ("absolute", "percentile", "relative")
-FAST_MIN_SIZE = 1 << 18  # loss matrices with at least this many entries use the compiled kernels of fast.py
+FAST_MIN_SIZE = 1 << 18  # eps sweeps over loss matrices with at least this many entries use fast.sweep
 # state_N codes.
 STATE_NAMES = ("learned-never-forgotten", "forgotten", "never-learned", "unobserved")
 LEARNED, FORGOTTEN, NEVER_LEARNED, UNOBSERVED = 0, 1, 2, 3
@@ -124,16 +124,6 @@ def forget_events(
     high_N = low_N if eps_high is None else np.broadcast_to(np.asarray(eps_high, loss_ExN.dtype), (n,))
     if np.any(low_N > high_N):
         raise ValueError("eps_low > eps_high for some examples: hysteresis needs eps_low <= eps_high.")
-    if loss_ExN.size >= FAST_MIN_SIZE:  # the same machine, compiled (gdc/scoring/fast.py); tested equal to the loop
-        from gdc.scoring import fast
-
-        out = fast.machine(loss_ExN, low_N, high_N)
-        return {
-            **out,
-            "ever_learned_N": out["learn_N"] > 0,
-            "transitions": max(e - 1, 0),
-            "transitions_N": np.maximum(out["observed_N"] - 1, 0).astype(np.int32),
-        }
     learned_N = np.zeros(n, bool)
     learn_N = np.zeros(n, np.int32)
     forget_N = np.zeros(n, np.int32)
