@@ -1,6 +1,12 @@
 """Entry point: ``python launch.py --config=configs/X.py --workdir=DIR [--config.a.b=v] [--mode=train]``.
 
 Re-running the same command resumes from the latest checkpoint in ``--workdir``.
+
+Several hosts: the same command on every process, plus either ``--distributed`` (JAX detects SLURM, Open MPI, TPU pod
+slices and other clusters from their environment) or ``--coordinator_address=HOST:PORT --num_processes=P
+--process_id=I``. Each process then loads only its rows of every batch, the mesh spans every process's devices,
+process 0 writes the shared files and Orbax writes checkpoints from all of them; ``--workdir`` must be on a
+filesystem every process sees.
 """
 
 import importlib
@@ -35,12 +41,34 @@ flags.DEFINE_string(
     "for every study.seeds); the other study modes run one stage. Family configs (configs/theory_*.py and the "
     "other families in launch.FAMILIES) take the modes their package lists, e.g. --mode=verify for theory.",
 )
+flags.DEFINE_bool("distributed", False, "Call jax.distributed.initialize() with cluster auto-detection.")
+flags.DEFINE_string("coordinator_address", None, "HOST:PORT of process 0 (multi-process runs without auto-detection).")
+flags.DEFINE_integer("num_processes", None, "Number of processes (with --coordinator_address).")
+flags.DEFINE_integer("process_id", None, "This process's id in [0, num_processes) (with --coordinator_address).")
 flags.mark_flags_as_required(["config", "workdir"])
 FLAGS = flags.FLAGS
 
 
+def initialize_distributed() -> None:
+    """Joins JAX's distributed runtime when asked to; must run before anything touches the devices."""
+    given = [FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id]
+    if any(v is not None for v in given) and not all(v is not None for v in given):
+        raise ConfigError("--coordinator_address, --num_processes and --process_id go together: give all three.")
+    if FLAGS.coordinator_address is not None:
+        if not 0 <= FLAGS.process_id < FLAGS.num_processes:
+            raise ConfigError(f"--process_id={FLAGS.process_id}: need 0 <= process_id < --num_processes.")
+        jax.distributed.initialize(FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id)
+    elif FLAGS.distributed:
+        jax.distributed.initialize()
+
+
 def main(argv):
     del argv
+    try:
+        initialize_distributed()
+    except ConfigError as e:
+        print(f"config error: {e}", file=sys.stderr)
+        sys.exit(2)
     if FLAGS.verbosity == 0:  # Orbax logs every save at INFO: keep the console readable unless -v 1 is given.
         logging.set_verbosity(logging.WARNING)
     print(

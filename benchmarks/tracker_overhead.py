@@ -2,6 +2,7 @@
 
   python benchmarks/tracker_overhead.py                       # MLP and char transformer, N = 1e4, 1e5, 1e6
   python benchmarks/tracker_overhead.py --models=mlp --sizes=10000 --sharding=data --devices=8
+  python benchmarks/tracker_overhead.py --sizes=1e4,1e5,1e6,1e7 --out=benchmarks/tracker_overhead_replicated.json
 
 For each model and dataset size N the same jitted step is compiled twice (tracker update on / off, everything else
 identical, state and tracker donated), then timed in interleaved blocks on pre-placed batches whose ids are drawn
@@ -30,6 +31,7 @@ def parse_args():
     p.add_argument("--batch_size", type=int, default=128)
     p.add_argument("--blocks", type=int, default=7)
     p.add_argument("--steps", type=int, default=30, help="steps per timed block")
+    p.add_argument("--out", default="", help="write the rows to this JSON file")
     return p.parse_args()
 
 
@@ -37,9 +39,13 @@ def main():
     args = parse_args()
     if args.devices:
         os.environ["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={args.devices}"
+    import json
+
     import jax
     import numpy as np
 
+    if args.devices > 1:  # several CPU devices on few cores: one program at a time (see tests/conftest.py)
+        jax.config.update("jax_cpu_enable_async_dispatch", False)
     from gdc import models, sharding
     from gdc import tracker as tracker_lib
     from gdc.train import state as state_lib
@@ -56,6 +62,7 @@ def main():
         f"{'overhead':>10}{'alone (us)':>12}{'alone/step':>12}   (ms per step unless said)"
     )
     b = args.batch_size
+    rows = []
     for name in args.models.split(","):
         seq_len = 64
         cfg = models.ModelConfig(name=name, width=128, depth=2 if name == "transformer" else 2, num_heads=4)
@@ -122,6 +129,22 @@ def main():
                 f"{alone * 1e6:>12.1f}{alone / off_min:>12.2%}",
                 flush=True,
             )
+            rows.append(
+                {
+                    "model": name,
+                    "N": n,
+                    "step_off_median_ms": off * 1e3,
+                    "step_on_median_ms": on * 1e3,
+                    "step_off_min_ms": off_min * 1e3,
+                    "step_on_min_ms": on_min * 1e3,
+                    "update_alone_us": alone * 1e6,
+                    "alone_over_step": alone / off_min,
+                }
+            )
+            if args.out:  # after every row, so a run cut short keeps what it measured
+                meta = {"jax": jax.__version__, "devices": jax.device_count(), "sharding": args.sharding, "batch": b}
+                with open(args.out, "w") as f:
+                    json.dump({**meta, "args": vars(args), "rows": rows}, f, indent=2)
 
 
 def time_update_alone(n: int, b: int, mode: str, mesh, inner: int = 200, reps: int = 5) -> float:

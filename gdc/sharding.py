@@ -7,6 +7,8 @@ and the tracker is either replicated or split over ``data`` (one setting, ``trac
 from collections.abc import Sequence
 
 import jax
+import numpy as np
+from jax.experimental import multihost_utils
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
@@ -43,3 +45,10 @@ def put_batch(batch: HostBatch, mesh: jax.sharding.Mesh) -> dict[str, jax.Array]
 
 def put_tree(tree: PyTree, sharding: NamedSharding) -> PyTree:
     return jax.tree.map(lambda x: jax.device_put(x, sharding), tree)
+
+
+def to_host(x: jax.Array) -> np.ndarray:
+    """The whole global array as numpy on every process (an all-gather when other processes hold some of it)."""
+    if x.is_fully_addressable or x.is_fully_replicated:
+        return np.asarray(jax.device_get(x))
+    return np.asarray(multihost_utils.process_allgather(x, tiled=True))

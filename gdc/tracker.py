@@ -26,6 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from gdc.errors import ConfigError
+from gdc.sharding import to_host
 
 CRITERIA = ("loss", "accuracy")
 SHARDINGS = ("replicated", "data")
@@ -214,8 +215,11 @@ def update(
 
 
 def to_numpy(tracker: ExampleTracker) -> dict[str, np.ndarray]:
-    """One device-to-host copy of the table, as ``{"seen_N": ..., "forget_N": ..., ...}`` (padding rows dropped)."""
-    table = np.asarray(jax.device_get(tracker.table))[: tracker.num_examples]
+    """One device-to-host copy of the table, as ``{"seen_N": ..., "forget_N": ..., ...}`` (padding rows dropped).
+
+    With several processes and a sharded tracker every process must call it (the rows are all-gathered).
+    """
+    table = to_host(tracker.table)[: tracker.num_examples]
     out = {}
     for i, c in enumerate(COLUMNS):
         col = np.ascontiguousarray(table[:, i])

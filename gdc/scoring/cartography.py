@@ -19,6 +19,7 @@ import warnings
 import numpy as np
 
 EPS_KINDS = ("absolute", "percentile", "relative")
+FAST_MIN_SIZE = 1 << 18  # eps sweeps over loss matrices with at least this many entries use fast.sweep
 # state_N codes.
 STATE_NAMES = ("learned-never-forgotten", "forgotten", "never-learned", "unobserved")
 LEARNED, FORGOTTEN, NEVER_LEARNED, UNOBSERVED = 0, 1, 2, 3

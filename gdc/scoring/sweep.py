@@ -11,7 +11,15 @@ import numpy as np
 import scipy.stats
 from sklearn.metrics import roc_auc_score
 
-from gdc.scoring.cartography import forget_events, memorization, resolve_pair, top_fraction, upward_variation
+from gdc.scoring.cartography import (
+    FAST_MIN_SIZE,
+    forget_events,
+    memorization,
+    resolve_eps,
+    resolve_pair,
+    top_fraction,
+    upward_variation,
+)
 
 
 def _spearman_matrix(x_KxN: np.ndarray) -> np.ndarray:
@@ -63,10 +71,21 @@ def eps_sweep(
     forget_SxN = np.zeros((s, n), np.int32)
     top_ids, tie_S = [], np.zeros(s, np.int64)
     uv_N, uv_norm_N = upward_variation(loss_ExN)
-    for i, value in enumerate(eps_values):
-        ev = forget_events(loss_ExN, *resolve_pair(loss_ExN, kind, value))
-        m_SxN[i] = memorization(ev["forget_N"], ev["transitions"], ev["ever_learned_N"])["m_N"]
-        forget_SxN[i] = ev["forget_N"]
+    single = kind != "relative" and all(np.isscalar(v) for v in eps_values)
+    if single and loss_ExN.size >= FAST_MIN_SIZE:  # every threshold in one pass (gdc/scoring/fast.py)
+        from gdc.scoring import fast
+
+        eps_S = np.array([resolve_eps(loss_ExN, kind, v) for v in eps_values])
+        sw = fast.sweep(loss_ExN, eps_S)
+        counts = [(sw["forget_SxN"][i], sw["ever_learned_SxN"][i]) for i in range(s)]
+    else:
+        counts = []
+        for value in eps_values:
+            ev = forget_events(loss_ExN, *resolve_pair(loss_ExN, kind, value))
+            counts.append((ev["forget_N"], ev["ever_learned_N"]))
+    for i, (forget_N, ever_N) in enumerate(counts):
+        m_SxN[i] = memorization(forget_N, max(loss_ExN.shape[0] - 1, 0), ever_N)["m_N"]
+        forget_SxN[i] = forget_N
         ids, info = top_fraction(m_SxN[i], top, tie_break_N=uv_N, seed=seed)
         top_ids.append(ids)
         tie_S[i] = info["tie_size"]

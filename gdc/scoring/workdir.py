@@ -39,6 +39,29 @@ def _listing(workdir: str, pattern: re.Pattern) -> list[tuple[tuple[int, ...], s
     return [(key, os.path.join(folder, name)) for key, name in sorted(found)]
 
 
+def _cached_matrix(workdir: str, source: str, paths: list[str], read) -> np.ndarray:
+    """The stacked rows, memory-mapped from ``scores/loss_ExN_<source>.npy``; rebuilt when a row file is newer or the
+    row count changed, so repeated scoring (eps sweeps, the study's stages) reads one file instead of E."""
+    cache = os.path.join(workdir, "scores", f"loss_ExN_{source}.npy")
+    try:
+        fresh = os.path.getmtime(cache) >= max(os.path.getmtime(p) for p in paths)
+        if fresh:
+            loss_ExN = np.load(cache, mmap_mode="r")
+            if loss_ExN.shape[0] == len(paths) and loss_ExN.dtype == np.float32:
+                return loss_ExN
+    except (OSError, ValueError):
+        pass
+    loss_ExN = np.stack([read(p) for p in paths]).astype(np.float32)
+    try:
+        os.makedirs(os.path.dirname(cache), exist_ok=True)
+        tmp = f"{cache}.{os.getpid()}.tmp.npy"
+        np.save(tmp, loss_ExN)
+        os.replace(tmp, cache)
+        return np.load(cache, mmap_mode="r")
+    except OSError:  # a read-only workdir: score from memory
+        return loss_ExN
+
+
 def load_loss_matrix(workdir: str, source: str = "epoch") -> tuple[np.ndarray, dict[str, Any]]:
     """Stacks a run's per-checkpoint losses into a ``[E, N]`` float32 matrix (NaN: not seen at that checkpoint).
 
@@ -49,7 +72,8 @@ def load_loss_matrix(workdir: str, source: str = "epoch") -> tuple[np.ndarray, d
         had scoring passes, else "epoch" (the rows the tracker itself read).
 
     Returns:
-      (loss_ExN, meta): meta holds source, loss_source (TRAINING_PASS or SCORING_PASS), checkpoints (E), epochs
+      (loss_ExN, meta): loss_ExN is read-only (memory-mapped from a cache under ``scores/``); meta holds source,
+      loss_source (TRAINING_PASS or SCORING_PASS), checkpoints (E), epochs
       and positions of the rows, early_checkpoints (rows in the first ``tracker.early_epochs`` epochs), and the
       tracker's criterion, eps_low, eps_high, early_epochs, scoring_passes and what it read (tracker_reads).
     """
@@ -60,29 +84,29 @@ def load_loss_matrix(workdir: str, source: str = "epoch") -> tuple[np.ndarray, d
         source = "passes" if k > 0 else "epoch"
     if source == "epoch":
         files = _listing(workdir, _EPOCH_RE)
-        rows = [np.load(path)["loss_N"] for _, path in files]
+        read = lambda path: np.load(path)["loss_N"]  # noqa: E731
         loss_source = tracker_reads  # with scoring passes, loss_N is the epoch's last pass.
     elif source == "passes":
         files = _listing(workdir, _PASS_RE)
-        rows = [np.load(path) for _, path in files]
+        read = np.load
         loss_source = SCORING_PASS
     else:
         raise ValueError(f"source={source!r}: use 'epoch', 'passes' or 'auto'.")
-    if not rows:
+    if not files:
         raise FileNotFoundError(f"no {source} loss files under {os.path.join(workdir, 'trackers')}.")
     epochs = [key[0] for key, _ in files]
     early_epochs = int(tracker.get("early_epochs", 1))
     meta = {
         "source": source,
         "loss_source": loss_source,
-        "checkpoints": len(rows),
+        "checkpoints": len(files),
         "epochs": epochs,
         "positions": [key[1] for key, _ in files] if source == "passes" else None,
         "early_checkpoints": int(sum(e < early_epochs for e in epochs)),
         "tracker_reads": tracker_reads,
         **{f: tracker.get(f) for f in ("criterion", "eps_low", "eps_high", "early_epochs", "scoring_passes")},
     }
-    return np.stack(rows).astype(np.float32), meta
+    return _cached_matrix(workdir, source, [path for _, path in files], read), meta
 
 
 def load_tracker(workdir: str, epoch: int | None = None) -> dict[str, np.ndarray]:

@@ -139,7 +139,7 @@ def train(
         cfg.train.batch_size,
         cfg.seed,
         **interventions,
-        process_index=jax.process_index(),
+        process_index=jax.process_index(),  # each process builds only its rows of every global batch
         process_count=jax.process_count(),
     )
     spe = it.steps_per_epoch
@@ -175,7 +175,8 @@ def train(
         tracker_sharding=tracker_sh,
         batch_sharding=sharding.batch_sharding(mesh),
     )
-    is_writer = jax.process_index() == 0
+    is_writer = jax.process_index() == 0  # with several processes, only process 0 writes shared files
+    procs = {"process_index": jax.process_index(), "process_count": jax.process_count()}
     os.makedirs(os.path.join(workdir, "trackers"), exist_ok=True)
 
     with Checkpointer(workdir, cfg.checkpoint) as ckpt, jax.set_mesh(mesh):
@@ -212,19 +213,20 @@ def train(
             nonlocal tracker
             step_arr, epoch_arr = jnp.asarray(step, jnp.int32), jnp.asarray(epoch, jnp.int32)
             loss_parts = []
-            for host_batch in sequential_batches(train_arrays, cfg.train.batch_size):
+            for host_batch in sequential_batches(train_arrays, cfg.train.batch_size, **procs):
                 tracker, loss_B, _ = score_fn(
                     state.params, tracker, sharding.put_batch(host_batch, mesh), step_arr, epoch_arr
                 )
                 loss_parts.append(loss_B)
+            loss_parts = [sharding.to_host(x) for x in loss_parts]  # every process joins the gather
             if is_writer:
-                loss_N = np.concatenate(jax.device_get(loss_parts))[:n]
+                loss_N = np.concatenate(loss_parts)[:n]
                 np.save(os.path.join(workdir, "trackers", f"epoch_{epoch:04d}_pass_at_{position:05d}.npy"), loss_N)
 
         def evaluate() -> dict[str, float]:
             sums = [
                 eval_fn(state.params, sharding.put_batch(b, mesh))
-                for b in sequential_batches(heldout_arrays, cfg.train.batch_size)
+                for b in sequential_batches(heldout_arrays, cfg.train.batch_size, **procs)
             ]
             tot = jax.device_get(jax.tree.map(lambda *x: sum(x), *sums))
             count = max(int(tot["count"]), 1)

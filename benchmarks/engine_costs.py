@@ -1,0 +1,359 @@
+"""Engine costs measured side by side in one run, per model: compile once, AOT compile vs step time and the compiled
+step's memory, data pipeline vs a pre-placed batch, K scoring passes vs K ideal forward passes, and our on-device
+tracker vs the anchors' ways of recording dynamics.
+
+  python benchmarks/engine_costs.py                          # MLP and char transformer; writes engine_costs.json
+  python benchmarks/engine_costs.py --models=mlp --epochs=2  # quicker
+
+Sections (each on the engine's own jitted steps from gdc.train.step.jit_steps, 1 device, replicated tracker):
+  compile: ``lower().compile()`` time vs the median steady-state step; ``compiled.memory_analysis()``; the jit cache
+    size of the train step after --epochs epochs (full and padded final batches) and after a pruned epoch (keep_idx,
+    an intervention), which must stay 1.
+  pipeline: steps/s with batches from EpochIterator + put_batch (the loop's path) vs the same step on one pre-placed
+    batch; target: within 5%.
+  scoring passes: (epoch with K fixed-parameter scoring passes) - (epoch without) vs K x (one forward-only pass over
+    the training set with eval_step); measured / ideal.
+  anchors: one training epoch each, (a) ours: tracker updated in the step, one device-to-host copy per epoch written
+    to .npz; (b) example-forgetting style: tracker off, per-example losses/accuracies copied to host every step and
+    appended to Python lists keyed by example id; (c) dataset-cartography style: tracker off, plus an extra full
+    forward pass per epoch writing each example's outputs as a JSON line; all vs (d) tracker off, nothing recorded.
+Times are medians of --reps repeats (interleaved where compared). The machine may be shared: read the ratios.
+"""
+
+import argparse
+import collections
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def setup(name: str, n: int, batch_size: int, tracker_kw: dict, keep_idx=None):
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+
+    from gdc import models, sharding
+    from gdc import tracker as tracker_lib
+    from gdc.data.pipeline import EpochIterator
+    from gdc.train import state as state_lib
+    from gdc.train.step import jit_steps
+
+    seq_len = 64
+    rng = np.random.default_rng(0)
+    if name == "mlp":
+        arrays = {"x": rng.normal(size=(n, 32)).astype(np.float32), "y": rng.integers(0, 10, n).astype(np.int32)}
+        cfg = models.ModelConfig(name="mlp", width=128, depth=2)
+    else:
+        arrays = {
+            "tokens": rng.integers(0, 256, (n, seq_len + 1)).astype(np.int32),
+            "token_mask": np.ones((n, seq_len), bool),
+        }
+        cfg = models.ModelConfig(name="transformer", width=64, depth=2, num_heads=4)
+    graphdef, params = models.build(cfg, seed=0, seq_len=seq_len, num_features=32, num_classes=10)
+    mesh = sharding.make_mesh(jax.devices()[:1])
+    repl = sharding.replicated(mesh)
+    it = EpochIterator(arrays, batch_size, 0, keep_idx=keep_idx)
+    tx, schedule = state_lib.make_optimizer(state_lib.TrainConfig(learning_rate=1e-3), 10**6)
+    tcfg = tracker_lib.TrackerConfig(**tracker_kw)
+
+    def loss_fn(p, batch, keys_B):
+        return models.per_example_loss(graphdef, p, batch, keys_B)
+
+    fns = jit_steps(
+        loss_fn=loss_fn,
+        tx=tx,
+        schedule=schedule,
+        tracker_cfg=tcfg,
+        steps_per_epoch=it.steps_per_epoch,
+        unique_ids=True,
+        state_sharding=repl,
+        tracker_sharding=repl,
+        batch_sharding=sharding.batch_sharding(mesh),
+    )
+    state = sharding.put_tree(state_lib.create_train_state(params, tx, 0), repl)
+    tracker = sharding.put_tree(tracker_lib.ExampleTracker.create(n), repl)
+
+    # A train step that also returns the per-example losses (what the anchors' code copies to the host).
+    def step_with_losses(state, batch):
+        from gdc import losses
+
+        keys_B = jax.vmap(jax.random.fold_in, (None, 0))(jax.random.fold_in(state.key, state.step), batch["index"])
+
+        def objective(p):
+            loss_B, acc_B = loss_fn(p, batch, keys_B)
+            return losses.weighted_mean(loss_B, batch["mask"]), (loss_B, acc_B)
+
+        (_, (loss_B, acc_B)), grads = jax.value_and_grad(objective, has_aux=True)(state.params)
+        updates, opt_state = tx.update(grads, state.opt_state, state.params)
+        params = jax.tree.map(jnp.add, state.params, updates)
+        return state.replace(step=state.step + 1, params=params, opt_state=opt_state), loss_B, acc_B
+
+    with_losses = jax.jit(step_with_losses, donate_argnums=0)
+    return dict(
+        arrays=arrays, it=it, mesh=mesh, fns=fns, state=state, tracker=tracker, with_losses=with_losses, loss_fn=loss_fn
+    )
+
+
+def median_time(fn, reps: int) -> float:
+    ts = []
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        fn()
+        ts.append(time.perf_counter() - t0)
+    return statistics.median(ts)
+
+
+def bench_model(name: str, args) -> dict:
+    import jax
+    import numpy as np
+
+    from gdc import sharding
+    from gdc import tracker as tracker_lib
+    from gdc.data.pipeline import EpochIterator, sequential_batches
+
+    n, b = (args.n_mlp, 128) if name == "mlp" else (args.n_transformer, 32)
+    out = {"n": n, "batch": b}
+    env = setup(name, n, b, {})
+    it, mesh = env["it"], env["mesh"]
+    train_fn, score_fn, eval_fn = env["fns"]
+    state, tracker = env["state"], env["tracker"]
+    spe = it.steps_per_epoch
+    assert n % b, "n must leave a padded final batch"
+
+    with jax.set_mesh(mesh):
+        # ---------------------------------------------------------------------------------------------------------
+        # Compile once; AOT compile time vs step time; memory analysis.
+        # ---------------------------------------------------------------------------------------------------------
+        first = sharding.put_batch(it.batch(0, 0), mesh)
+        t0 = time.perf_counter()
+        lowered = train_fn.lower(state, tracker, first)
+        t_lower = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        compiled = lowered.compile()
+        t_compile = time.perf_counter() - t0
+        mem = compiled.memory_analysis()
+        memory = {
+            k: int(getattr(mem, k))
+            for k in (
+                "argument_size_in_bytes",
+                "output_size_in_bytes",
+                "alias_size_in_bytes",
+                "temp_size_in_bytes",
+                "generated_code_size_in_bytes",
+            )
+            if mem is not None and hasattr(mem, k)
+        }
+        step_times = []
+        for epoch in range(args.epochs):
+            for pos in range(spe):
+                batch = sharding.put_batch(it.batch(epoch, pos), mesh)
+                t0 = time.perf_counter()
+                state, tracker, m = train_fn(state, tracker, batch)
+                jax.block_until_ready(m)
+                step_times.append(time.perf_counter() - t0)
+        after_epochs = train_fn._cache_size()
+        pruned = EpochIterator(env["arrays"], b, 0, keep_idx=np.arange(0, n, 3))  # an intervention: 1/3 of the ids
+        for pos in range(pruned.steps_per_epoch):
+            state, tracker, m = train_fn(state, tracker, sharding.put_batch(pruned.batch(0, pos), mesh))
+        jax.block_until_ready(m)
+        step = statistics.median(step_times[1:])
+        out["compile"] = {
+            "lower_s": t_lower,
+            "compile_s": t_compile,
+            "steady_step_ms": step * 1e3,
+            "compile_over_step": t_compile / step,
+            "memory_analysis": memory,
+            "jit_cache_size_after_epochs": after_epochs,
+            "jit_cache_size_after_pruned_epoch": train_fn._cache_size(),
+            "epochs": args.epochs,
+            "padded_final_batch_rows": int(n % b),
+        }
+
+        # ---------------------------------------------------------------------------------------------------------
+        # Data pipeline vs a pre-placed batch.
+        # ---------------------------------------------------------------------------------------------------------
+        steps = min(spe, args.pipeline_steps)
+        fixed = sharding.put_batch(it.batch(1, 0), mesh)
+
+        def run_pipeline():
+            nonlocal state, tracker
+            for pos in range(steps):
+                state, tracker, m = train_fn(state, tracker, sharding.put_batch(it.batch(2, pos), mesh))
+            jax.block_until_ready((state, tracker))
+
+        def run_preplaced():
+            nonlocal state, tracker
+            for _ in range(steps):
+                state, tracker, m = train_fn(state, tracker, fixed)
+            jax.block_until_ready((state, tracker))
+
+        t_pipe, t_pre = [], []
+        for r in range(args.reps):
+            for f, acc in ((run_pipeline, t_pipe), (run_preplaced, t_pre))[:: 1 if r % 2 else -1]:
+                t0 = time.perf_counter()
+                f()
+                acc.append(time.perf_counter() - t0)
+        sp_pipe, sp_pre = steps / statistics.median(t_pipe), steps / statistics.median(t_pre)
+        out["pipeline"] = {"steps": steps, "steps_per_s_pipeline": sp_pipe, "steps_per_s_preplaced": sp_pre}
+        out["pipeline"]["ratio"] = sp_pipe / sp_pre
+
+        # ---------------------------------------------------------------------------------------------------------
+        # K scoring passes vs K ideal forward passes.
+        # ---------------------------------------------------------------------------------------------------------
+        k = args.passes
+        placed = [sharding.put_batch(it.batch(3, pos), mesh) for pos in range(spe)]
+        seq = [sharding.put_batch(x, mesh) for x in sequential_batches(env["arrays"], b)]
+        tmp = tempfile.mkdtemp()
+        positions = {max(1, round((i + 1) * spe / k)) for i in range(k)}
+
+        def epoch(with_passes: bool):
+            nonlocal state, tracker
+            for pos in range(spe):
+                state, tracker, m = train_fn(state, tracker, placed[pos])
+                if with_passes and pos + 1 in positions:  # as gdc/train/loop.py's scoring_pass
+                    s_arr, e_arr = jax.numpy.int32(0), jax.numpy.int32(0)
+                    parts = []
+                    for x in seq:
+                        tracker, loss_B, _ = score_fn(state.params, tracker, x, s_arr, e_arr)
+                        parts.append(loss_B)
+                    np.save(os.path.join(tmp, f"pass_{pos}.npy"), np.concatenate(jax.device_get(parts))[:n])
+            jax.block_until_ready((state, tracker))
+
+        def forward_pass():
+            sums = [eval_fn(state.params, x) for x in seq]
+            jax.block_until_ready(sums)
+
+        epoch(True)  # compile score_fn
+        forward_pass()
+        t_with, t_without, t_fwd = [], [], []
+        for _ in range(args.reps):
+            for f, acc in ((lambda: epoch(True), t_with), (lambda: epoch(False), t_without), (forward_pass, t_fwd)):
+                t0 = time.perf_counter()
+                f()
+                acc.append(time.perf_counter() - t0)
+        measured = statistics.median(t_with) - statistics.median(t_without)
+        ideal = k * statistics.median(t_fwd)
+        out["scoring_passes"] = {
+            "K": k,
+            "epoch_s_without": statistics.median(t_without),
+            "epoch_s_with": statistics.median(t_with),
+            "measured_extra_s": measured,
+            "ideal_K_forward_s": ideal,
+            "measured_over_ideal": measured / ideal,
+        }
+
+        # ---------------------------------------------------------------------------------------------------------
+        # Ours vs the anchors' ways of recording dynamics (one epoch each).
+        # ---------------------------------------------------------------------------------------------------------
+        off = setup(name, n, b, {"enabled": False})
+        off_train, _, off_eval = off["fns"]
+        off_state, off_tracker = off["state"], off["tracker"]
+        ws = env["with_losses"]
+        ws_state = setup(name, n, b, {"enabled": False})["state"]  # its own copy: the step donates it
+        per_ex = jax.jit(lambda p, batch: off["loss_fn"](p, batch, None))
+
+        def ours():
+            nonlocal state, tracker
+            for pos in range(spe):
+                state, tracker, m = train_fn(state, tracker, placed[pos])
+            fields = tracker_lib.to_numpy(tracker)
+            np.savez(os.path.join(tmp, "epoch.npz"), **fields)
+
+        def bare():
+            nonlocal off_state, off_tracker
+            for pos in range(spe):
+                off_state, off_tracker, m = off_train(off_state, off_tracker, placed[pos])
+            jax.block_until_ready(off_state)
+
+        history = collections.defaultdict(list)
+
+        def forgetting_style():
+            nonlocal ws_state
+            for pos in range(spe):
+                ws_state, loss_B, acc_B = ws(ws_state, placed[pos])
+                idx = np.asarray(placed[pos]["index"])
+                loss_h, acc_h = np.asarray(loss_B), np.asarray(acc_B)  # device-to-host copy every step
+                for i, lo, ac in zip(idx.tolist(), loss_h.tolist(), acc_h.tolist(), strict=True):
+                    if i < n:
+                        history[i].append((lo, ac))
+
+        def cartography_style():
+            nonlocal off_state, off_tracker
+            for pos in range(spe):
+                off_state, off_tracker, m = off_train(off_state, off_tracker, placed[pos])
+            with open(os.path.join(tmp, "dynamics_epoch.jsonl"), "w") as f:  # extra forward pass, outputs to a file
+                for x in seq:
+                    loss_B, acc_B = per_ex(off_state.params, x)
+                    idx, lo, ac = (np.asarray(v) for v in (x["index"], loss_B, acc_B))
+                    for i, li, ai in zip(idx.tolist(), lo.tolist(), ac.tolist(), strict=True):
+                        if i < n:
+                            f.write(json.dumps({"guid": i, "loss": li, "acc": ai}) + "\n")
+
+        variants = {
+            "bare (tracker off, nothing recorded)": bare,
+            "ours (on-device tracker, 1 copy/epoch)": ours,
+            "forgetting-style (host copy every step)": forgetting_style,
+            "cartography-style (extra forward pass + jsonl)": cartography_style,
+        }
+        for f in variants.values():
+            f()  # compile
+        times = {k_: [] for k_ in variants}
+        for r in range(args.reps):
+            for k_, f in list(variants.items())[:: 1 if r % 2 else -1]:
+                t0 = time.perf_counter()
+                f()
+                jax.block_until_ready((state, off_state, ws_state))
+                times[k_].append(time.perf_counter() - t0)
+        base = statistics.median(times["bare (tracker off, nothing recorded)"])
+        out["anchors"] = {
+            k_: {"epoch_s": statistics.median(v), "overhead_vs_bare": statistics.median(v) / base - 1}
+            for k_, v in times.items()
+        }
+    return out
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--models", default="mlp,transformer")
+    p.add_argument("--n_mlp", type=int, default=20_000)
+    p.add_argument("--n_transformer", type=int, default=1_000)
+    p.add_argument("--epochs", type=int, default=3)
+    p.add_argument("--passes", type=int, default=2)
+    p.add_argument("--pipeline_steps", type=int, default=100)
+    p.add_argument("--reps", type=int, default=3)
+    p.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "engine_costs.json"))
+    args = p.parse_args()
+    import jax
+
+    results = {"jax": jax.__version__, "device": jax.devices()[0].device_kind, "config": vars(args), "models": {}}
+    for name in args.models.split(","):
+        r = results["models"][name] = bench_model(name, args)
+        c, pl, sp = r["compile"], r["pipeline"], r["scoring_passes"]
+        print(f"{name} (N = {r['n']}, B = {r['batch']})")
+        print(
+            f"  compile: lower {c['lower_s']:.2f} s, compile {c['compile_s']:.2f} s = {c['compile_over_step']:.0f} "
+            f"steady steps of {c['steady_step_ms']:.2f} ms; jit cache size after {c['epochs']} epochs (padded last "
+            f"batch) {c['jit_cache_size_after_epochs']}, after a pruned epoch {c['jit_cache_size_after_pruned_epoch']}"
+        )
+        print(f"  memory_analysis: {c['memory_analysis']}")
+        print(
+            f"  pipeline: {pl['steps_per_s_pipeline']:.1f} vs pre-placed {pl['steps_per_s_preplaced']:.1f} steps/s, "
+            f"ratio {pl['ratio']:.3f}"
+        )
+        print(
+            f"  scoring passes K={sp['K']}: measured extra {sp['measured_extra_s']:.3f} s vs ideal "
+            f"{sp['ideal_K_forward_s']:.3f} s: {sp['measured_over_ideal']:.2f}x"
+        )
+        for k, v in r["anchors"].items():
+            print(f"  {k:<48} {v['epoch_s']:.3f} s/epoch  overhead {v['overhead_vs_bare']:+.1%}")
+    with open(args.out, "w") as f:
+        json.dump(results, f, indent=2)
+
+
+if __name__ == "__main__":
+    main()
