@@ -275,9 +275,7 @@ def test_defaults_validate() -> None:
 
 
 def test_synthetic_contract_and_split() -> None:
-    cfg = DataConfig(
-        source="synthetic", num_examples=300, num_features=5, num_classes=3, heldout_fraction=0.2
-    )
+    cfg = DataConfig(source="synthetic", num_examples=300, num_features=5, num_classes=3, heldout_fraction=0.2)
     ds = build_dataset(cfg)
     assert ds.kind == "classification"
     json.dumps(ds.meta)

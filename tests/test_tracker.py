@@ -31,9 +31,7 @@ CONFIGS = {
     "loss_hysteresis": TrackerConfig(criterion="loss", eps_low=0.75, eps_high=1.25, early_epochs=2),
     "loss_single": TrackerConfig(criterion="loss", eps_low=1.0, eps_high=1.0, early_epochs=2),
     "accuracy_single": TrackerConfig(criterion="accuracy", acc_learn=1.0, acc_forget=1.0, early_epochs=1),
-    "accuracy_hysteresis": TrackerConfig(
-        criterion="accuracy", acc_learn=0.75, acc_forget=0.5, early_epochs=3
-    ),
+    "accuracy_hysteresis": TrackerConfig(criterion="accuracy", acc_learn=0.75, acc_forget=0.5, early_epochs=3),
 }
 
 
@@ -279,9 +277,7 @@ def test_last_occurrence_in_batch_wins():
     mask_B = [True, True, False, True, True, False, True, False]
     tracker = _call(update, tracker, idx_B, loss_B, np.zeros(8), mask_B, 7, 0)
     got = tracker_lib.to_numpy(tracker)
-    want = update_np(
-        init_np(4), np.array(idx_B), np.float32(loss_B), np.zeros(8), np.array(mask_B), 7, 0, cfg
-    )
+    want = update_np(init_np(4), np.array(idx_B), np.float32(loss_B), np.zeros(8), np.array(mask_B), 7, 0, cfg)
     _assert_matches(got, want, sum_rtol=0.0)
     np.testing.assert_array_equal(got["learned_N"], [True, False, True, False])
     np.testing.assert_array_equal(got["last_loss_N"], np.float32([0.25, 1.5, 0.5, np.nan]))
@@ -329,14 +325,10 @@ def test_hand_trajectory_hysteresis():
     assert not got["learned_N"]
     assert got["first_learned_step_N"] == 1
     # Hysteresis keeps a learned example learned inside the band: 0.5, then 0.8..1.2 never forget.
-    got = _run_trajectory(
-        TrackerConfig(eps_low=0.7, eps_high=1.3), np.float32([2.0, 0.5, 0.8, 1.2, 0.9, 1.3])
-    )
+    got = _run_trajectory(TrackerConfig(eps_low=0.7, eps_high=1.3), np.float32([2.0, 0.5, 0.8, 1.2, 0.9, 1.3]))
     assert (got["learn_N"], got["forget_N"], bool(got["learned_N"])) == (1, 0, True)
     # ... whereas the single threshold at 1.0 forgets at 1.2 and relearns at 0.9.
-    got = _run_trajectory(
-        TrackerConfig(eps_low=1.0, eps_high=1.0), np.float32([2.0, 0.5, 0.8, 1.2, 0.9, 1.3])
-    )
+    got = _run_trajectory(TrackerConfig(eps_low=1.0, eps_high=1.0), np.float32([2.0, 0.5, 0.8, 1.2, 0.9, 1.3]))
     assert (got["learn_N"], got["forget_N"], bool(got["learned_N"])) == (2, 2, False)
 
 
@@ -400,9 +392,7 @@ def test_replicated_and_sharded_trackers_agree():
     batch_sh = sharding.batch_sharding(mesh)
 
     def upd(tracker, batch, step, epoch):
-        return tracker_lib.update(
-            tracker, batch["index"], batch["loss"], batch["acc"], batch["mask"], step, epoch, cfg
-        )
+        return tracker_lib.update(tracker, batch["index"], batch["loss"], batch["acc"], batch["mask"], step, epoch, cfg)
 
     runs = {}
     for mode in ("replicated", "data"):
@@ -415,9 +405,7 @@ def test_replicated_and_sharded_trackers_agree():
             for step in range(30):
                 epoch = step // 8
                 idx_B, loss_B, acc_B, mask_B, _ = _random_batch(rng, n, cfg, b=b, duplicates=True)
-                batch = sharding.put_batch(
-                    {"index": idx_B, "loss": loss_B, "acc": acc_B, "mask": mask_B}, mesh
-                )
+                batch = sharding.put_batch({"index": idx_B, "loss": loss_B, "acc": acc_B, "mask": mask_B}, mesh)
                 tracker = update(tracker, batch, np.int32(step), np.int32(epoch))
                 want = update_np(want, idx_B, loss_B, acc_B, mask_B, step, epoch, cfg)
         for leaf in jax.tree.leaves(tracker):
@@ -437,18 +425,14 @@ def test_epoch_losses():
     n = 6
     tracker = ExampleTracker.create(n, multiple_of=8)
     # Epoch 0: everyone once.
-    tracker = _call(
-        update, tracker, np.arange(6), [0.5, 1.5, 0.25, 2.0, 0.75, 3.0], np.zeros(6), [True] * 6, 0, 0
-    )
+    tracker = _call(update, tracker, np.arange(6), [0.5, 1.5, 0.25, 2.0, 0.75, 3.0], np.zeros(6), [True] * 6, 0, 0)
     snapshot_0 = tracker_lib.to_numpy(tracker)
     e0 = tracker_lib.epoch_losses(snapshot_0, 0)
     assert e0.dtype == np.float32
     np.testing.assert_array_equal(e0, np.float32([0.5, 1.5, 0.25, 2.0, 0.75, 3.0]))
     np.testing.assert_array_equal(tracker_lib.epoch_losses(snapshot_0, 1), np.full(6, np.nan, np.float32))
     # Epoch 1: ids 0 and 2 (id 2 twice: the later step's loss counts), id 5 only as padding; rest not seen.
-    tracker = _call(
-        update, tracker, [0, 2, 6, 5], [1.25, 0.125, np.nan, 9.0], np.zeros(4), [1, 1, 0, 0], 1, 1
-    )
+    tracker = _call(update, tracker, [0, 2, 6, 5], [1.25, 0.125, np.nan, 9.0], np.zeros(4), [1, 1, 0, 0], 1, 1)
     tracker = _call(update, tracker, [2, 6], [0.375, np.nan], np.zeros(2), [True, False], 2, 1)
     snapshot_1 = tracker_lib.to_numpy(tracker)
     e1 = tracker_lib.epoch_losses(snapshot_1, 1)
