@@ -178,6 +178,7 @@ def test_config_errors_name_the_field(field, value, match):
         icl_config.from_mapping(c)
 
 
+@pytest.mark.slow  # ~50 s on 2 cores; the pieces it chains are tested above
 def test_quick_study_end_to_end(tmp_path):
     from configs import icl_kinetics
     from gdc import icl
