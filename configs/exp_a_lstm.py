@@ -10,8 +10,10 @@ Scores: in-step per-epoch losses; m with the paper's single threshold at the med
 Arms per seed: prune by m / d / lowest final loss / random (2 subsets) at 5% and 10%,
 token-matched variants of the m arm and the first random subset, plus the canary-free reference model for the
 calibrated MIA.
-Expected: ~15 minutes per seed on 2 otherwise idle CPU cores (16 training runs of ~55 s); 3 seeds. The report is
-docs/results/exp_a/report.md.
+Expected: 17 training runs per seed (probe, reference, 14 arms, ~55 s each on 2 otherwise idle CPU cores, about
+16 minutes per seed; far longer on a shared machine); 3 seeds. Measured (docs/results/exp_a/report.md): no baseline
+extracts a canary greedily (after the prefix it puts ~7% on any digit), exposure 17.7 of 19.9 bits, so the paper's
+claim is "not testable" here; pruning by m does no better than random; pruning the top 10% by d lowers exposure most.
 """
 
 import ml_collections
