@@ -320,7 +320,7 @@ def test_config_unknown_part_and_field():
         classify_config.from_mapping(c)
     c["classify"]["part"] = "mat"
     c["classify"]["floor"] = 1.0
-    with pytest.raises(ConfigError, match="classify.floor is not a field"):
+    with pytest.raises(ConfigError, match="classify.floor is not a known field; part 'mat' allows"):
         classify_config.from_mapping(c)
 
 

@@ -11,6 +11,7 @@ import numbers
 from collections.abc import Mapping
 from typing import Any, NoReturn
 
+from gdc import family
 from gdc.errors import ConfigError
 from gdc.scoring import QUADRANT_NAMES
 
@@ -154,7 +155,7 @@ PartConfig = MatConfig | DememConfig | FairnessConfig
 
 
 def _fail(field: str, value: object, allowed: str) -> NoReturn:
-    raise ConfigError(f"classify.{field}={value!r} {allowed} (set it with --config.classify.{field}=...).")
+    family.fail("classify", field, value, allowed)
 
 
 def _seeds(seeds: tuple) -> None:
@@ -165,8 +166,7 @@ def _seeds(seeds: tuple) -> None:
 
 
 def _int_at_least(name: str, value: object, minimum: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
-        _fail(name, value, f"must be an integer >= {minimum}")
+    family.int_at_least("classify", name, value, minimum)
 
 
 def _positive(name: str, value: object) -> None:
@@ -176,29 +176,11 @@ def _positive(name: str, value: object) -> None:
 
 def from_mapping(config: Mapping[str, Any]) -> PartConfig:
     """The part's typed config from a ConfigDict or dict with ``classify`` (and ``seed``); raises ConfigError."""
-    config = config.to_dict() if hasattr(config, "to_dict") else dict(config)
-    extra = sorted(set(config) - {"seed", "classify"})
-    if extra:
-        raise ConfigError(f"a classify config holds only seed and classify; unknown section(s) {extra}.")
-    values = dict(config.get("classify", {}))
+    _, values = family.seed_and_values(config, "classify")
     part = values.pop("part", None)
     if part not in PARTS:
         raise ConfigError(f"classify.part={part!r} must be one of {tuple(PARTS)}.")
-    cls = PARTS[part]
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    for name, value in values.items():
-        if name not in fields:
-            raise ConfigError(f"classify.{name} is not a field of part {part!r}; it allows {sorted(fields)}.")
-        default = fields[name].default
-        if isinstance(default, tuple):
-            if isinstance(value, str) or not hasattr(value, "__iter__"):
-                _fail(name, value, "must be a tuple")
-            values[name] = tuple(value)
-        elif isinstance(default, float) and isinstance(value, int) and not isinstance(value, bool):
-            values[name] = float(value)
-    cfg = cls(**values)
-    cfg.validate()
-    return cfg
+    return family.build(PARTS[part], "classify", values, what=f"part {part!r}")
 
 
 def part_of(cfg: PartConfig) -> str:

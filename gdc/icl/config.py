@@ -9,7 +9,7 @@ import numbers
 from collections.abc import Mapping
 from typing import Any, NoReturn
 
-from gdc.errors import ConfigError
+from gdc import family
 
 
 @dataclasses.dataclass(frozen=True)
@@ -63,36 +63,14 @@ class ICLConfig:
 
 
 def _fail(field: str, value: object, allowed: str) -> NoReturn:
-    raise ConfigError(f"icl.{field}={value!r} {allowed} (set it with --config.icl.{field}=...).")
+    family.fail("icl", field, value, allowed)
 
 
 def _at_least(cfg: ICLConfig, name: str, minimum: int) -> None:
-    value = getattr(cfg, name)
-    if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < minimum:
-        _fail(name, value, f"must be an integer >= {minimum}")
+    family.int_at_least("icl", name, getattr(cfg, name), minimum)
 
 
 def from_mapping(config: Mapping[str, Any]) -> tuple[int, ICLConfig]:
     """(seed, ICLConfig) from a ConfigDict or dict with ``seed`` and ``icl``; raises ConfigError."""
-    config = config.to_dict() if hasattr(config, "to_dict") else dict(config)
-    extra = sorted(set(config) - {"seed", "icl"})
-    if extra:
-        raise ConfigError(f"an icl config holds only seed and icl; unknown section(s) {extra}.")
-    seed = config.get("seed", 0)
-    if not isinstance(seed, int) or isinstance(seed, bool):
-        raise ConfigError(f"seed={seed!r}: must be an int.")
-    values = dict(config.get("icl", {}))
-    fields = {f.name: f for f in dataclasses.fields(ICLConfig)}
-    for name, value in values.items():
-        if name not in fields:
-            raise ConfigError(f"icl.{name} is not a known field; icl allows {sorted(fields)}.")
-        default = fields[name].default
-        if isinstance(default, tuple):
-            if isinstance(value, str) or not hasattr(value, "__iter__"):
-                _fail(name, value, "must be a tuple")
-            values[name] = tuple(value)
-        elif isinstance(default, float) and isinstance(value, int) and not isinstance(value, bool):
-            values[name] = float(value)
-    cfg = ICLConfig(**values)
-    cfg.validate()
-    return seed, cfg
+    seed, values = family.seed_and_values(config, "icl")
+    return seed, family.build(ICLConfig, "icl", values)

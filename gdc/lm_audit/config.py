@@ -9,6 +9,7 @@ import numbers
 from collections.abc import Mapping
 from typing import Any, NoReturn
 
+from gdc import family
 from gdc.errors import ConfigError
 
 
@@ -119,7 +120,7 @@ def from_mapping(config: Mapping[str, Any]) -> AuditConfig:
 
 
 def _fail(field: str, value: object, allowed: str) -> NoReturn:
-    raise ConfigError(f"lm_audit.{field}={value!r} {allowed} (set it with --config.lm_audit.{field}=...).")
+    family.fail("lm_audit", field, value, allowed)
 
 
 def _check_int(cfg: AuditConfig, field: str, minimum: int) -> None:

@@ -9,7 +9,7 @@ import numbers
 from collections.abc import Mapping
 from typing import Any, NoReturn
 
-from gdc.errors import ConfigError
+from gdc import family
 from gdc.ssl.metrics import REST
 
 DIGITS = 1797  # scikit-learn's load_digits
@@ -85,31 +85,14 @@ class SSLConfig:
 
 
 def _fail(field: str, value: object, allowed: str) -> NoReturn:
-    raise ConfigError(f"ssl.{field}={value!r} {allowed} (set it with --config.ssl.{field}=...).")
+    family.fail("ssl", field, value, allowed)
 
 
 def _at_least(cfg: SSLConfig, name: str, minimum: int) -> None:
-    value = getattr(cfg, name)
-    if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < minimum:
-        _fail(name, value, f"must be an integer >= {minimum}")
+    family.int_at_least("ssl", name, getattr(cfg, name), minimum)
 
 
 def from_mapping(config: Mapping[str, Any]) -> tuple[int, SSLConfig]:
     """(seed, SSLConfig) from a ConfigDict or dict with ``seed`` and ``ssl``; raises ConfigError."""
-    config = config.to_dict() if hasattr(config, "to_dict") else dict(config)
-    extra = sorted(set(config) - {"seed", "ssl"})
-    if extra:
-        raise ConfigError(f"an ssl config holds only seed and ssl; unknown section(s) {extra}.")
-    seed = config.get("seed", 0)
-    if not isinstance(seed, int) or isinstance(seed, bool):
-        raise ConfigError(f"seed={seed!r}: must be an int.")
-    values = dict(config.get("ssl", {}))
-    fields = {f.name: f for f in dataclasses.fields(SSLConfig)}
-    for name, value in values.items():
-        if name not in fields:
-            raise ConfigError(f"ssl.{name} is not a known field; ssl allows {sorted(fields)}.")
-        if isinstance(fields[name].default, float) and isinstance(value, int) and not isinstance(value, bool):
-            values[name] = float(value)
-    cfg = SSLConfig(**values)
-    cfg.validate()
-    return seed, cfg
+    seed, values = family.seed_and_values(config, "ssl")
+    return seed, family.build(SSLConfig, "ssl", values)

@@ -4,11 +4,10 @@ Validated before any data is built or anything compiles; a bad field raises Conf
 """
 
 import dataclasses
-import numbers
 from collections.abc import Mapping
 from typing import Any, NoReturn
 
-from gdc.errors import ConfigError
+from gdc import family
 from gdc.tabular.data import CSV_TABLES, SKLEARN_TABLES
 
 DATASETS = ("synthetic", *SKLEARN_TABLES, *CSV_TABLES)
@@ -92,35 +91,14 @@ class TabularConfig:
 
 
 def _fail(field: str, value: object, allowed: str) -> NoReturn:
-    raise ConfigError(f"tabular.{field}={value!r} {allowed} (set it with --config.tabular.{field}=...).")
+    family.fail("tabular", field, value, allowed)
 
 
 def _at_least(cfg: TabularConfig, name: str, minimum: int) -> None:
-    value = getattr(cfg, name)
-    if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < minimum:
-        _fail(name, value, f"must be an integer >= {minimum}")
+    family.int_at_least("tabular", name, getattr(cfg, name), minimum)
 
 
 def from_mapping(config: Mapping[str, Any]) -> TabularConfig:
     """TabularConfig from a ConfigDict or dict with ``seed`` and ``tabular``; raises ConfigError."""
-    config = config.to_dict() if hasattr(config, "to_dict") else dict(config)
-    extra = sorted(set(config) - {"seed", "tabular"})
-    if extra:
-        raise ConfigError(f"a tabular config holds only seed and tabular; unknown section(s) {extra}.")
-    values = dict(config.get("tabular", {}))
-    fields = {f.name: f for f in dataclasses.fields(TabularConfig)}
-    for name, value in values.items():
-        if name not in fields:
-            raise ConfigError(f"tabular.{name} is not a known field; tabular allows {sorted(fields)}.")
-        default = fields[name].default
-        if isinstance(default, tuple):
-            if isinstance(value, str) or not hasattr(value, "__iter__"):
-                _fail(name, value, "must be a tuple")
-            values[name] = tuple(value)
-        elif isinstance(default, float) and isinstance(value, int) and not isinstance(value, bool):
-            values[name] = float(value)
-        elif isinstance(default, bool | int | str) and type(value) is not type(default):
-            _fail(name, value, f"must be a {type(default).__name__}")
-    cfg = TabularConfig(**values)
-    cfg.validate()
-    return cfg
+    _, values = family.seed_and_values(config, "tabular")
+    return family.build(TabularConfig, "tabular", values, strict_types=True)

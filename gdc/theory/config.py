@@ -10,7 +10,7 @@ import numbers
 from collections.abc import Mapping
 from typing import Any, NoReturn
 
-from gdc.errors import ConfigError
+from gdc import family
 
 CLAIMS = ("lower_bound", "stability", "nonconvex")
 CONVEX_MODELS = ("logistic", "softmax")
@@ -127,36 +127,14 @@ class TheoryConfig:
 
 
 def _fail(field: str, value: object, allowed: str) -> NoReturn:
-    raise ConfigError(f"theory.{field}={value!r} {allowed} (set it with --config.theory.{field}=...).")
+    family.fail("theory", field, value, allowed)
 
 
 def _at_least(cfg: TheoryConfig, name: str, minimum: int) -> None:
-    value = getattr(cfg, name)
-    if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < minimum:
-        _fail(name, value, f"must be an integer >= {minimum}")
+    family.int_at_least("theory", name, getattr(cfg, name), minimum)
 
 
 def from_mapping(config: Mapping[str, Any]) -> tuple[int, TheoryConfig]:
     """(seed, TheoryConfig) from a ConfigDict or dict with ``seed`` and ``theory``; raises ConfigError."""
-    config = config.to_dict() if hasattr(config, "to_dict") else dict(config)
-    extra = sorted(set(config) - {"seed", "theory"})
-    if extra:
-        raise ConfigError(f"--mode=verify reads only seed and theory; unknown section(s) {extra}.")
-    seed = config.get("seed", 0)
-    if not isinstance(seed, int) or isinstance(seed, bool):
-        raise ConfigError(f"seed={seed!r}: must be an int.")
-    values = dict(config.get("theory", {}))
-    fields = {f.name: f for f in dataclasses.fields(TheoryConfig)}
-    for name, value in values.items():
-        if name not in fields:
-            raise ConfigError(f"theory.{name} is not a known field; theory allows {sorted(fields)}.")
-        default = fields[name].default
-        if isinstance(default, tuple):
-            if isinstance(value, str) or not hasattr(value, "__iter__"):
-                _fail(name, value, "must be a tuple")
-            values[name] = tuple(float(v) if isinstance(default[0], float) else v for v in value)
-        elif isinstance(default, float) and isinstance(value, int) and not isinstance(value, bool):
-            values[name] = float(value)
-    cfg = TheoryConfig(**values)
-    cfg.validate()
-    return seed, cfg
+    seed, values = family.seed_and_values(config, "theory")
+    return seed, family.build(TheoryConfig, "theory", values)
