@@ -133,23 +133,6 @@ def node_log_likelihoods(
 # ------------------------------------------------------------------------------------------------------------
 # "recurrent": the LSTM state carried down the digit tree.
 # ------------------------------------------------------------------------------------------------------------
-def _lstm_step(model: CharLSTM, carry: tuple, gates0_Bx4D: jax.Array) -> tuple[tuple, jax.Array]:
-    """One time step of every layer (the cell of gdc/models/char_lm.py); returns (carry, top h_BxD).
-
-    ``gates0_Bx4D`` is the first layer's input projection ``w_in[0](embed(tokens_B))``: the tree feeds only
-    the 10 digits, so it is computed once per digit instead of once per node.
-    """
-    new, x_BxD = [], None
-    for i, ((c_BxD, h_BxD), w_in, w_rec) in enumerate(zip(carry, model.w_in, model.w_rec, strict=True)):
-        in_Bx4D = gates0_Bx4D if i == 0 else w_in(x_BxD)
-        i_g, f_g, g_g, o_g = jnp.split(in_Bx4D + h_BxD @ w_rec.kernel[...], 4, axis=-1)
-        c_BxD = jax.nn.sigmoid(f_g + 1.0) * c_BxD + jax.nn.sigmoid(i_g) * jnp.tanh(g_g)
-        h_BxD = jax.nn.sigmoid(o_g) * jnp.tanh(c_BxD)
-        new.append((c_BxD, h_BxD))
-        x_BxD = h_BxD
-    return tuple(new), x_BxD
-
-
 @functools.cache
 def _lstm_tree_fn(graphdef: nnx.GraphDef, num_digits: int, mesh: jax.sharding.Mesh) -> Callable:
     num_devices = mesh.devices.size
@@ -161,12 +144,11 @@ def _lstm_tree_fn(graphdef: nnx.GraphDef, num_digits: int, mesh: jax.sharding.Me
 
     def tree(params, prefix_T, prefix_len):
         model = nnx.merge(graphdef, params)
-        zeros_1xD = jnp.zeros((1, model.width), jnp.float32)
-        carry = tuple((zeros_1xD, zeros_1xD) for _ in model.w_in)
+        carry = model.initial_carry(1)
 
         def consume(carry, t_and_token):
             t, token = t_and_token
-            new, _ = _lstm_step(model, carry, model.w_in[0](model.embed(token[None])))
+            new, _ = model.step(carry, model.w_in[0](model.embed(token[None])))
             return jax.tree.map(lambda n, o: jnp.where(t < prefix_len, n, o), new, carry), None
 
         carry, _ = jax.lax.scan(consume, carry, (jnp.arange(prefix_T.shape[0]), prefix_T))
@@ -180,7 +162,7 @@ def _lstm_tree_fn(graphdef: nnx.GraphDef, num_digits: int, mesh: jax.sharding.Me
 
             # Node r of level k is node r // 10 of level k-1 followed by digit r % 10.
             carry = jax.tree.map(lambda x_MxD: rows(jnp.repeat(x_MxD, 10, axis=0)), carry)
-            carry, h_NxD = _lstm_step(model, carry, rows(jnp.tile(gates0_10x4D, (n // 10, 1))))
+            carry, h_NxD = model.step(carry, rows(jnp.tile(gates0_10x4D, (n // 10, 1))))
             ll_R = (ll_R.reshape(n, 1) + digit_logp(model, h_NxD)).reshape(10 * n)
         return ll_R
 

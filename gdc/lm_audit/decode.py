@@ -22,22 +22,15 @@ from gdc.models.char_lm import Ablation, CharLSTM, CharTransformer, ablate_direc
 
 
 def _lstm_step(model: CharLSTM, carry: tuple, token_B: jax.Array, ablate: Ablation) -> tuple[tuple, jax.Array]:
-    """Feeds one token to every layer; returns (carry, next-token logits_BxV). Same cell as CharLSTM.__call__."""
-    x_BxD = ablate_direction(model.embed(token_B), 0, ablate)
-    new = []
-    for i, ((c_BxD, h_BxD), w_in, w_rec) in enumerate(zip(carry, model.w_in, model.w_rec, strict=True)):
-        i_g, f_g, g_g, o_g = jnp.split(w_in(x_BxD) + h_BxD @ w_rec.kernel[...], 4, axis=-1)
-        c_BxD = jax.nn.sigmoid(f_g + 1.0) * c_BxD + jax.nn.sigmoid(i_g) * jnp.tanh(g_g)
-        h_BxD = jax.nn.sigmoid(o_g) * jnp.tanh(c_BxD)
-        new.append((c_BxD, h_BxD))
-        x_BxD = ablate_direction(h_BxD, i + 1, ablate)
-    return tuple(new), model.head(x_BxD).astype(jnp.float32)
+    """Feeds one token to every layer; returns (carry, next-token logits_BxV)."""
+    gates0_Bx4D = model.w_in[0](ablate_direction(model.embed(token_B), 0, ablate))
+    carry, x_BxD = model.step(carry, gates0_Bx4D, ablate)
+    return carry, model.head(x_BxD).astype(jnp.float32)
 
 
 def _lstm_decode(model: CharLSTM, prefix_BxP: jax.Array, num_steps: int, ablate: Ablation) -> jax.Array:
     b = prefix_BxP.shape[0]
-    zeros_BxD = jnp.zeros((b, model.width), jnp.float32)
-    carry = tuple((zeros_BxD, zeros_BxD) for _ in model.w_in)
+    carry = model.initial_carry(b)
     logits_BxV = jnp.zeros((b, model.head.out_features), jnp.float32)
 
     def consume(state, token_B):

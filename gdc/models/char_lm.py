@@ -28,6 +28,14 @@ def ablate_direction(x_BxLxD: jax.Array, layer: int, ablate: Ablation) -> jax.Ar
     return x_BxLxD - alpha * jnp.sum(x_BxLxD * u_1xD, axis=-1, keepdims=True) * u_1xD
 
 
+def lstm_cell(carry: tuple[jax.Array, jax.Array], gates_Bx4D: jax.Array, kernel_Dx4D: jax.Array) -> tuple:
+    """One LSTM time step from the input projection ``gates_Bx4D``: returns the new ``(c_BxD, h_BxD)``."""
+    c_BxD, h_BxD = carry
+    i_g, f_g, g_g, o_g = jnp.split(gates_Bx4D + h_BxD @ kernel_Dx4D, 4, axis=-1)
+    c_BxD = jax.nn.sigmoid(f_g + 1.0) * c_BxD + jax.nn.sigmoid(i_g) * jnp.tanh(g_g)
+    return c_BxD, jax.nn.sigmoid(o_g) * jnp.tanh(c_BxD)
+
+
 class CharLSTM(nnx.Module):
     """Embedding, ``depth`` LSTM layers of ``width`` units, linear head."""
 
@@ -60,11 +68,8 @@ class CharLSTM(nnx.Module):
             kernel_Dx4D = w_rec.kernel[...]
 
             def cell(carry, g_Bx4D, kernel_Dx4D=kernel_Dx4D):
-                c_BxD, h_BxD = carry
-                i_g, f_g, g_g, o_g = jnp.split(g_Bx4D + h_BxD @ kernel_Dx4D, 4, axis=-1)
-                c_BxD = jax.nn.sigmoid(f_g + 1.0) * c_BxD + jax.nn.sigmoid(i_g) * jnp.tanh(g_g)
-                h_BxD = jax.nn.sigmoid(o_g) * jnp.tanh(c_BxD)
-                return (c_BxD, h_BxD), h_BxD
+                carry = lstm_cell(carry, g_Bx4D, kernel_Dx4D)
+                return carry, carry[1]
 
             b = inputs_BxL.shape[0]
             zeros_BxD = jnp.zeros((b, self.width), gates_LxBx4D.dtype)
@@ -74,6 +79,25 @@ class CharLSTM(nnx.Module):
             x_BxLxD = dropout(x_BxLxD, self.dropout_rate, keys_B, salt=i)
         logits_BxLxV = self.head(x_BxLxD).astype(jnp.float32)
         return (logits_BxLxV, hidden) if return_hidden else logits_BxLxV
+
+    def initial_carry(self, batch: int) -> tuple:
+        """The all-zero ``(c, h)`` of every layer, as ``__call__`` starts from."""
+        zeros_BxD = jnp.zeros((batch, self.width), jnp.float32)
+        return tuple((zeros_BxD, zeros_BxD) for _ in self.w_in)
+
+    def step(self, carry: tuple, gates0_Bx4D: jax.Array, ablate: Ablation = None) -> tuple[tuple, jax.Array]:
+        """One time step of every layer (no dropout), for decoding with the state carried along.
+
+        ``gates0_Bx4D`` is the first layer's input projection ``w_in[0](embed(tokens_B))`` (with any layer-0
+        ablation already applied to the embedding); callers feeding few distinct tokens can compute it once per
+        token. Returns (carry, the top layer's hidden state after its ablation, as fed to ``head``).
+        """
+        new, x_BxD = [], None
+        for i, (state, w_in, w_rec) in enumerate(zip(carry, self.w_in, self.w_rec, strict=True)):
+            state = lstm_cell(state, gates0_Bx4D if i == 0 else w_in(x_BxD), w_rec.kernel[...])
+            new.append(state)
+            x_BxD = ablate_direction(state[1], i + 1, ablate)
+        return tuple(new), x_BxD
 
 
 class Block(nnx.Module):
