@@ -51,16 +51,20 @@ def _decode_fn(graphdef: nnx.GraphDef, num_steps: int, mesh: jax.sharding.Mesh) 
 
     def decode(params, buf_CxT, prefix_len_C):
         rows_C = jnp.arange(buf_CxT.shape[0])
-        logits_CxTxV = models.forward(graphdef, params, {"tokens": buf_CxT})
-        first_CxV = jax.nn.softmax(logits_CxTxV[rows_C, prefix_len_C - 1].astype(jnp.float32), axis=-1)
 
-        def step(k, buf_CxT):
+        def next_logits(k, buf_CxT):
             logits_CxTxV = models.forward(graphdef, params, {"tokens": buf_CxT})
-            pos_C = prefix_len_C - 1 + k
-            next_C = jnp.argmax(logits_CxTxV[rows_C, pos_C], axis=-1).astype(buf_CxT.dtype)
-            return buf_CxT.at[rows_C, pos_C + 1].set(next_C)
+            return logits_CxTxV[rows_C, prefix_len_C - 1 + k]
 
-        buf_CxT = jax.lax.fori_loop(0, num_steps, step, buf_CxT)
+        def write(k, buf_CxT, logits_CxV):
+            next_C = jnp.argmax(logits_CxV, axis=-1).astype(buf_CxT.dtype)
+            return buf_CxT.at[rows_C, prefix_len_C + k].set(next_C)
+
+        # The first step is peeled off the loop: its distribution is also returned (the first-byte diagnosis).
+        first_logits_CxV = next_logits(0, buf_CxT)
+        first_CxV = jax.nn.softmax(first_logits_CxV.astype(jnp.float32), axis=-1)
+        buf_CxT = write(0, buf_CxT, first_logits_CxV)
+        buf_CxT = jax.lax.fori_loop(1, num_steps, lambda k, buf: write(k, buf, next_logits(k, buf)), buf_CxT)
         cols_CxS = prefix_len_C[:, None] + jnp.arange(num_steps)[None, :]
         return jnp.take_along_axis(buf_CxT, cols_CxS, axis=1), first_CxV
 
