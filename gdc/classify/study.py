@@ -55,38 +55,18 @@ NOTES = {
     "predictions on D^c. Prune: retrain from the same initialisation without D; its prediction is the identity's "
     "un-memorized form (each point of D behaves like the base model's unmemorized points of its (y, a) cell).",
 }
-FINDINGS = {
-    "mat": "Reproduced. Minority test accuracy goes from 0.127 ± 0.008 (ERM) to 0.882 ± 0.019 with MAT at the final "
-    "step and to 0.913 ± 0.007 with the paper's worst-group early stopping (our earlier numpy toy: 0.108 -> 0.940). "
-    "MAT's minority accuracy peaks near 0.92 around step 300-400 and then slowly decays as the noise dimensions are "
-    "fitted again, which is why the final step sits below 0.9. ERM's best worst-group validation accuracy is at the "
-    "random initialisation (step 0), so early stopping cannot rescue ERM. As scorers of the memorized minority, d and "
-    "1 - p_ho both reach AUROC 1.000 and m (forget events, full-batch GD) 0.725 ± 0.057; XRM's inferred groups equal "
-    "the true ones on every training row.",
-    "demem": "The loss-floor penalty protects the rows it flags: LiRA TPR@1%FPR on the top-loss set falls from "
-    "0.952 ± 0.040 to 0.584 ± 0.097 at unchanged test accuracy (0.740 -> 0.753). Over all rows it barely moves "
-    "(0.154 -> 0.148; 0.128 when 10% of the pool is flagged), because the flagged set is ~4% of the pool and most of "
-    "the remaining risk sits on other flipped or atypical rows. The hotspot quadrant is a poor risk flag on this "
-    "task: it shares no row with the top-loss set, holds 2.3 of ~96 flipped/atypical rows, and its rows are barely "
-    "exposed under ERM (TPR@1%FPR 0.027). Pushing those easy rows' member losses up to the floor inverts the loss "
-    "attack on them (AUC 0.25 in every seed, below chance), a signal LiRA, whose shadows use the same defence, "
-    "partly recovers (0.77). Unlike the paper's CIFAR-100 result, DP-SGD here raises test accuracy (0.740 -> 0.79) "
-    "while cutting LiRA TPR@1%FPR to 0.03-0.04: its clipping and noise regularise against the flipped labels that "
-    "ERM interpolates, and it dominates every selective arm on this task. As scorers, 1 - p_ho (cross-fitted from "
-    "the ERM models) and d find the flipped/atypical rows about equally (AUROC 0.77 / 0.75) and m less (0.60); "
-    "1 - p_ho tracks per-example LiRA exposure best (Spearman 0.84 vs d 0.73, m 0.59), though part of that is "
-    "shared construction: LiRA's out-distribution is built from the same held-out models.",
-    "fairness": "The identities hold to 1.1e-16 for the lookup memorizer built on the real model's predictions (every "
-    "quadrant and seed; to 1e-12 in tests/test_classify.py). A real network departs from them through drift off D: "
-    "fine-tuning to memorize D changes 3-6% of the other rows' predictions, which is the size of the errors (gap "
-    "errors 0.01-0.06). Memorizing the Noisy-Outlier quadrant (~320 learned-then-forgotten rows, 85% fit by the base "
-    "model) is predicted well (Pearson 0.86 between predicted and measured gap changes); the hotspot quadrant is "
-    "already fit by the base model (predicted change ~0.001), so what is measured there (0.03) is drift alone. "
-    "Pruning is predicted for the small hotspot set (Pearson 0.84, errors < 0.02) but not for the large Noisy-Outlier "
-    "set, whose removal moves the decision boundary (Pearson -0.65). Minimal mass: memorizing 2.0% of the training "
-    "rows (misclassified group-1 rows of class 0, against 5.0% if chosen uniformly in the cell) closes a TPR gap of "
-    "0.32 to 0.006 with the lookup memorizer (one-row granularity) and to 0.029 ± 0.022 after fine-tuning the MLP.",
-}
+
+
+# The minimal-memorized-mass summary (fairness part): aggregated over seeds and tabulated in the report.
+MINIMAL_MASS_METRICS = (
+    "mass_misclassified",
+    "mass_uniform",
+    "realised_mass",
+    "tpr_gap_before",
+    "tpr_gap_after_lookup",
+    "tpr_gap_after_finetune",
+    "finetune_accuracy_on_D",
+)
 
 
 def _clean(x):
@@ -230,15 +210,7 @@ def summarize_fairness(seeds: list[dict]) -> dict:
             out[f"{q}.{act}.mean_abs_measured_change"] = float(np.abs(meas).mean()) if pairs else None
             ok = len(pairs) > 2 and pred.std() > 0 and meas.std() > 0
             out[f"{q}.{act}.pearson_predicted_measured"] = float(np.corrcoef(pred, meas)[0, 1]) if ok else None
-    for metric in (
-        "mass_misclassified",
-        "mass_uniform",
-        "realised_mass",
-        "tpr_gap_before",
-        "tpr_gap_after_lookup",
-        "tpr_gap_after_finetune",
-        "finetune_accuracy_on_D",
-    ):
+    for metric in MINIMAL_MASS_METRICS:
         out[f"minimal_mass.{metric}"] = _ms(s["minimal_mass"][metric] for s in seeds)
     return out
 
@@ -518,20 +490,7 @@ def _render_fairness(r: dict) -> list[str]:
             "after (fine-tuned MLP)",
             "fine-tune acc on D",
         ],
-        [
-            [
-                _f(s[f"minimal_mass.{m}"], 4)
-                for m in (
-                    "mass_misclassified",
-                    "mass_uniform",
-                    "realised_mass",
-                    "tpr_gap_before",
-                    "tpr_gap_after_lookup",
-                    "tpr_gap_after_finetune",
-                    "finetune_accuracy_on_D",
-                )
-            ]
-        ],
+        [[_f(s[f"minimal_mass.{m}"], 4) for m in MINIMAL_MASS_METRICS]],
     )
     return out
 
@@ -564,8 +523,6 @@ def render(results: dict) -> str:
             NOTES[part],
             "",
         ]
-        if part in FINDINGS:
-            lines += [f"**Findings.** {FINDINGS[part]}", ""]
         lines += RENDER[part](r)
         lines += [f"![{p}]({p})" for p in r["plots"]] + [""]
     return "\n".join(lines)
