@@ -55,6 +55,40 @@ def test_sweep_equals_the_loop(i):
         np.testing.assert_array_equal(sw["ever_learned_SxN"][q], want["ever_learned_N"])
 
 
+@pytest.mark.parametrize("i", range(3))
+def test_fused_scores_equal_the_numpy_scores(i):
+    loss = _matrices()[i]
+    n = loss.shape[1]
+    low_N = np.random.default_rng(2).choice([0.5, 1.0, 1.2], n)
+    eps = [1.0, 0.5, 2.0, 0.7, 1.0, 9.0]
+    for low, high in [(1.0, None), (0.5, 1.5), (low_N, low_N + 0.5)]:
+        for early in (1, 4, 20):
+            got = fast.scores(loss, early, low, high, np.asarray(eps))
+            want = carto.forget_events(loss, low, high)
+            for k in (*KEYS, "ever_learned_N", "transitions_N"):
+                np.testing.assert_array_equal(got[k], want[k], err_msg=k)
+            assert got["transitions"] == want["transitions"]
+            np.testing.assert_allclose(got["d_N"], carto.difficulty(loss, early), rtol=1e-12, equal_nan=True)
+            for q, e in enumerate(eps):
+                ev = carto.forget_events(loss, e)
+                np.testing.assert_array_equal(got["forget_SxN"][q], ev["forget_N"])
+                np.testing.assert_array_equal(got["ever_learned_SxN"][q], ev["ever_learned_N"])
+    assert "forget_SxN" not in fast.scores(loss, 2, 1.0)  # no sweep asked for
+
+
+def test_compute_scores_dispatch_gives_the_same_scores(monkeypatch):
+    loss = _matrices()[1]
+    meta = {"eps_low": 0.8, "eps_high": 1.2, "early_checkpoints": 3}
+    monkeypatch.setattr("gdc.scoring.workdir.carto.FAST_MIN_SIZE", 0)
+    fast_arrays, fast_summary = workdir.compute_scores(loss, meta)
+    monkeypatch.setattr("gdc.scoring.workdir.carto.FAST_MIN_SIZE", 1 << 62)
+    slow_arrays, slow_summary = workdir.compute_scores(loss, meta)
+    assert fast_arrays.keys() == slow_arrays.keys()
+    for k, v in slow_arrays.items():
+        np.testing.assert_allclose(fast_arrays[k], v, rtol=1e-12, equal_nan=True, err_msg=k)
+    assert fast_summary == slow_summary
+
+
 def test_sweep_dispatch_gives_the_same_sweep(monkeypatch):
     loss = _matrices()[1]
     values = list(np.linspace(0.3, 2.0, 7))

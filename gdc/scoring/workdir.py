@@ -172,7 +172,14 @@ def compute_scores(
     eps_low, eps_high = carto.resolve_pair(loss_ExN, kind, value)
     early = int(early or meta.get("early_checkpoints") or 1)
     n = loss_ExN.shape[1]
-    ev = carto.forget_events(loss_ExN, eps_low, eps_high)
+    if loss_ExN.size >= carto.FAST_MIN_SIZE:  # one parallel compiled pass (gdc/scoring/fast.py), same numbers
+        from gdc.scoring import fast
+
+        ev = fast.scores(loss_ExN, early, eps_low, eps_high)
+        d_N = ev["d_N"]
+    else:
+        ev = carto.forget_events(loss_ExN, eps_low, eps_high)
+        d_N = carto.difficulty(loss_ExN, early)
     mem = carto.memorization(
         ev["forget_N"],
         ev["transitions"],
@@ -180,7 +187,6 @@ def compute_scores(
         observed_N=ev["observed_N"],
         never_learned=never_learned,
     )
-    d_N = carto.difficulty(loss_ExN, early)
     quadrant_N, qinfo = carto.quadrants(d_N, mem["m_N"], q_d, q_m, tie_break, state_N=mem["state_N"], seed=seed)
     uv_N, uv_norm_N = carto.upward_variation(loss_ExN)
     confidence_N, variability_N = carto.cartography_axes(carto.probability_from_loss(loss_ExN))
