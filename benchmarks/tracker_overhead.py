@@ -10,7 +10,13 @@ from [0, N). The overhead is the ratio of step times minus one, from the median 
 (the fastest is the least disturbed by other processes on a shared machine). On CPU the tracker costs tens of
 microseconds, far below the run-to-run noise of a loaded machine, so the last columns also time the tracker update
 alone (200 updates inside one jitted loop, so no dispatch cost is counted) and give its share of the step time,
-"alone / step off". Target: <= 2%.
+"alone / step off". Target: <= 2%. Beside it, the physical limits, timed the same way: a bare B-element scatter-add
+into an ``[N]`` f32 array ("scatter (us)"), and the least a state machine needs, a gather and a scatter-add of B rows
+of the ``[N, 9]`` int32 table ("rows (us)"); "alone/rows" is the update's multiple of the latter.
+
+With ``--sharding=data`` the engine's update (``tracker.update(..., mesh=mesh)``: all-gather the batch's B ids and
+losses, each device updates the rows it holds) is timed beside XLA's own partitioning of the same row
+gather/scatter (``mesh=None``, "XLA-partitioned").
 """
 
 import argparse
@@ -59,7 +65,9 @@ def main():
     )
     print(
         f"{'model':<12}{'N':>10}{'off, median':>13}{'on, median':>12}{'overhead':>10}{'off, min':>10}{'on, min':>9}"
-        f"{'overhead':>10}{'alone (us)':>12}{'alone/step':>12}   (ms per step unless said)"
+        f"{'overhead':>10}{'alone (us)':>12}{'alone/step':>12}{'scatter (us)':>14}{'rows (us)':>11}{'alone/rows':>12}"
+        + (f"{'XLA-part. (us)':>16}" if args.sharding == "data" else "")
+        + "   (ms per step unless said)"
     )
     b = args.batch_size
     rows = []
@@ -123,10 +131,14 @@ def main():
             off, on = statistics.median(times[False]), statistics.median(times[True])
             off_min, on_min = min(times[False]), min(times[True])
             alone = time_update_alone(n, b, args.sharding, mesh)
+            scatter, rows_gs = time_bare_scatter(n, b, mesh)
+            xla = time_update_alone(n, b, args.sharding, mesh, explicit=False) if args.sharding == "data" else None
             print(
                 f"{name:<12}{n:>10}{off * 1e3:>13.3f}{on * 1e3:>12.3f}{on / off - 1:>+10.1%}"
                 f"{off_min * 1e3:>10.3f}{on_min * 1e3:>9.3f}{on_min / off_min - 1:>+10.1%}"
-                f"{alone * 1e6:>12.1f}{alone / off_min:>12.2%}",
+                f"{alone * 1e6:>12.1f}{alone / off_min:>12.2%}"
+                f"{scatter * 1e6:>14.1f}{rows_gs * 1e6:>11.1f}{alone / rows_gs:>12.1f}"
+                + (f"{xla * 1e6:>16.1f}" if xla is not None else ""),
                 flush=True,
             )
             rows.append(
@@ -139,6 +151,10 @@ def main():
                     "step_on_min_ms": on_min * 1e3,
                     "update_alone_us": alone * 1e6,
                     "alone_over_step": alone / off_min,
+                    "bare_scatter_us": scatter * 1e6,
+                    "rows_gather_scatter_us": rows_gs * 1e6,
+                    "alone_over_rows": alone / rows_gs,
+                    "update_alone_xla_partitioned_us": None if xla is None else xla * 1e6,
                 }
             )
             if args.out:  # after every row, so a run cut short keeps what it measured
@@ -147,8 +163,12 @@ def main():
                     json.dump({**meta, "args": vars(args), "rows": rows}, f, indent=2)
 
 
-def time_update_alone(n: int, b: int, mode: str, mesh, inner: int = 200, reps: int = 5) -> float:
-    """Seconds per tracker update, timed as ``inner`` updates inside one jitted loop (best of ``reps``)."""
+def time_update_alone(n: int, b: int, mode: str, mesh, explicit: bool = True, inner: int = 200, reps: int = 5) -> float:
+    """Seconds per tracker update, timed as ``inner`` updates inside one jitted loop (best of ``reps``).
+
+    ``explicit``: pass the mesh to ``tracker.update`` (the engine's sharded update); False leaves the partitioning of
+    a sharded table to XLA.
+    """
     import jax
     import jax.numpy as jnp
     import numpy as np
@@ -163,16 +183,63 @@ def time_update_alone(n: int, b: int, mode: str, mesh, inner: int = 200, reps: i
 
     def body(i, tracker):
         idx_B = (idx0_B + i * 7919) % n  # new ids every update, so nothing can be hoisted out of the loop
-        return tracker_lib.update(tracker, idx_B, loss_B, loss_B, jnp.ones(b, bool), i, i // 10, cfg, unique=True)
+        return tracker_lib.update(
+            tracker,
+            idx_B,
+            loss_B,
+            loss_B,
+            jnp.ones(b, bool),
+            i,
+            i // 10,
+            cfg,
+            unique=True,
+            mesh=mesh if explicit else None,
+        )
 
     run = jax.jit(lambda t: jax.lax.fori_loop(0, inner, body, t), in_shardings=tsh, out_shardings=tsh, donate_argnums=0)
     tracker = sharding.put_tree(tracker_lib.ExampleTracker.create(n, jax.device_count()), tsh)
+    return _best_of(run, tracker, mesh, inner, reps)
+
+
+def time_bare_scatter(n: int, b: int, mesh, inner: int = 200, reps: int = 5) -> tuple[float, float]:
+    """Seconds per B-element f32 scatter-add into a replicated ``[N]`` array, and per gather + scatter-add of B rows
+    of a replicated ``[N, 9]`` int32 table (the physical limits of the update)."""
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+
+    from gdc import sharding
+    from gdc import tracker as tracker_lib
+
+    idx0_B = jnp.asarray(np.random.default_rng(0).choice(n, b, replace=False).astype(np.int32))
+    loss_B = jnp.asarray(np.random.default_rng(1).uniform(0.5, 1.5, b).astype(np.float32))
+
+    def body(i, x_N):
+        return x_N.at[(idx0_B + i * 7919) % n].add(loss_B, mode="drop")
+
+    def rows(i, t_NxF):
+        idx_B = (idx0_B + i * 7919) % n
+        return t_NxF.at[idx_B].add(t_NxF[idx_B] + 1, mode="drop")
+
+    repl = sharding.replicated(mesh)
+    times = []
+    for fn, x in ((body, jnp.zeros(n, jnp.float32)), (rows, jnp.zeros((n, len(tracker_lib.COLUMNS)), jnp.int32))):
+        run = jax.jit(
+            lambda x, fn=fn: jax.lax.fori_loop(0, inner, fn, x), in_shardings=repl, out_shardings=repl, donate_argnums=0
+        )
+        times.append(_best_of(run, sharding.put_tree(x, repl), mesh, inner, reps))
+    return times[0], times[1]
+
+
+def _best_of(run, x, mesh, inner: int, reps: int) -> float:
+    import jax
+
     with jax.set_mesh(mesh):
-        tracker = jax.block_until_ready(run(tracker))
+        x = jax.block_until_ready(run(x))
         best = float("inf")
         for _ in range(reps):
             t0 = time.perf_counter()
-            tracker = jax.block_until_ready(run(tracker))
+            x = jax.block_until_ready(run(x))
             best = min(best, (time.perf_counter() - t0) / inner)
     return best
 

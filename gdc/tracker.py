@@ -24,9 +24,10 @@ import flax.struct
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.sharding import PartitionSpec as P
 
 from gdc.errors import ConfigError
-from gdc.sharding import to_host
+from gdc.sharding import DATA, to_host
 
 CRITERIA = ("loss", "accuracy")
 SHARDINGS = ("replicated", "data")
@@ -145,6 +146,7 @@ def update(
     epoch: jax.Array,
     cfg: TrackerConfig,
     unique: bool = False,
+    mesh: jax.sharding.Mesh | None = None,
 ) -> ExampleTracker:
     """Folds one batch of per-example losses into the tracker (pure; jit it or call it inside a jitted step).
 
@@ -159,13 +161,42 @@ def update(
       cfg: the learned/forgotten rule and the early window.
       unique: static promise that no id occurs twice among the valid rows (true unless up-sampling is on); skips
         the grouping sort, which is most of the update's cost for small models.
+      mesh: with ``cfg.sharding == "data"``, the mesh whose ``data`` axis splits the table's rows. Each device then
+        all-gathers the batch's B (id, loss, accuracy, valid) entries, a few hundred bytes, and updates only the
+        rows it holds; without it XLA partitions the row gather/scatter itself, exchanging the gathered rows.
 
     Returns:
       The updated tracker.
     """
-    n, cap, b = tracker.num_examples, tracker.capacity, idx_B.shape[0]
+    n = tracker.num_examples
     valid_B = mask_B & (idx_B >= 0) & (idx_B < n)
-    loss_B = loss_B.astype(jnp.float32)
+    args = (idx_B.astype(jnp.int32), loss_B.astype(jnp.float32), acc_B.astype(jnp.float32), valid_B)
+    if mesh is None or cfg.sharding != "data" or mesh.shape[DATA] == 1:
+        table = _fold(tracker.table, *args, step, epoch, cfg, unique)
+    else:
+
+        def local(table_RxF, idx_B, loss_B, acc_B, valid_B, step, epoch):
+            # Tiled all-gather keeps the global batch order, so "last occurrence" means the same as unsharded.
+            packed_BxF = jnp.stack([idx_B, _to_bits(loss_B), _to_bits(acc_B), valid_B.astype(jnp.int32)], axis=1)
+            packed_BxF = jax.lax.all_gather(packed_BxF, DATA, tiled=True)
+            rows = table_RxF.shape[0]
+            local_B = packed_BxF[:, 0] - jax.lax.axis_index(DATA) * rows
+            own_B = (packed_BxF[:, 3] > 0) & (local_B >= 0) & (local_B < rows)
+            loss_B, acc_B = _from_bits(packed_BxF[:, 1]), _from_bits(packed_BxF[:, 2])
+            return _fold(table_RxF, local_B, loss_B, acc_B, own_B, step, epoch, cfg, unique)
+
+        table = jax.shard_map(
+            local,
+            mesh=mesh,
+            in_specs=(P(DATA), P(DATA), P(DATA), P(DATA), P(DATA), P(), P()),
+            out_specs=P(DATA),
+        )(tracker.table, *args, step, epoch)
+    return ExampleTracker(table=table, num_examples=n)
+
+
+def _fold(table, idx_B, loss_B, acc_B, valid_B, step, epoch, cfg: TrackerConfig, unique: bool) -> jax.Array:
+    """The update on a table whose rows are indexed by ``idx_B`` (rows where ``valid_B`` is False are not touched)."""
+    cap, b = table.shape[0], idx_B.shape[0]
     early_B = valid_B & (epoch < cfg.early_epochs)
     if unique:
         last_B, count_B, early_count_B = valid_B, valid_B.astype(jnp.int32), early_B.astype(jnp.int32)
@@ -184,7 +215,7 @@ def update(
         early_count_B = jax.ops.segment_sum(early_B.astype(jnp.int32), group_B, num_segments=b)[group_B]
         early_sum_B = jax.ops.segment_sum(jnp.where(early_B, loss_B, 0.0), group_B, num_segments=b)[group_B]
 
-    rows_BxF = tracker.table[jnp.clip(idx_B, 0, cap - 1)]  # gathers clamp; rows are only written under last_B.
+    rows_BxF = table[jnp.clip(idx_B, 0, cap - 1)]  # gathers clamp; rows are only written under last_B.
     old = {c: rows_BxF[:, i] for i, c in enumerate(COLUMNS)}
     if cfg.criterion == "loss":
         learned_now_B = loss_B < cfg.eps_low
@@ -210,8 +241,7 @@ def update(
     # Written as a scatter-add of (new - old), which XLA runs much faster than a scatter-set on CPU. int32 addition
     # wraps, so old + (new - old) == new bit for bit, the bit-cast f32 columns included.
     delta_BxF = jnp.stack([new[c] for c in COLUMNS], axis=1) - rows_BxF
-    table = tracker.table.at[jnp.where(last_B, idx_B, cap)].add(delta_BxF, mode="drop")
-    return ExampleTracker(table=table, num_examples=n)
+    return table.at[jnp.where(last_B, idx_B, cap)].add(delta_BxF, mode="drop")
 
 
 def to_numpy(tracker: ExampleTracker) -> dict[str, np.ndarray]:

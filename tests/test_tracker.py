@@ -4,6 +4,7 @@
 the spec the jitted ``update`` must match.
 """
 
+import dataclasses
 import functools
 
 import chex
@@ -383,7 +384,8 @@ def test_single_threshold_differs_from_pair_count_at_ties():
 # ------------------------------------------------------------------------------------------------------------
 # Sharding, epoch losses, retracing.
 # ------------------------------------------------------------------------------------------------------------
-def test_replicated_and_sharded_trackers_agree():
+@pytest.mark.parametrize("duplicates", [True, False])
+def test_replicated_and_sharded_trackers_agree(duplicates):
     mesh = sharding.make_mesh()
     assert mesh.size == 8
     cfg = CONFIGS["loss_hysteresis"]
@@ -391,12 +393,24 @@ def test_replicated_and_sharded_trackers_agree():
     repl = sharding.replicated(mesh)
     batch_sh = sharding.batch_sharding(mesh)
 
-    def upd(tracker, batch, step, epoch):
-        return tracker_lib.update(tracker, batch["index"], batch["loss"], batch["acc"], batch["mask"], step, epoch, cfg)
-
     runs = {}
-    for mode in ("replicated", "data"):
-        tracker_sh = sharding.tracker_sharding(mesh, mode)
+    # "data": XLA partitions the row gather/scatter; "data+mesh": the explicit shard_map update (all-gather of the
+    # batch's ids and losses, each device writes its own rows), which the engine uses.
+    for mode, tracker_mesh in (("replicated", None), ("data", None), ("data+mesh", mesh)):
+        tracker_sh = sharding.tracker_sharding(mesh, mode.split("+")[0])
+        mode_cfg = dataclasses.replace(cfg, sharding=mode.split("+")[0])
+
+        def upd(tracker, batch, step, epoch, mode_cfg=mode_cfg, tracker_mesh=tracker_mesh):
+            return tracker_lib.update(
+                tracker,
+                *(batch[k] for k in ("index", "loss", "acc", "mask")),
+                step,
+                epoch,
+                mode_cfg,
+                unique=not duplicates,
+                mesh=tracker_mesh,
+            )
+
         update = jax.jit(upd, in_shardings=(tracker_sh, batch_sh, repl, repl), out_shardings=tracker_sh)
         tracker = sharding.put_tree(ExampleTracker.create(n, multiple_of=mesh.size), tracker_sh)
         want = init_np(n)
@@ -404,7 +418,7 @@ def test_replicated_and_sharded_trackers_agree():
         with jax.set_mesh(mesh):
             for step in range(30):
                 epoch = step // 8
-                idx_B, loss_B, acc_B, mask_B, _ = _random_batch(rng, n, cfg, b=b, duplicates=True)
+                idx_B, loss_B, acc_B, mask_B, _ = _random_batch(rng, n, cfg, b=b, duplicates=duplicates)
                 batch = sharding.put_batch({"index": idx_B, "loss": loss_B, "acc": acc_B, "mask": mask_B}, mesh)
                 tracker = update(tracker, batch, np.int32(step), np.int32(epoch))
                 want = update_np(want, idx_B, loss_B, acc_B, mask_B, step, epoch, cfg)
@@ -415,8 +429,9 @@ def test_replicated_and_sharded_trackers_agree():
         _assert_matches(runs[mode], want, sum_rtol=1e-6)
         _assert_capacity_untouched(tracker)
     assert jax.sharding.PartitionSpec("data") == sharding.tracker_sharding(mesh, "data").spec
-    for name, value in runs["replicated"].items():
-        np.testing.assert_array_equal(value, runs["data"][name], err_msg=name)
+    for mode in ("data", "data+mesh"):
+        for name, value in runs["replicated"].items():
+            np.testing.assert_array_equal(value, runs[mode][name], err_msg=f"{mode}: {name}")
 
 
 def test_epoch_losses():

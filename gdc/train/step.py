@@ -37,12 +37,13 @@ def train_step(
     tracker_cfg: tracker_lib.TrackerConfig,
     steps_per_epoch: int,
     unique_ids: bool = False,
+    mesh: jax.sharding.Mesh | None = None,
 ) -> tuple[TrainState, tracker_lib.ExampleTracker, Metrics]:
     """One optimizer update on ``sum(w*mask*loss_B) / sum(w*mask)``; folds the pre-update ``loss_B`` into the tracker.
 
     The tracker is updated here only when ``tracker_cfg.enabled`` and no scoring passes are configured (then the loop
     feeds it fixed-parameter losses from ``score_step`` instead). ``unique_ids``: no id repeats inside a batch (no
-    up-sampling), which lets the tracker skip its grouping sort.
+    up-sampling), which lets the tracker skip its grouping sort. ``mesh``: the mesh of a ``data``-sharded tracker.
     """
     keys_B = example_keys(state.key, state.step, batch["index"])
     mask_B = batch["mask"]
@@ -57,7 +58,7 @@ def train_step(
     if tracker_cfg.enabled and tracker_cfg.scoring_passes == 0:
         epoch = state.step // steps_per_epoch
         tracker = tracker_lib.update(
-            tracker, batch["index"], loss_B, acc_B, mask_B, state.step, epoch, tracker_cfg, unique=unique_ids
+            tracker, batch["index"], loss_B, acc_B, mask_B, state.step, epoch, tracker_cfg, unique=unique_ids, mesh=mesh
         )
     count = mask_B.sum()
     metrics = {
@@ -80,6 +81,7 @@ def score_step(
     *,
     loss_fn: LossFn,
     tracker_cfg: tracker_lib.TrackerConfig,
+    mesh: jax.sharding.Mesh | None = None,
 ) -> tuple[tracker_lib.ExampleTracker, jax.Array, jax.Array]:
     """Forward-only pass at fixed ``params`` (no dropout); folds the losses into the tracker.
 
@@ -88,7 +90,7 @@ def score_step(
     loss_B, acc_B = loss_fn(params, batch, None)
     # Scoring passes visit each example once, in id order.
     tracker = tracker_lib.update(
-        tracker, batch["index"], loss_B, acc_B, batch["mask"], step, epoch, tracker_cfg, unique=True
+        tracker, batch["index"], loss_B, acc_B, batch["mask"], step, epoch, tracker_cfg, unique=True, mesh=mesh
     )
     return tracker, loss_B, acc_B
 
@@ -127,13 +129,14 @@ def jit_steps(
             tracker_cfg=tracker_cfg,
             steps_per_epoch=steps_per_epoch,
             unique_ids=unique_ids,
+            mesh=tracker_sharding.mesh,
         ),
         in_shardings=(state_sharding, tracker_sharding, batch_sharding),
         out_shardings=(state_sharding, tracker_sharding, repl),
         donate_argnames=("state", "tracker"),
     )
     score = jax.jit(
-        functools.partial(score_step, loss_fn=loss_fn, tracker_cfg=tracker_cfg),
+        functools.partial(score_step, loss_fn=loss_fn, tracker_cfg=tracker_cfg, mesh=tracker_sharding.mesh),
         in_shardings=(repl, tracker_sharding, batch_sharding, repl, repl),
         out_shardings=(tracker_sharding, batch_sharding, batch_sharding),
         donate_argnames=("tracker",),
