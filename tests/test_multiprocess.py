@@ -5,6 +5,8 @@ that the 2-process run sums gradients and gathers tracker rows across processes 
 inside one process. Integer tracker columns must match exactly; float columns and params to rtol 1e-5 / atol 1e-6,
 the tolerance of the engine's 1-vs-8-device test: cross-device sums may be added in another order, which moves a
 float32 result by a few ulps per step (about 1e-7 relative), far below 1e-5 after the run's 18 steps.
+With ``data.shards=2`` each process keeps only the rows of its own half of the ids (per-process data); the batches
+are then drawn half from each half, in both runs alike.
 """
 
 import json
@@ -16,6 +18,7 @@ import sys
 import chex
 import jax
 import numpy as np
+import pytest
 from conftest import REPO, tiny_config
 
 from gdc import sharding
@@ -30,7 +33,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _launch_two_processes(workdir) -> list[subprocess.CompletedProcess]:
+def _launch_two_processes(workdir, shards: int) -> list[subprocess.CompletedProcess]:
     port = _free_port()
     env = {
         **os.environ,
@@ -44,6 +47,7 @@ def _launch_two_processes(workdir) -> list[subprocess.CompletedProcess]:
         f"--workdir={workdir}",
         "--config.tracker.sharding=data",
         "--config.tracker.scoring_passes=1",
+        f"--config.data.shards={shards}",
         f"--coordinator_address=localhost:{port}",
         "--num_processes=2",
     ]
@@ -65,14 +69,15 @@ def _launch_two_processes(workdir) -> list[subprocess.CompletedProcess]:
     return outs
 
 
-def test_two_processes_match_one_process(tmp_path):
+@pytest.mark.parametrize("shards", [1, 2])
+def test_two_processes_match_one_process(tmp_path, shards):
     multi, single = tmp_path / "multi", tmp_path / "single"
-    outs = _launch_two_processes(multi)
+    outs = _launch_two_processes(multi, shards)
     for i, (rc, out) in enumerate(outs):
         assert rc == 0, f"process {i} failed:\n{out[-4000:]}"
         assert "2 process(es)" in out and "8 cpu device(s)" in out, out[-2000:]
 
-    cfg = tiny_config("mlp", **OVERRIDES)
+    cfg = tiny_config("mlp", data=dict(shards=shards), **OVERRIDES)
     ref = loop.train(cfg, str(single), mesh=sharding.make_mesh(jax.devices()[:8]))
 
     # Per-epoch tracker artefacts and scoring-pass losses: written once (process 0), equal to the 1-process run.

@@ -7,12 +7,18 @@ Invariants:
   * Every batch has exactly ``batch_size`` rows, so the jitted step never recompiles. Padding rows carry
     ``index = N`` (out of range for every tracker write), ``mask = False`` and zero inputs.
   * With several processes, each builds only its own contiguous slice of the global batch.
+  * ``shards`` S > 1 (``data.shards``) splits the ids into S contiguous ranges (as ``tfds.even_splits`` does) and
+    every global batch into S equal parts, part s drawn from range s, each range shuffled on its own by
+    ``default_rng([seed, e, s])``. Process p of P (S a multiple of P) then reads only the ids of its S / P ranges, so
+    it needs only those rows (``row_range``); the stream is the same for any P, so 1 process and P processes train
+    identically. S = 1 is the single global shuffle above.
 """
 
 from collections.abc import Iterator
 
 import numpy as np
 
+from gdc.errors import ConfigError
 from gdc.types import HostBatch
 
 
@@ -32,11 +38,16 @@ class EpochIterator:
         position: int = 0,
         process_index: int = 0,
         process_count: int = 1,
+        shards: int = 1,
+        num_examples: int | None = None,
     ):
+        """``arrays`` hold every row, or with ``num_examples`` (N) given, only rows ``row_range(N, shards, ...)``."""
+        self.num_examples = len(next(iter(arrays.values()))) if num_examples is None else num_examples
+        check_shards(shards, batch_size, process_count)
         self.arrays = arrays
-        self.num_examples = len(next(iter(arrays.values())))
         self.batch_size = batch_size
         self.seed = seed
+        self.shards = shards
         ids = np.arange(self.num_examples) if keep_idx is None else np.asarray(keep_idx, np.int64)
         if multiplicity_N is not None:
             ids = np.repeat(ids, np.asarray(multiplicity_N)[ids])
@@ -47,17 +58,24 @@ class EpochIterator:
         self.local_rows = slice(
             process_index * batch_size // process_count, (process_index + 1) * batch_size // process_count
         )
+        self.row_offset = row_range(self.num_examples, shards, process_index, process_count).start
+        bounds = shard_bounds(self.num_examples, shards)
+        # The kept ids of each range; this process orders only its own.
+        self._shard_ids = [ids[(ids >= lo) & (ids < hi)] for lo, hi in zip(bounds[:-1], bounds[1:], strict=True)]
+        per_process = shards // process_count
+        self._own = range(process_index * per_process, (process_index + 1) * per_process)
         self._order_epoch, self._order = -1, ids
 
     @property
     def steps_per_epoch(self) -> int:
-        return -(-len(self.ids) // self.batch_size)
+        part = self.batch_size // self.shards
+        return max(-(-len(ids) // part) for ids in self._shard_ids)
 
     def state(self) -> dict[str, int]:
         return {"epoch": self.epoch, "position": self.position}
 
     def order(self, epoch: int) -> np.ndarray:
-        """The ids of ``epoch`` in visiting order."""
+        """The ids of ``epoch`` in visiting order (one shard)."""
         if self._order_epoch != epoch:
             perm = np.random.default_rng([self.seed, epoch]).permutation(len(self.ids))
             self._order_epoch, self._order = epoch, self.ids[perm]
@@ -65,11 +83,29 @@ class EpochIterator:
 
     def batch(self, epoch: int, position: int) -> HostBatch:
         """The (local rows of the) ``position``-th batch of ``epoch``."""
-        chunk = self.order(epoch)[position * self.batch_size : (position + 1) * self.batch_size]
-        idx_B = np.full(self.batch_size, self.num_examples, np.int32)
-        idx_B[: len(chunk)] = chunk
-        idx_B = idx_B[self.local_rows]
-        return gather(self.arrays, idx_B, self.num_examples, self.weights_N)
+        if self.shards == 1:
+            chunk = self.order(epoch)[position * self.batch_size : (position + 1) * self.batch_size]
+            idx_B = np.full(self.batch_size, self.num_examples, np.int32)
+            idx_B[: len(chunk)] = chunk
+            idx_B = idx_B[self.local_rows]
+        else:
+            part = self.batch_size // self.shards
+            if self._order_epoch != epoch:
+                self._order_epoch, self._order = (
+                    epoch,
+                    [
+                        self._shard_ids[s][
+                            np.random.default_rng([self.seed, epoch, s]).permutation(len(self._shard_ids[s]))
+                        ]
+                        for s in self._own
+                    ],
+                )
+            parts = []
+            for order in self._order:
+                chunk = order[position * part : (position + 1) * part]
+                parts.append(np.concatenate([chunk, np.full(part - len(chunk), self.num_examples)]).astype(np.int32))
+            idx_B = np.concatenate(parts)
+        return gather(self.arrays, idx_B, self.num_examples, self.weights_N, self.row_offset)
 
     def __iter__(self) -> Iterator[tuple[int, int, HostBatch]]:
         return self
@@ -82,15 +118,44 @@ class EpochIterator:
         return out
 
 
+def check_shards(shards: int, batch_size: int, process_count: int) -> None:
+    """1 (every process keeps every row), or a divisor of the batch size that the process count divides."""
+    if shards < 1 or batch_size % shards or (shards > 1 and shards % process_count):
+        raise ConfigError(
+            f"data.shards={shards}: need 1, or a divisor of train.batch_size={batch_size} that is a multiple of the "
+            f"{process_count} process(es) (e.g. data.shards={process_count})."
+        )
+
+
+def shard_bounds(num_examples: int, shards: int) -> np.ndarray:
+    """``[S + 1]`` boundaries of the S contiguous id ranges (sizes differ by at most one, as ``tfds.even_splits``)."""
+    return np.arange(shards + 1) * num_examples // shards
+
+
+def row_range(num_examples: int, shards: int, process_index: int = 0, process_count: int = 1) -> range:
+    """The ids whose rows a process needs: all of them with one shard, else its S / P contiguous ranges."""
+    if shards == 1:
+        return range(num_examples)
+    bounds, per_process = shard_bounds(num_examples, shards), shards // process_count
+    return range(int(bounds[process_index * per_process]), int(bounds[(process_index + 1) * per_process]))
+
+
 def gather(
-    arrays: dict[str, np.ndarray], idx_B: np.ndarray, num_examples: int, weights_N: np.ndarray | None = None
+    arrays: dict[str, np.ndarray],
+    idx_B: np.ndarray,
+    num_examples: int,
+    weights_N: np.ndarray | None = None,
+    row_offset: int = 0,
 ) -> HostBatch:
-    """Rows ``idx_B`` of ``arrays`` plus ``index``/``mask`` (and ``weight``); ids >= N become zero padding rows."""
+    """Rows ``idx_B`` of ``arrays`` plus ``index``/``mask`` (and ``weight``); ids >= N become zero padding rows.
+
+    ``row_offset``: ``arrays`` hold the rows of ids ``row_offset, row_offset + 1, ...`` (a process's shards).
+    """
     mask_B = idx_B < num_examples
-    safe_B = np.where(mask_B, idx_B, 0)
+    safe_B = np.where(mask_B, idx_B, row_offset)
     batch = {}
     for k, v in arrays.items():
-        rows = v[safe_B]
+        rows = v[safe_B - row_offset]
         rows[~mask_B] = 0
         batch[k] = rows
     batch["index"] = idx_B.astype(np.int32)
@@ -100,13 +165,31 @@ def gather(
     return batch
 
 
+def sequential_ids(num_examples: int, batch_size: int, shards: int = 1) -> Iterator[np.ndarray]:
+    """Global ``idx_B`` of a pass over every example once: id order, or with S shards, part s of each batch walks
+    range s in id order (padding id N)."""
+    bounds, part = shard_bounds(num_examples, shards), batch_size // shards
+    steps = max(-(-int(hi - lo) // part) for lo, hi in zip(bounds[:-1], bounds[1:], strict=True))
+    for t in range(steps):
+        parts = [np.arange(lo + t * part, lo + (t + 1) * part) for lo in bounds[:-1]]
+        yield np.concatenate([np.where(p < hi, p, num_examples) for p, hi in zip(parts, bounds[1:], strict=True)])
+
+
 def sequential_batches(
-    arrays: dict[str, np.ndarray], batch_size: int, *, process_index: int = 0, process_count: int = 1
+    arrays: dict[str, np.ndarray],
+    batch_size: int,
+    *,
+    process_index: int = 0,
+    process_count: int = 1,
+    shards: int = 1,
+    num_examples: int | None = None,
 ) -> Iterator[HostBatch]:
-    """Every example exactly once, in id order, in padded batches (scoring and evaluation passes)."""
-    n = len(next(iter(arrays.values())))
+    """Every example exactly once (``sequential_ids`` order) in padded batches (scoring and evaluation passes).
+
+    ``arrays`` and ``num_examples`` as in ``EpochIterator``."""
+    n = len(next(iter(arrays.values()))) if num_examples is None else num_examples
+    check_shards(shards, batch_size, process_count)
     rows = slice(process_index * batch_size // process_count, (process_index + 1) * batch_size // process_count)
-    for start in range(0, n, batch_size):
-        idx_B = np.arange(start, start + batch_size)
-        idx_B = np.where(idx_B < n, idx_B, n)[rows]
-        yield gather(arrays, idx_B, n)
+    offset = row_range(n, shards, process_index, process_count).start
+    for idx_B in sequential_ids(n, batch_size, shards):
+        yield gather(arrays, idx_B.astype(np.int32)[rows], n, row_offset=offset)

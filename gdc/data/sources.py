@@ -51,6 +51,9 @@ class DataConfig:
     num_features: int = 16  # synthetic only
     num_classes: int = 4  # synthetic only
     label_noise: float = 0.0  # synthetic only: fraction of train labels flipped to another class
+    # Contiguous id ranges of the training split; each global batch takes B / shards rows from each range, and with
+    # several processes each process keeps only the rows of its shards/processes ranges (gdc/data/pipeline.py).
+    shards: int = 1
 
     def validate(self) -> None:
         """Raises ConfigError naming the first bad field (`data.<field>`), what is allowed and how to fix."""
@@ -62,6 +65,7 @@ class DataConfig:
             _fail("heldout_fraction", self.heldout_fraction, "must lie strictly between 0 and 1, e.g. 0.1")
         _check_int(self, "split_seed", 0)
         _check_int(self, "max_examples", 0, " (0 keeps every training example)")
+        _check_int(self, "shards", 1, " (1: one global shuffle; a multiple of the process count for per-process data)")
         for name in ("path", "tfds_name", "tfds_split", "tfds_text_key", "tfds_data_dir"):
             if not isinstance(getattr(self, name), str):
                 _fail(name, getattr(self, name), "must be a string")

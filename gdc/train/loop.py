@@ -24,7 +24,7 @@ from gdc import logs, models, sharding
 from gdc import tracker as tracker_lib
 from gdc.checkpoint import Checkpointer
 from gdc.data import sources
-from gdc.data.pipeline import EpochIterator, sequential_batches
+from gdc.data.pipeline import EpochIterator, check_shards, row_range, sequential_batches, sequential_ids
 from gdc.errors import ConfigError
 from gdc.train import state as state_lib
 from gdc.train.step import jit_steps
@@ -122,6 +122,7 @@ def train(
     mesh = mesh or sharding.make_mesh()
     n_dev = mesh.devices.size
     config_lib.check_devices(cfg, n_dev)
+    check_shards(cfg.data.shards, cfg.train.batch_size, jax.process_count())
     config_lib.check_workdir(workdir)
 
     # ----------------------------------------------------------------------------------------------------------
@@ -131,17 +132,18 @@ def train(
     n = dataset.num_train
     if n == 0:
         raise ConfigError("the training split is empty: check data.source, data.path and data.seq_len.")
-    train_arrays = {k: v for k, v in dataset.train.items() if k in MODEL_INPUTS}
+    procs = {"process_index": jax.process_index(), "process_count": jax.process_count()}
+    # Each process builds only its rows of every global batch; with data.shards > 1 it keeps only the rows of its
+    # shards (a contiguous id range) and drops the rest of the training split.
+    rows = row_range(n, cfg.data.shards, **procs)
+    train_arrays = {k: v[rows.start : rows.stop] for k, v in dataset.train.items() if k in MODEL_INPUTS}
+    if cfg.data.shards > 1:
+        train_arrays = {k: np.ascontiguousarray(v) for k, v in train_arrays.items()}
+        dataset = dataclasses.replace(dataset, train={})
     heldout_arrays = {k: v for k, v in dataset.heldout.items() if k in MODEL_INPUTS}
     interventions = load_interventions(cfg.train, n)
-    it = EpochIterator(
-        train_arrays,
-        cfg.train.batch_size,
-        cfg.seed,
-        **interventions,
-        process_index=jax.process_index(),  # each process builds only its rows of every global batch
-        process_count=jax.process_count(),
-    )
+    shards = {"shards": cfg.data.shards, "num_examples": n}
+    it = EpochIterator(train_arrays, cfg.train.batch_size, cfg.seed, **interventions, **procs, **shards)
     spe = it.steps_per_epoch
     total_steps = cfg.train.total_steps or spe * cfg.train.num_epochs
     k = cfg.tracker.scoring_passes
@@ -176,7 +178,6 @@ def train(
         batch_sharding=sharding.batch_sharding(mesh),
     )
     is_writer = jax.process_index() == 0  # with several processes, only process 0 writes shared files
-    procs = {"process_index": jax.process_index(), "process_count": jax.process_count()}
     os.makedirs(os.path.join(workdir, "trackers"), exist_ok=True)
 
     with Checkpointer(workdir, cfg.checkpoint) as ckpt, jax.set_mesh(mesh):
@@ -213,14 +214,16 @@ def train(
             nonlocal tracker
             step_arr, epoch_arr = jnp.asarray(step, jnp.int32), jnp.asarray(epoch, jnp.int32)
             loss_parts = []
-            for host_batch in sequential_batches(train_arrays, cfg.train.batch_size, **procs):
+            for host_batch in sequential_batches(train_arrays, cfg.train.batch_size, **procs, **shards):
                 tracker, loss_B, _ = score_fn(
                     state.params, tracker, sharding.put_batch(host_batch, mesh), step_arr, epoch_arr
                 )
                 loss_parts.append(loss_B)
             loss_parts = [sharding.to_host(x) for x in loss_parts]  # every process joins the gather
             if is_writer:
-                loss_N = np.concatenate(loss_parts)[:n]
+                idx = np.concatenate(list(sequential_ids(n, cfg.train.batch_size, cfg.data.shards)))
+                loss_N = np.full(n, np.nan, np.float32)
+                loss_N[idx[idx < n]] = np.concatenate(loss_parts)[idx < n]
                 np.save(os.path.join(workdir, "trackers", f"epoch_{epoch:04d}_pass_at_{position:05d}.npy"), loss_N)
 
         def evaluate() -> dict[str, float]:

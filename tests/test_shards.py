@@ -1,0 +1,110 @@
+"""``data.shards``: per-process data. Each process holds only its contiguous id ranges, and the batch stream is the
+same whatever the number of processes (gdc/data/pipeline.py)."""
+
+import numpy as np
+import pytest
+from conftest import tiny_config
+
+from gdc import sharding
+from gdc.data.pipeline import EpochIterator, row_range, sequential_batches, sequential_ids
+from gdc.errors import ConfigError
+from gdc.train import loop
+
+N, B = 103, 16
+
+
+def _arrays():
+    return {"x": np.arange(N)[:, None] * 10, "y": np.arange(N) % 3}
+
+
+def _local(arrays, shards, p, count):
+    rows = row_range(N, shards, p, count)
+    return {k: v[rows.start : rows.stop] for k, v in arrays.items()}
+
+
+@pytest.mark.parametrize(("shards", "processes"), [(2, 1), (4, 2), (4, 4), (2, 2)])
+def test_processes_holding_their_shards_rebuild_the_global_batches(shards, processes):
+    arrays = _arrays()
+    keep = np.flatnonzero(np.arange(N) % 5 != 1)  # a pruned run: the ranges keep different numbers of ids
+    weights = np.linspace(0.5, 1.5, N)
+    full = EpochIterator(arrays, B, 3, keep_idx=keep, weights_N=weights, shards=shards)
+    parts = [
+        EpochIterator(
+            _local(arrays, shards, p, processes),
+            B,
+            3,
+            keep_idx=keep,
+            weights_N=weights,
+            shards=shards,
+            num_examples=N,
+            process_index=p,
+            process_count=processes,
+        )
+        for p in range(processes)
+    ]
+    # Each process holds only its share of the rows: together exactly the N rows, once.
+    held = [it.row_offset + np.arange(len(it.arrays["x"])) for it in parts]
+    np.testing.assert_array_equal(np.concatenate(held), np.arange(N))
+    bounds = np.arange(shards + 1) * N // shards
+    for epoch in range(2):
+        seen = []
+        for t in range(full.steps_per_epoch):
+            g = full.batch(epoch, t)
+            local = [it.batch(epoch, t) for it in parts]
+            for k in g:
+                np.testing.assert_array_equal(np.concatenate([b[k] for b in local]), g[k], err_msg=k)
+            ok = g["mask"]
+            np.testing.assert_array_equal(g["x"][ok, 0], g["index"][ok] * 10)  # rows match their ids
+            np.testing.assert_allclose(g["weight"][ok], weights[g["index"][ok]].astype(np.float32))
+            for s in range(shards):  # part s of every batch comes from range s
+                part = g["index"][s * B // shards : (s + 1) * B // shards]
+                part = part[part < N]
+                assert ((part >= bounds[s]) & (part < bounds[s + 1])).all()
+            seen += list(g["index"][ok])
+        assert sorted(seen) == list(keep)  # every kept id exactly once per epoch
+    assert full.batch(0, 0)["index"].tolist() != full.batch(1, 0)["index"].tolist()  # reshuffled per epoch
+
+
+def test_one_shard_keeps_the_global_shuffle():
+    it = EpochIterator(_arrays(), B, 7)
+    order = np.random.default_rng([7, 2]).permutation(N)
+    np.testing.assert_array_equal(it.batch(2, 1)["index"], order[B : 2 * B])
+
+
+@pytest.mark.parametrize("shards", [1, 2, 4])
+def test_sequential_pass_visits_every_id_once(shards):
+    arrays = _arrays()
+    idx = np.concatenate(list(sequential_ids(N, B, shards)))
+    assert sorted(idx[idx < N]) == list(range(N))
+    for p in range(2 if shards > 1 else 1):
+        count = 2 if shards > 1 else 1
+        batches = list(
+            sequential_batches(
+                _local(arrays, shards, p, count), B, shards=shards, num_examples=N, process_index=p, process_count=count
+            )
+        )
+        for b, g in zip(batches, sequential_ids(N, B, shards), strict=True):
+            np.testing.assert_array_equal(b["index"], g[p * B // count : (p + 1) * B // count])
+            np.testing.assert_array_equal(b["x"][b["mask"], 0], b["index"][b["mask"]] * 10)
+
+
+@pytest.mark.parametrize("shards", [0, 3, 5])
+def test_bad_shards_fail_before_training(tmp_path, shards):
+    cfg_error = shards < 1  # 0 fails in config validation, 3 and 5 do not divide the batch of 32
+    with pytest.raises(ConfigError, match="data.shards"):
+        cfg = tiny_config("mlp", data=dict(shards=shards))
+        assert not cfg_error
+        loop.train(cfg, str(tmp_path / "run"), mesh=sharding.make_mesh())
+    assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+def test_sharded_run_scores_every_example(tmp_path):
+    cfg = tiny_config("mlp", data=dict(shards=4), train=dict(num_epochs=2), tracker=dict(scoring_passes=1))
+    result = loop.train(cfg, str(tmp_path), mesh=sharding.make_mesh())
+    fields = {k: np.asarray(v) for k, v in np.load(tmp_path / "trackers" / "epoch_0001.npz").items()}
+    n = len(fields["seen_N"])
+    np.testing.assert_array_equal(fields["seen_N"], 2)  # one scoring pass per epoch, every example once
+    loss_N = np.load(tmp_path / "trackers" / "epoch_0001_pass_at_00006.npy")
+    assert loss_N.shape == (n,) and np.isfinite(loss_N).all()
+    np.testing.assert_array_equal(loss_N, fields["last_loss_N"])
+    assert result.epochs_done == 2
