@@ -62,30 +62,37 @@ def test_ghost_norms_with_dropout_keys_and_weights():
 
 
 class _Shared(nnx.Module):
-    """One Linear applied twice per example, a bias-free LayerNorm and a position embedding on an unbatched input."""
+    """A Linear applied twice per example, a bias-free LayerNorm, a position embedding on an unbatched input and a
+    parameter read directly (not through a tapped layer: the vmap fallback)."""
 
     def __init__(self, rngs):
         self.pos = nnx.Embed(4, 6, rngs=rngs)
         self.lin = nnx.Linear(6, 6, rngs=rngs)
         self.ln = nnx.LayerNorm(6, use_bias=False, rngs=rngs)
+        self.gain = nnx.Param(jnp.linspace(0.5, 1.5, 6))
         self.head = nnx.Linear(6, 1, use_bias=False, rngs=rngs)
 
     def __call__(self, x_BxTxD):
         h_BxTxD = x_BxTxD + self.pos(jnp.arange(x_BxTxD.shape[1]))[None]
         h_BxTxD = self.lin(jnp.tanh(self.lin(h_BxTxD)))
-        return jnp.mean(self.head(self.ln(h_BxTxD))[..., 0] ** 2, axis=1)
+        return jnp.mean(self.head(self.ln(h_BxTxD) * self.gain[None, None])[..., 0] ** 2, axis=1)
 
 
-def test_ghost_norms_shared_layer_and_broadcast_embedding():
+def _shared_loss(g, p, b):
+    return nnx.merge(g, p)(b["x"])
+
+
+def test_ghost_shared_layer_broadcast_embedding_and_fallback():
     graphdef, params = nnx.split(_Shared(nnx.Rngs(0)), nnx.Param)
     batch = {"x": jax.random.normal(jax.random.key(1), (5, 4, 6))}
-
-    def loss_fn(g, p, b):
-        return nnx.merge(g, p)(b["x"])
-
     theta_P, unravel = grads.flatten(params)
-    want = grads.grad_sq_norms(lambda t, b: loss_fn(graphdef, unravel(t), b), theta_P, batch)
-    np.testing.assert_allclose(ghost.ghost_sq_norms(loss_fn, graphdef, params, batch), want, rtol=1e-5)
+    g_NxP = grads.per_example_grads(lambda t, b: _shared_loss(graphdef, unravel(t), b), theta_P, batch)
+    want_N = np.linalg.norm(g_NxP, axis=1)
+    np.testing.assert_allclose(ghost.ghost_sq_norms(_shared_loss, graphdef, params, batch), want_N**2, rtol=1e-5)
+    clip = float(np.median(want_N))
+    (want_P,), _ = optax.per_example_global_norm_clip([g_NxP], clip)
+    got, _ = ghost.ghost_clipped_grad(_shared_loss, graphdef, params, batch, clip)
+    np.testing.assert_allclose(grads.flatten(got)[0], want_P, rtol=1e-4, atol=1e-6)
 
 
 @pytest.mark.parametrize("shape", [(3, 2, 5), (1, 4, 3), (9, 2, 2)])  # (T, Din, Dout): both branches of the choice
@@ -108,9 +115,10 @@ def test_ghost_clipped_grad_matches_optax_clip():
     want_N = np.linalg.norm(g_NxP, axis=1)
     clip = float(np.median(want_N[want_N > 0]))  # some examples clipped, some not
     (want_P,), _ = optax.per_example_global_norm_clip([g_NxP], clip)
-    got, norms_N = ghost.ghost_clipped_grad(_model_loss, graphdef, params, batch, clip)
-    np.testing.assert_allclose(norms_N, want_N, rtol=1e-5)
-    np.testing.assert_allclose(grads.flatten(got)[0], want_P, rtol=1e-4, atol=1e-6)
+    for two_pass in (False, True):
+        got, norms_N = ghost.ghost_clipped_grad(_model_loss, graphdef, params, batch, clip, two_pass=two_pass)
+        np.testing.assert_allclose(norms_N, want_N, rtol=1e-5)
+        np.testing.assert_allclose(grads.flatten(got)[0], want_P, rtol=1e-4, atol=1e-6)
 
 
 def test_tapped_graph_is_transparent():

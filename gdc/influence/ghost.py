@@ -137,19 +137,99 @@ def _module_sq_norm(module, kind: str, xs: list, ds: list) -> jax.Array:
     if kind == "dense":
         return _dense_sq_norm(_wide(_rows(xs, leads)), d_TxO) + bias
     # layernorm: y = xhat * scale + bias, so the per-example scale gradient is sum_t xhat_t * d_t (a [D] vector).
-    xhats = []
-    for x in xs:
-        mean, var = normalization._compute_stats(
-            x, -1, module.dtype, None, None, use_fast_variance=module.use_fast_variance
-        )
-        xhats.append(normalization._normalize(x, mean, var, None, None, -1, -1, module.dtype, module.epsilon))
-    xhat_TxD = _wide(_rows(xhats, leads))
+    xhat_TxD = _wide(_rows([_layernorm_xhat(module, x) for x in xs], leads))
     scale = jnp.sum(jnp.sum(xhat_TxD * d_TxO, axis=0) ** 2) if module.scale is not None else 0.0
     return scale + bias
 
 
+def _module_clipped_grads(module, kind: str, xs: list, ds: list, c_N: jax.Array) -> dict:
+    """``sum_i c_i dL_i/dtheta`` for one module's parameters, from all examples' inputs and output gradients."""
+    leads = [d.shape[:-1] for d in ds]
+    n = c_N.shape[0]
+
+    def rows(arrays, feature=True):  # [N, T, F] (or [N, T]) over all calls; per-example axes broadcast after N
+        out = []
+        for a, lead in zip(arrays, leads, strict=True):
+            target = lead + (a.shape[-1:] if feature else ())
+            a = a.reshape((n,) + (1,) * (len(target) - a.ndim) + a.shape[1:])
+            out.append(jnp.broadcast_to(a, target).reshape((n, -1) + target[len(lead) :]))
+        return jnp.concatenate(out, axis=1)
+
+    cd_NxTxO = rows(ds) * c_N.astype(ds[0].dtype)[:, None, None]
+    out = {}
+    if getattr(module, "bias", None) is not None:
+        out["bias"] = jnp.sum(cd_NxTxO, axis=(0, 1))
+    if kind == "dense":
+        out["kernel"] = jnp.einsum("nti,nto->io", rows(xs), cd_NxTxO)
+    elif kind == "embed":
+        ids = rows(xs, feature=False).reshape(-1)
+        out["embedding"] = jax.ops.segment_sum(
+            cd_NxTxO.reshape(ids.shape[0], -1), ids, num_segments=module.num_embeddings
+        )
+    elif module.scale is not None:
+        out["scale"] = jnp.einsum("ntd,ntd->d", rows([_layernorm_xhat(module, x) for x in xs]), cd_NxTxO)
+    return out
+
+
+def _layernorm_xhat(module, x: jax.Array) -> jax.Array:
+    """The LayerNorm's normalised input (before scale and bias), computed as flax computes it."""
+    fast = module.use_fast_variance
+    mean, var = normalization._compute_stats(x, -1, module.dtype, None, None, use_fast_variance=fast)
+    return normalization._normalize(x, mean, var, None, None, -1, -1, module.dtype, module.epsilon)
+
+
 def _split_covered(params: nnx.State, covered: set) -> tuple[nnx.State, nnx.State]:
     return nnx.split_state(params, lambda path, _: tuple(path) in covered, ...)
+
+
+def _ghost_pass(loss_fn, graphdef, params, batch, batch_size, keep):
+    """Per-example squared norms; with ``keep`` also every example's layer inputs, output gradients, rest gradients.
+
+    Returns (sq_norms_N, calls, xs, ds, g_rest, p_cov): ``calls`` the static (module, kind) of each tapped call.
+    """
+    tapped = tap(graphdef, params)
+
+    def loss_one(params, example, tape):
+        with _active(tape):
+            return loss_fn(tapped, params, jax.tree.map(lambda a: a[None], example))[0]
+
+    # Shape pass (abstract): which modules are called, in which order, with which output shapes.
+    shape_tape = _Tape()
+    example0 = jax.tree.map(lambda a: a[0], batch)
+    jax.eval_shape(lambda p, e: loss_one(p, e, shape_tape), params, example0)
+    owners = {module.ghost_path for module, _, _ in shape_tape.calls}
+    covered = {tuple(path) for path, _ in nnx.to_flat_state(params) if tuple(path[:-1]) in owners}
+    p_cov, p_rest = _split_covered(params, covered)
+    calls = [(module, kind) for module, kind, _ in shape_tape.calls]
+
+    def one(example):
+        zeros = [jnp.zeros(s.shape, s.dtype) for s in shape_tape.out_shapes]
+
+        def f(perturbations, p_rest):
+            tape = _Tape(perturbations)
+            loss = loss_one(nnx.merge_state(p_cov, p_rest), example, tape)
+            return loss, [x for _, _, x in tape.calls]
+
+        (d_out, g_rest), xs = jax.grad(f, argnums=(0, 1), has_aux=True)(zeros, p_rest)
+        total = sum(jnp.sum(_wide(g) ** 2) for g in jax.tree.leaves(g_rest)) + 0.0
+        for module, kind, x_list, d_list in _groups(calls, xs, d_out):
+            total = total + _module_sq_norm(module, kind, x_list, d_list)
+        return (total, xs, d_out, g_rest) if keep else total
+
+    n = jax.tree.leaves(batch)[0].shape[0]
+    size = n if batch_size is None else max(1, min(batch_size, n))
+    out = jax.lax.map(one, batch, batch_size=size)
+    return (*out, calls, p_cov) if keep else out
+
+
+def _groups(calls: list, xs: list, ds: list) -> list:
+    """(module, kind, inputs, output gradients) per module, over all of its calls."""
+    groups = {}
+    for (module, kind), x, d in zip(calls, xs, ds, strict=True):
+        entry = groups.setdefault(module.ghost_path, (module, kind, [], []))
+        entry[2].append(x)
+        entry[3].append(d)
+    return list(groups.values())
 
 
 @functools.partial(jax.jit, static_argnames=("loss_fn", "batch_size"))
@@ -165,44 +245,10 @@ def ghost_sq_norms(
       batch: arrays with a leading example axis N.
       batch_size: examples per chunk of ``jax.lax.map`` (None: the whole batch in one vmap).
     """
-    tapped = tap(graphdef, params)
-
-    def loss_one(params, example, tape):
-        with _active(tape):
-            return loss_fn(tapped, params, jax.tree.map(lambda a: a[None], example))[0]
-
-    # Shape pass (abstract): which modules are called, in which order, with which output shapes.
-    shape_tape = _Tape()
-    example0 = jax.tree.map(lambda a: a[0], batch)
-    jax.eval_shape(lambda p, e: loss_one(p, e, shape_tape), params, example0)
-    owners = {module.ghost_path for module, _, _ in shape_tape.calls}
-    covered = {tuple(path) for path, _ in nnx.to_flat_state(params) if tuple(path[:-1]) in owners}
-    p_cov, p_rest = _split_covered(params, covered)
-
-    def one(example):
-        zeros = [jnp.zeros(s.shape, s.dtype) for s in shape_tape.out_shapes]
-
-        def f(perturbations, p_rest):
-            tape = _Tape(perturbations)
-            loss = loss_one(nnx.merge_state(p_cov, p_rest), example, tape)
-            return loss, [x for _, _, x in tape.calls]
-
-        (d_out, g_rest), xs = jax.grad(f, argnums=(0, 1), has_aux=True)(zeros, p_rest)
-        total = sum(jnp.sum(_wide(g) ** 2) for g in jax.tree.leaves(g_rest)) + 0.0
-        groups = {}  # module path -> (module, kind, inputs, output gradients), all of its calls
-        for (module, kind, _), x, d in zip(shape_tape.calls, xs, d_out, strict=True):
-            entry = groups.setdefault(module.ghost_path, (module, kind, [], []))
-            entry[2].append(x)
-            entry[3].append(d)
-        for module, kind, x_list, d_list in groups.values():
-            total = total + _module_sq_norm(module, kind, x_list, d_list)
-        return total
-
-    n = jax.tree.leaves(batch)[0].shape[0]
-    size = n if batch_size is None else max(1, min(batch_size, n))
-    return jax.lax.map(one, batch, batch_size=size)
+    return _ghost_pass(loss_fn, graphdef, params, batch, batch_size, keep=False)
 
 
+@functools.partial(jax.jit, static_argnames=("loss_fn", "batch_size", "two_pass"))
 def ghost_clipped_grad(
     loss_fn: ModelLossFn,
     graphdef: nnx.GraphDef,
@@ -210,17 +256,31 @@ def ghost_clipped_grad(
     batch: Batch,
     clip_norm: float,
     batch_size: int | None = None,
+    two_pass: bool = False,
 ) -> tuple[nnx.State, jax.Array]:
-    """DP-SGD's clipped sum ``sum_i g_i / max(1, ||g_i|| / clip_norm)`` and the norms ``||g_i||``, in two passes.
+    """DP-SGD's clipped sum ``sum_i g_i / max(1, ||g_i|| / clip_norm)`` and the norms ``||g_i||``.
 
-    The norms come from ``ghost_sq_norms``; the sum is then one ordinary backward pass of ``sum_i c_i L_i`` with the
-    clip factors ``c_i`` held fixed ("book-keeping" clipping): no per-example gradient is formed in either pass.
-    Same reduction as ``optax.per_example_global_norm_clip`` on per-example gradients.
+    Same reduction as ``optax.per_example_global_norm_clip`` on per-example gradients, without forming them. The
+    clip factors ``c_i`` come from the ghost norms; the sum is then ``sum_i c_i X_i^T D_i`` per dense layer from the
+    inputs and output gradients the norm pass already holds ("book-keeping", Bu et al. 2023: one matmul per layer),
+    or with ``two_pass`` one ordinary backward pass of ``sum_i c_i L_i`` (c held fixed).
     """
-    norms_B = jnp.sqrt(ghost_sq_norms(loss_fn, graphdef, params, batch, batch_size))
-    return _weighted_grad(loss_fn, graphdef, params, batch, 1.0 / jnp.maximum(norms_B / clip_norm, 1.0)), norms_B
+    if two_pass:
+        norms_N = jnp.sqrt(_ghost_pass(loss_fn, graphdef, params, batch, batch_size, keep=False))
+        c_N = 1.0 / jnp.maximum(norms_N / clip_norm, 1.0)
+        return jax.grad(lambda p: jnp.sum(c_N * loss_fn(graphdef, p, batch)))(params), norms_N
+    sq_N, xs, ds, g_rest, calls, p_cov = _ghost_pass(loss_fn, graphdef, params, batch, batch_size, keep=True)
+    norms_N = jnp.sqrt(sq_N)
+    c_N = 1.0 / jnp.maximum(norms_N / clip_norm, 1.0)
+    by_path = {}
+    for module, kind, x_list, d_list in _groups(calls, xs, ds):
+        for name, g in _module_clipped_grads(module, kind, x_list, d_list, c_N).items():
+            by_path[module.ghost_path + (name,)] = g
+    cov = jax.tree_util.tree_map_with_path(lambda path, _: by_path[_key_path(path)], p_cov)
+    rest = jax.tree.map(lambda g: jnp.einsum("n...,n->...", g, c_N.astype(g.dtype)), g_rest)
+    return nnx.merge_state(cov, rest), norms_N
 
 
-@functools.partial(jax.jit, static_argnames=("loss_fn",))
-def _weighted_grad(loss_fn, graphdef, params, batch, c_B):
-    return jax.grad(lambda p: jnp.sum(c_B * loss_fn(graphdef, p, batch)))(params)
+def _key_path(path) -> tuple:
+    """A jax key path of a State leaf as the State's own path tuple (dict keys only; the Variable's .value dropped)."""
+    return tuple(k.key for k in path if isinstance(k, jax.tree_util.DictKey))
