@@ -125,3 +125,18 @@ def test_tapped_graph_is_transparent():
     graphdef, params, batch = _setup("transformer")
     tapped = ghost.tap(graphdef, params)
     np.testing.assert_array_equal(models.forward(tapped, params, batch), models.forward(graphdef, params, batch))
+
+
+class _Scanned(nnx.Module):
+    def __init__(self, rngs):
+        self.lin = nnx.Linear(3, 3, rngs=rngs)
+
+    def __call__(self, x_BxD):
+        h_BxD, _ = jax.lax.scan(lambda h, _: (jnp.tanh(self.lin(h)), None), x_BxD, None, length=2)
+        return jnp.sum(h_BxD**2, axis=-1)
+
+
+def test_tapped_layer_inside_scan_raises():
+    graphdef, params = nnx.split(_Scanned(nnx.Rngs(0)), nnx.Param)
+    with pytest.raises(jax.errors.UnexpectedTracerError):
+        ghost.ghost_sq_norms(lambda g, p, b: nnx.merge(g, p)(b["x"]), graphdef, params, {"x": jnp.ones((2, 3))})

@@ -10,7 +10,8 @@ How it plugs into NNX models: ``tap`` swaps the class of every ``nnx.Linear`` / 
 node for a subclass that, while a tape is active, records the layer input and adds the next perturbation to the
 output (with no tape it computes exactly what its parent does). The per-example loss then runs unchanged on the tapped
 graph, vmapped over examples of a batch of one, so a layer applied to an unbatched input (a position embedding) still
-gets each example's own output gradient.
+gets each example's own output gradient. (flax's ``nnx.capture`` + ``Module.perturb`` need the module object the loss
+runs on; our losses merge their own copy from ``(graphdef, params)``, hence a trace-time tape keyed by call order.)
 
 Covered exactly in closed form: Linear (kernel and bias, any leading axes; Gram or direct form, whichever is
 cheaper), Embed (``sum_ts [id_t = id_s] d_t . d_s``, or the ``[V, D]`` scatter when smaller), LayerNorm with flax's
@@ -20,6 +21,8 @@ Fallback: parameters of modules never called through the tap (e.g. a kernel read
 ``CharLSTM.w_rec``) get per-example gradients by vmap(grad) of just those parameters, so only ``[B, P_rest]`` exists.
 Not detected (the caller's contract): a tapped module's parameter also read directly elsewhere (weight tying via
 ``Embed.attend``), or a tapped module called inside ``lax.scan``/``nnx.scan`` (that raises a leaked-tracer error).
+``ghost_clipped_grad`` reuses the same pass for DP-SGD's clipped sum ("book-keeping": ``sum_i c_i X_i^T D_i``).
+LayerNorm's normalised input is recomputed with flax's own (private) ``_compute_stats`` / ``_normalize``.
 """
 
 import contextlib
