@@ -10,7 +10,13 @@ Every variant computes, for the same batch and parameters, one of:
   * clipped sum, one vmap: DP-SGD's reduction, ``optax.per_example_global_norm_clip`` (clip each example's gradient
     to norm 1 and sum) on vmap(grad) over the whole batch;
   * clipped sum, optax.microbatch: the same per-example clipping inside ``optax.microbatch`` (a fori_loop over
-    microbatches of --micro examples, summing the clipped sums and concatenating the norms).
+    microbatches of --micro examples, summing the clipped sums and concatenating the norms);
+  * norms, ghost: ``gdc.influence.ghost.ghost_sq_norms``, exact norms from layer inputs and output gradients of one
+    backward pass (``||x||^2 ||d||^2`` per dense layer, Gram forms over a sequence), no per-example gradient formed;
+  * clipped sum, ghost (book-keeping): the ghost norms give the clip factors c_i, then ``sum_i c_i X_i^T D_i`` per
+    layer from the inputs and output gradients the norm pass holds (``gdc.influence.ghost.ghost_clipped_grad``);
+  * clipped sum, ghost + 2nd backward: the same clip factors, then one ordinary backward pass of ``sum_i c_i L_i``
+    (``two_pass=True``).
 jax_privacy (its ``clipped_grad`` with return_grad_norms) is not installed in this environment and is not added: its
 package pulls in a training framework of its own; the optax variants above compute the same reduction.
 Timings: median over --blocks blocks of --steps calls, each call's result blocked on; ratio = examples/s of the
@@ -34,7 +40,11 @@ def make_variants(graphdef, unravel, b: int, micro: int) -> dict:
     import optax
 
     from gdc import models
+    from gdc.influence import ghost
     from gdc.influence import grads as grads_lib
+
+    def model_loss(g, params, batch):
+        return models.per_example_loss(g, params, batch)[0]
 
     def loss_fn(t, batch):
         return models.per_example_loss(graphdef, unravel(t), batch)[0]
@@ -56,6 +66,17 @@ def make_variants(graphdef, unravel, b: int, micro: int) -> dict:
     def chunked(size):
         return lambda t, batch: grads_lib.grad_sq_norms(loss_fn, t, batch, batch_size=size)
 
+    def ghost_norms(t, batch):
+        return ghost.ghost_sq_norms(model_loss, graphdef, unravel(t), batch)
+
+    def ghost_clipped(two_pass):
+        def fn(t, batch):
+            params = unravel(t)
+            sum_tree, norms_B = ghost.ghost_clipped_grad(model_loss, graphdef, params, batch, 1.0, two_pass=two_pass)
+            return grads_lib.flatten(sum_tree)[0], norms_B
+
+        return fn
+
     acc = optax.microbatching.AccumulationType
     return {
         "plain batch gradient": jax.jit(plain),
@@ -66,6 +87,9 @@ def make_variants(graphdef, unravel, b: int, micro: int) -> dict:
         f"clipped sum, optax.microbatch ({micro})": jax.jit(
             optax.microbatch(clipped, argnums=1, microbatch_size=micro, accumulator=(acc.SUM, acc.CONCAT))
         ),
+        "norms, ghost (gdc.influence.ghost)": jax.jit(ghost_norms),
+        "clipped sum, ghost (book-keeping)": jax.jit(ghost_clipped(False)),
+        "clipped sum, ghost + 2nd backward": jax.jit(ghost_clipped(True)),
     }
 
 
@@ -111,6 +135,11 @@ def main():
         np.testing.assert_allclose(norms1**2, n_vmap, rtol=1e-4)
         np.testing.assert_allclose(s1, s2, rtol=1e-3, atol=1e-5)
         np.testing.assert_allclose(norms1, norms2, rtol=1e-4)
+        np.testing.assert_allclose(variants["norms, ghost (gdc.influence.ghost)"](theta_P, batch), n_vmap, rtol=1e-4)
+        for k in ("clipped sum, ghost (book-keeping)", "clipped sum, ghost + 2nd backward"):
+            s3, norms3 = variants[k](theta_P, batch)
+            np.testing.assert_allclose(norms3, norms1, rtol=1e-4)
+            np.testing.assert_allclose(s3, s1, rtol=1e-3, atol=1e-5)
 
         times = {k: [] for k in variants}
         for block in range(args.blocks + 1):

@@ -5,10 +5,13 @@ Every function takes a per-example loss ``loss_fn(theta_P, batch) -> loss_B`` (n
 flattened with ``jax.flatten_util.ravel_pytree`` by the caller (``flatten``).
 
 ``grads``: per-example gradients reduced inside chunks (norms, dot products, self-influence, TracIn).
+``ghost``: exact per-example gradient norms of NNX models from layer inputs and output gradients (no per-example
+gradient formed), and DP-SGD's clipped sum from them in two passes.
 ``hvp``: Hessian- and Gauss-Newton-vector products, exact Hessians, CG and LiSSA inverse HVPs.
 ``loo``: L-BFGS fits and exact leave-one-out retraining for small convex models (ground truth).
 """
 
+from gdc.influence.ghost import ghost_clipped_grad, ghost_sq_norms
 from gdc.influence.grads import (
     flatten,
     grad_dots,
@@ -26,6 +29,8 @@ __all__ = [
     "exact_hessian",
     "fit_lbfgs",
     "flatten",
+    "ghost_clipped_grad",
+    "ghost_sq_norms",
     "gnhvp",
     "grad_dots",
     "grad_sq_norms",
