@@ -51,6 +51,8 @@ class DataConfig:
     num_features: int = 16  # synthetic only
     num_classes: int = 4  # synthetic only
     label_noise: float = 0.0  # synthetic only: fraction of train labels flipped to another class
+    prefetch: int = 2  # training batches built and placed ahead on a background thread; 0 = in the loop
+    on_device: bool = False  # upload the training arrays once; each step gathers its rows on device (small data)
 
     def validate(self) -> None:
         """Raises ConfigError naming the first bad field (`data.<field>`), what is allowed and how to fix."""
@@ -62,6 +64,9 @@ class DataConfig:
             _fail("heldout_fraction", self.heldout_fraction, "must lie strictly between 0 and 1, e.g. 0.1")
         _check_int(self, "split_seed", 0)
         _check_int(self, "max_examples", 0, " (0 keeps every training example)")
+        _check_int(self, "prefetch", 0, " (batches read ahead; 0 turns prefetching off)")
+        if not isinstance(self.on_device, bool):
+            _fail("on_device", self.on_device, "must be True or False")
         for name in ("path", "tfds_name", "tfds_split", "tfds_text_key", "tfds_data_dir"):
             if not isinstance(getattr(self, name), str):
                 _fail(name, getattr(self, name), "must be a string")
