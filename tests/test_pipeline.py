@@ -181,7 +181,7 @@ def test_resume_equals_uninterrupted_with_read_ahead(tmp_path, data):
     assert not [t for t in threading.enumerate() if t.name == "gdc-prefetch"]
 
 
-@pytest.mark.parametrize("values, match", [(dict(prefetch=-1), r"data\.prefetch=-1"), (dict(prefetch=1.5), "prefetch")])
+@pytest.mark.parametrize("values, match", [(dict(prefetch=-2), r"data\.prefetch=-2"), (dict(prefetch=1.5), "prefetch")])
 def test_bad_prefetch_names_the_field(values, match):
     from configs import tiny
 

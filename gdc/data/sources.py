@@ -51,7 +51,9 @@ class DataConfig:
     num_features: int = 16  # synthetic only
     num_classes: int = 4  # synthetic only
     label_noise: float = 0.0  # synthetic only: fraction of train labels flipped to another class
-    prefetch: int = 2  # training batches built and placed ahead on a background thread; 0 = in the loop
+    # Training batches built and placed ahead on a background thread; 0 = in the loop; -1 = auto: 2 on GPU/TPU, 0 on
+    # CPU (there the thread competes with XLA for the same cores and measured slower, benchmarks/README.md).
+    prefetch: int = -1
     on_device: bool = False  # upload the training arrays once; each step gathers its rows on device (small data)
 
     def validate(self) -> None:
@@ -64,7 +66,7 @@ class DataConfig:
             _fail("heldout_fraction", self.heldout_fraction, "must lie strictly between 0 and 1, e.g. 0.1")
         _check_int(self, "split_seed", 0)
         _check_int(self, "max_examples", 0, " (0 keeps every training example)")
-        _check_int(self, "prefetch", 0, " (batches read ahead; 0 turns prefetching off)")
+        _check_int(self, "prefetch", -1, " (batches read ahead; 0 turns prefetching off, -1 = auto)")
         if not isinstance(self.on_device, bool):
             _fail("on_device", self.on_device, "must be True or False")
         for name in ("path", "tfds_name", "tfds_split", "tfds_text_key", "tfds_data_dir"):

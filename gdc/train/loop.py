@@ -251,9 +251,10 @@ def train(
         # device from the epoch's ids (data.on_device). ``consumed()``: the iterator state after the batches consumed
         # so far (what a checkpoint stores), never the read-ahead.
         # ------------------------------------------------------------------------------------------------------
+        depth = cfg.data.prefetch if cfg.data.prefetch >= 0 else (0 if mesh.devices.flat[0].platform == "cpu" else 2)
         feed = None
-        if cfg.data.prefetch and not cfg.data.on_device:
-            feed = Prefetcher(it, lambda b: sharding.put_batch(b, mesh), cfg.data.prefetch)
+        if depth and not cfg.data.on_device:
+            feed = Prefetcher(it, lambda b: sharding.put_batch(b, mesh), depth)
         consumed = feed.state if feed else it.state
         ids_epoch, ids = -1, None
 
