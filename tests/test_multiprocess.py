@@ -30,7 +30,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _launch_two_processes(workdir) -> list[subprocess.CompletedProcess]:
+def _launch_two_processes(workdir, extra: tuple[str, ...] = ()) -> list[subprocess.CompletedProcess]:
     port = _free_port()
     env = {
         **os.environ,
@@ -46,6 +46,7 @@ def _launch_two_processes(workdir) -> list[subprocess.CompletedProcess]:
         "--config.tracker.scoring_passes=1",
         f"--coordinator_address=localhost:{port}",
         "--num_processes=2",
+        *extra,
     ]
     procs = [
         subprocess.Popen(

@@ -1,6 +1,7 @@
 """The input path: EpochIterator, the Prefetcher (order, consumed state, errors, shutdown) and the device-resident
 dataset, each against the plain iterator and the plain training loop."""
 
+import os
 import threading
 
 import jax
@@ -189,3 +190,26 @@ def test_bad_prefetch_names_the_field(values, match):
     c["data"].update(values)
     with pytest.raises(ConfigError, match=match):
         config_lib.from_mapping(c)
+
+
+@pytest.mark.slow  # ~25 s each: two launch.py processes plus the 1-process reference
+@pytest.mark.parametrize("data", [dict(prefetch=2), dict(on_device=True)])
+def test_two_processes_match_one_process_with_read_ahead(tmp_path, data):
+    import test_multiprocess
+
+    flags = tuple(f"--config.data.{k}={v}" for k, v in data.items())
+    for i, (rc, out) in enumerate(test_multiprocess._launch_two_processes(tmp_path / "multi", flags)):
+        assert rc == 0, f"process {i} failed:\n{out[-4000:]}"
+    cfg = tiny_config("mlp", data=data, **test_multiprocess.OVERRIDES)
+    ref = loop.train(cfg, str(tmp_path / "single"), mesh=sharding.make_mesh(jax.devices()[:8]))
+    names = sorted(os.listdir(tmp_path / "single" / "trackers"))
+    assert names == sorted(os.listdir(tmp_path / "multi" / "trackers"))
+    for name in (x for x in names if x.endswith(".npz")):
+        a, b = np.load(tmp_path / "multi" / "trackers" / name), np.load(tmp_path / "single" / "trackers" / name)
+        for key in a.files:
+            np.testing.assert_allclose(a[key], b[key], rtol=1e-5, atol=1e-6, err_msg=f"{name}:{key}")
+    _, params, _, step = loop.restore_params(cfg, str(tmp_path / "multi"))
+    assert step == int(ref.state.step) > 0
+    got, want = jax.device_get(params), jax.device_get(ref.state.params)
+    for x, y in zip(jax.tree.leaves(got), jax.tree.leaves(want), strict=True):
+        np.testing.assert_allclose(x, y, rtol=1e-5, atol=1e-6)
