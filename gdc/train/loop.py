@@ -262,6 +262,8 @@ def train(
             nonlocal ids_epoch, ids
             if cfg.data.on_device:
                 epoch, position = it.advance()
+                if step != epoch * spe + position:  # the resident step finds its batch at state.step % spe
+                    raise RuntimeError(f"step {step} is not batch {position} of epoch {epoch} ({spe} per epoch).")
                 if epoch != ids_epoch:  # one transfer per epoch
                     ids_epoch, ids = epoch, sharding.put_tree(it.epoch_ids(epoch), repl)
                 return epoch, position, resident_fn(state, tracker, table, ids)
