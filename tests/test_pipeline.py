@@ -3,6 +3,7 @@ dataset, each against the plain iterator and the plain training loop."""
 
 import os
 import threading
+import time
 
 import jax
 import numpy as np
@@ -36,12 +37,19 @@ def _same_items(a, b):
 @pytest.mark.parametrize("depth", [1, 2, 5])
 def test_prefetcher_yields_the_plain_order_and_consumed_state(depth):
     plain = EpochIterator(_arrays(), 5, seed=3, epoch=1, position=2)  # 5 steps per epoch, a padded last batch
-    with Prefetcher(EpochIterator(_arrays(), 5, seed=3, epoch=1, position=2), lambda b: b, depth) as pf:
+    source = EpochIterator(_arrays(), 5, seed=3, epoch=1, position=2)
+    with Prefetcher(source, lambda b: b, depth) as pf:
         assert pf.state() == {"epoch": 1, "position": 2}
         for _ in range(12):  # across two epoch boundaries
             got = next(pf)
             _same_items(got, next(plain))
             assert pf.state() == plain.state()  # the batches consumed, not the read-ahead
+        for _ in range(1000):  # let the worker fill the queue
+            if pf._queue.full():
+                break
+            time.sleep(0.01)
+        assert (source.epoch, source.position) >= (plain.epoch, plain.position + depth)  # it did read ahead
+        assert pf.state() == plain.state()
 
 
 def test_prefetcher_resumes_from_its_state():
