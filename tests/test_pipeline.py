@@ -159,10 +159,17 @@ def _assert_same(a, b):
 @pytest.mark.parametrize("arg", ["mlp", pytest.param("transformer", marks=pytest.mark.slow)])
 def test_input_paths_train_the_same(tmp_path, arg):
     epochs = 3 if arg == "mlp" else 1
-    weights = tmp_path / "w.npy"
     n = loop.sources.build_dataset(tiny_config(arg).data).num_train
-    np.save(weights, np.random.default_rng(0).uniform(0.5, 1.5, n).astype(np.float32))
-    train = dict(num_epochs=epochs, weights_path=str(weights))
+    rng = np.random.default_rng(0)
+    files = {  # interventions change what the device gathers: weights, a pruned id set, up-sampled ids
+        "weights_path": rng.uniform(0.5, 1.5, n).astype(np.float32),
+        "keep_idx_path": np.sort(rng.permutation(n)[: n - 7]),
+        "multiplicity_path": rng.integers(1, 3, n),
+    }
+    train = dict(num_epochs=epochs)
+    for field, values in files.items():
+        np.save(tmp_path / f"{field}.npy", values)
+        train[field] = str(tmp_path / f"{field}.npy")
     runs = {
         name: _run(tiny_config(arg, data=data, train=train), tmp_path / name)
         for name, data in [
