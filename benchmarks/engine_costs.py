@@ -9,8 +9,10 @@ Sections (each on the engine's own jitted steps from gdc.train.step.jit_steps, 1
   compile: ``lower().compile()`` time vs the median steady-state step; ``compiled.memory_analysis()``; the jit cache
     size of the train step after --epochs epochs (full and padded final batches) and after a pruned epoch (keep_idx,
     an intervention), which must stay 1.
-  pipeline: steps/s with batches from EpochIterator + put_batch (the loop's path) vs the same step on one pre-placed
-    batch; target: within 5%.
+  pipeline: steps/s of the loop's input paths vs the same step on one pre-placed batch (target: within 5%):
+    EpochIterator + put_batch in the loop (data.prefetch=0, the CPU default), the same read ahead by a Prefetcher
+    thread (data.prefetch=2, the accelerator default), and the device-resident set (data.on_device: arrays uploaded
+    once, the epoch's ids once per epoch, the step gathers its rows); with the process CPU time per step.
   scoring passes: (epoch with K fixed-parameter scoring passes) - (epoch without) vs K x (one forward-only pass over
     the training set with eval_step); measured / ideal.
   anchors: one training epoch each, (a) ours: tracker updated in the step, one device-to-host copy per epoch written
@@ -114,7 +116,8 @@ def bench_model(name: str, args) -> dict:
 
     from gdc import sharding
     from gdc import tracker as tracker_lib
-    from gdc.data.pipeline import EpochIterator, sequential_batches
+    from gdc.data.pipeline import EpochIterator, Prefetcher, sequential_batches
+    from gdc.train.step import jit_resident_train
 
     n, b = (args.n_mlp, 128) if name == "mlp" else (args.n_transformer, 32)
     out = {"n": n, "batch": b}
@@ -179,11 +182,38 @@ def bench_model(name: str, args) -> dict:
         # ---------------------------------------------------------------------------------------------------------
         steps = min(spe, args.pipeline_steps)
         fixed = sharding.put_batch(it.batch(1, 0), mesh)
+        repl = sharding.replicated(mesh)
+        table = sharding.put_tree(env["arrays"], repl)
+        resident_fn = jit_resident_train(
+            train_fn,
+            steps_per_epoch=spe,
+            batch_size=b,
+            num_examples=n,
+            state_sharding=repl,
+            tracker_sharding=repl,
+            batch_sharding=sharding.batch_sharding(mesh),
+        )
 
         def run_pipeline():
             nonlocal state, tracker
             for pos in range(steps):
                 state, tracker, m = train_fn(state, tracker, sharding.put_batch(it.batch(2, pos), mesh))
+            jax.block_until_ready((state, tracker))
+
+        def run_prefetch():
+            nonlocal state, tracker
+            source = EpochIterator(env["arrays"], b, 0, epoch=2)
+            with Prefetcher(source, lambda x: sharding.put_batch(x, mesh), 2) as feed:
+                for _ in range(steps):
+                    _, _, batch = next(feed)
+                    state, tracker, m = train_fn(state, tracker, batch)
+                jax.block_until_ready((state, tracker))
+
+        def run_on_device():
+            nonlocal state, tracker
+            ids = sharding.put_tree(it.epoch_ids(2), repl)  # as the loop: once per epoch
+            for _ in range(steps):
+                state, tracker, m = resident_fn(state, tracker, table, ids)
             jax.block_until_ready((state, tracker))
 
         def run_preplaced():
@@ -192,15 +222,30 @@ def bench_model(name: str, args) -> dict:
                 state, tracker, m = train_fn(state, tracker, fixed)
             jax.block_until_ready((state, tracker))
 
-        t_pipe, t_pre = [], []
+        paths = {
+            "pipeline": run_pipeline,
+            "prefetch": run_prefetch,
+            "on_device": run_on_device,
+            "preplaced": run_preplaced,
+        }
+        for f in paths.values():
+            f()  # compile, warm up
+        wall = {k_: [] for k_ in paths}
+        cpu = {k_: [] for k_ in paths}
         for r in range(args.reps):
-            for f, acc in ((run_pipeline, t_pipe), (run_preplaced, t_pre))[:: 1 if r % 2 else -1]:
-                t0 = time.perf_counter()
+            for k_, f in list(paths.items())[:: 1 if r % 2 else -1]:
+                t0, c0 = time.perf_counter(), time.process_time()
                 f()
-                acc.append(time.perf_counter() - t0)
-        sp_pipe, sp_pre = steps / statistics.median(t_pipe), steps / statistics.median(t_pre)
-        out["pipeline"] = {"steps": steps, "steps_per_s_pipeline": sp_pipe, "steps_per_s_preplaced": sp_pre}
-        out["pipeline"]["ratio"] = sp_pipe / sp_pre
+                wall[k_].append(time.perf_counter() - t0)
+                cpu[k_].append(time.process_time() - c0)
+        sps = {k_: steps / statistics.median(v) for k_, v in wall.items()}
+        out["pipeline"] = {"steps": steps}
+        for k_ in paths:
+            out["pipeline"][f"steps_per_s_{k_}"] = sps[k_]
+            out["pipeline"][f"cpu_ms_per_step_{k_}"] = statistics.median(cpu[k_]) / steps * 1e3
+            if k_ != "preplaced":
+                out["pipeline"][f"ratio_{k_}"] = sps[k_] / sps["preplaced"]
+        out["pipeline"]["ratio"] = out["pipeline"]["ratio_pipeline"]
 
         # ---------------------------------------------------------------------------------------------------------
         # K scoring passes vs K ideal forward passes.
@@ -342,9 +387,14 @@ def main():
         )
         print(f"  memory_analysis: {c['memory_analysis']}")
         print(
-            f"  pipeline: {pl['steps_per_s_pipeline']:.1f} vs pre-placed {pl['steps_per_s_preplaced']:.1f} steps/s, "
-            f"ratio {pl['ratio']:.3f}"
+            f"  pipeline (steps/s, ratio to pre-placed, CPU ms/step): pre-placed {pl['steps_per_s_preplaced']:.1f} "
+            f"({pl['cpu_ms_per_step_preplaced']:.2f})"
         )
+        for k_ in ("pipeline", "prefetch", "on_device"):
+            print(
+                f"    {k_:<10} {pl[f'steps_per_s_{k_}']:8.1f}  {pl[f'ratio_{k_}']:.3f}  "
+                f"({pl[f'cpu_ms_per_step_{k_}']:.2f})"
+            )
         print(
             f"  scoring passes K={sp['K']}: measured extra {sp['measured_extra_s']:.3f} s vs ideal "
             f"{sp['ideal_K_forward_s']:.3f} s: {sp['measured_over_ideal']:.2f}x"

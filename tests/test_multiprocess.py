@@ -33,7 +33,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _launch_two_processes(workdir, shards: int) -> list[subprocess.CompletedProcess]:
+def _launch_two_processes(workdir, shards: int = 1, extra: tuple[str, ...] = ()) -> list[subprocess.CompletedProcess]:
     port = _free_port()
     env = {
         **os.environ,
@@ -50,6 +50,7 @@ def _launch_two_processes(workdir, shards: int) -> list[subprocess.CompletedProc
         f"--config.data.shards={shards}",
         f"--coordinator_address=localhost:{port}",
         "--num_processes=2",
+        *extra,
     ]
     procs = [
         subprocess.Popen(

@@ -6,6 +6,7 @@ import pytest
 from conftest import tiny_config
 
 from gdc import sharding
+from gdc import tracker as tracker_lib
 from gdc.data.pipeline import EpochIterator, row_range, sequential_batches, sequential_ids
 from gdc.errors import ConfigError
 from gdc.train import loop
@@ -108,3 +109,13 @@ def test_sharded_run_scores_every_example(tmp_path):
     assert loss_N.shape == (n,) and np.isfinite(loss_N).all()
     np.testing.assert_array_equal(loss_N, fields["last_loss_N"])
     assert result.epochs_done == 2
+
+
+def test_sharded_run_on_device_equals_host_batches(tmp_path):
+    runs = {}
+    for on_device in (False, True):
+        cfg = tiny_config("mlp", data=dict(shards=2, on_device=on_device), train=dict(num_epochs=2))
+        runs[on_device] = loop.train(cfg, str(tmp_path / str(on_device)), mesh=sharding.make_mesh())
+    a, b = (tracker_lib.to_numpy(runs[k].tracker) for k in (False, True))
+    for k in a:
+        np.testing.assert_allclose(a[k], b[k], rtol=1e-6, err_msg=k)

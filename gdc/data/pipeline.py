@@ -12,9 +12,14 @@ Invariants:
     ``default_rng([seed, e, s])``. Process p of P (S a multiple of P) then reads only the ids of its S / P ranges, so
     it needs only those rows (``row_range``); the stream is the same for any P, so 1 process and P processes train
     identically. S = 1 is the single global shuffle above.
+  * ``Prefetcher`` builds and places the next batches on a background thread while the current step runs; its
+    ``state()`` is the state after the batches CONSUMED so far, so checkpoints and resumption do not see the read-ahead.
 """
 
-from collections.abc import Iterator
+import queue
+import threading
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import numpy as np
 
@@ -83,6 +88,11 @@ class EpochIterator:
 
     def batch(self, epoch: int, position: int) -> HostBatch:
         """The (local rows of the) ``position``-th batch of ``epoch``."""
+        idx_B = self.batch_ids(epoch, position)
+        return gather(self.arrays, idx_B, self.num_examples, self.weights_N, self.row_offset)
+
+    def batch_ids(self, epoch: int, position: int) -> np.ndarray:
+        """int32 ids of this process's rows of the ``position``-th batch of ``epoch`` (padding: N)."""
         if self.shards == 1:
             chunk = self.order(epoch)[position * self.batch_size : (position + 1) * self.batch_size]
             idx_B = np.full(self.batch_size, self.num_examples, np.int32)
@@ -105,17 +115,30 @@ class EpochIterator:
                 chunk = order[position * part : (position + 1) * part]
                 parts.append(np.concatenate([chunk, np.full(part - len(chunk), self.num_examples)]).astype(np.int32))
             idx_B = np.concatenate(parts)
-        return gather(self.arrays, idx_B, self.num_examples, self.weights_N, self.row_offset)
+        return idx_B
+
+    def epoch_ids(self, epoch: int) -> np.ndarray:
+        """int32 ``[steps_per_epoch * batch_size]``: the ids of every global batch of ``epoch``, padded with N."""
+        if self.shards > 1:  # one process holding every range (the loop refuses on_device with several processes)
+            return np.concatenate([self.batch_ids(epoch, t) for t in range(self.steps_per_epoch)])
+        ids = np.full(self.steps_per_epoch * self.batch_size, self.num_examples, np.int32)
+        order = self.order(epoch)
+        ids[: len(order)] = order
+        return ids
+
+    def advance(self) -> tuple[int, int]:
+        """Moves past the next batch without building it (the batch is gathered on device); its (epoch, position)."""
+        if self.position >= self.steps_per_epoch:
+            self.epoch, self.position = self.epoch + 1, 0
+        self.position += 1
+        return self.epoch, self.position - 1
 
     def __iter__(self) -> Iterator[tuple[int, int, HostBatch]]:
         return self
 
     def __next__(self) -> tuple[int, int, HostBatch]:
-        if self.position >= self.steps_per_epoch:
-            self.epoch, self.position = self.epoch + 1, 0
-        out = (self.epoch, self.position, self.batch(self.epoch, self.position))
-        self.position += 1
-        return out
+        epoch, position = self.advance()
+        return epoch, position, self.batch(epoch, position)
 
 
 def check_shards(shards: int, batch_size: int, process_count: int) -> None:
@@ -193,3 +216,92 @@ def sequential_batches(
     offset = row_range(n, shards, process_index, process_count).start
     for idx_B in sequential_ids(n, batch_size, shards):
         yield gather(arrays, idx_B.astype(np.int32)[rows], n, row_offset=offset)
+
+
+class Prefetcher:
+    """Reads ``depth`` items ahead of the consumer on a daemon thread: ``(epoch, position, place(batch))``.
+
+    Wraps an iterator of ``(epoch, position, host_batch)`` (an ``EpochIterator`` positioned where training resumes)
+    and yields the same items in the same order, with ``place`` (e.g. ``sharding.put_batch``) already applied, so
+    that building and transferring batch t+1 overlaps step t. ``state()`` is ``{"epoch", "position"}`` after the
+    items consumed so far, as ``EpochIterator.state()`` would be without read-ahead. An exception in the worker is
+    raised by the ``next`` call that reaches it; ``close()`` (or leaving the ``with`` block) stops and joins the
+    worker, and the thread is a daemon, so nothing hangs at interpreter exit.
+    """
+
+    _DONE = object()
+
+    def __init__(self, it: Iterator[tuple[int, int, Any]], place: Callable[[Any], Any], depth: int = 2):
+        if depth < 1:
+            raise ValueError(f"Prefetcher depth={depth}: must be >= 1 (use the plain iterator for no read-ahead).")
+        state = getattr(it, "state", None)
+        self._state = dict(state()) if state else {"epoch": 0, "position": 0}
+        self._it, self._place = it, place
+        self._queue: queue.Queue = queue.Queue(maxsize=depth)
+        self._stop = threading.Event()
+        self._finished = False
+        self._thread = threading.Thread(target=self._work, name="gdc-prefetch", daemon=True)
+        self._thread.start()
+
+    def _put(self, item) -> bool:
+        while not self._stop.is_set():
+            try:
+                self._queue.put(item, timeout=0.05)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def _work(self) -> None:
+        try:
+            while not self._stop.is_set():
+                item = next(self._it, self._DONE)
+                if item is self._DONE or not self._put((item[0], item[1], self._place(item[2]))):
+                    break
+            self._put(self._DONE)
+        except BaseException as e:  # handed to the consumer, raised there
+            self._put(e)
+
+    def state(self) -> dict[str, int]:
+        return dict(self._state)
+
+    def __iter__(self) -> "Prefetcher":
+        return self
+
+    def __next__(self) -> tuple[int, int, Any]:
+        if self._finished:
+            raise StopIteration
+        if self._stop.is_set():
+            raise RuntimeError("Prefetcher is closed.")
+        item = self._queue.get()
+        if item is self._DONE:
+            self._finished = True
+            self.close()
+            raise StopIteration
+        if isinstance(item, BaseException):
+            self._finished = True
+            self.close()
+            raise item
+        epoch, position, _ = item
+        self._state = {"epoch": epoch, "position": position + 1}
+        return item
+
+    def close(self) -> None:
+        """Stops the worker and drops the read-ahead; idempotent."""
+        self._stop.set()
+        self._drain()  # frees a worker blocked on a full queue
+        self._thread.join()
+        self._drain()
+
+    def _drain(self) -> None:
+        while True:
+            try:
+                self._queue.get_nowait()
+            except queue.Empty:
+                return
+
+    def __enter__(self) -> "Prefetcher":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

@@ -54,6 +54,10 @@ class DataConfig:
     # Contiguous id ranges of the training split; each global batch takes B / shards rows from each range, and with
     # several processes each process keeps only the rows of its shards/processes ranges (gdc/data/pipeline.py).
     shards: int = 1
+    # Training batches built and placed ahead on a background thread; 0 = in the loop; -1 = auto: 2 on GPU/TPU, 0 on
+    # CPU (there the thread competes with XLA for the same cores and measured slower, benchmarks/README.md).
+    prefetch: int = -1
+    on_device: bool = False  # upload the training arrays once; each step gathers its rows on device (small data)
 
     def validate(self) -> None:
         """Raises ConfigError naming the first bad field (`data.<field>`), what is allowed and how to fix."""
@@ -66,6 +70,9 @@ class DataConfig:
         _check_int(self, "split_seed", 0)
         _check_int(self, "max_examples", 0, " (0 keeps every training example)")
         _check_int(self, "shards", 1, " (1: one global shuffle; a multiple of the process count for per-process data)")
+        _check_int(self, "prefetch", -1, " (batches read ahead; 0 turns prefetching off, -1 = auto)")
+        if not isinstance(self.on_device, bool):
+            _fail("on_device", self.on_device, "must be True or False")
         for name in ("path", "tfds_name", "tfds_split", "tfds_text_key", "tfds_data_dir"):
             if not isinstance(getattr(self, name), str):
                 _fail(name, getattr(self, name), "must be a string")

@@ -24,10 +24,17 @@ from gdc import logs, models, sharding
 from gdc import tracker as tracker_lib
 from gdc.checkpoint import Checkpointer
 from gdc.data import sources
-from gdc.data.pipeline import EpochIterator, check_shards, row_range, sequential_batches, sequential_ids
+from gdc.data.pipeline import (
+    EpochIterator,
+    Prefetcher,
+    check_shards,
+    row_range,
+    sequential_batches,
+    sequential_ids,
+)
 from gdc.errors import ConfigError
 from gdc.train import state as state_lib
-from gdc.train.step import jit_steps
+from gdc.train.step import jit_resident_train, jit_steps
 
 MODEL_INPUTS = ("tokens", "token_mask", "x", "y")
 
@@ -123,6 +130,11 @@ def train(
     n_dev = mesh.devices.size
     config_lib.check_devices(cfg, n_dev)
     check_shards(cfg.data.shards, cfg.train.batch_size, jax.process_count())
+    if cfg.data.on_device and cfg.data.shards > 1 and jax.process_count() > 1:
+        raise ConfigError(
+            "data.on_device=True puts every training row on every device, but data.shards > 1 keeps only a process's "
+            "own rows: use one of them (data.shards=1 with on_device, or on_device=False)."
+        )
     config_lib.check_workdir(workdir)
 
     # ----------------------------------------------------------------------------------------------------------
@@ -177,6 +189,20 @@ def train(
         tracker_sharding=tracker_sh,
         batch_sharding=sharding.batch_sharding(mesh),
     )
+    if cfg.data.on_device:  # the training arrays live on every device; a step gathers its own rows
+        table = dict(train_arrays)
+        if interventions["weights_N"] is not None:
+            table["weight"] = np.asarray(interventions["weights_N"], np.float32)
+        table = sharding.put_tree(table, repl)
+        resident_fn = jit_resident_train(
+            train_fn,
+            steps_per_epoch=spe,
+            batch_size=cfg.train.batch_size,
+            num_examples=n,
+            state_sharding=repl,
+            tracker_sharding=tracker_sh,
+            batch_sharding=sharding.batch_sharding(mesh),
+        )
     is_writer = jax.process_index() == 0  # with several processes, only process 0 writes shared files
     os.makedirs(os.path.join(workdir, "trackers"), exist_ok=True)
 
@@ -236,12 +262,36 @@ def train(
             return {"heldout_loss": tot["loss_sum"] / count, "heldout_accuracy": tot["accuracy_sum"] / count}
 
         # ------------------------------------------------------------------------------------------------------
+        # Input path: placed batches in the order of ``it``, built ahead on a thread (data.prefetch), or gathered on
+        # device from the epoch's ids (data.on_device). ``consumed()``: the iterator state after the batches consumed
+        # so far (what a checkpoint stores), never the read-ahead.
+        # ------------------------------------------------------------------------------------------------------
+        depth = cfg.data.prefetch if cfg.data.prefetch >= 0 else (0 if mesh.devices.flat[0].platform == "cpu" else 2)
+        feed = None
+        if depth and not cfg.data.on_device:
+            feed = Prefetcher(it, lambda b: sharding.put_batch(b, mesh), depth)
+        consumed = feed.state if feed else it.state
+        ids_epoch, ids = -1, None
+
+        def next_step(state, tracker):
+            nonlocal ids_epoch, ids
+            if cfg.data.on_device:
+                epoch, position = it.advance()
+                if step != epoch * spe + position:  # the resident step finds its batch at state.step % spe
+                    raise RuntimeError(f"step {step} is not batch {position} of epoch {epoch} ({spe} per epoch).")
+                if epoch != ids_epoch:  # one transfer per epoch
+                    ids_epoch, ids = epoch, sharding.put_tree(it.epoch_ids(epoch), repl)
+                return epoch, position, resident_fn(state, tracker, table, ids)
+            epoch, position, batch = next(feed) if feed else next(it)
+            batch = batch if feed else sharding.put_batch(batch, mesh)
+            return epoch, position, train_fn(state, tracker, batch)
+
+        # ------------------------------------------------------------------------------------------------------
         # Train.
         # ------------------------------------------------------------------------------------------------------
         try:
             while step < stop:
-                epoch, position, host_batch = next(it)
-                state, tracker, metrics = train_fn(state, tracker, sharding.put_batch(host_batch, mesh))
+                epoch, position, (state, tracker, metrics) = next_step(state, tracker)
                 step += 1
                 flush()
                 pending.append((step, metrics))
@@ -266,13 +316,17 @@ def train(
                 if save_epoch or (every and step % every == 0) or step == stop:
                     flush()
                     meta = {"step": step, "epoch": epoch, "config": cfg.to_dict()}
-                    ckpt.save(step, state, tracker, it.state(), meta)
+                    ckpt.save(step, state, tracker, consumed(), meta)
             flush()
         finally:
+            if feed:
+                feed.close()
             logger.close()
         ckpt.wait()
 
     if is_writer and step == total_steps:
         with open(os.path.join(workdir, "summary.json"), "w") as f:
             json.dump({"step": step, "epochs": step / spe, "num_train": n, **last}, f, indent=2)
-    return TrainResult(state=state, tracker=tracker, last_metrics=last, epochs_done=it.epoch + (it.position == spe))
+    done = consumed()
+    epochs_done = done["epoch"] + (done["position"] == spe)
+    return TrainResult(state=state, tracker=tracker, last_metrics=last, epochs_done=epochs_done)

@@ -145,3 +145,48 @@ def jit_steps(
         functools.partial(eval_step, loss_fn=loss_fn), in_shardings=(repl, batch_sharding), out_shardings=repl
     )
     return train, score, evaluate
+
+
+def device_rows(table: dict[str, jax.Array], idx_B: jax.Array, num_examples: int) -> Batch:
+    """On-device twin of ``gdc.data.pipeline.gather``: rows ``idx_B`` of ``table`` (model inputs and, if present,
+    ``weight`` [N]) plus ``index``/``mask``; ids >= N become zero padding rows."""
+    mask_B = idx_B < num_examples
+    safe_B = jnp.where(mask_B, idx_B, 0)
+    batch = {}
+    for k, v in table.items():
+        rows = v[safe_B]
+        batch[k] = jnp.where(mask_B.reshape((-1,) + (1,) * (rows.ndim - 1)), rows, jnp.zeros((), rows.dtype))
+    return {**batch, "index": idx_B, "mask": mask_B}
+
+
+def jit_resident_train(
+    train: Callable,
+    *,
+    steps_per_epoch: int,
+    batch_size: int,
+    num_examples: int,
+    state_sharding: NamedSharding,
+    tracker_sharding: NamedSharding,
+    batch_sharding: NamedSharding,
+) -> Callable:
+    """``train`` (from ``jit_steps``) fed from a device-resident dataset: ``(state, tracker, table, ids) -> ...``.
+
+    ``table``: replicated training arrays (``device_rows``); ``ids``: int32 [steps_per_epoch * batch_size], the
+    epoch's padded visiting order (``EpochIterator.epoch_ids``), placed once per epoch. The step takes its batch at
+    ``state.step % steps_per_epoch`` (step = epoch * steps_per_epoch + position), so nothing crosses to the device
+    per step.
+    """
+    repl = state_sharding
+
+    def step(state, tracker, table, ids):
+        start = (state.step % steps_per_epoch) * batch_size
+        idx_B = jax.lax.dynamic_slice_in_dim(ids, start, batch_size)
+        batch = jax.lax.with_sharding_constraint(device_rows(table, idx_B, num_examples), batch_sharding)
+        return train(state, tracker, batch)
+
+    return jax.jit(
+        step,
+        in_shardings=(state_sharding, tracker_sharding, repl, repl),
+        out_shardings=(state_sharding, tracker_sharding, repl),
+        donate_argnames=("state", "tracker"),
+    )

@@ -1,0 +1,230 @@
+"""The input path: EpochIterator, the Prefetcher (order, consumed state, errors, shutdown) and the device-resident
+dataset, each against the plain iterator and the plain training loop."""
+
+import os
+import threading
+import time
+
+import jax
+import numpy as np
+import pytest
+from conftest import tiny_config
+
+from gdc import config as config_lib
+from gdc import sharding
+from gdc import tracker as tracker_lib
+from gdc.data.pipeline import EpochIterator, Prefetcher, gather
+from gdc.errors import ConfigError
+from gdc.train import loop
+from gdc.train import step as step_lib
+
+
+def _arrays(n=23):
+    rng = np.random.default_rng(0)
+    return {"x": rng.normal(size=(n, 3)).astype(np.float32), "y": rng.integers(0, 4, n).astype(np.int32)}
+
+
+def _same_items(a, b):
+    assert a[:2] == b[:2]
+    assert a[2].keys() == b[2].keys()
+    for k in a[2]:
+        np.testing.assert_array_equal(np.asarray(a[2][k]), b[2][k], err_msg=k)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Prefetcher.
+# --------------------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("depth", [1, 2, 5])
+def test_prefetcher_yields_the_plain_order_and_consumed_state(depth):
+    plain = EpochIterator(_arrays(), 5, seed=3, epoch=1, position=2)  # 5 steps per epoch, a padded last batch
+    source = EpochIterator(_arrays(), 5, seed=3, epoch=1, position=2)
+    with Prefetcher(source, lambda b: b, depth) as pf:
+        assert pf.state() == {"epoch": 1, "position": 2}
+        for _ in range(12):  # across two epoch boundaries
+            got = next(pf)
+            _same_items(got, next(plain))
+            assert pf.state() == plain.state()  # the batches consumed, not the read-ahead
+        for _ in range(1000):  # let the worker fill the queue
+            if pf._queue.full():
+                break
+            time.sleep(0.01)
+        assert (source.epoch, source.position) >= (plain.epoch, plain.position + depth)  # it did read ahead
+        assert pf.state() == plain.state()
+
+
+def test_prefetcher_resumes_from_its_state():
+    plain = EpochIterator(_arrays(), 4, seed=1)
+    reference = [next(plain) for _ in range(15)]
+    with Prefetcher(EpochIterator(_arrays(), 4, seed=1), lambda b: b, 3) as pf:
+        first = [next(pf) for _ in range(7)]
+        saved = pf.state()
+    resumed = EpochIterator(_arrays(), 4, seed=1, **saved)
+    with Prefetcher(resumed, lambda b: b, 3) as pf:
+        second = [next(pf) for _ in range(8)]
+    for a, b in zip(first + second, reference, strict=True):
+        _same_items(a, b)
+
+
+def test_prefetcher_places_on_the_mesh():
+    mesh = sharding.make_mesh()
+    with Prefetcher(EpochIterator(_arrays(), 8, seed=0), lambda b: sharding.put_batch(b, mesh), 2) as pf:
+        epoch, position, batch = next(pf)
+    host = EpochIterator(_arrays(), 8, seed=0).batch(0, 0)
+    assert batch["x"].sharding == sharding.batch_sharding(mesh)
+    _same_items((epoch, position, batch), (0, 0, host))
+
+
+def test_prefetcher_raises_the_worker_error_and_stops():
+    def place(batch):
+        if batch["index"][0] == boom:
+            raise ValueError("bad batch")
+        return batch
+
+    it = EpochIterator(_arrays(), 5, seed=0)
+    boom = it.batch(0, 2)["index"][0]
+    pf = Prefetcher(it, place, 2)
+    next(pf), next(pf)
+    with pytest.raises(ValueError, match="bad batch"):
+        next(pf)
+    assert pf.state() == {"epoch": 0, "position": 2}
+    pf._thread.join(timeout=10)
+    assert not pf._thread.is_alive()
+    with pytest.raises(StopIteration):
+        next(pf)
+
+
+def test_prefetcher_ends_with_a_finite_source_and_closes_a_blocked_worker():
+    items = [(0, i, {"v": np.array([i])}) for i in range(4)]
+    with Prefetcher(iter(items), lambda b: b, 2) as pf:
+        assert [p for _, p, _ in pf] == [0, 1, 2, 3]
+    assert not pf._thread.is_alive()
+
+    pf = Prefetcher(EpochIterator(_arrays(), 5, seed=0), lambda b: b, 2)  # endless source: the worker fills the queue
+    next(pf)
+    pf.close()
+    assert not pf._thread.is_alive()
+    pf.close()  # idempotent
+    with pytest.raises(RuntimeError, match="closed"):
+        next(pf)
+    assert not [t for t in threading.enumerate() if t.name == "gdc-prefetch"]
+
+
+def test_prefetcher_rejects_depth_zero():
+    with pytest.raises(ValueError, match="depth"):
+        Prefetcher(iter([]), lambda b: b, 0)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Device-resident rows and epoch ids.
+# --------------------------------------------------------------------------------------------------------------
+def test_device_rows_equal_the_host_gather():
+    arrays = {**_arrays(), "m": np.arange(23 * 2).reshape(23, 2) % 3 == 0}
+    weights_N = np.linspace(0.1, 2.0, 23).astype(np.float32)
+    it = EpochIterator(arrays, 5, seed=2, weights_N=weights_N)
+    ids = it.epoch_ids(1)
+    assert ids.shape == (25,) and (ids[23:] == 23).all() and sorted(ids[:23]) == list(range(23))
+    table = {**arrays, "weight": weights_N}
+    for pos in range(it.steps_per_epoch):
+        dev = step_lib.device_rows(table, jax.numpy.asarray(ids[pos * 5 : (pos + 1) * 5]), 23)
+        host = it.batch(1, pos)
+        assert dev.keys() == host.keys()
+        for k in host:
+            np.testing.assert_array_equal(np.asarray(dev[k]), host[k], err_msg=k)
+            assert dev[k].dtype == host[k].dtype, k
+    np.testing.assert_array_equal(gather(arrays, ids[:5], 23)["x"], it.batch(1, 0)["x"])
+
+
+def test_advance_keeps_the_iterator_state():
+    a, b = EpochIterator(_arrays(), 5, seed=0), EpochIterator(_arrays(), 5, seed=0)
+    for _ in range(11):
+        assert a.advance() == next(b)[:2]
+        assert a.state() == b.state()
+
+
+# --------------------------------------------------------------------------------------------------------------
+# The training loop with each input path.
+# --------------------------------------------------------------------------------------------------------------
+def _run(cfg, workdir, **kw):
+    return loop.train(cfg, str(workdir), mesh=sharding.make_mesh(), **kw)
+
+
+def _assert_same(a, b):
+    for x, y in zip(jax.tree.leaves(jax.device_get(a.state)), jax.tree.leaves(jax.device_get(b.state)), strict=True):
+        np.testing.assert_allclose(x, y, rtol=1e-6, atol=1e-7)
+    ta, tb = tracker_lib.to_numpy(a.tracker), tracker_lib.to_numpy(b.tracker)
+    for k in ta:
+        np.testing.assert_allclose(ta[k], tb[k], rtol=1e-6, atol=1e-7, err_msg=k)
+
+
+@pytest.mark.parametrize("arg", ["mlp", pytest.param("transformer", marks=pytest.mark.slow)])
+def test_input_paths_train_the_same(tmp_path, arg):
+    epochs = 3 if arg == "mlp" else 1
+    n = loop.sources.build_dataset(tiny_config(arg).data).num_train
+    rng = np.random.default_rng(0)
+    files = {  # interventions change what the device gathers: weights, a pruned id set, up-sampled ids
+        "weights_path": rng.uniform(0.5, 1.5, n).astype(np.float32),
+        "keep_idx_path": np.sort(rng.permutation(n)[: n - 7]),
+        "multiplicity_path": rng.integers(1, 3, n),
+    }
+    train = dict(num_epochs=epochs)
+    for field, values in files.items():
+        np.save(tmp_path / f"{field}.npy", values)
+        train[field] = str(tmp_path / f"{field}.npy")
+    runs = {
+        name: _run(tiny_config(arg, data=data, train=train), tmp_path / name)
+        for name, data in [
+            ("plain", dict(prefetch=0)),
+            ("prefetch", dict(prefetch=2)),
+            ("resident", dict(on_device=True)),
+        ]
+    }
+    assert int(runs["plain"].state.step) > 0
+    for name in ("prefetch", "resident"):
+        _assert_same(runs["plain"], runs[name])
+        assert runs[name].epochs_done == runs["plain"].epochs_done == epochs
+
+
+@pytest.mark.parametrize("data", [dict(prefetch=3), dict(on_device=True)])
+def test_resume_equals_uninterrupted_with_read_ahead(tmp_path, data):
+    cfg = tiny_config("mlp", data=data, checkpoint=dict(every_steps=3))
+    full = _run(cfg, tmp_path / "full")
+    k = int(full.state.step) // 2 + 1  # mid-epoch, while the prefetcher has read past the checkpoint
+    first = _run(cfg, tmp_path / "split", max_steps=k)
+    assert int(first.state.step) == k
+    second = _run(cfg, tmp_path / "split")
+    assert int(second.state.step) == int(full.state.step)
+    _assert_same(full, second)
+    assert not [t for t in threading.enumerate() if t.name == "gdc-prefetch"]
+
+
+@pytest.mark.parametrize("values, match", [(dict(prefetch=-2), r"data\.prefetch=-2"), (dict(prefetch=1.5), "prefetch")])
+def test_bad_prefetch_names_the_field(values, match):
+    from configs import tiny
+
+    c = tiny.get_config("mlp").to_dict()
+    c["data"].update(values)
+    with pytest.raises(ConfigError, match=match):
+        config_lib.from_mapping(c)
+
+
+@pytest.mark.slow  # ~25 s each: two launch.py processes plus the 1-process reference
+@pytest.mark.parametrize("data", [dict(prefetch=2), dict(on_device=True)])
+def test_two_processes_match_one_process_with_read_ahead(tmp_path, data):
+    import test_multiprocess
+
+    flags = tuple(f"--config.data.{k}={v}" for k, v in data.items())
+    for i, (rc, out) in enumerate(test_multiprocess._launch_two_processes(tmp_path / "multi", flags)):
+        assert rc == 0, f"process {i} failed:\n{out[-4000:]}"
+    cfg = tiny_config("mlp", data=data, **test_multiprocess.OVERRIDES)
+    ref = loop.train(cfg, str(tmp_path / "single"), mesh=sharding.make_mesh(jax.devices()[:8]))
+    names = sorted(os.listdir(tmp_path / "single" / "trackers"))
+    assert names == sorted(os.listdir(tmp_path / "multi" / "trackers"))
+    for name in (x for x in names if x.endswith(".npz")):
+        a, b = np.load(tmp_path / "multi" / "trackers" / name), np.load(tmp_path / "single" / "trackers" / name)
+        for key in a.files:
+            np.testing.assert_allclose(a[key], b[key], rtol=1e-5, atol=1e-6, err_msg=f"{name}:{key}")
+    _, params, _, step = loop.restore_params(cfg, str(tmp_path / "multi"))
+    assert step == int(ref.state.step) > 0
+    got, want = jax.device_get(params), jax.device_get(ref.state.params)
+    for x, y in zip(jax.tree.leaves(got), jax.tree.leaves(want), strict=True):
+        np.testing.assert_allclose(x, y, rtol=1e-5, atol=1e-6)
