@@ -116,14 +116,15 @@ def bench_model(name: str, args) -> dict:
 
     from gdc import sharding
     from gdc import tracker as tracker_lib
-    from gdc.data.pipeline import EpochIterator, Prefetcher, sequential_batches
-    from gdc.train.step import jit_resident_train
+    from gdc.data.pipeline import EpochIterator, Prefetcher, sequential_batches, sequential_chunks
+    from gdc.train.loop import SCORE_CHUNK
+    from gdc.train.step import jit_resident_train, jit_score_chunk
 
     n, b = (args.n_mlp, 128) if name == "mlp" else (args.n_transformer, 32)
     out = {"n": n, "batch": b}
     env = setup(name, n, b, {})
     it, mesh = env["it"], env["mesh"]
-    train_fn, score_fn, eval_fn = env["fns"]
+    train_fn, _, eval_fn = env["fns"]
     state, tracker = env["state"], env["tracker"]
     spe = it.steps_per_epoch
     assert n % b, "n must leave a padded final batch"
@@ -253,6 +254,10 @@ def bench_model(name: str, args) -> dict:
         k = args.passes
         placed = [sharding.put_batch(it.batch(3, pos), mesh) for pos in range(spe)]
         seq = [sharding.put_batch(x, mesh) for x in sequential_batches(env["arrays"], b)]
+        chunk_size = min(SCORE_CHUNK, len(seq))
+        score_chunk_fn = jit_score_chunk(
+            loss_fn=env["loss_fn"], tracker_cfg=tracker_lib.TrackerConfig(), state_sharding=repl, tracker_sharding=repl
+        )
         tmp = tempfile.mkdtemp()
         positions = {max(1, round((i + 1) * spe / k)) for i in range(k)}
 
@@ -260,20 +265,23 @@ def bench_model(name: str, args) -> dict:
             nonlocal state, tracker
             for pos in range(spe):
                 state, tracker, m = train_fn(state, tracker, placed[pos])
-                if with_passes and pos + 1 in positions:  # as gdc/train/loop.py's scoring_pass
+                if with_passes and pos + 1 in positions:  # as gdc/train/loop.py's scoring_pass, host batches included
                     s_arr, e_arr = jax.numpy.int32(0), jax.numpy.int32(0)
                     parts = []
-                    for x in seq:
-                        tracker, loss_B, _ = score_fn(state.params, tracker, x, s_arr, e_arr)
-                        parts.append(loss_B)
-                    np.save(os.path.join(tmp, f"pass_{pos}.npy"), np.concatenate(jax.device_get(parts))[:n])
+                    for chunk in sequential_chunks(env["arrays"], b, chunk_size):
+                        tracker, loss_GxB = score_chunk_fn(
+                            state.params, tracker, sharding.put_chunk(chunk, mesh), s_arr, e_arr
+                        )
+                        parts.append(loss_GxB.reshape(-1))
+                    loss_N = np.asarray(jax.device_get(jax.numpy.concatenate(parts)))[:n]  # one copy, as the loop
+                    np.save(os.path.join(tmp, f"pass_{pos}.npy"), loss_N)
             jax.block_until_ready((state, tracker))
 
         def forward_pass():
             sums = [eval_fn(state.params, x) for x in seq]
             jax.block_until_ready(sums)
 
-        epoch(True)  # compile score_fn
+        epoch(True)  # compile score_chunk_fn
         forward_pass()
         t_with, t_without, t_fwd = [], [], []
         for _ in range(args.reps):

@@ -45,6 +45,19 @@ def put_batch(batch: HostBatch, mesh: jax.sharding.Mesh) -> dict[str, jax.Array]
     return {k: jax.make_array_from_process_local_data(sharding, v) for k, v in batch.items()}
 
 
+def chunk_sharding(mesh: jax.sharding.Mesh) -> NamedSharding:
+    """G stacked batches ``[G, B, ...]``: the batch axis split over ``data``."""
+    return NamedSharding(mesh, P(None, DATA))
+
+
+def put_chunk(chunk: HostBatch, mesh: jax.sharding.Mesh) -> dict[str, jax.Array]:
+    """``put_batch`` for G stacked batches (this process's rows of each)."""
+    sharding = chunk_sharding(mesh)
+    if jax.process_count() == 1:
+        return jax.device_put(chunk, sharding)
+    return {k: jax.make_array_from_process_local_data(sharding, v) for k, v in chunk.items()}
+
+
 def put_tree(tree: PyTree, sharding: NamedSharding) -> PyTree:
     return jax.tree.map(lambda x: jax.device_put(x, sharding), tree)
 

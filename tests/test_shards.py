@@ -7,7 +7,7 @@ from conftest import tiny_config
 
 from gdc import sharding
 from gdc import tracker as tracker_lib
-from gdc.data.pipeline import EpochIterator, row_range, sequential_batches, sequential_ids
+from gdc.data.pipeline import EpochIterator, row_range, sequential_batches, sequential_chunks, sequential_ids
 from gdc.errors import ConfigError
 from gdc.train import loop
 
@@ -119,3 +119,25 @@ def test_sharded_run_on_device_equals_host_batches(tmp_path):
     a, b = (tracker_lib.to_numpy(runs[k].tracker) for k in (False, True))
     for k in a:
         np.testing.assert_allclose(a[k], b[k], rtol=1e-6, err_msg=k)
+
+
+@pytest.mark.parametrize(("shards", "processes", "chunk"), [(1, 1, 3), (1, 2, 4), (2, 2, 5), (4, 2, 16)])
+def test_sequential_chunks_stack_the_sequential_batches(shards, processes, chunk):
+    arrays = _arrays()
+    for p in range(processes):
+        kw = dict(shards=shards, num_examples=N, process_index=p, process_count=processes)
+        local = _local(arrays, shards, p, processes)
+        batches = list(sequential_batches(local, B, **kw))
+        chunks = list(sequential_chunks(local, B, chunk, **kw))
+        assert len(chunks) == -(-len(batches) // chunk)
+        for k in batches[0]:
+            got = np.concatenate([c[k] for c in chunks])
+            assert got.shape[1:] == batches[0][k].shape
+            np.testing.assert_array_equal(got[: len(batches)], np.stack([b[k] for b in batches]), err_msg=k)
+            pad = got[len(batches) :]  # filling batches: padding rows only
+            if k == "mask":
+                assert not pad.any()
+            elif k == "index":
+                assert (pad == N).all()
+            else:
+                assert not pad.any()

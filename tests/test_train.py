@@ -14,7 +14,7 @@ import pytest
 from conftest import REPO, tiny_config
 
 from gdc import config as config_lib
-from gdc import sharding
+from gdc import models, sharding
 from gdc import tracker as tracker_lib
 from gdc.errors import ConfigError
 from gdc.train import loop
@@ -74,7 +74,9 @@ def test_epoch_artefacts(tmp_path):
     assert json.load(open(tmp_path / "config.json"))["model"]["name"] == "mlp"
 
 
-def test_scoring_passes_feed_the_tracker(tmp_path):
+@pytest.mark.parametrize("chunk", [16, 4])  # 4: the pass's 6 batches run as two calls, the second padded
+def test_scoring_passes_feed_the_tracker(tmp_path, monkeypatch, chunk):
+    monkeypatch.setattr(loop, "SCORE_CHUNK", chunk)
     cfg = tiny_config("mlp", tracker=dict(scoring_passes=2))
     result = _run(cfg, tmp_path)
     fields = tracker_lib.to_numpy(result.tracker)
@@ -84,6 +86,12 @@ def test_scoring_passes_feed_the_tracker(tmp_path):
     assert len(passes) == 2 * cfg.train.num_epochs
     last = np.load(tmp_path / "trackers" / passes[-1])
     np.testing.assert_array_equal(last, fields["last_loss_N"])
+    # The last pass ran after the last step: the final params' per-example losses, computed here independently.
+    graphdef, _, dataset, _ = loop.restore_params(cfg, str(tmp_path))
+    batch = {k: v for k, v in dataset.train.items() if k in loop.MODEL_INPUTS}
+    batch |= {"index": np.arange(len(last), dtype=np.int32), "mask": np.ones(len(last), bool)}
+    want, _ = models.per_example_loss(graphdef, result.state.params, batch, None)
+    np.testing.assert_allclose(last, np.asarray(want), rtol=1e-5, atol=1e-6)
 
 
 # --------------------------------------------------------------------------------------------------------------

@@ -218,6 +218,30 @@ def sequential_batches(
         yield gather(arrays, idx_B.astype(np.int32)[rows], n, row_offset=offset)
 
 
+def sequential_chunks(
+    arrays: dict[str, np.ndarray],
+    batch_size: int,
+    chunk: int,
+    *,
+    process_index: int = 0,
+    process_count: int = 1,
+    shards: int = 1,
+    num_examples: int | None = None,
+) -> Iterator[HostBatch]:
+    """The batches of ``sequential_batches`` stacked ``chunk`` at a time (``[G, B_local, ...]``, one gather per
+    chunk); the last chunk is filled up with padding batches so that every chunk has the same shape."""
+    n = len(next(iter(arrays.values()))) if num_examples is None else num_examples
+    check_shards(shards, batch_size, process_count)
+    rows = slice(process_index * batch_size // process_count, (process_index + 1) * batch_size // process_count)
+    offset = row_range(n, shards, process_index, process_count).start
+    ids = list(sequential_ids(n, batch_size, shards))
+    ids += [np.full(batch_size, n)] * (-len(ids) % chunk)
+    for g in range(0, len(ids), chunk):
+        idx_GxB = np.stack(ids[g : g + chunk])[:, rows].astype(np.int32)
+        flat = gather(arrays, idx_GxB.reshape(-1), n, row_offset=offset)
+        yield {k: v.reshape(idx_GxB.shape + v.shape[1:]) for k, v in flat.items()}
+
+
 class Prefetcher:
     """Reads ``depth`` items ahead of the consumer on a daemon thread: ``(epoch, position, place(batch))``.
 

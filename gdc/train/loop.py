@@ -30,13 +30,15 @@ from gdc.data.pipeline import (
     check_shards,
     row_range,
     sequential_batches,
+    sequential_chunks,
     sequential_ids,
 )
 from gdc.errors import ConfigError
 from gdc.train import state as state_lib
-from gdc.train.step import jit_resident_train, jit_steps
+from gdc.train.step import jit_resident_train, jit_score_chunk, jit_steps
 
 MODEL_INPUTS = ("tokens", "token_mask", "x", "y")
+SCORE_CHUNK = 16  # batches per call in a scoring pass
 
 
 def build_model(cfg: config_lib.RunConfig, dataset: sources.Dataset):
@@ -178,7 +180,12 @@ def train(
     tracker_sh = sharding.tracker_sharding(mesh, cfg.tracker.sharding)
     state = sharding.put_tree(state_lib.create_train_state(params, tx, cfg.seed), repl)
     tracker = sharding.put_tree(tracker_lib.ExampleTracker.create(n, multiple_of=n_dev), tracker_sh)
-    train_fn, score_fn, eval_fn = jit_steps(
+    score_chunk_fn = jit_score_chunk(
+        loss_fn=loss_fn, tracker_cfg=cfg.tracker, state_sharding=repl, tracker_sharding=tracker_sh
+    )
+    # Scoring passes run SCORE_CHUNK batches per call (fewer when an epoch has fewer).
+    chunk_size = min(SCORE_CHUNK, sum(1 for _ in sequential_ids(n, cfg.train.batch_size, cfg.data.shards)))
+    train_fn, _, eval_fn = jit_steps(
         loss_fn=loss_fn,
         tx=tx,
         schedule=schedule,
@@ -240,16 +247,18 @@ def train(
             nonlocal tracker
             step_arr, epoch_arr = jnp.asarray(step, jnp.int32), jnp.asarray(epoch, jnp.int32)
             loss_parts = []
-            for host_batch in sequential_batches(train_arrays, cfg.train.batch_size, **procs, **shards):
-                tracker, loss_B, _ = score_fn(
-                    state.params, tracker, sharding.put_batch(host_batch, mesh), step_arr, epoch_arr
+            chunks = sequential_chunks(train_arrays, cfg.train.batch_size, chunk_size, **procs, **shards)
+            for chunk in chunks:  # G batches per call: one dispatch, not G
+                tracker, loss_GxB = score_chunk_fn(
+                    state.params, tracker, sharding.put_chunk(chunk, mesh), step_arr, epoch_arr
                 )
-                loss_parts.append(loss_B)
-            loss_parts = [sharding.to_host(x) for x in loss_parts]  # every process joins the gather
+                loss_parts.append(loss_GxB.reshape(-1))
+            # One device-to-host copy per pass, not one per batch; every process joins the gather.
+            loss_B = sharding.to_host(jnp.concatenate(loss_parts))
             if is_writer:
                 idx = np.concatenate(list(sequential_ids(n, cfg.train.batch_size, cfg.data.shards)))
                 loss_N = np.full(n, np.nan, np.float32)
-                loss_N[idx[idx < n]] = np.concatenate(loss_parts)[idx < n]
+                loss_N[idx[idx < n]] = loss_B[: len(idx)][idx < n]
                 np.save(os.path.join(workdir, "trackers", f"epoch_{epoch:04d}_pass_at_{position:05d}.npy"), loss_N)
 
         def evaluate() -> dict[str, float]:

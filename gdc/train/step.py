@@ -95,6 +95,32 @@ def score_step(
     return tracker, loss_B, acc_B
 
 
+def score_chunk(
+    params,
+    tracker: tracker_lib.ExampleTracker,
+    chunk: Batch,
+    step: jax.Array,
+    epoch: jax.Array,
+    *,
+    loss_fn: LossFn,
+    tracker_cfg: tracker_lib.TrackerConfig,
+    mesh: jax.sharding.Mesh | None = None,
+) -> tuple[tracker_lib.ExampleTracker, jax.Array]:
+    """``score_step`` over G stacked batches (leading axis) in one call: returns (tracker, loss_GxB).
+
+    For small models a scoring pass is bound by per-call dispatch, not by the forward passes; a scan over G batches
+    pays it once per G.
+    """
+
+    def body(tracker, batch):
+        tracker, loss_B, _ = score_step(
+            params, tracker, batch, step, epoch, loss_fn=loss_fn, tracker_cfg=tracker_cfg, mesh=mesh
+        )
+        return tracker, loss_B
+
+    return jax.lax.scan(body, tracker, chunk)
+
+
 def eval_step(params, batch: Batch, *, loss_fn: LossFn) -> dict[str, jax.Array]:
     """Masked sums over one padded batch (no donation): loss, accuracy and example count."""
     loss_B, acc_B = loss_fn(params, batch, None)
@@ -145,6 +171,21 @@ def jit_steps(
         functools.partial(eval_step, loss_fn=loss_fn), in_shardings=(repl, batch_sharding), out_shardings=repl
     )
     return train, score, evaluate
+
+
+def jit_score_chunk(
+    *, loss_fn: LossFn, tracker_cfg, state_sharding: NamedSharding, tracker_sharding: NamedSharding
+) -> Callable:
+    """Jits ``score_chunk``: chunks are split over ``data`` along their batch axis (``sharding.chunk_sharding``)."""
+    mesh = tracker_sharding.mesh
+    chunk_sharding = NamedSharding(mesh, jax.sharding.PartitionSpec(None, "data"))
+    repl = state_sharding
+    return jax.jit(
+        functools.partial(score_chunk, loss_fn=loss_fn, tracker_cfg=tracker_cfg, mesh=mesh),
+        in_shardings=(repl, tracker_sharding, chunk_sharding, repl, repl),
+        out_shardings=(tracker_sharding, chunk_sharding),
+        donate_argnames=("tracker",),
+    )
 
 
 def device_rows(table: dict[str, jax.Array], idx_B: jax.Array, num_examples: int) -> Batch:
