@@ -14,7 +14,7 @@ Sections (each on the engine's own jitted steps from gdc.train.step.jit_steps, 1
     thread (data.prefetch=2, the accelerator default), and the device-resident set (data.on_device: arrays uploaded
     once, the epoch's ids once per epoch, the step gathers its rows); with the process CPU time per step.
   scoring passes: (epoch with K fixed-parameter scoring passes) - (epoch without) vs K x (one forward-only pass over
-    the training set with eval_step); measured / ideal.
+    the training set with eval_step); measured / ideal, for host batches (16 per call) and for data.on_device.
   anchors: one training epoch each, (a) ours: tracker updated in the step, one device-to-host copy per epoch written
     to .npz; (b) example-forgetting style: tracker off, per-example losses/accuracies copied to host every step and
     appended to Python lists keyed by example id; (c) dataset-cartography style: tracker off, plus an extra full
@@ -116,9 +116,9 @@ def bench_model(name: str, args) -> dict:
 
     from gdc import sharding
     from gdc import tracker as tracker_lib
-    from gdc.data.pipeline import EpochIterator, Prefetcher, sequential_batches, sequential_chunks
+    from gdc.data.pipeline import EpochIterator, Prefetcher, sequential_batches, sequential_chunks, sequential_ids
     from gdc.train.loop import SCORE_CHUNK
-    from gdc.train.step import jit_resident_train, jit_score_chunk
+    from gdc.train.step import jit_resident_score, jit_resident_train, jit_score_chunk
 
     n, b = (args.n_mlp, 128) if name == "mlp" else (args.n_transformer, 32)
     out = {"n": n, "batch": b}
@@ -261,14 +261,31 @@ def bench_model(name: str, args) -> dict:
         tmp = tempfile.mkdtemp()
         positions = {max(1, round((i + 1) * spe / k)) for i in range(k)}
 
-        def epoch(with_passes: bool):
+        resident_score_fn = jit_resident_score(
+            loss_fn=env["loss_fn"],
+            tracker_cfg=tracker_lib.TrackerConfig(),
+            num_examples=n,
+            state_sharding=repl,
+            tracker_sharding=repl,
+        )
+        seq_ids = list(sequential_ids(n, b)) + [np.full(b, n)] * (-len(seq) % chunk_size)
+        score_ids = [
+            sharding.put_tree(np.stack(seq_ids[g : g + chunk_size]).astype(np.int32), repl)
+            for g in range(0, len(seq_ids), chunk_size)
+        ]
+
+        def epoch(with_passes: bool, on_device: bool = False):
             nonlocal state, tracker
             for pos in range(spe):
                 state, tracker, m = train_fn(state, tracker, placed[pos])
                 if with_passes and pos + 1 in positions:  # as gdc/train/loop.py's scoring_pass, host batches included
                     s_arr, e_arr = jax.numpy.int32(0), jax.numpy.int32(0)
                     parts = []
-                    for chunk in sequential_chunks(env["arrays"], b, chunk_size):
+                    if on_device:  # data.on_device: rows gathered from the device table
+                        for ids_GxB in score_ids:
+                            tracker, loss_GxB = resident_score_fn(state.params, tracker, table, ids_GxB, s_arr, e_arr)
+                            parts.append(loss_GxB.reshape(-1))
+                    for chunk in [] if on_device else sequential_chunks(env["arrays"], b, chunk_size):
                         tracker, loss_GxB = score_chunk_fn(
                             state.params, tracker, sharding.put_chunk(chunk, mesh), s_arr, e_arr
                         )
@@ -282,14 +299,21 @@ def bench_model(name: str, args) -> dict:
             jax.block_until_ready(sums)
 
         epoch(True)  # compile score_chunk_fn
+        epoch(True, on_device=True)
         forward_pass()
-        t_with, t_without, t_fwd = [], [], []
+        t_with, t_with_dev, t_without, t_fwd = [], [], [], []
         for _ in range(args.reps):
-            for f, acc in ((lambda: epoch(True), t_with), (lambda: epoch(False), t_without), (forward_pass, t_fwd)):
+            for f, acc in (
+                (lambda: epoch(True), t_with),
+                (lambda: epoch(True, on_device=True), t_with_dev),
+                (lambda: epoch(False), t_without),
+                (forward_pass, t_fwd),
+            ):
                 t0 = time.perf_counter()
                 f()
                 acc.append(time.perf_counter() - t0)
         measured = statistics.median(t_with) - statistics.median(t_without)
+        measured_dev = statistics.median(t_with_dev) - statistics.median(t_without)
         ideal = k * statistics.median(t_fwd)
         out["scoring_passes"] = {
             "K": k,
@@ -298,6 +322,9 @@ def bench_model(name: str, args) -> dict:
             "measured_extra_s": measured,
             "ideal_K_forward_s": ideal,
             "measured_over_ideal": measured / ideal,
+            "epoch_s_with_on_device": statistics.median(t_with_dev),
+            "measured_extra_on_device_s": measured_dev,
+            "measured_over_ideal_on_device": measured_dev / ideal,
         }
 
         # ---------------------------------------------------------------------------------------------------------
@@ -405,7 +432,8 @@ def main():
             )
         print(
             f"  scoring passes K={sp['K']}: measured extra {sp['measured_extra_s']:.3f} s vs ideal "
-            f"{sp['ideal_K_forward_s']:.3f} s: {sp['measured_over_ideal']:.2f}x"
+            f"{sp['ideal_K_forward_s']:.3f} s: {sp['measured_over_ideal']:.2f}x; with data.on_device "
+            f"{sp['measured_extra_on_device_s']:.3f} s: {sp['measured_over_ideal_on_device']:.2f}x"
         )
         for k, v in r["anchors"].items():
             print(f"  {k:<48} {v['epoch_s']:.3f} s/epoch  overhead {v['overhead_vs_bare']:+.1%}")

@@ -1,6 +1,8 @@
 """``data.shards``: per-process data. Each process holds only its contiguous id ranges, and the batch stream is the
 same whatever the number of processes (gdc/data/pipeline.py)."""
 
+import os
+
 import numpy as np
 import pytest
 from conftest import tiny_config
@@ -114,11 +116,19 @@ def test_sharded_run_scores_every_example(tmp_path):
 def test_sharded_run_on_device_equals_host_batches(tmp_path):
     runs = {}
     for on_device in (False, True):
-        cfg = tiny_config("mlp", data=dict(shards=2, on_device=on_device), train=dict(num_epochs=2))
+        cfg = tiny_config(
+            "mlp", data=dict(shards=2, on_device=on_device), train=dict(num_epochs=2), tracker=dict(scoring_passes=1)
+        )
         runs[on_device] = loop.train(cfg, str(tmp_path / str(on_device)), mesh=sharding.make_mesh())
     a, b = (tracker_lib.to_numpy(runs[k].tracker) for k in (False, True))
     for k in a:
         np.testing.assert_allclose(a[k], b[k], rtol=1e-6, err_msg=k)
+    passes = [x for x in sorted(os.listdir(tmp_path / "False" / "trackers")) if x.endswith(".npy")]
+    assert len(passes) == 2  # one scoring pass per epoch
+    for name in passes:
+        if name.endswith(".npy"):  # the scoring passes' losses
+            x, y = np.load(tmp_path / "False" / "trackers" / name), np.load(tmp_path / "True" / "trackers" / name)
+            np.testing.assert_allclose(x, y, rtol=1e-6, err_msg=name)
 
 
 @pytest.mark.parametrize(("shards", "processes", "chunk"), [(1, 1, 3), (1, 2, 4), (2, 2, 5), (4, 2, 16)])

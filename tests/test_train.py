@@ -74,10 +74,11 @@ def test_epoch_artefacts(tmp_path):
     assert json.load(open(tmp_path / "config.json"))["model"]["name"] == "mlp"
 
 
-@pytest.mark.parametrize("chunk", [16, 4])  # 4: the pass's 6 batches run as two calls, the second padded
-def test_scoring_passes_feed_the_tracker(tmp_path, monkeypatch, chunk):
+# chunk 4: the pass's 6 batches run as two calls, the second padded; on_device: rows gathered from the device table.
+@pytest.mark.parametrize(("chunk", "on_device"), [(16, False), (4, False), (4, True)])
+def test_scoring_passes_feed_the_tracker(tmp_path, monkeypatch, chunk, on_device):
     monkeypatch.setattr(loop, "SCORE_CHUNK", chunk)
-    cfg = tiny_config("mlp", tracker=dict(scoring_passes=2))
+    cfg = tiny_config("mlp", tracker=dict(scoring_passes=2), data=dict(on_device=on_device))
     result = _run(cfg, tmp_path)
     fields = tracker_lib.to_numpy(result.tracker)
     # Every example is scored K=2 times per epoch, whatever the training order.

@@ -35,7 +35,7 @@ from gdc.data.pipeline import (
 )
 from gdc.errors import ConfigError
 from gdc.train import state as state_lib
-from gdc.train.step import jit_resident_train, jit_score_chunk, jit_steps
+from gdc.train.step import jit_resident_score, jit_resident_train, jit_score_chunk, jit_steps
 
 MODEL_INPUTS = ("tokens", "token_mask", "x", "y")
 SCORE_CHUNK = 16  # batches per call in a scoring pass
@@ -210,6 +210,15 @@ def train(
             tracker_sharding=tracker_sh,
             batch_sharding=sharding.batch_sharding(mesh),
         )
+        resident_score_fn = jit_resident_score(
+            loss_fn=loss_fn, tracker_cfg=cfg.tracker, num_examples=n, state_sharding=repl, tracker_sharding=tracker_sh
+        )
+        seq_ids = list(sequential_ids(n, cfg.train.batch_size, cfg.data.shards))
+        seq_ids += [np.full(cfg.train.batch_size, n)] * (-len(seq_ids) % chunk_size)
+        score_ids = [  # each scoring chunk's ids, placed once per run
+            sharding.put_tree(np.stack(seq_ids[g : g + chunk_size]).astype(np.int32), repl)
+            for g in range(0, len(seq_ids), chunk_size)
+        ]
     is_writer = jax.process_index() == 0  # with several processes, only process 0 writes shared files
     os.makedirs(os.path.join(workdir, "trackers"), exist_ok=True)
 
@@ -247,12 +256,17 @@ def train(
             nonlocal tracker
             step_arr, epoch_arr = jnp.asarray(step, jnp.int32), jnp.asarray(epoch, jnp.int32)
             loss_parts = []
-            chunks = sequential_chunks(train_arrays, cfg.train.batch_size, chunk_size, **procs, **shards)
-            for chunk in chunks:  # G batches per call: one dispatch, not G
-                tracker, loss_GxB = score_chunk_fn(
-                    state.params, tracker, sharding.put_chunk(chunk, mesh), step_arr, epoch_arr
-                )
-                loss_parts.append(loss_GxB.reshape(-1))
+            if cfg.data.on_device:  # rows gathered on device: nothing crosses but the losses
+                for ids_GxB in score_ids:
+                    tracker, loss_GxB = resident_score_fn(state.params, tracker, table, ids_GxB, step_arr, epoch_arr)
+                    loss_parts.append(loss_GxB.reshape(-1))
+            else:
+                chunks = sequential_chunks(train_arrays, cfg.train.batch_size, chunk_size, **procs, **shards)
+                for chunk in chunks:  # G batches per call: one dispatch, not G
+                    tracker, loss_GxB = score_chunk_fn(
+                        state.params, tracker, sharding.put_chunk(chunk, mesh), step_arr, epoch_arr
+                    )
+                    loss_parts.append(loss_GxB.reshape(-1))
             # One device-to-host copy per pass, not one per batch; every process joins the gather.
             loss_B = sharding.to_host(jnp.concatenate(loss_parts))
             if is_writer:

@@ -188,6 +188,37 @@ def jit_score_chunk(
     )
 
 
+def jit_resident_score(
+    *,
+    loss_fn: LossFn,
+    tracker_cfg,
+    num_examples: int,
+    state_sharding: NamedSharding,
+    tracker_sharding: NamedSharding,
+) -> Callable:
+    """``score_chunk`` fed from a device-resident dataset: ``(params, tracker, table, ids_GxB, step, epoch)``.
+
+    ``table`` as in ``jit_resident_train``; ``ids_GxB``: the chunk's ids (``pipeline.sequential_ids``, padding N),
+    placed once per run, so a scoring pass moves nothing to the device.
+    """
+    mesh = tracker_sharding.mesh
+    chunk_sharding = NamedSharding(mesh, jax.sharding.PartitionSpec(None, "data"))
+    repl = state_sharding
+
+    def score(params, tracker, table, ids_GxB, step, epoch):
+        rows = device_rows(table, ids_GxB.reshape(-1), num_examples)
+        chunk = jax.tree.map(lambda x: x.reshape(ids_GxB.shape + x.shape[1:]), rows)
+        chunk = jax.lax.with_sharding_constraint(chunk, chunk_sharding)
+        return score_chunk(params, tracker, chunk, step, epoch, loss_fn=loss_fn, tracker_cfg=tracker_cfg, mesh=mesh)
+
+    return jax.jit(
+        score,
+        in_shardings=(repl, tracker_sharding, repl, repl, repl, repl),
+        out_shardings=(tracker_sharding, chunk_sharding),
+        donate_argnames=("tracker",),
+    )
+
+
 def device_rows(table: dict[str, jax.Array], idx_B: jax.Array, num_examples: int) -> Batch:
     """On-device twin of ``gdc.data.pipeline.gather``: rows ``idx_B`` of ``table`` (model inputs and, if present,
     ``weight`` [N]) plus ``index``/``mask``; ids >= N become zero padding rows."""
