@@ -66,7 +66,7 @@ def main():
     print(
         f"{'model':<12}{'N':>10}{'off, median':>13}{'on, median':>12}{'overhead':>10}{'off, min':>10}{'on, min':>9}"
         f"{'overhead':>10}{'alone (us)':>12}{'alone/step':>12}{'scatter (us)':>14}{'rows (us)':>11}{'alone/rows':>12}"
-        + (f"{'XLA-part. (us)':>16}" if args.sharding == "data" else "")
+        + (f"{'XLA-part. (us)':>16}{'local (us)':>12}{'local/step':>12}" if args.sharding == "data" else "")
         + "   (ms per step unless said)"
     )
     b = args.batch_size
@@ -133,12 +133,13 @@ def main():
             alone = time_update_alone(n, b, args.sharding, mesh)
             scatter, rows_gs = time_bare_scatter(n, b, mesh)
             xla = time_update_alone(n, b, args.sharding, mesh, explicit=False) if args.sharding == "data" else None
+            local = time_update_alone(n, b, args.sharding, mesh, local=True) if args.sharding == "data" else None
             print(
                 f"{name:<12}{n:>10}{off * 1e3:>13.3f}{on * 1e3:>12.3f}{on / off - 1:>+10.1%}"
                 f"{off_min * 1e3:>10.3f}{on_min * 1e3:>9.3f}{on_min / off_min - 1:>+10.1%}"
                 f"{alone * 1e6:>12.1f}{alone / off_min:>12.2%}"
                 f"{scatter * 1e6:>14.1f}{rows_gs * 1e6:>11.1f}{alone / rows_gs:>12.1f}"
-                + (f"{xla * 1e6:>16.1f}" if xla is not None else ""),
+                + (f"{xla * 1e6:>16.1f}{local * 1e6:>12.1f}{local / off_min:>12.2%}" if xla is not None else ""),
                 flush=True,
             )
             rows.append(
@@ -155,6 +156,8 @@ def main():
                     "rows_gather_scatter_us": rows_gs * 1e6,
                     "alone_over_rows": alone / rows_gs,
                     "update_alone_xla_partitioned_us": None if xla is None else xla * 1e6,
+                    "update_alone_local_us": None if local is None else local * 1e6,
+                    "local_over_step": None if local is None else local / off_min,
                 }
             )
             if args.out:  # after every row, so a run cut short keeps what it measured
@@ -163,11 +166,14 @@ def main():
                     json.dump({**meta, "args": vars(args), "rows": rows}, f, indent=2)
 
 
-def time_update_alone(n: int, b: int, mode: str, mesh, explicit: bool = True, inner: int = 200, reps: int = 5) -> float:
+def time_update_alone(
+    n: int, b: int, mode: str, mesh, explicit: bool = True, local: bool = False, inner: int = 200, reps: int = 5
+) -> float:
     """Seconds per tracker update, timed as ``inner`` updates inside one jitted loop (best of ``reps``).
 
     ``explicit``: pass the mesh to ``tracker.update`` (the engine's sharded update); False leaves the partitioning of
-    a sharded table to XLA.
+    a sharded table to XLA. ``local``: each device's batch rows are ids of its own row block (``data.shards`` a
+    multiple of the device count), so the update exchanges nothing.
     """
     import jax
     import jax.numpy as jnp
@@ -178,11 +184,20 @@ def time_update_alone(n: int, b: int, mode: str, mesh, explicit: bool = True, in
 
     cfg = tracker_lib.TrackerConfig(sharding=mode)
     tsh = sharding.tracker_sharding(mesh, mode)
-    idx0_B = jnp.asarray(np.random.default_rng(0).choice(n, b, replace=False).astype(np.int32))
+    d = jax.device_count()
+    block = -(-n // d)  # rows per device
+    rng = np.random.default_rng(0)
+    # Ids of device k's rows go to device k's part of the batch (the layout data.shards produces).
+    offset_B = np.repeat(np.arange(d) * block, b // d).astype(np.int32)
+    idx0_B = np.concatenate([rng.choice(min(block, n - k * block), b // d, replace=False) for k in range(d)])
+    idx0_B, offset_B = jnp.asarray(idx0_B.astype(np.int32)), jnp.asarray(offset_B)
+    limit_B = jnp.minimum(block, n - offset_B)
     loss_B = jnp.asarray(np.random.default_rng(1).uniform(0.5, 1.5, b).astype(np.float32))
+    batch_sh = sharding.batch_sharding(mesh)
 
     def body(i, tracker):
-        idx_B = (idx0_B + i * 7919) % n  # new ids every update, so nothing can be hoisted out of the loop
+        # New ids every update (nothing can be hoisted out of the loop), each in its device's row block.
+        idx_B = jax.lax.with_sharding_constraint(offset_B + (idx0_B + i * 7919) % limit_B, batch_sh)
         return tracker_lib.update(
             tracker,
             idx_B,
@@ -194,10 +209,11 @@ def time_update_alone(n: int, b: int, mode: str, mesh, explicit: bool = True, in
             cfg,
             unique=True,
             mesh=mesh if explicit else None,
+            local=local,
         )
 
     run = jax.jit(lambda t: jax.lax.fori_loop(0, inner, body, t), in_shardings=tsh, out_shardings=tsh, donate_argnums=0)
-    tracker = sharding.put_tree(tracker_lib.ExampleTracker.create(n, jax.device_count()), tsh)
+    tracker = sharding.put_tree(tracker_lib.ExampleTracker.create(n, d), tsh)
     return _best_of(run, tracker, mesh, inner, reps)
 
 

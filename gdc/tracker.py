@@ -147,6 +147,7 @@ def update(
     cfg: TrackerConfig,
     unique: bool = False,
     mesh: jax.sharding.Mesh | None = None,
+    local: bool = False,
 ) -> ExampleTracker:
     """Folds one batch of per-example losses into the tracker (pure; jit it or call it inside a jitted step).
 
@@ -164,6 +165,10 @@ def update(
       mesh: with ``cfg.sharding == "data"``, the mesh whose ``data`` axis splits the table's rows. Each device then
         all-gathers the batch's B (id, loss, accuracy, valid) entries, a few hundred bytes, and updates only the
         rows it holds; without it XLA partitions the row gather/scatter itself, exchanging the gathered rows.
+      local: static promise (with ``mesh``) that each device's part of the batch only holds ids of the rows that
+        device owns (``data.shards`` a multiple of the device count, ``pipeline.tracker_multiple``): then nothing is
+        exchanged at all. Rows of other devices would be dropped, so only the engine, which builds its batches that
+        way, sets it.
 
     Returns:
       The updated tracker.
@@ -175,10 +180,10 @@ def update(
         table = _fold(tracker.table, *args, step, epoch, cfg, unique)
     else:
 
-        def local(table_RxF, idx_B, loss_B, acc_B, valid_B, step, epoch):
-            # Tiled all-gather keeps the global batch order, so "last occurrence" means the same as unsharded.
+        def per_device(table_RxF, idx_B, loss_B, acc_B, valid_B, step, epoch):
             packed_BxF = jnp.stack([idx_B, _to_bits(loss_B), _to_bits(acc_B), valid_B.astype(jnp.int32)], axis=1)
-            packed_BxF = jax.lax.all_gather(packed_BxF, DATA, tiled=True)
+            if not local:  # tiled all-gather keeps the global batch order: "last occurrence" means the same
+                packed_BxF = jax.lax.all_gather(packed_BxF, DATA, tiled=True)
             rows = table_RxF.shape[0]
             local_B = packed_BxF[:, 0] - jax.lax.axis_index(DATA) * rows
             own_B = (packed_BxF[:, 3] > 0) & (local_B >= 0) & (local_B < rows)
@@ -186,7 +191,7 @@ def update(
             return _fold(table_RxF, local_B, loss_B, acc_B, own_B, step, epoch, cfg, unique)
 
         table = jax.shard_map(
-            local,
+            per_device,
             mesh=mesh,
             in_specs=(P(DATA), P(DATA), P(DATA), P(DATA), P(DATA), P(), P()),
             out_specs=P(DATA),

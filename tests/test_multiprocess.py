@@ -6,7 +6,8 @@ inside one process. Integer tracker columns must match exactly; float columns an
 the tolerance of the engine's 1-vs-8-device test: cross-device sums may be added in another order, which moves a
 float32 result by a few ulps per step (about 1e-7 relative), far below 1e-5 after the run's 18 steps.
 With ``data.shards=2`` each process keeps only the rows of its own half of the ids (per-process data); the batches
-are then drawn half from each half, in both runs alike.
+are then drawn half from each half, in both runs alike. With ``data.shards=8`` (one range per device) the sharded
+tracker also updates without any exchange between devices.
 """
 
 import json
@@ -70,7 +71,7 @@ def _launch_two_processes(workdir, shards: int = 1, extra: tuple[str, ...] = ())
     return outs
 
 
-@pytest.mark.parametrize("shards", [1, 2])
+@pytest.mark.parametrize("shards", [1, 2, 8])  # 8: each device's batch rows are its own tracker rows (no exchange)
 def test_two_processes_match_one_process(tmp_path, shards):
     multi, single = tmp_path / "multi", tmp_path / "single"
     outs = _launch_two_processes(multi, shards)

@@ -3,13 +3,21 @@ same whatever the number of processes (gdc/data/pipeline.py)."""
 
 import os
 
+import jax
 import numpy as np
 import pytest
 from conftest import tiny_config
 
 from gdc import sharding
 from gdc import tracker as tracker_lib
-from gdc.data.pipeline import EpochIterator, row_range, sequential_batches, sequential_chunks, sequential_ids
+from gdc.data.pipeline import (
+    EpochIterator,
+    row_range,
+    sequential_batches,
+    sequential_chunks,
+    sequential_ids,
+    shard_bounds,
+)
 from gdc.errors import ConfigError
 from gdc.train import loop
 
@@ -48,7 +56,7 @@ def test_processes_holding_their_shards_rebuild_the_global_batches(shards, proce
     # Each process holds only its share of the rows: together exactly the N rows, once.
     held = [it.row_offset + np.arange(len(it.arrays["x"])) for it in parts]
     np.testing.assert_array_equal(np.concatenate(held), np.arange(N))
-    bounds = np.arange(shards + 1) * N // shards
+    bounds = shard_bounds(N, shards)  # ceil(N / S) ids per range
     for epoch in range(2):
         seen = []
         for t in range(full.steps_per_epoch):
@@ -151,3 +159,27 @@ def test_sequential_chunks_stack_the_sequential_batches(shards, processes, chunk
                 assert (pad == N).all()
             else:
                 assert not pad.any()
+
+
+def test_aligned_shards_update_the_sharded_tracker_locally(tmp_path):
+    """data.shards a multiple of the device count: the tracker's row blocks are the data ranges, each device updates
+    its rows from its own batch rows with no exchange; the result equals the replicated tracker's, with up-sampled
+    (repeated) ids too."""
+    mult = np.ones(168, np.int64)
+    mult[::7] = 3
+    np.save(tmp_path / "mult.npy", mult)
+    runs = {}
+    for mode in ("replicated", "data"):
+        cfg = tiny_config(
+            "mlp",
+            data=dict(shards=8),
+            train=dict(num_epochs=2, multiplicity_path=str(tmp_path / "mult.npy")),
+            tracker=dict(sharding=mode, scoring_passes=1),
+        )
+        runs[mode] = loop.train(cfg, str(tmp_path / mode), mesh=sharding.make_mesh())
+    assert runs["data"].tracker.table.sharding.spec == jax.sharding.PartitionSpec("data")
+    assert runs["data"].tracker.capacity == 168  # 8 ranges of 21 rows, one per device
+    a, b = (tracker_lib.to_numpy(runs[k].tracker) for k in ("replicated", "data"))
+    assert a["seen_N"].sum() == 2 * 168  # every example scored once per epoch
+    for k in a:
+        np.testing.assert_allclose(a[k], b[k], rtol=1e-6, err_msg=k)

@@ -7,7 +7,7 @@ Invariants:
   * Every batch has exactly ``batch_size`` rows, so the jitted step never recompiles. Padding rows carry
     ``index = N`` (out of range for every tracker write), ``mask = False`` and zero inputs.
   * With several processes, each builds only its own contiguous slice of the global batch.
-  * ``shards`` S > 1 (``data.shards``) splits the ids into S contiguous ranges (as ``tfds.even_splits`` does) and
+  * ``shards`` S > 1 (``data.shards``) splits the ids into S contiguous ranges (``shard_bounds``) and
     every global batch into S equal parts, part s drawn from range s, each range shuffled on its own by
     ``default_rng([seed, e, s])``. Process p of P (S a multiple of P) then reads only the ids of its S / P ranges, so
     it needs only those rows (``row_range``); the stream is the same for any P, so 1 process and P processes train
@@ -151,8 +151,18 @@ def check_shards(shards: int, batch_size: int, process_count: int) -> None:
 
 
 def shard_bounds(num_examples: int, shards: int) -> np.ndarray:
-    """``[S + 1]`` boundaries of the S contiguous id ranges (sizes differ by at most one, as ``tfds.even_splits``)."""
-    return np.arange(shards + 1) * num_examples // shards
+    """``[S + 1]`` boundaries of the S contiguous id ranges: ceil(N / S) ids each, the last ones shorter.
+
+    These are the row blocks of a tracker of capacity ``ceil(N / S) * S`` split over ``data`` when S is a multiple of
+    the device count (``tracker_multiple``), so each device's part of a batch only touches the rows it holds.
+    """
+    return np.minimum(np.arange(shards + 1) * -(-num_examples // shards), num_examples)
+
+
+def tracker_multiple(shards: int, device_count: int) -> int:
+    """The tracker's capacity multiple: S when S > 1 is a multiple of the device count (rows aligned with the data
+    ranges), else the device count."""
+    return shards if shards > 1 and shards % device_count == 0 else device_count
 
 
 def row_range(num_examples: int, shards: int, process_index: int = 0, process_count: int = 1) -> range:

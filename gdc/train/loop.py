@@ -32,6 +32,7 @@ from gdc.data.pipeline import (
     sequential_batches,
     sequential_chunks,
     sequential_ids,
+    tracker_multiple,
 )
 from gdc.errors import ConfigError
 from gdc.train import state as state_lib
@@ -66,7 +67,8 @@ def restore_params(cfg: config_lib.RunConfig, workdir: str, mesh: jax.sharding.M
     repl = sharding.replicated(mesh)
     state = jax.eval_shape(lambda: state_lib.create_train_state(params, tx, cfg.seed))
     state = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=repl), state)
-    tracker = jax.eval_shape(lambda: tracker_lib.ExampleTracker.create(dataset.num_train, mesh.devices.size))
+    multiple = tracker_multiple(cfg.data.shards, mesh.devices.size)
+    tracker = jax.eval_shape(lambda: tracker_lib.ExampleTracker.create(dataset.num_train, multiple))
     tracker_sh = sharding.tracker_sharding(mesh, cfg.tracker.sharding)
     tracker = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=tracker_sh), tracker)
     with Checkpointer(workdir, cfg.checkpoint) as ckpt:
@@ -179,9 +181,13 @@ def train(
     repl = sharding.replicated(mesh)
     tracker_sh = sharding.tracker_sharding(mesh, cfg.tracker.sharding)
     state = sharding.put_tree(state_lib.create_train_state(params, tx, cfg.seed), repl)
-    tracker = sharding.put_tree(tracker_lib.ExampleTracker.create(n, multiple_of=n_dev), tracker_sh)
+    multiple = tracker_multiple(cfg.data.shards, n_dev)
+    tracker = sharding.put_tree(tracker_lib.ExampleTracker.create(n, multiple_of=multiple), tracker_sh)
+    # Data ranges aligned with the tracker's row blocks: each device's batch rows are its own tracker rows, so a
+    # sharded tracker updates without any exchange.
+    local = cfg.tracker.sharding == "data" and cfg.data.shards > 1 and cfg.data.shards % n_dev == 0
     score_chunk_fn = jit_score_chunk(
-        loss_fn=loss_fn, tracker_cfg=cfg.tracker, state_sharding=repl, tracker_sharding=tracker_sh
+        loss_fn=loss_fn, tracker_cfg=cfg.tracker, state_sharding=repl, tracker_sharding=tracker_sh, local_tracker=local
     )
     # Scoring passes run SCORE_CHUNK batches per call (fewer when an epoch has fewer).
     chunk_size = min(SCORE_CHUNK, sum(1 for _ in sequential_ids(n, cfg.train.batch_size, cfg.data.shards)))
@@ -191,6 +197,7 @@ def train(
         schedule=schedule,
         tracker_cfg=cfg.tracker,
         steps_per_epoch=spe,
+        local_tracker=local,
         unique_ids=interventions["multiplicity_N"] is None,
         state_sharding=repl,
         tracker_sharding=tracker_sh,
@@ -211,7 +218,12 @@ def train(
             batch_sharding=sharding.batch_sharding(mesh),
         )
         resident_score_fn = jit_resident_score(
-            loss_fn=loss_fn, tracker_cfg=cfg.tracker, num_examples=n, state_sharding=repl, tracker_sharding=tracker_sh
+            loss_fn=loss_fn,
+            tracker_cfg=cfg.tracker,
+            num_examples=n,
+            state_sharding=repl,
+            tracker_sharding=tracker_sh,
+            local_tracker=local,
         )
         seq_ids = list(sequential_ids(n, cfg.train.batch_size, cfg.data.shards))
         seq_ids += [np.full(cfg.train.batch_size, n)] * (-len(seq_ids) % chunk_size)

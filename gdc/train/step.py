@@ -38,12 +38,14 @@ def train_step(
     steps_per_epoch: int,
     unique_ids: bool = False,
     mesh: jax.sharding.Mesh | None = None,
+    local: bool = False,
 ) -> tuple[TrainState, tracker_lib.ExampleTracker, Metrics]:
     """One optimizer update on ``sum(w*mask*loss_B) / sum(w*mask)``; folds the pre-update ``loss_B`` into the tracker.
 
     The tracker is updated here only when ``tracker_cfg.enabled`` and no scoring passes are configured (then the loop
     feeds it fixed-parameter losses from ``score_step`` instead). ``unique_ids``: no id repeats inside a batch (no
-    up-sampling), which lets the tracker skip its grouping sort. ``mesh``: the mesh of a ``data``-sharded tracker.
+    up-sampling), which lets the tracker skip its grouping sort. ``mesh``, ``local``: a ``data``-sharded tracker's
+    mesh, and whether each device's batch rows are its own tracker rows (``tracker.update``).
     """
     keys_B = example_keys(state.key, state.step, batch["index"])
     mask_B = batch["mask"]
@@ -58,7 +60,17 @@ def train_step(
     if tracker_cfg.enabled and tracker_cfg.scoring_passes == 0:
         epoch = state.step // steps_per_epoch
         tracker = tracker_lib.update(
-            tracker, batch["index"], loss_B, acc_B, mask_B, state.step, epoch, tracker_cfg, unique=unique_ids, mesh=mesh
+            tracker,
+            batch["index"],
+            loss_B,
+            acc_B,
+            mask_B,
+            state.step,
+            epoch,
+            tracker_cfg,
+            unique=unique_ids,
+            mesh=mesh,
+            local=local,
         )
     count = mask_B.sum()
     metrics = {
@@ -82,6 +94,7 @@ def score_step(
     loss_fn: LossFn,
     tracker_cfg: tracker_lib.TrackerConfig,
     mesh: jax.sharding.Mesh | None = None,
+    local: bool = False,
 ) -> tuple[tracker_lib.ExampleTracker, jax.Array, jax.Array]:
     """Forward-only pass at fixed ``params`` (no dropout); folds the losses into the tracker.
 
@@ -90,7 +103,17 @@ def score_step(
     loss_B, acc_B = loss_fn(params, batch, None)
     # Scoring passes visit each example once, in id order.
     tracker = tracker_lib.update(
-        tracker, batch["index"], loss_B, acc_B, batch["mask"], step, epoch, tracker_cfg, unique=True, mesh=mesh
+        tracker,
+        batch["index"],
+        loss_B,
+        acc_B,
+        batch["mask"],
+        step,
+        epoch,
+        tracker_cfg,
+        unique=True,
+        mesh=mesh,
+        local=local,
     )
     return tracker, loss_B, acc_B
 
@@ -105,6 +128,7 @@ def score_chunk(
     loss_fn: LossFn,
     tracker_cfg: tracker_lib.TrackerConfig,
     mesh: jax.sharding.Mesh | None = None,
+    local: bool = False,
 ) -> tuple[tracker_lib.ExampleTracker, jax.Array]:
     """``score_step`` over G stacked batches (leading axis) in one call: returns (tracker, loss_GxB).
 
@@ -114,7 +138,7 @@ def score_chunk(
 
     def body(tracker, batch):
         tracker, loss_B, _ = score_step(
-            params, tracker, batch, step, epoch, loss_fn=loss_fn, tracker_cfg=tracker_cfg, mesh=mesh
+            params, tracker, batch, step, epoch, loss_fn=loss_fn, tracker_cfg=tracker_cfg, mesh=mesh, local=local
         )
         return tracker, loss_B
 
@@ -140,11 +164,15 @@ def jit_steps(
     tracker_cfg,
     steps_per_epoch: int,
     unique_ids: bool = False,
+    local_tracker: bool = False,
     state_sharding: NamedSharding,
     tracker_sharding: NamedSharding,
     batch_sharding: NamedSharding,
 ) -> tuple[Callable, Callable, Callable]:
-    """Jits (train_step, score_step, eval_step) with explicit shardings; static pieces are bound by partial."""
+    """Jits (train_step, score_step, eval_step) with explicit shardings; static pieces are bound by partial.
+
+    ``local_tracker``: the batches' rows on each device are ids of that device's tracker rows (``tracker.update``).
+    """
     repl = state_sharding
     train = jax.jit(
         functools.partial(
@@ -156,13 +184,16 @@ def jit_steps(
             steps_per_epoch=steps_per_epoch,
             unique_ids=unique_ids,
             mesh=tracker_sharding.mesh,
+            local=local_tracker,
         ),
         in_shardings=(state_sharding, tracker_sharding, batch_sharding),
         out_shardings=(state_sharding, tracker_sharding, repl),
         donate_argnames=("state", "tracker"),
     )
     score = jax.jit(
-        functools.partial(score_step, loss_fn=loss_fn, tracker_cfg=tracker_cfg, mesh=tracker_sharding.mesh),
+        functools.partial(
+            score_step, loss_fn=loss_fn, tracker_cfg=tracker_cfg, mesh=tracker_sharding.mesh, local=local_tracker
+        ),
         in_shardings=(repl, tracker_sharding, batch_sharding, repl, repl),
         out_shardings=(tracker_sharding, batch_sharding, batch_sharding),
         donate_argnames=("tracker",),
@@ -174,14 +205,19 @@ def jit_steps(
 
 
 def jit_score_chunk(
-    *, loss_fn: LossFn, tracker_cfg, state_sharding: NamedSharding, tracker_sharding: NamedSharding
+    *,
+    loss_fn: LossFn,
+    tracker_cfg,
+    state_sharding: NamedSharding,
+    tracker_sharding: NamedSharding,
+    local_tracker: bool = False,
 ) -> Callable:
     """Jits ``score_chunk``: chunks are split over ``data`` along their batch axis (``sharding.chunk_sharding``)."""
     mesh = tracker_sharding.mesh
     chunk_sharding = NamedSharding(mesh, jax.sharding.PartitionSpec(None, "data"))
     repl = state_sharding
     return jax.jit(
-        functools.partial(score_chunk, loss_fn=loss_fn, tracker_cfg=tracker_cfg, mesh=mesh),
+        functools.partial(score_chunk, loss_fn=loss_fn, tracker_cfg=tracker_cfg, mesh=mesh, local=local_tracker),
         in_shardings=(repl, tracker_sharding, chunk_sharding, repl, repl),
         out_shardings=(tracker_sharding, chunk_sharding),
         donate_argnames=("tracker",),
@@ -195,6 +231,7 @@ def jit_resident_score(
     num_examples: int,
     state_sharding: NamedSharding,
     tracker_sharding: NamedSharding,
+    local_tracker: bool = False,
 ) -> Callable:
     """``score_chunk`` fed from a device-resident dataset: ``(params, tracker, table, ids_GxB, step, epoch)``.
 
@@ -209,7 +246,17 @@ def jit_resident_score(
         rows = device_rows(table, ids_GxB.reshape(-1), num_examples)
         chunk = jax.tree.map(lambda x: x.reshape(ids_GxB.shape + x.shape[1:]), rows)
         chunk = jax.lax.with_sharding_constraint(chunk, chunk_sharding)
-        return score_chunk(params, tracker, chunk, step, epoch, loss_fn=loss_fn, tracker_cfg=tracker_cfg, mesh=mesh)
+        return score_chunk(
+            params,
+            tracker,
+            chunk,
+            step,
+            epoch,
+            loss_fn=loss_fn,
+            tracker_cfg=tracker_cfg,
+            mesh=mesh,
+            local=local_tracker,
+        )
 
     return jax.jit(
         score,
