@@ -220,12 +220,9 @@ def sequential_batches(
     """Every example exactly once (``sequential_ids`` order) in padded batches (scoring and evaluation passes).
 
     ``arrays`` and ``num_examples`` as in ``EpochIterator``."""
-    n = len(next(iter(arrays.values()))) if num_examples is None else num_examples
-    check_shards(shards, batch_size, process_count)
-    rows = slice(process_index * batch_size // process_count, (process_index + 1) * batch_size // process_count)
-    offset = row_range(n, shards, process_index, process_count).start
-    for idx_B in sequential_ids(n, batch_size, shards):
-        yield gather(arrays, idx_B.astype(np.int32)[rows], n, row_offset=offset)
+    kw = {"process_index": process_index, "process_count": process_count, "shards": shards}
+    for chunk in sequential_chunks(arrays, batch_size, 1, num_examples=num_examples, **kw):
+        yield {k: v[0] for k, v in chunk.items()}
 
 
 def sequential_chunks(
