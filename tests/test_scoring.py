@@ -215,6 +215,24 @@ def test_quadrants_ties_at_m_zero():
     assert q_nan_N[-1] == -1 and info_nan["n_scored"] == 10
 
 
+def test_top_fraction_equals_the_full_lexsort():
+    rng = np.random.default_rng(3)
+    for trial in range(60):
+        n = int(rng.integers(1, 400))
+        score_N = rng.choice([0.0, 0.5, 1.0, 2.0, np.nan, np.inf, -np.inf], n)  # heavy ties, NaN ranks last
+        if trial % 3 == 0:
+            score_N = rng.normal(size=n)
+        second_N = None if trial % 2 else rng.choice([0.0, 1.0, np.nan], n)
+        for fraction in (0.0, 0.01, 0.05, 0.3, 0.5, 1.0):
+            ids, info = scoring.top_fraction(score_N, fraction, tie_break_N=second_N, seed=trial)
+            s = np.nan_to_num(score_N, nan=-np.inf)
+            t = np.zeros(n) if second_N is None else np.nan_to_num(second_N, nan=-np.inf)
+            full = np.lexsort((np.random.default_rng(trial).permutation(n), -t, -s))
+            k = int(np.floor(fraction * n + 0.5))
+            np.testing.assert_array_equal(ids, full[:k])
+            assert info["k"] == k
+
+
 def test_top_fraction_ties():
     score_N = np.array([3.0, 2.0, 2.0, 2.0, 2.0, 1.0, 0.0, nan, 0.5, 0.1])
     ids, info = scoring.top_fraction(score_N, 0.3, seed=0)

@@ -265,7 +265,13 @@ def top_fraction(
     k = int(np.floor(fraction * n + 0.5))
     second_N = np.zeros(n) if tie_break_N is None else np.nan_to_num(np.asarray(tie_break_N, np.float64), nan=-np.inf)
     rand_N = np.random.default_rng(seed).permutation(n)
-    order = np.lexsort((rand_N, -second_N, -score_N))
+    # The first k of the full order lexsort((rand, -second, -score)) without sorting all N: only the examples scoring
+    # at least the k-th largest score can be among them, so only those are sorted.
+    order = np.zeros(0, np.int64)
+    if k:
+        cut = -np.partition(-score_N, k - 1)[k - 1]
+        cand = np.flatnonzero(score_N >= cut)
+        order = cand[np.lexsort((rand_N[cand], -second_N[cand], -score_N[cand]))]
     ids = order[:k].astype(np.int64)
     info = {
         "k": k,
