@@ -213,7 +213,7 @@ def test_two_processes_match_one_process_with_read_ahead(tmp_path, data):
     import test_multiprocess
 
     flags = tuple(f"--config.data.{k}={v}" for k, v in data.items())
-    for i, (rc, out) in enumerate(test_multiprocess._launch_two_processes(tmp_path / "multi", flags)):
+    for i, (rc, out) in enumerate(test_multiprocess._launch_two_processes(tmp_path / "multi", extra=flags)):
         assert rc == 0, f"process {i} failed:\n{out[-4000:]}"
     cfg = tiny_config("mlp", data=data, **test_multiprocess.OVERRIDES)
     ref = loop.train(cfg, str(tmp_path / "single"), mesh=sharding.make_mesh(jax.devices()[:8]))

@@ -32,6 +32,9 @@ def _eigs(graphdef, params, x_BxD: jax.Array, t: int) -> jax.Array:
 def eigenvalues(graphdef, params, x_NxD: np.ndarray, t: int = 1, chunk: int = 128) -> np.ndarray:
     """``[N, D]`` ascending eigenvalues of the symmetrised score Jacobian at each row, step index ``t``."""
     x_NxD = np.asarray(x_NxD, np.float32)
+    # One device: the Jacobians are small, and an 8-way replicated program around LAPACK's eigensolver on forced CPU
+    # devices hung intermittently in the test suite (every device thread waiting in the same program).
+    params = jax.device_put(params, jax.local_devices()[0])
     n = len(x_NxD)
     pad = (-n) % chunk
     x_pad = np.concatenate([x_NxD, np.zeros((pad, x_NxD.shape[1]), np.float32)])
