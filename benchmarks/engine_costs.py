@@ -117,7 +117,7 @@ def bench_model(name: str, args) -> dict:
 
     from gdc import sharding
     from gdc import tracker as tracker_lib
-    from gdc.data.pipeline import EpochIterator, Prefetcher, sequential_batches, sequential_chunks, sequential_ids
+    from gdc.data.pipeline import EpochIterator, Prefetcher, sequential_batches, sequential_chunks, sequential_id_chunks
     from gdc.train.loop import SCORE_CHUNK
     from gdc.train.step import jit_resident_score, jit_resident_train, jit_score_chunk
 
@@ -271,11 +271,7 @@ def bench_model(name: str, args) -> dict:
             state_sharding=repl,
             tracker_sharding=repl,
         )
-        seq_ids = list(sequential_ids(n, b)) + [np.full(b, n)] * (-len(seq) % chunk_size)
-        score_ids = [
-            sharding.put_tree(np.stack(seq_ids[g : g + chunk_size]).astype(np.int32), repl)
-            for g in range(0, len(seq_ids), chunk_size)
-        ]
+        score_ids = [sharding.put_tree(ids_GxB, repl) for ids_GxB in sequential_id_chunks(n, b, chunk_size)]
 
         def epoch(with_passes: bool, on_device: bool = False):
             nonlocal state, tracker

@@ -225,6 +225,14 @@ def sequential_batches(
         yield {k: v[0] for k, v in chunk.items()}
 
 
+def sequential_id_chunks(num_examples: int, batch_size: int, chunk: int, shards: int = 1) -> np.ndarray:
+    """int32 ``[C, chunk, B]``: the ``sequential_ids`` batches stacked ``chunk`` at a time, the last chunk filled up
+    with padding batches (id N) so that every chunk has the same shape."""
+    ids = list(sequential_ids(num_examples, batch_size, shards))
+    ids += [np.full(batch_size, num_examples)] * (-len(ids) % chunk)
+    return np.stack(ids).astype(np.int32).reshape(-1, chunk, batch_size)
+
+
 def sequential_chunks(
     arrays: dict[str, np.ndarray],
     batch_size: int,
@@ -241,10 +249,7 @@ def sequential_chunks(
     check_shards(shards, batch_size, process_count)
     rows = slice(process_index * batch_size // process_count, (process_index + 1) * batch_size // process_count)
     offset = row_range(n, shards, process_index, process_count).start
-    ids = list(sequential_ids(n, batch_size, shards))
-    ids += [np.full(batch_size, n)] * (-len(ids) % chunk)
-    for g in range(0, len(ids), chunk):
-        idx_GxB = np.stack(ids[g : g + chunk])[:, rows].astype(np.int32)
+    for idx_GxB in sequential_id_chunks(n, batch_size, chunk, shards)[:, :, rows]:
         flat = gather(arrays, idx_GxB.reshape(-1), n, row_offset=offset)
         yield {k: v.reshape(idx_GxB.shape + v.shape[1:]) for k, v in flat.items()}
 

@@ -45,16 +45,21 @@ def _machine(loss_ExN, low_N, high_N, forget_N, learn_N, learned_N, observed_N, 
                 first_N[i] = t if learn_ev & (f < 0) else f
 
 
-def machine(loss_ExN: np.ndarray, low_N: np.ndarray, high_N: np.ndarray) -> dict[str, np.ndarray]:
-    """Forget/learn counts, final state, observed counts and first learn checkpoint (see ``forget_events``)."""
-    e, n = loss_ExN.shape
-    out = {
+def _machine_outputs(n: int) -> dict[str, np.ndarray]:
+    """The state machine's zeroed outputs, in ``_machine``'s argument order."""
+    return {
         "forget_N": np.zeros(n, np.int32),
         "learn_N": np.zeros(n, np.int32),
         "learned_N": np.zeros(n, np.bool_),
         "observed_N": np.zeros(n, np.int32),
         "first_learned_N": np.full(n, -1, np.int32),
     }
+
+
+def machine(loss_ExN: np.ndarray, low_N: np.ndarray, high_N: np.ndarray) -> dict[str, np.ndarray]:
+    """Forget/learn counts, final state, observed counts and first learn checkpoint (see ``forget_events``)."""
+    e, n = loss_ExN.shape
+    out = _machine_outputs(n)
     low_N = np.ascontiguousarray(np.broadcast_to(low_N, (n,)))
     high_N = np.ascontiguousarray(np.broadcast_to(high_N, (n,)))
     _machine(np.ascontiguousarray(loss_ExN), low_N, high_N, *out.values())
@@ -187,13 +192,7 @@ def scores(
     s = eps_S.shape[0]
     order_S = np.argsort(eps_S, kind="stable")
     dsum_N, dcount_N = np.empty(n), np.empty(n, np.int32)
-    out = {
-        "forget_N": np.zeros(n, np.int32),
-        "learn_N": np.zeros(n, np.int32),
-        "learned_N": np.zeros(n, np.bool_),
-        "observed_N": np.zeros(n, np.int32),
-        "first_learned_N": np.full(n, -1, np.int32),
-    }
+    out = _machine_outputs(n)
     sw = {
         "forget_SxN": np.zeros((s, n), np.int32),
         "learn_SxN": np.zeros((s, n), np.int32),

@@ -31,6 +31,7 @@ from gdc.data.pipeline import (
     row_range,
     sequential_batches,
     sequential_chunks,
+    sequential_id_chunks,
     sequential_ids,
     tracker_multiple,
 )
@@ -190,7 +191,8 @@ def train(
         loss_fn=loss_fn, tracker_cfg=cfg.tracker, state_sharding=repl, tracker_sharding=tracker_sh, local_tracker=local
     )
     # Scoring passes run SCORE_CHUNK batches per call (fewer when an epoch has fewer).
-    chunk_size = min(SCORE_CHUNK, sum(1 for _ in sequential_ids(n, cfg.train.batch_size, cfg.data.shards)))
+    seq_idx = np.concatenate(list(sequential_ids(n, cfg.train.batch_size, cfg.data.shards)))  # a pass's global ids
+    chunk_size = min(SCORE_CHUNK, len(seq_idx) // cfg.train.batch_size)
     train_fn, _, eval_fn = jit_steps(
         loss_fn=loss_fn,
         tx=tx,
@@ -225,11 +227,9 @@ def train(
             tracker_sharding=tracker_sh,
             local_tracker=local,
         )
-        seq_ids = list(sequential_ids(n, cfg.train.batch_size, cfg.data.shards))
-        seq_ids += [np.full(cfg.train.batch_size, n)] * (-len(seq_ids) % chunk_size)
         score_ids = [  # each scoring chunk's ids, placed once per run
-            sharding.put_tree(np.stack(seq_ids[g : g + chunk_size]).astype(np.int32), repl)
-            for g in range(0, len(seq_ids), chunk_size)
+            sharding.put_tree(ids_GxB, repl)
+            for ids_GxB in sequential_id_chunks(n, cfg.train.batch_size, chunk_size, cfg.data.shards)
         ]
     is_writer = jax.process_index() == 0  # with several processes, only process 0 writes shared files
     os.makedirs(os.path.join(workdir, "trackers"), exist_ok=True)
@@ -282,9 +282,9 @@ def train(
             # One device-to-host copy per pass, not one per batch; every process joins the gather.
             loss_B = sharding.to_host(jnp.concatenate(loss_parts))
             if is_writer:
-                idx = np.concatenate(list(sequential_ids(n, cfg.train.batch_size, cfg.data.shards)))
+                ok = seq_idx < n
                 loss_N = np.full(n, np.nan, np.float32)
-                loss_N[idx[idx < n]] = loss_B[: len(idx)][idx < n]
+                loss_N[seq_idx[ok]] = loss_B[: len(seq_idx)][ok]
                 np.save(os.path.join(workdir, "trackers", f"epoch_{epoch:04d}_pass_at_{position:05d}.npy"), loss_N)
 
         def evaluate() -> dict[str, float]:
