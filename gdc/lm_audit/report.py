@@ -315,6 +315,15 @@ def summary(cfg: AuditConfig, res: dict) -> list[str]:
     ]
 
 
+def _power_table(power: dict, ks) -> list[str]:
+    """Markdown rows: one per duplication count k, one column per test-set size |S|."""
+    lines = [
+        "| dup | " + " | ".join(f"n={int(s)}" for s in power["sizes"]) + " |",
+        "|---|" + "---|" * len(power["sizes"]),
+    ]
+    return lines + [f"| {k} | " + " | ".join(_f(d) for d in power["groups"][g]) + " |" for g, k in enumerate(ks)]
+
+
 def render(cfg: AuditConfig, res: dict, files: list[str]) -> str:
     ks = cfg.dup_counts
     tp = str(cfg.test_prefix)
@@ -362,21 +371,10 @@ def render(cfg: AuditConfig, res: dict, files: list[str]) -> str:
         "",
         "Power (Mann-Whitney, one-sided) by |S|:",
         "",
-        "| dup | " + " | ".join(f"n={int(s)}" for s in res["power"]["mannwhitney"]["sizes"]) + " |",
-        "|---|" + "---|" * len(res["power"]["mannwhitney"]["sizes"]),
+        *_power_table(res["power"]["mannwhitney"], ks),
     ]
-    for g, k in enumerate(ks):
-        lines.append(f"| {k} | " + " | ".join(_f(d) for d in res["power"]["mannwhitney"]["groups"][g]) + " |")
     fpr = res["fpr"]
-    lines += [
-        "",
-        "Power (Welch) by |S|:",
-        "",
-        "| dup | " + " | ".join(f"n={int(s)}" for s in res["power"]["welch"]["sizes"]) + " |",
-        "|---|" + "---|" * len(res["power"]["welch"]["sizes"]),
-    ]
-    for g, k in enumerate(ks):
-        lines.append(f"| {k} | " + " | ".join(_f(d) for d in res["power"]["welch"]["groups"][g]) + " |")
+    lines += ["", "Power (Welch) by |S|:", "", *_power_table(res["power"]["welch"], ks)]
     lines += [
         "",
         f"False-positive rate on never-trained sets (|S| = {fpr['size']}, {fpr['reps_per_seed']} draws per seed from "
