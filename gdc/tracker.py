@@ -15,6 +15,12 @@ The "learned" criterion is a research choice and configurable:
   * ``accuracy``: learned when its accuracy (argmax-correct fraction of its tokens, or 0/1 for a classifier)
     >= ``acc_learn``, forgotten when it later drops below ``acc_forget``. With 1.0/1.0 this is Toneva et al.
 Every example starts "not learned", so ``forget_N <= learn_N`` always holds.
+
+Deferred updates (``defer=True``, the engine's default when no id repeats within an epoch): a step only writes its
+B (loss, accuracy, step, epoch) records into the ``pending`` rows of their ids, one B-row scatter and no gather, and
+``fold`` runs the state machine over the whole table at once, elementwise, once per epoch (and after each scoring
+pass). Each id then has at most one record per fold, so the folded table is bit for bit the table the immediate
+updates give. ``to_numpy`` refuses a tracker with records not yet folded.
 """
 
 import dataclasses
@@ -45,6 +51,7 @@ class TrackerConfig:
     early_epochs: int = 1
     sharding: str = "replicated"
     scoring_passes: int = 0  # K fixed-parameter scoring passes per epoch; 0: the tracker reads in-step losses.
+    defer: bool = True  # record per step, fold once per epoch (used when no id repeats in an epoch; see ``defers``).
     enabled: bool = True  # False only for overhead benchmarks: the step then skips the update.
 
     def validate(self) -> None:
@@ -84,6 +91,17 @@ COLUMNS = (
 FLOAT_COLUMNS = ("loss_sum_early", "last_loss")
 _COL = {name: i for i, name in enumerate(COLUMNS)}
 _INITIAL = {"last_loss": float("nan"), "last_epoch": -1, "first_learned_step": -1}
+# A deferred update's record, one row per example: loss and accuracy (bit-cast f32), step + 1 (0: no record), epoch.
+PENDING_COLUMNS = ("loss", "accuracy", "step_plus_one", "epoch")
+
+
+def defers(cfg: TrackerConfig, unique: bool) -> bool:
+    """Whether the engine records and folds (``fold``) rather than updating the table every step.
+
+    Scoring passes visit each id once; training steps do so within an epoch unless up-sampling repeats ids
+    (``unique`` False), which needs the immediate update's grouping.
+    """
+    return cfg.enabled and cfg.defer and (cfg.scoring_passes > 0 or unique)
 
 
 def _to_bits(x: jax.Array) -> jax.Array:
@@ -100,20 +118,23 @@ class ExampleTracker:
 
     ``capacity`` >= N is a multiple of the device count so that rows can be sharded over ``data``; rows
     N..capacity-1 are never written and ``to_numpy`` drops them. Read a column as ``tracker.column("forget")`` (or
-    the ``*_N`` properties).
+    the ``*_N`` properties). ``pending``: int32 ``[capacity, len(PENDING_COLUMNS)]`` records of deferred updates
+    not yet folded (all zero after ``fold``); None for a tracker created with ``deferred=False``.
     """
 
     table: jax.Array
+    pending: jax.Array | None
     num_examples: int = flax.struct.field(pytree_node=False, default=0)
 
     @classmethod
-    def create(cls, num_examples: int, multiple_of: int = 1) -> Self:
+    def create(cls, num_examples: int, multiple_of: int = 1, deferred: bool = False) -> Self:
         cap = -(-num_examples // multiple_of) * multiple_of
         row = [
             _to_bits(jnp.float32(_INITIAL.get(c, 0.0))) if c in FLOAT_COLUMNS else jnp.int32(_INITIAL.get(c, 0))
             for c in COLUMNS
         ]
-        return cls(table=jnp.tile(jnp.stack(row)[None], (cap, 1)), num_examples=num_examples)
+        pending = jnp.zeros((cap, len(PENDING_COLUMNS)), jnp.int32) if deferred else None
+        return cls(table=jnp.tile(jnp.stack(row)[None], (cap, 1)), pending=pending, num_examples=num_examples)
 
     @property
     def capacity(self) -> int:
@@ -148,6 +169,7 @@ def update(
     unique: bool = False,
     mesh: jax.sharding.Mesh | None = None,
     local: bool = False,
+    defer: bool = False,
 ) -> ExampleTracker:
     """Folds one batch of per-example losses into the tracker (pure; jit it or call it inside a jitted step).
 
@@ -169,18 +191,32 @@ def update(
         device owns (``data.shards`` a multiple of the device count, ``pipeline.tracker_multiple``): then nothing is
         exchanged at all. Rows of other devices would be dropped, so only the engine, which builds its batches that
         way, sets it.
+      defer: static; only write the batch's records into ``tracker.pending`` (a B-row scatter, no gather) and
+        leave the table to ``fold``. The caller must fold before an id is recorded a second time: no id may repeat
+        in the batch (``unique``) or between two folds. Needs a tracker created with ``deferred=True``.
 
     Returns:
       The updated tracker.
     """
     n = tracker.num_examples
+    if defer and (not unique or tracker.pending is None):
+        raise ValueError(
+            "tracker.update(defer=True) needs unique ids and a tracker created with ExampleTracker.create(..., "
+            f"deferred=True); got unique={unique}, deferred={tracker.pending is not None}."
+        )
     valid_B = mask_B & (idx_B >= 0) & (idx_B < n)
     args = (idx_B.astype(jnp.int32), loss_B.astype(jnp.float32), acc_B.astype(jnp.float32), valid_B)
+
+    def apply(table, pending, idx_B, loss_B, acc_B, valid_B, step, epoch):
+        if defer:
+            return table, _record(pending, idx_B, loss_B, acc_B, valid_B, step, epoch)
+        return _fold(table, idx_B, loss_B, acc_B, valid_B, step, epoch, cfg, unique), pending
+
     if mesh is None or cfg.sharding != "data" or mesh.shape[DATA] == 1:
-        table = _fold(tracker.table, *args, step, epoch, cfg, unique)
+        table, pending = apply(tracker.table, tracker.pending, *args, step, epoch)
     else:
 
-        def per_device(table_RxF, idx_B, loss_B, acc_B, valid_B, step, epoch):
+        def per_device(table_RxF, pending_RxC, idx_B, loss_B, acc_B, valid_B, step, epoch):
             packed_BxF = jnp.stack([idx_B, _to_bits(loss_B), _to_bits(acc_B), valid_B.astype(jnp.int32)], axis=1)
             if not local:  # tiled all-gather keeps the global batch order: "last occurrence" means the same
                 packed_BxF = jax.lax.all_gather(packed_BxF, DATA, tiled=True)
@@ -188,15 +224,53 @@ def update(
             local_B = packed_BxF[:, 0] - jax.lax.axis_index(DATA) * rows
             own_B = (packed_BxF[:, 3] > 0) & (local_B >= 0) & (local_B < rows)
             loss_B, acc_B = _from_bits(packed_BxF[:, 1]), _from_bits(packed_BxF[:, 2])
-            return _fold(table_RxF, local_B, loss_B, acc_B, own_B, step, epoch, cfg, unique)
+            return apply(table_RxF, pending_RxC, local_B, loss_B, acc_B, own_B, step, epoch)
 
-        table = jax.shard_map(
+        table, pending = jax.shard_map(
             per_device,
             mesh=mesh,
-            in_specs=(P(DATA), P(DATA), P(DATA), P(DATA), P(DATA), P(), P()),
-            out_specs=P(DATA),
-        )(tracker.table, *args, step, epoch)
-    return ExampleTracker(table=table, num_examples=n)
+            in_specs=(P(DATA), P(DATA), P(DATA), P(DATA), P(DATA), P(DATA), P(), P()),
+            out_specs=(P(DATA), P(DATA)),
+        )(tracker.table, tracker.pending, *args, step, epoch)
+    return ExampleTracker(table=table, pending=pending, num_examples=n)
+
+
+def _record(pending, idx_B, loss_B, acc_B, valid_B, step, epoch) -> jax.Array:
+    """Writes the batch's records into their (all-zero) pending rows: a scatter-add, which equals a set on zeros
+    and is faster on CPU; rows where ``valid_B`` is False are dropped."""
+    cap, b = pending.shape[0], idx_B.shape[0]
+    full = lambda x: jnp.broadcast_to(jnp.asarray(x, jnp.int32), (b,))  # noqa: E731
+    rec_BxC = jnp.stack([_to_bits(loss_B), _to_bits(acc_B), full(step + 1), full(epoch)], axis=1)
+    return pending.at[jnp.where(valid_B, idx_B, cap)].add(rec_BxC, mode="drop")
+
+
+def fold(tracker: ExampleTracker, cfg: TrackerConfig) -> ExampleTracker:
+    """Folds the pending records of deferred updates into the table and clears them (pure; jit it with donation).
+
+    Elementwise over the rows, so it needs no exchange under any sharding. A tracker without records comes back
+    unchanged.
+    """
+    if tracker.pending is None:
+        return tracker
+    pending = tracker.pending
+    valid_R = pending[:, 2] > 0
+    loss_R, acc_R = _from_bits(pending[:, 0]), _from_bits(pending[:, 1])
+    step_R, epoch_R = pending[:, 2] - 1, pending[:, 3]
+    early_R = valid_R & (epoch_R < cfg.early_epochs)
+    ones = valid_R.astype(jnp.int32)
+    new_RxF = _transition(
+        tracker.table,
+        loss_R,
+        acc_R,
+        ones,
+        early_R.astype(jnp.int32),
+        jnp.where(early_R, loss_R, 0.0),
+        step_R,
+        epoch_R,
+        cfg,
+    )
+    table = jnp.where(valid_R[:, None], new_RxF, tracker.table)
+    return ExampleTracker(table=table, pending=jnp.zeros_like(pending), num_examples=tracker.num_examples)
 
 
 def _fold(table, idx_B, loss_B, acc_B, valid_B, step, epoch, cfg: TrackerConfig, unique: bool) -> jax.Array:
@@ -221,6 +295,15 @@ def _fold(table, idx_B, loss_B, acc_B, valid_B, step, epoch, cfg: TrackerConfig,
         early_sum_B = jax.ops.segment_sum(jnp.where(early_B, loss_B, 0.0), group_B, num_segments=b)[group_B]
 
     rows_BxF = table[jnp.clip(idx_B, 0, cap - 1)]  # gathers clamp; rows are only written under last_B.
+    new_BxF = _transition(rows_BxF, loss_B, acc_B, count_B, early_count_B, early_sum_B, step, epoch, cfg)
+    # Written as a scatter-add of (new - old), which XLA runs much faster than a scatter-set on CPU. int32 addition
+    # wraps, so old + (new - old) == new bit for bit, the bit-cast f32 columns included.
+    return table.at[jnp.where(last_B, idx_B, cap)].add(new_BxF - rows_BxF, mode="drop")
+
+
+def _transition(rows_BxF, loss_B, acc_B, count_B, early_count_B, early_sum_B, step, epoch, cfg) -> jax.Array:
+    """The rows after one observation each (``step``, ``epoch``: scalars or per row); counts may exceed one."""
+    b = rows_BxF.shape[0]
     old = {c: rows_BxF[:, i] for i, c in enumerate(COLUMNS)}
     if cfg.criterion == "loss":
         learned_now_B = loss_B < cfg.eps_low
@@ -237,16 +320,13 @@ def _fold(table, idx_B, loss_B, acc_B, valid_B, step, epoch, cfg: TrackerConfig,
         "loss_sum_early": _to_bits(_from_bits(old["loss_sum_early"]) + early_sum_B),
         "count_early": old["count_early"] + early_count_B,
         "last_loss": _to_bits(loss_B),
-        "last_epoch": jnp.broadcast_to(epoch.astype(jnp.int32), (b,)),
+        "last_epoch": jnp.broadcast_to(jnp.asarray(epoch, jnp.int32), (b,)),
         "learned": ((prev_B | learn_ev_B) & ~forget_ev_B).astype(jnp.int32),
         "learn": old["learn"] + learn_ev_B.astype(jnp.int32),
         "forget": old["forget"] + forget_ev_B.astype(jnp.int32),
-        "first_learned_step": jnp.where(learn_ev_B & (first_B < 0), step.astype(jnp.int32), first_B),
+        "first_learned_step": jnp.where(learn_ev_B & (first_B < 0), jnp.asarray(step, jnp.int32), first_B),
     }
-    # Written as a scatter-add of (new - old), which XLA runs much faster than a scatter-set on CPU. int32 addition
-    # wraps, so old + (new - old) == new bit for bit, the bit-cast f32 columns included.
-    delta_BxF = jnp.stack([new[c] for c in COLUMNS], axis=1) - rows_BxF
-    return table.at[jnp.where(last_B, idx_B, cap)].add(delta_BxF, mode="drop")
+    return jnp.stack([new[c] for c in COLUMNS], axis=1)
 
 
 def to_numpy(tracker: ExampleTracker) -> dict[str, np.ndarray]:
@@ -254,12 +334,21 @@ def to_numpy(tracker: ExampleTracker) -> dict[str, np.ndarray]:
 
     With several processes and a sharded tracker every process must call it (the rows are all-gathered).
     """
+    if tracker.pending is not None and to_host(_any_pending(tracker.pending)):
+        raise ValueError(
+            "the tracker holds deferred records not yet folded: call gdc.tracker.fold(tracker, cfg) first."
+        )
     table = to_host(tracker.table)[: tracker.num_examples]
     out = {}
     for i, c in enumerate(COLUMNS):
         col = np.ascontiguousarray(table[:, i])
         out[f"{c}_N"] = col.view(np.float32) if c in FLOAT_COLUMNS else col.astype(bool) if c == "learned" else col
     return out
+
+
+@jax.jit
+def _any_pending(pending: jax.Array) -> jax.Array:
+    return jnp.any(pending[:, 2] != 0)
 
 
 def epoch_losses(fields: dict[str, np.ndarray], epoch: int) -> np.ndarray:

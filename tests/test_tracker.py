@@ -112,9 +112,31 @@ def update_np(
 # Helpers.
 # ------------------------------------------------------------------------------------------------------------
 @functools.cache
-def _jit_update(cfg: TrackerConfig, unique: bool = False):
+def _jit_update(cfg: TrackerConfig, unique: bool = False, defer: bool = False):
     """The jitted update with ``cfg`` bound (one compile per config and batch shape, shared by the tests)."""
-    return jax.jit(functools.partial(tracker_lib.update, cfg=cfg, unique=unique))
+    return jax.jit(functools.partial(tracker_lib.update, cfg=cfg, unique=unique, defer=defer))
+
+
+class _Folder:
+    """Folds a deferred tracker as late as the contract allows: before an id would get a second pending record."""
+
+    def __init__(self, cfg: TrackerConfig, n: int, tracker_sh=None):
+        self.fold = jax.jit(
+            functools.partial(tracker_lib.fold, cfg=cfg), in_shardings=tracker_sh, out_shardings=tracker_sh
+        )
+        self.n, self.pending, self.folds = n, set(), 0
+
+    def before(self, tracker, idx_B, mask_B):
+        ids = {int(i) for i, m in zip(idx_B, mask_B, strict=True) if m and 0 <= i < self.n}
+        if ids & self.pending:
+            tracker, self.pending = self.fold(tracker), set()
+            self.folds += 1
+        self.pending |= ids
+        return tracker
+
+    def now(self, tracker):
+        self.pending = set()
+        return self.fold(tracker)
 
 
 def _call(update_fn, tracker, idx_B, loss_B, acc_B, mask_B, step, epoch):
@@ -189,7 +211,7 @@ def _assert_invariants(fields: dict[str, np.ndarray], num_valid: int) -> None:
 def _assert_capacity_untouched(tracker: ExampleTracker) -> None:
     """Slots N..capacity-1 (leading axis of every on-device array) still hold their initial values."""
     n = tracker.num_examples
-    fresh = ExampleTracker.create(n, multiple_of=tracker.capacity)
+    fresh = ExampleTracker.create(n, multiple_of=tracker.capacity, deferred=tracker.pending is not None)
     assert fresh.capacity == tracker.capacity > n
     leaves, fresh_leaves = jax.tree.leaves(jax.device_get(tracker)), jax.tree.leaves(fresh)
     assert len(leaves) == len(fresh_leaves) > 0
@@ -213,19 +235,21 @@ def _assert_matches(got: dict[str, np.ndarray], want: dict[str, np.ndarray], *, 
 # ------------------------------------------------------------------------------------------------------------
 # Jitted update vs the numpy reference on random sequences.
 # ------------------------------------------------------------------------------------------------------------
-@pytest.mark.parametrize("mode", ["unique_fast_path", "unique_ids", "duplicates"])
+@pytest.mark.parametrize("mode", ["unique_fast_path", "deferred", "unique_ids", "duplicates"])
 @pytest.mark.parametrize("cfg_name", list(CONFIGS))
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_update_matches_numpy_reference(seed, cfg_name, mode):
-    """Modes: ``unique=True`` (the engine's path without up-sampling) on batches without repeated ids; the
-    general path on the same kind of batches; the general path with repeated ids inside some batches."""
+    """Modes: ``unique=True`` (the engine's path without up-sampling) on batches without repeated ids; the same
+    deferred (records, folded only before an id would be recorded twice and before each read); the general path on
+    batches without repeated ids; the general path with repeated ids inside some batches."""
     cfg = CONFIGS[cfg_name]
     cfg.validate()
-    duplicates = mode == "duplicates"
+    duplicates, deferred = mode == "duplicates", mode == "deferred"
     n, b, steps_per_epoch, num_steps = 37, 16, 9, 36
     rng = np.random.default_rng(seed)
-    update = _jit_update(cfg, unique=mode == "unique_fast_path")
-    tracker = ExampleTracker.create(n, multiple_of=8)
+    update = _jit_update(cfg, unique=mode in ("unique_fast_path", "deferred"), defer=deferred)
+    tracker = ExampleTracker.create(n, multiple_of=8, deferred=deferred)
+    folder = _Folder(cfg, n)
     assert tracker.capacity == 40
     want = init_np(n)
     num_valid, steps_with_duplicates = 0, 0
@@ -234,14 +258,21 @@ def test_update_matches_numpy_reference(seed, cfg_name, mode):
         idx_B, loss_B, acc_B, mask_B, has_dup = _random_batch(rng, n, cfg, b=b, duplicates=duplicates)
         steps_with_duplicates += has_dup
         num_valid += int((mask_B & (idx_B >= 0) & (idx_B < n)).sum())
+        if deferred:
+            tracker = folder.before(tracker, idx_B, mask_B)
         tracker = _call(update, tracker, idx_B, loss_B, acc_B, mask_B, step, epoch)
         want = update_np(want, idx_B, loss_B, acc_B, mask_B, step, epoch, cfg)
         if step % 6 == 5 or step == num_steps - 1:
+            if deferred:
+                with pytest.raises(ValueError, match="not yet folded"):
+                    tracker_lib.to_numpy(tracker)
+                tracker = folder.now(tracker)
             got = tracker_lib.to_numpy(tracker)
             _assert_matches(got, want, sum_rtol=1e-6 if duplicates else 0.0)
             _assert_invariants(got, num_valid)
     _assert_capacity_untouched(tracker)
     assert (steps_with_duplicates > 0) == duplicates
+    assert folder.folds > 0 if deferred else folder.folds == 0  # folds also happened between reads
     # The sequence exercised the machine: learn and forget events happened, in several epochs.
     assert want["learn_N"].sum() > 0 and want["forget_N"].sum() > 0
     assert len(np.unique(want["first_learned_step_N"][want["learn_N"] > 0])) > 1
@@ -386,6 +417,7 @@ def test_single_threshold_differs_from_pair_count_at_ties():
 # ------------------------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("duplicates", [True, False])
 def test_replicated_and_sharded_trackers_agree(duplicates):
+    """Also, without duplicates, the deferred records and fold (``+defer``) under each sharding."""
     mesh = sharding.make_mesh()
     assert mesh.size == 8
     cfg = CONFIGS["loss_hysteresis"]
@@ -396,11 +428,15 @@ def test_replicated_and_sharded_trackers_agree(duplicates):
     runs = {}
     # "data": XLA partitions the row gather/scatter; "data+mesh": the explicit shard_map update (all-gather of the
     # batch's ids and losses, each device writes its own rows), which the engine uses.
-    for mode, tracker_mesh in (("replicated", None), ("data", None), ("data+mesh", mesh)):
+    modes = (("replicated", None), ("data", None), ("data+mesh", mesh))
+    if not duplicates:
+        modes += (("replicated+defer", None), ("data+defer", None), ("data+mesh+defer", mesh))
+    for mode, tracker_mesh in modes:
         tracker_sh = sharding.tracker_sharding(mesh, mode.split("+")[0])
         mode_cfg = dataclasses.replace(cfg, sharding=mode.split("+")[0])
+        defer = mode.endswith("+defer")
 
-        def upd(tracker, batch, step, epoch, mode_cfg=mode_cfg, tracker_mesh=tracker_mesh):
+        def upd(tracker, batch, step, epoch, mode_cfg=mode_cfg, tracker_mesh=tracker_mesh, defer=defer):
             return tracker_lib.update(
                 tracker,
                 *(batch[k] for k in ("index", "loss", "acc", "mask")),
@@ -409,10 +445,12 @@ def test_replicated_and_sharded_trackers_agree(duplicates):
                 mode_cfg,
                 unique=not duplicates,
                 mesh=tracker_mesh,
+                defer=defer,
             )
 
         update = jax.jit(upd, in_shardings=(tracker_sh, batch_sh, repl, repl), out_shardings=tracker_sh)
-        tracker = sharding.put_tree(ExampleTracker.create(n, multiple_of=mesh.size), tracker_sh)
+        tracker = sharding.put_tree(ExampleTracker.create(n, multiple_of=mesh.size, deferred=defer), tracker_sh)
+        folder = _Folder(mode_cfg, n, tracker_sh)
         want = init_np(n)
         rng = np.random.default_rng(5)
         with jax.set_mesh(mesh):
@@ -420,8 +458,13 @@ def test_replicated_and_sharded_trackers_agree(duplicates):
                 epoch = step // 8
                 idx_B, loss_B, acc_B, mask_B, _ = _random_batch(rng, n, cfg, b=b, duplicates=duplicates)
                 batch = sharding.put_batch({"index": idx_B, "loss": loss_B, "acc": acc_B, "mask": mask_B}, mesh)
+                if defer:
+                    tracker = folder.before(tracker, idx_B, mask_B)
                 tracker = update(tracker, batch, np.int32(step), np.int32(epoch))
                 want = update_np(want, idx_B, loss_B, acc_B, mask_B, step, epoch, cfg)
+            if defer:
+                tracker = folder.now(tracker)
+                assert folder.folds > 0
         for leaf in jax.tree.leaves(tracker):
             assert leaf.sharding.spec == tracker_sh.spec
         assert update._cache_size() == 1
@@ -429,7 +472,7 @@ def test_replicated_and_sharded_trackers_agree(duplicates):
         _assert_matches(runs[mode], want, sum_rtol=1e-6)
         _assert_capacity_untouched(tracker)
     assert jax.sharding.PartitionSpec("data") == sharding.tracker_sharding(mesh, "data").spec
-    for mode in ("data", "data+mesh"):
+    for mode in runs:
         for name, value in runs["replicated"].items():
             np.testing.assert_array_equal(value, runs[mode][name], err_msg=f"{mode}: {name}")
 

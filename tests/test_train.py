@@ -114,6 +114,39 @@ def test_resume_equals_uninterrupted(tmp_path, every_steps):
             np.testing.assert_array_equal(a[key], b[key], err_msg=f"{name}:{key}")
 
 
+@pytest.mark.parametrize(
+    "overrides",
+    [dict(), dict(tracker=dict(sharding="data", scoring_passes=2), data=dict(shards=8))],
+    ids=["in_step", "sharded_scoring_passes"],
+)
+def test_deferred_tracker_equals_immediate_updates(tmp_path, overrides):
+    """The default records each step's losses and folds them at the epoch's end (``tracker.defer``): the same bits
+    as updating the table every step, in the tracker and every epoch artefact, also when a run stops mid-epoch with
+    records pending in its checkpoint and resumes."""
+    tracker_over = overrides.get("tracker", {})
+    data = overrides.get("data", {})
+    deferred = tiny_config("mlp", tracker=tracker_over, data=data)
+    immediate = tiny_config("mlp", tracker=dict(tracker_over, defer=False), data=data)
+    want = _run(immediate, tmp_path / "immediate")
+    assert want.tracker.pending is None
+    spe = json.load(open(tmp_path / "immediate" / "dataset.json"))["steps_per_epoch"]
+    first = _run(deferred, tmp_path / "deferred", max_steps=spe + spe // 2)
+    assert first.tracker.pending is not None
+    got = _run(deferred, tmp_path / "deferred")
+    assert int(got.state.step) == int(want.state.step) > spe
+    chex.assert_trees_all_equal(jax.device_get(got.state), jax.device_get(want.state))
+    ta, tb = tracker_lib.to_numpy(want.tracker), tracker_lib.to_numpy(got.tracker)
+    for k in ta:
+        np.testing.assert_array_equal(ta[k], tb[k], err_msg=k)
+    names = sorted(os.listdir(tmp_path / "immediate" / "trackers"))
+    assert names == sorted(os.listdir(tmp_path / "deferred" / "trackers"))
+    assert len(names) >= 2 and ("scoring_passes" not in tracker_over or any("_pass_at_" in x for x in names))
+    for name in names:
+        a, b = np.load(tmp_path / "immediate" / "trackers" / name), np.load(tmp_path / "deferred" / "trackers" / name)
+        for key in getattr(a, "files", [None]):
+            np.testing.assert_array_equal(a[key] if key else a, b[key] if key else b, err_msg=f"{name}:{key}")
+
+
 def test_kill_launch_and_resume(tmp_path):
     """SIGKILL a real launch.py mid-run, rerun the same command, and compare with an uninterrupted run."""
     workdir = tmp_path / "killed"

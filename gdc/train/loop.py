@@ -11,6 +11,7 @@ the epoch, when ``tracker.scoring_passes`` > 0), ``summary.json``.
 """
 
 import dataclasses
+import functools
 import json
 import os
 from typing import Any
@@ -69,7 +70,8 @@ def restore_params(cfg: config_lib.RunConfig, workdir: str, mesh: jax.sharding.M
     state = jax.eval_shape(lambda: state_lib.create_train_state(params, tx, cfg.seed))
     state = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=repl), state)
     multiple = tracker_multiple(cfg.data.shards, mesh.devices.size)
-    tracker = jax.eval_shape(lambda: tracker_lib.ExampleTracker.create(dataset.num_train, multiple))
+    deferred = tracker_lib.defers(cfg.tracker, unique=not cfg.train.multiplicity_path)
+    tracker = jax.eval_shape(lambda: tracker_lib.ExampleTracker.create(dataset.num_train, multiple, deferred))
     tracker_sh = sharding.tracker_sharding(mesh, cfg.tracker.sharding)
     tracker = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=tracker_sh), tracker)
     with Checkpointer(workdir, cfg.checkpoint) as ckpt:
@@ -183,7 +185,17 @@ def train(
     tracker_sh = sharding.tracker_sharding(mesh, cfg.tracker.sharding)
     state = sharding.put_tree(state_lib.create_train_state(params, tx, cfg.seed), repl)
     multiple = tracker_multiple(cfg.data.shards, n_dev)
-    tracker = sharding.put_tree(tracker_lib.ExampleTracker.create(n, multiple_of=multiple), tracker_sh)
+    unique = interventions["multiplicity_N"] is None
+    deferred = tracker_lib.defers(cfg.tracker, unique)
+    tracker = sharding.put_tree(tracker_lib.ExampleTracker.create(n, multiple, deferred), tracker_sh)
+    # Deferred updates are folded into the table at each epoch's end, after each scoring pass and when the loop
+    # stops (tracker.fold); checkpoints keep the records pending in between.
+    fold_fn = jax.jit(
+        functools.partial(tracker_lib.fold, cfg=cfg.tracker),
+        in_shardings=tracker_sh,
+        out_shardings=tracker_sh,
+        donate_argnums=0,
+    )
     # Data ranges aligned with the tracker's row blocks: each device's batch rows are its own tracker rows, so a
     # sharded tracker updates without any exchange.
     local = cfg.tracker.sharding == "data" and cfg.data.shards > 1 and cfg.data.shards % n_dev == 0
@@ -200,7 +212,7 @@ def train(
         tracker_cfg=cfg.tracker,
         steps_per_epoch=spe,
         local_tracker=local,
-        unique_ids=interventions["multiplicity_N"] is None,
+        unique_ids=unique,
         state_sharding=repl,
         tracker_sharding=tracker_sh,
         batch_sharding=sharding.batch_sharding(mesh),
@@ -279,6 +291,7 @@ def train(
                         state.params, tracker, sharding.put_chunk(chunk, mesh), step_arr, epoch_arr
                     )
                     loss_parts.append(loss_GxB.reshape(-1))
+            tracker = fold_fn(tracker)
             # One device-to-host copy per pass, not one per batch; every process joins the gather.
             loss_B = sharding.to_host(jnp.concatenate(loss_parts))
             if is_writer:
@@ -336,6 +349,7 @@ def train(
                 epoch_end = position + 1 == spe
                 if epoch_end:
                     flush()
+                    tracker = fold_fn(tracker)
                     fields = tracker_lib.to_numpy(tracker)
                     if is_writer:
                         np.savez(
@@ -353,6 +367,7 @@ def train(
                     meta = {"step": step, "epoch": epoch, "config": cfg.to_dict()}
                     ckpt.save(step, state, tracker, consumed(), meta)
             flush()
+            tracker = fold_fn(tracker)  # a run stopped inside an epoch returns its tracker folded
         finally:
             if feed:
                 feed.close()

@@ -44,7 +44,8 @@ def train_step(
 
     The tracker is updated here only when ``tracker_cfg.enabled`` and no scoring passes are configured (then the loop
     feeds it fixed-parameter losses from ``score_step`` instead). ``unique_ids``: no id repeats inside a batch (no
-    up-sampling), which lets the tracker skip its grouping sort. ``mesh``, ``local``: a ``data``-sharded tracker's
+    up-sampling), which lets the tracker skip its grouping sort. A tracker created deferred (``tracker.defers``) only
+    records the losses, and the caller folds them at the epoch's end. ``mesh``, ``local``: a ``data``-sharded tracker's
     mesh, and whether each device's batch rows are its own tracker rows (``tracker.update``).
     """
     keys_B = example_keys(state.key, state.step, batch["index"])
@@ -71,6 +72,7 @@ def train_step(
             unique=unique_ids,
             mesh=mesh,
             local=local,
+            defer=tracker.pending is not None,
         )
     count = mask_B.sum()
     metrics = {
@@ -96,7 +98,8 @@ def score_step(
     mesh: jax.sharding.Mesh | None = None,
     local: bool = False,
 ) -> tuple[tracker_lib.ExampleTracker, jax.Array, jax.Array]:
-    """Forward-only pass at fixed ``params`` (no dropout); folds the losses into the tracker.
+    """Forward-only pass at fixed ``params`` (no dropout); folds the losses into the tracker (a deferred tracker
+    records them, and the caller folds after the pass).
 
     Returns (tracker, loss_B, acc_B).
     """
@@ -114,6 +117,7 @@ def score_step(
         unique=True,
         mesh=mesh,
         local=local,
+        defer=tracker.pending is not None,
     )
     return tracker, loss_B, acc_B
 
