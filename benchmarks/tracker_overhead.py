@@ -5,18 +5,22 @@
   python benchmarks/tracker_overhead.py --sizes=1e4,1e5,1e6,1e7 --out=benchmarks/tracker_overhead_replicated.json
 
 For each model and dataset size N the same jitted step is compiled twice (tracker update on / off, everything else
-identical, state and tracker donated), then timed in interleaved blocks on pre-placed batches whose ids are drawn
-from [0, N). The overhead is the ratio of step times minus one, from the median block and from the fastest block
-(the fastest is the least disturbed by other processes on a shared machine). On CPU the tracker costs tens of
-microseconds, far below the run-to-run noise of a loaded machine, so the last columns also time the tracker update
-alone (200 updates inside one jitted loop, so no dispatch cost is counted) and give its share of the step time,
-"alone / step off". Target: <= 2%. Beside it, the physical limits, timed the same way: a bare B-element scatter-add
-into an ``[N]`` f32 array ("scatter (us)"), and the least a state machine needs, a gather and a scatter-add of B rows
-of the ``[N, 9]`` int32 table ("rows (us)"); "alone/rows" is the update's multiple of the latter.
+identical, state and tracker donated; the tracker is the engine's default, deferred: each step records its B
+losses and the table is folded every N / B steps, as the engine does at each epoch's end), then timed in interleaved
+blocks on pre-placed batches whose ids are drawn from [0, N). The overhead is the ratio of step times minus one,
+from the median block and from the fastest block. On CPU the tracker costs microseconds, below the block-to-block
+noise, so the script also times the pieces alone (200 inside one jitted loop, so no dispatch cost is counted, best
+of 5): the per-step update done immediately (gather, state machine, scatter of B table rows: "immediate"), the
+deferred per-step record ("record"), and the fold of the whole table ("fold", once per epoch, amortised over the
+epoch's ceil(N / B) steps). "deferred / step" = (record + fold / steps per epoch) / fastest step without tracker:
+the target, <= 2%. Beside them the physical limits, timed the same way: a bare B-element scatter-add into an ``[N]``
+f32 array ("scatter"), the limit the target names, and a gather plus a scatter-add of B rows of the ``[N, 9]``
+table ("rows"), the least an immediate per-row state machine needs.
 
-With ``--sharding=data`` the engine's update (``tracker.update(..., mesh=mesh)``: all-gather the batch's B ids and
-losses, each device updates the rows it holds) is timed beside XLA's own partitioning of the same row
-gather/scatter (``mesh=None``, "XLA-partitioned").
+With ``--sharding=data`` the engine's sharded update (``tracker.update(..., mesh=mesh)``: all-gather the batch's B
+ids and losses, each device writes the rows it holds) is timed beside XLA's own partitioning of the same immediate
+update ("XLA-partitioned") and beside the exchange-free update of aligned data shards ("local": record, and
+deferred / step).
 """
 
 import argparse
@@ -63,12 +67,14 @@ def main():
         f"jax {jax.__version__}, {jax.device_count()} x {jax.devices()[0].device_kind}, "
         f"tracker sharding={args.sharding}, batch={args.batch_size}"
     )
-    print(
-        f"{'model':<12}{'N':>10}{'off, median':>13}{'on, median':>12}{'overhead':>10}{'off, min':>10}{'on, min':>9}"
-        f"{'overhead':>10}{'alone (us)':>12}{'alone/step':>12}{'scatter (us)':>14}{'rows (us)':>11}{'alone/rows':>12}"
-        + (f"{'XLA-part. (us)':>16}{'local (us)':>12}{'local/step':>12}" if args.sharding == "data" else "")
-        + "   (ms per step unless said)"
+    header = (
+        f"{'model':<12}{'N':>10}{'off, med':>10}{'on, med':>9}{'overh.':>8}{'off, min':>10}{'on, min':>9}{'overh.':>8}"
+        f"{'immed. us':>11}{'record us':>11}{'fold ms':>9}{'fold/st us':>12}{'deferred/step':>15}"
+        f"{'scatter us':>12}{'rows us':>9}{'record/scatter':>16}"
     )
+    if args.sharding == "data":
+        header += f"{'XLA-part. us':>14}{'local rec. us':>15}{'local def./step':>17}"
+    print(header + "   (step times in ms)")
     b = args.batch_size
     rows = []
     for name in args.models.split(","):
@@ -97,7 +103,7 @@ def main():
                 idx = np.random.default_rng(i).choice(n, b, replace=False).astype(np.int32)
                 host = {**inputs, "index": idx, "mask": np.ones(b, bool)}
                 batches.append(sharding.put_batch(host, mesh))
-            runners = {}
+            runners, spe = {}, -(-n // b)
             for enabled in (False, True):
                 tcfg = tracker_lib.TrackerConfig(enabled=enabled, sharding=args.sharding)
                 tsh = sharding.tracker_sharding(mesh, args.sharding)
@@ -113,10 +119,17 @@ def main():
                     batch_sharding=sharding.batch_sharding(mesh),
                 )
                 host_params = jax.tree.map(np.asarray, params)  # each runner owns (and donates) its own copy
-                state = sharding.put_tree(state_lib.create_train_state(host_params, tx, 0), repl)
-                tracker = sharding.put_tree(tracker_lib.ExampleTracker.create(n, jax.device_count()), tsh)
-                runners[enabled] = [train_fn, state, tracker]
-            times = {False: [], True: []}
+                state = state_lib.create_train_state(host_params, tx, 0)
+                deferred = tracker_lib.defers(tcfg, unique=True)
+                tracker = tracker_lib.ExampleTracker.create(n, jax.device_count(), deferred=deferred)
+                runners[enabled] = [train_fn, sharding.put_tree(state, repl), sharding.put_tree(tracker, tsh)]
+            fold_fn = jax.jit(
+                lambda t: tracker_lib.fold(t, tracker_lib.TrackerConfig(sharding=args.sharding)),
+                in_shardings=tsh,
+                out_shardings=tsh,
+                donate_argnums=0,
+            )
+            times, done = {False: [], True: []}, {False: 0, True: 0}
             with jax.set_mesh(mesh):
                 for block in range(args.blocks + 1):
                     for enabled in (False, True) if block % 2 else (True, False):
@@ -124,22 +137,30 @@ def main():
                         t0 = time.perf_counter()
                         for s in range(args.steps):
                             state, tracker, m = fn(state, tracker, batches[s % 4])
+                            done[enabled] += 1
+                            if enabled and done[enabled] % spe == 0:  # the epoch's end: the engine folds
+                                tracker = fold_fn(tracker)
                         jax.block_until_ready((state, tracker, m))
                         if block:  # block 0 compiles and warms up
                             times[enabled].append((time.perf_counter() - t0) / args.steps)
                         runners[enabled][1:] = [state, tracker]
             off, on = statistics.median(times[False]), statistics.median(times[True])
             off_min, on_min = min(times[False]), min(times[True])
-            alone = time_update_alone(n, b, args.sharding, mesh)
+            immediate = time_update_alone(n, b, args.sharding, mesh)
+            record = time_update_alone(n, b, args.sharding, mesh, defer=True)
+            fold = time_fold(n, args.sharding, mesh)
+            deferred = (record + fold / spe) / off_min
             scatter, rows_gs = time_bare_scatter(n, b, mesh)
-            xla = time_update_alone(n, b, args.sharding, mesh, explicit=False) if args.sharding == "data" else None
-            local = time_update_alone(n, b, args.sharding, mesh, local=True) if args.sharding == "data" else None
+            sharded = args.sharding == "data"
+            xla = time_update_alone(n, b, args.sharding, mesh, explicit=False) if sharded else None
+            local = time_update_alone(n, b, args.sharding, mesh, local=True, defer=True) if sharded else None
+            local_deferred = (local + fold / spe) / off_min if sharded else None
             print(
-                f"{name:<12}{n:>10}{off * 1e3:>13.3f}{on * 1e3:>12.3f}{on / off - 1:>+10.1%}"
-                f"{off_min * 1e3:>10.3f}{on_min * 1e3:>9.3f}{on_min / off_min - 1:>+10.1%}"
-                f"{alone * 1e6:>12.1f}{alone / off_min:>12.2%}"
-                f"{scatter * 1e6:>14.1f}{rows_gs * 1e6:>11.1f}{alone / rows_gs:>12.1f}"
-                + (f"{xla * 1e6:>16.1f}{local * 1e6:>12.1f}{local / off_min:>12.2%}" if xla is not None else ""),
+                f"{name:<12}{n:>10}{off * 1e3:>10.3f}{on * 1e3:>9.3f}{on / off - 1:>+8.1%}"
+                f"{off_min * 1e3:>10.3f}{on_min * 1e3:>9.3f}{on_min / off_min - 1:>+8.1%}"
+                f"{immediate * 1e6:>11.1f}{record * 1e6:>11.1f}{fold * 1e3:>9.2f}{fold / spe * 1e6:>12.2f}"
+                f"{deferred:>15.2%}{scatter * 1e6:>12.1f}{rows_gs * 1e6:>9.1f}{record / scatter:>16.1f}"
+                + (f"{xla * 1e6:>14.1f}{local * 1e6:>15.1f}{local_deferred:>17.2%}" if sharded else ""),
                 flush=True,
             )
             rows.append(
@@ -150,14 +171,19 @@ def main():
                     "step_on_median_ms": on * 1e3,
                     "step_off_min_ms": off_min * 1e3,
                     "step_on_min_ms": on_min * 1e3,
-                    "update_alone_us": alone * 1e6,
-                    "alone_over_step": alone / off_min,
+                    "immediate_update_us": immediate * 1e6,
+                    "immediate_over_step": immediate / off_min,
+                    "record_us": record * 1e6,
+                    "fold_ms": fold * 1e3,
+                    "steps_per_epoch": spe,
+                    "fold_per_step_us": fold / spe * 1e6,
+                    "deferred_over_step": deferred,
                     "bare_scatter_us": scatter * 1e6,
                     "rows_gather_scatter_us": rows_gs * 1e6,
-                    "alone_over_rows": alone / rows_gs,
-                    "update_alone_xla_partitioned_us": None if xla is None else xla * 1e6,
-                    "update_alone_local_us": None if local is None else local * 1e6,
-                    "local_over_step": None if local is None else local / off_min,
+                    "record_over_scatter": record / scatter,
+                    "immediate_xla_partitioned_us": None if xla is None else xla * 1e6,
+                    "local_record_us": None if local is None else local * 1e6,
+                    "local_deferred_over_step": local_deferred,
                 }
             )
             if args.out:  # after every row, so a run cut short keeps what it measured
@@ -167,13 +193,22 @@ def main():
 
 
 def time_update_alone(
-    n: int, b: int, mode: str, mesh, explicit: bool = True, local: bool = False, inner: int = 200, reps: int = 5
+    n: int,
+    b: int,
+    mode: str,
+    mesh,
+    explicit: bool = True,
+    local: bool = False,
+    defer: bool = False,
+    inner: int = 200,
+    reps: int = 5,
 ) -> float:
     """Seconds per tracker update, timed as ``inner`` updates inside one jitted loop (best of ``reps``).
 
     ``explicit``: pass the mesh to ``tracker.update`` (the engine's sharded update); False leaves the partitioning of
     a sharded table to XLA. ``local``: each device's batch rows are ids of its own row block (``data.shards`` a
-    multiple of the device count), so the update exchanges nothing.
+    multiple of the device count), so the update exchanges nothing. ``defer``: the deferred record (ids stay
+    unique between folds: 200 x B < N, or they wrap, which only changes the recorded values, not the work).
     """
     import jax
     import jax.numpy as jnp
@@ -210,11 +245,33 @@ def time_update_alone(
             unique=True,
             mesh=mesh if explicit else None,
             local=local,
+            defer=defer,
         )
 
     run = jax.jit(lambda t: jax.lax.fori_loop(0, inner, body, t), in_shardings=tsh, out_shardings=tsh, donate_argnums=0)
-    tracker = sharding.put_tree(tracker_lib.ExampleTracker.create(n, d), tsh)
+    tracker = sharding.put_tree(tracker_lib.ExampleTracker.create(n, d, deferred=defer), tsh)
     return _best_of(run, tracker, mesh, inner, reps)
+
+
+def time_fold(n: int, mode: str, mesh, reps: int = 5) -> float:
+    """Seconds per fold of a whole deferred tracker (best of ``reps``), every row holding a record."""
+    import jax
+    import jax.numpy as jnp
+
+    from gdc import sharding
+    from gdc import tracker as tracker_lib
+
+    cfg = tracker_lib.TrackerConfig(sharding=mode)
+    tsh = sharding.tracker_sharding(mesh, mode)
+    tracker = tracker_lib.ExampleTracker.create(n, jax.device_count(), deferred=True)
+    rec = jnp.stack([jnp.full(tracker.capacity, 1065353216), jnp.zeros(tracker.capacity, jnp.int32)], axis=1)
+    tracker = tracker.replace(pending=jnp.concatenate([rec, jnp.ones_like(rec)], axis=1))  # loss 1.0, step 0, epoch 1
+
+    def fold_and_refill(t):  # the fold clears the records: put them back so that every repetition folds N rows
+        return tracker_lib.fold(t, cfg).replace(pending=t.pending)
+
+    run = jax.jit(fold_and_refill, in_shardings=tsh, out_shardings=tsh, donate_argnums=0)
+    return _best_of(run, sharding.put_tree(tracker, tsh), mesh, 1, reps)
 
 
 def time_bare_scatter(n: int, b: int, mesh, inner: int = 200, reps: int = 5) -> tuple[float, float]:

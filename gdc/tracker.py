@@ -75,8 +75,9 @@ class TrackerConfig:
             raise ConfigError(f"tracker.scoring_passes={self.scoring_passes}: must be >= 0 (0 disables them).")
 
 
-# One row per example, one int32 column per statistic (f32 columns are stored bit-cast). A batch then costs one
-# gather and one scatter of B rows: at N = 1e6 nine separate [N] arrays meant nine cache misses per example.
+# One int32 column per statistic (f32 columns are stored bit-cast). The immediate layout packs them into one row per
+# example, so a batch costs one gather and one scatter of B rows: at N = 1e6 nine separate [N] arrays meant nine
+# cache misses per example (3x the time). The deferred layout keeps nine columns, which the fold streams.
 COLUMNS = (
     "seen",  # occurrences processed.
     "loss_sum_early",  # f32: loss summed over epochs < early_epochs (difficulty numerator).
@@ -114,15 +115,21 @@ def _from_bits(x: jax.Array) -> jax.Array:
 
 @flax.struct.dataclass
 class ExampleTracker:
-    """On-device per-example statistics: ``table`` is int32 ``[capacity, len(COLUMNS)]``.
+    """On-device per-example statistics, in one of two layouts.
+
+    * Immediate (``deferred=False``): ``table`` is int32 ``[capacity, len(COLUMNS)]``, one packed row per example,
+      so that a step's update gathers and scatters B rows; ``pending`` is None.
+    * Deferred: ``table`` is a tuple of ``len(COLUMNS)`` int32 ``[capacity]`` columns, which ``fold`` streams
+      (a fold over packed rows is several times slower on CPU: XLA rebuilds the rows element by element), and
+      ``pending`` is int32 ``[capacity, len(PENDING_COLUMNS)]``, the records not yet folded (all zero after
+      ``fold``), one packed row per example so that a step writes B rows.
 
     ``capacity`` >= N is a multiple of the device count so that rows can be sharded over ``data``; rows
     N..capacity-1 are never written and ``to_numpy`` drops them. Read a column as ``tracker.column("forget")`` (or
-    the ``*_N`` properties). ``pending``: int32 ``[capacity, len(PENDING_COLUMNS)]`` records of deferred updates
-    not yet folded (all zero after ``fold``); None for a tracker created with ``deferred=False``.
+    the ``*_N`` properties).
     """
 
-    table: jax.Array
+    table: jax.Array | tuple[jax.Array, ...]
     pending: jax.Array | None
     num_examples: int = flax.struct.field(pytree_node=False, default=0)
 
@@ -133,15 +140,19 @@ class ExampleTracker:
             _to_bits(jnp.float32(_INITIAL.get(c, 0.0))) if c in FLOAT_COLUMNS else jnp.int32(_INITIAL.get(c, 0))
             for c in COLUMNS
         ]
-        pending = jnp.zeros((cap, len(PENDING_COLUMNS)), jnp.int32) if deferred else None
-        return cls(table=jnp.tile(jnp.stack(row)[None], (cap, 1)), pending=pending, num_examples=num_examples)
+        if deferred:
+            table = tuple(jnp.full((cap,), x) for x in row)
+            pending = jnp.zeros((cap, len(PENDING_COLUMNS)), jnp.int32)
+            return cls(table=table, pending=pending, num_examples=num_examples)
+        return cls(table=jnp.tile(jnp.stack(row)[None], (cap, 1)), pending=None, num_examples=num_examples)
 
     @property
     def capacity(self) -> int:
-        return self.table.shape[0]
+        return self.table[0].shape[0] if isinstance(self.table, tuple) else self.table.shape[0]
 
     def column(self, name: str) -> jax.Array:
-        col = self.table[:, _COL[name]]
+        """The column's current values (records still pending are not in it: ``fold`` first)."""
+        col = self.table[_COL[name]] if isinstance(self.table, tuple) else self.table[:, _COL[name]]
         if name in FLOAT_COLUMNS:
             return _from_bits(col)
         return col.astype(jnp.bool_) if name == "learned" else col
@@ -199,10 +210,11 @@ def update(
       The updated tracker.
     """
     n = tracker.num_examples
-    if defer and (not unique or tracker.pending is None):
+    if defer != (tracker.pending is not None) or (defer and not unique):
         raise ValueError(
-            "tracker.update(defer=True) needs unique ids and a tracker created with ExampleTracker.create(..., "
-            f"deferred=True); got unique={unique}, deferred={tracker.pending is not None}."
+            f"tracker.update(defer={defer}, unique={unique}) on a tracker created with deferred="
+            f"{tracker.pending is not None}: defer must match ExampleTracker.create(..., deferred=...), and deferring "
+            "needs unique ids."
         )
     valid_B = mask_B & (idx_B >= 0) & (idx_B < n)
     args = (idx_B.astype(jnp.int32), loss_B.astype(jnp.float32), acc_B.astype(jnp.float32), valid_B)
@@ -216,15 +228,15 @@ def update(
         table, pending = apply(tracker.table, tracker.pending, *args, step, epoch)
     else:
 
-        def per_device(table_RxF, pending_RxC, idx_B, loss_B, acc_B, valid_B, step, epoch):
+        def per_device(table, pending_RxC, idx_B, loss_B, acc_B, valid_B, step, epoch):
             packed_BxF = jnp.stack([idx_B, _to_bits(loss_B), _to_bits(acc_B), valid_B.astype(jnp.int32)], axis=1)
             if not local:  # tiled all-gather keeps the global batch order: "last occurrence" means the same
                 packed_BxF = jax.lax.all_gather(packed_BxF, DATA, tiled=True)
-            rows = table_RxF.shape[0]
+            rows = jax.tree.leaves(table)[0].shape[0]  # this device's rows
             local_B = packed_BxF[:, 0] - jax.lax.axis_index(DATA) * rows
             own_B = (packed_BxF[:, 3] > 0) & (local_B >= 0) & (local_B < rows)
             loss_B, acc_B = _from_bits(packed_BxF[:, 1]), _from_bits(packed_BxF[:, 2])
-            return apply(table_RxF, pending_RxC, local_B, loss_B, acc_B, own_B, step, epoch)
+            return apply(table, pending_RxC, local_B, loss_B, acc_B, own_B, step, epoch)
 
         table, pending = jax.shard_map(
             per_device,
@@ -257,19 +269,10 @@ def fold(tracker: ExampleTracker, cfg: TrackerConfig) -> ExampleTracker:
     loss_R, acc_R = _from_bits(pending[:, 0]), _from_bits(pending[:, 1])
     step_R, epoch_R = pending[:, 2] - 1, pending[:, 3]
     early_R = valid_R & (epoch_R < cfg.early_epochs)
-    ones = valid_R.astype(jnp.int32)
-    new_RxF = _transition(
-        tracker.table,
-        loss_R,
-        acc_R,
-        ones,
-        early_R.astype(jnp.int32),
-        jnp.where(early_R, loss_R, 0.0),
-        step_R,
-        epoch_R,
-        cfg,
-    )
-    table = jnp.where(valid_R[:, None], new_RxF, tracker.table)
+    old = dict(zip(COLUMNS, tracker.table, strict=True))
+    counts = (valid_R.astype(jnp.int32), early_R.astype(jnp.int32), jnp.where(early_R, loss_R, 0.0))
+    new = _transition(old, loss_R, acc_R, *counts, step_R, epoch_R, cfg)
+    table = tuple(jnp.where(valid_R, new[c], old[c]) for c in COLUMNS)
     return ExampleTracker(table=table, pending=jnp.zeros_like(pending), num_examples=tracker.num_examples)
 
 
@@ -295,16 +298,18 @@ def _fold(table, idx_B, loss_B, acc_B, valid_B, step, epoch, cfg: TrackerConfig,
         early_sum_B = jax.ops.segment_sum(jnp.where(early_B, loss_B, 0.0), group_B, num_segments=b)[group_B]
 
     rows_BxF = table[jnp.clip(idx_B, 0, cap - 1)]  # gathers clamp; rows are only written under last_B.
-    new_BxF = _transition(rows_BxF, loss_B, acc_B, count_B, early_count_B, early_sum_B, step, epoch, cfg)
+    old = {c: rows_BxF[:, i] for i, c in enumerate(COLUMNS)}
+    new = _transition(old, loss_B, acc_B, count_B, early_count_B, early_sum_B, step, epoch, cfg)
+    new_BxF = jnp.stack([new[c] for c in COLUMNS], axis=1)
     # Written as a scatter-add of (new - old), which XLA runs much faster than a scatter-set on CPU. int32 addition
     # wraps, so old + (new - old) == new bit for bit, the bit-cast f32 columns included.
     return table.at[jnp.where(last_B, idx_B, cap)].add(new_BxF - rows_BxF, mode="drop")
 
 
-def _transition(rows_BxF, loss_B, acc_B, count_B, early_count_B, early_sum_B, step, epoch, cfg) -> jax.Array:
-    """The rows after one observation each (``step``, ``epoch``: scalars or per row); counts may exceed one."""
-    b = rows_BxF.shape[0]
-    old = {c: rows_BxF[:, i] for i, c in enumerate(COLUMNS)}
+def _transition(old, loss_B, acc_B, count_B, early_count_B, early_sum_B, step, epoch, cfg) -> dict[str, jax.Array]:
+    """The columns ``old`` after one observation each (``step``, ``epoch``: scalars or per row); counts may exceed
+    one (repeated ids of one batch)."""
+    b = loss_B.shape[0]
     if cfg.criterion == "loss":
         learned_now_B = loss_B < cfg.eps_low
         forgotten_now_B = loss_B > cfg.eps_high
@@ -326,7 +331,7 @@ def _transition(rows_BxF, loss_B, acc_B, count_B, early_count_B, early_sum_B, st
         "forget": old["forget"] + forget_ev_B.astype(jnp.int32),
         "first_learned_step": jnp.where(learn_ev_B & (first_B < 0), jnp.asarray(step, jnp.int32), first_B),
     }
-    return jnp.stack([new[c] for c in COLUMNS], axis=1)
+    return new
 
 
 def to_numpy(tracker: ExampleTracker) -> dict[str, np.ndarray]:
@@ -338,10 +343,13 @@ def to_numpy(tracker: ExampleTracker) -> dict[str, np.ndarray]:
         raise ValueError(
             "the tracker holds deferred records not yet folded: call gdc.tracker.fold(tracker, cfg) first."
         )
-    table = to_host(tracker.table)[: tracker.num_examples]
+    if isinstance(tracker.table, tuple):
+        cols = [to_host(c)[: tracker.num_examples] for c in tracker.table]
+    else:
+        table = to_host(tracker.table)[: tracker.num_examples]
+        cols = [np.ascontiguousarray(table[:, i]) for i in range(len(COLUMNS))]
     out = {}
-    for i, c in enumerate(COLUMNS):
-        col = np.ascontiguousarray(table[:, i])
+    for c, col in zip(COLUMNS, cols, strict=True):
         out[f"{c}_N"] = col.view(np.float32) if c in FLOAT_COLUMNS else col.astype(bool) if c == "learned" else col
     return out
 
