@@ -96,6 +96,12 @@ _INITIAL = {"last_loss": float("nan"), "last_epoch": -1, "first_learned_step": -
 PENDING_COLUMNS = ("loss", "accuracy", "step_plus_one", "epoch")
 
 
+def pending_copies(cfg: TrackerConfig, num_devices: int, local: bool) -> int:
+    """Copies of the pending rows a deferred tracker needs: one per device when it is sharded over ``data`` and the
+    batches are not aligned with its row blocks (``local`` False), else one."""
+    return num_devices if cfg.sharding == "data" and not local and num_devices > 1 else 1
+
+
 def defers(cfg: TrackerConfig, unique: bool) -> bool:
     """Whether the engine records and folds (``fold``) rather than updating the table every step.
 
@@ -121,8 +127,10 @@ class ExampleTracker:
       so that a step's update gathers and scatters B rows; ``pending`` is None.
     * Deferred: ``table`` is a tuple of ``len(COLUMNS)`` int32 ``[capacity]`` columns, which ``fold`` streams
       (a fold over packed rows is several times slower on CPU: XLA rebuilds the rows element by element), and
-      ``pending`` is int32 ``[capacity, len(PENDING_COLUMNS)]``, the records not yet folded (all zero after
-      ``fold``), one packed row per example so that a step writes B rows.
+      ``pending`` is int32 ``[copies * capacity, len(PENDING_COLUMNS)]``, the records not yet folded (all zero
+      after ``fold``), one packed row per example so that a step writes B rows. With ``copies`` > 1 device k's
+      block is its private copy of every example's row: it records the rows of its own part of each batch, nothing
+      crosses devices per step, and the fold sums the copies (each id has one record per fold).
 
     ``capacity`` >= N is a multiple of the device count so that rows can be sharded over ``data``; rows
     N..capacity-1 are never written and ``to_numpy`` drops them. Read a column as ``tracker.column("forget")`` (or
@@ -134,7 +142,9 @@ class ExampleTracker:
     num_examples: int = flax.struct.field(pytree_node=False, default=0)
 
     @classmethod
-    def create(cls, num_examples: int, multiple_of: int = 1, deferred: bool = False) -> Self:
+    def create(cls, num_examples: int, multiple_of: int = 1, deferred: bool = False, copies: int = 1) -> Self:
+        """``copies``: pending copies of every row (``pending_copies``): one per device for a ``data``-sharded
+        tracker whose batches are not aligned with its rows, so that each device records its own batch rows."""
         cap = -(-num_examples // multiple_of) * multiple_of
         row = [
             _to_bits(jnp.float32(_INITIAL.get(c, 0.0))) if c in FLOAT_COLUMNS else jnp.int32(_INITIAL.get(c, 0))
@@ -142,7 +152,7 @@ class ExampleTracker:
         ]
         if deferred:
             table = tuple(jnp.full((cap,), x) for x in row)
-            pending = jnp.zeros((cap, len(PENDING_COLUMNS)), jnp.int32)
+            pending = jnp.zeros((copies * cap, len(PENDING_COLUMNS)), jnp.int32)
             return cls(table=table, pending=pending, num_examples=num_examples)
         return cls(table=jnp.tile(jnp.stack(row)[None], (cap, 1)), pending=None, num_examples=num_examples)
 
@@ -204,7 +214,8 @@ def update(
         way, sets it.
       defer: static; only write the batch's records into ``tracker.pending`` (a B-row scatter, no gather) and
         leave the table to ``fold``. The caller must fold before an id is recorded a second time: no id may repeat
-        in the batch (``unique``) or between two folds. Needs a tracker created with ``deferred=True``.
+        in the batch (``unique``) or between two folds. Needs a tracker created with ``deferred=True``; with
+        pending copies (``pending_copies``) each device records its own batch rows and nothing is exchanged.
 
     Returns:
       The updated tracker.
@@ -216,6 +227,13 @@ def update(
             f"{tracker.pending is not None}: defer must match ExampleTracker.create(..., deferred=...), and deferring "
             "needs unique ids."
         )
+    copies = 1 if tracker.pending is None else tracker.pending.shape[0] // tracker.capacity
+    sharded = mesh is not None and cfg.sharding == "data" and mesh.shape[DATA] > 1
+    if copies > 1 and not (sharded and mesh.shape[DATA] == copies and not local):
+        raise ValueError(
+            f"a tracker with {copies} pending copies records per device: pass the {copies}-device mesh, "
+            "cfg.sharding='data' and local=False (pending_copies)."
+        )
     valid_B = mask_B & (idx_B >= 0) & (idx_B < n)
     args = (idx_B.astype(jnp.int32), loss_B.astype(jnp.float32), acc_B.astype(jnp.float32), valid_B)
 
@@ -224,11 +242,13 @@ def update(
             return table, _record(pending, idx_B, loss_B, acc_B, valid_B, step, epoch)
         return _fold(table, idx_B, loss_B, acc_B, valid_B, step, epoch, cfg, unique), pending
 
-    if mesh is None or cfg.sharding != "data" or mesh.shape[DATA] == 1:
+    if not sharded:
         table, pending = apply(tracker.table, tracker.pending, *args, step, epoch)
     else:
 
         def per_device(table, pending_RxC, idx_B, loss_B, acc_B, valid_B, step, epoch):
+            if copies > 1:  # this device's copy of every row: its batch rows go there as they are
+                return table, _record(pending_RxC, idx_B, loss_B, acc_B, valid_B, step, epoch)
             packed_BxF = jnp.stack([idx_B, _to_bits(loss_B), _to_bits(acc_B), valid_B.astype(jnp.int32)], axis=1)
             if not local:  # tiled all-gather keeps the global batch order: "last occurrence" means the same
                 packed_BxF = jax.lax.all_gather(packed_BxF, DATA, tiled=True)
@@ -259,12 +279,15 @@ def _record(pending, idx_B, loss_B, acc_B, valid_B, step, epoch) -> jax.Array:
 def fold(tracker: ExampleTracker, cfg: TrackerConfig) -> ExampleTracker:
     """Folds the pending records of deferred updates into the table and clears them (pure; jit it with donation).
 
-    Elementwise over the rows, so it needs no exchange under any sharding. A tracker without records comes back
-    unchanged.
+    Elementwise over the rows, so with one pending copy it needs no exchange under any sharding; per-device copies
+    are summed first (one reduce-scatter of the records per fold). A tracker without records comes back unchanged.
     """
     if tracker.pending is None:
         return tracker
     pending = tracker.pending
+    copies = pending.shape[0] // tracker.capacity
+    if copies > 1:  # each id was recorded in one copy, zeros in the others (a reduce-scatter under sharding)
+        pending = pending.reshape(copies, tracker.capacity, -1).sum(0)
     valid_R = pending[:, 2] > 0
     loss_R, acc_R = _from_bits(pending[:, 0]), _from_bits(pending[:, 1])
     step_R, epoch_R = pending[:, 2] - 1, pending[:, 3]
@@ -273,7 +296,7 @@ def fold(tracker: ExampleTracker, cfg: TrackerConfig) -> ExampleTracker:
     counts = (valid_R.astype(jnp.int32), early_R.astype(jnp.int32), jnp.where(early_R, loss_R, 0.0))
     new = _transition(old, loss_R, acc_R, *counts, step_R, epoch_R, cfg)
     table = tuple(jnp.where(valid_R, new[c], old[c]) for c in COLUMNS)
-    return ExampleTracker(table=table, pending=jnp.zeros_like(pending), num_examples=tracker.num_examples)
+    return ExampleTracker(table=table, pending=jnp.zeros_like(tracker.pending), num_examples=tracker.num_examples)
 
 
 def _fold(table, idx_B, loss_B, acc_B, valid_B, step, epoch, cfg: TrackerConfig, unique: bool) -> jax.Array:

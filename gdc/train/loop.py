@@ -71,7 +71,8 @@ def restore_params(cfg: config_lib.RunConfig, workdir: str, mesh: jax.sharding.M
     state = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=repl), state)
     multiple = tracker_multiple(cfg.data.shards, mesh.devices.size)
     deferred = tracker_lib.defers(cfg.tracker, unique=not cfg.train.multiplicity_path)
-    tracker = jax.eval_shape(lambda: tracker_lib.ExampleTracker.create(dataset.num_train, multiple, deferred))
+    copies = tracker_lib.pending_copies(cfg.tracker, mesh.devices.size, aligned_tracker(cfg, mesh.devices.size))
+    tracker = jax.eval_shape(lambda: tracker_lib.ExampleTracker.create(dataset.num_train, multiple, deferred, copies))
     tracker_sh = sharding.tracker_sharding(mesh, cfg.tracker.sharding)
     tracker = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=tracker_sh), tracker)
     with Checkpointer(workdir, cfg.checkpoint) as ckpt:
@@ -80,6 +81,12 @@ def restore_params(cfg: config_lib.RunConfig, workdir: str, mesh: jax.sharding.M
             raise FileNotFoundError(f"no checkpoint in {workdir}/checkpoints: train the run first.")
         state, _, _, _ = ckpt.restore(step, state, tracker)
     return graphdef, state.params, dataset, step
+
+
+def aligned_tracker(cfg: config_lib.RunConfig, num_devices: int) -> bool:
+    """Whether each device's batch rows are ids of its own rows of a ``data``-sharded tracker (``data.shards`` a
+    multiple of the device count): its update then exchanges nothing."""
+    return cfg.tracker.sharding == "data" and cfg.data.shards > 1 and cfg.data.shards % num_devices == 0
 
 
 @dataclasses.dataclass
@@ -186,8 +193,12 @@ def train(
     state = sharding.put_tree(state_lib.create_train_state(params, tx, cfg.seed), repl)
     multiple = tracker_multiple(cfg.data.shards, n_dev)
     unique = interventions["multiplicity_N"] is None
+    # Data ranges aligned with the tracker's row blocks: each device's batch rows are its own tracker rows, so a
+    # sharded tracker updates without any exchange.
+    local = aligned_tracker(cfg, n_dev)
     deferred = tracker_lib.defers(cfg.tracker, unique)
-    tracker = sharding.put_tree(tracker_lib.ExampleTracker.create(n, multiple, deferred), tracker_sh)
+    copies = tracker_lib.pending_copies(cfg.tracker, n_dev, local)
+    tracker = sharding.put_tree(tracker_lib.ExampleTracker.create(n, multiple, deferred, copies), tracker_sh)
     # Deferred updates are folded into the table at each epoch's end, after each scoring pass and when the loop
     # stops (tracker.fold); checkpoints keep the records pending in between.
     fold_fn = jax.jit(
@@ -196,9 +207,6 @@ def train(
         out_shardings=tracker_sh,
         donate_argnums=0,
     )
-    # Data ranges aligned with the tracker's row blocks: each device's batch rows are its own tracker rows, so a
-    # sharded tracker updates without any exchange.
-    local = cfg.tracker.sharding == "data" and cfg.data.shards > 1 and cfg.data.shards % n_dev == 0
     score_chunk_fn = jit_score_chunk(
         loss_fn=loss_fn, tracker_cfg=cfg.tracker, state_sharding=repl, tracker_sharding=tracker_sh, local_tracker=local
     )
