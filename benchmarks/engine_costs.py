@@ -16,10 +16,11 @@ Sections (each on the engine's own jitted steps from gdc.train.step.jit_steps, 1
     ratio of the fastest blocks (the least disturbed by the rest of the machine).
   scoring passes: (epoch with K fixed-parameter scoring passes) - (epoch without) vs K x (one forward-only pass over
     the training set with eval_step); measured / ideal, for host batches (16 per call) and for data.on_device.
-  anchors: one training epoch each, (a) ours: tracker updated in the step, one device-to-host copy per epoch written
-    to .npz; (b) example-forgetting style: tracker off, per-example losses/accuracies copied to host every step and
-    appended to Python lists keyed by example id; (c) dataset-cartography style: tracker off, plus an extra full
-    forward pass per epoch writing each example's outputs as a JSON line; all vs (d) tracker off, nothing recorded.
+  anchors: one training epoch each, (a) ours: the step records into the deferred tracker, folded at the epoch's
+    end, one device-to-host copy per epoch written to .npz; (b) example-forgetting style: tracker off, per-example
+    losses/accuracies copied to host every step and appended to Python lists keyed by example id; (c)
+    dataset-cartography style: tracker off, plus an extra full forward pass per epoch writing each example's
+    outputs as a JSON line; all vs (d) tracker off, nothing recorded.
 Times are medians of --reps repeats (interleaved where compared). The machine may be shared: read the ratios.
 """
 
@@ -79,7 +80,9 @@ def setup(name: str, n: int, batch_size: int, tracker_kw: dict, keep_idx=None):
         batch_sharding=sharding.batch_sharding(mesh),
     )
     state = sharding.put_tree(state_lib.create_train_state(params, tx, 0), repl)
-    tracker = sharding.put_tree(tracker_lib.ExampleTracker.create(n), repl)
+    tracker = sharding.put_tree(tracker_lib.ExampleTracker.create(n, deferred=tracker_lib.defers(tcfg, True)), repl)
+    # The engine folds a deferred tracker's records at each epoch's end (and after each scoring pass).
+    fold = jax.jit(lambda t: tracker_lib.fold(t, tcfg), donate_argnums=0)
 
     # A train step that also returns the per-example losses (what the anchors' code copies to the host).
     def step_with_losses(state, batch):
@@ -98,7 +101,15 @@ def setup(name: str, n: int, batch_size: int, tracker_kw: dict, keep_idx=None):
 
     with_losses = jax.jit(step_with_losses, donate_argnums=0)
     return dict(
-        arrays=arrays, it=it, mesh=mesh, fns=fns, state=state, tracker=tracker, with_losses=with_losses, loss_fn=loss_fn
+        arrays=arrays,
+        it=it,
+        mesh=mesh,
+        fns=fns,
+        fold=fold,
+        state=state,
+        tracker=tracker,
+        with_losses=with_losses,
+        loss_fn=loss_fn,
     )
 
 
@@ -126,6 +137,7 @@ def bench_model(name: str, args) -> dict:
     env = setup(name, n, b, {})
     it, mesh = env["it"], env["mesh"]
     train_fn, _, eval_fn = env["fns"]
+    fold_fn = env["fold"]
     state, tracker = env["state"], env["tracker"]
     spe = it.steps_per_epoch
     assert n % b, "n must leave a padded final batch"
@@ -161,10 +173,12 @@ def bench_model(name: str, args) -> dict:
                 state, tracker, m = train_fn(state, tracker, batch)
                 jax.block_until_ready(m)
                 step_times.append(time.perf_counter() - t0)
+            tracker = fold_fn(tracker)
         after_epochs = train_fn._cache_size()
         pruned = EpochIterator(env["arrays"], b, 0, keep_idx=np.arange(0, n, 3))  # an intervention: 1/3 of the ids
         for pos in range(pruned.steps_per_epoch):
             state, tracker, m = train_fn(state, tracker, sharding.put_batch(pruned.batch(0, pos), mesh))
+        tracker = fold_fn(tracker)
         jax.block_until_ready(m)
         step = statistics.median(step_times[1:])
         out["compile"] = {
@@ -200,6 +214,7 @@ def bench_model(name: str, args) -> dict:
             nonlocal state, tracker
             for pos in range(steps):
                 state, tracker, m = train_fn(state, tracker, sharding.put_batch(it.batch(2, pos), mesh))
+            tracker = fold_fn(tracker)  # the epoch's fold, in every path alike
             jax.block_until_ready((state, tracker))
 
         def run_prefetch():
@@ -209,6 +224,7 @@ def bench_model(name: str, args) -> dict:
                 for _ in range(steps):
                     _, _, batch = next(feed)
                     state, tracker, m = train_fn(state, tracker, batch)
+                tracker = fold_fn(tracker)  # the epoch's fold, in every path alike
                 jax.block_until_ready((state, tracker))
 
         def run_on_device():
@@ -216,12 +232,15 @@ def bench_model(name: str, args) -> dict:
             ids = sharding.put_tree(it.epoch_ids(2), repl)  # as the loop: once per epoch
             for _ in range(steps):
                 state, tracker, m = resident_fn(state, tracker, table, ids)
+            tracker = fold_fn(tracker)  # the epoch's fold, in every path alike
             jax.block_until_ready((state, tracker))
 
         def run_preplaced():
             nonlocal state, tracker
             for _ in range(steps):
                 state, tracker, m = train_fn(state, tracker, fixed)
+            # The one batch repeats its ids, so their records add up until the fold: the same work, values unused.
+            tracker = fold_fn(tracker)  # the epoch's fold, in every path alike
             jax.block_until_ready((state, tracker))
 
         paths = {
@@ -272,9 +291,13 @@ def bench_model(name: str, args) -> dict:
             tracker_sharding=repl,
         )
         score_ids = [sharding.put_tree(ids_GxB, repl) for ids_GxB in sequential_id_chunks(n, b, chunk_size)]
+        # The passes feed a tracker of their own (the loop's train step leaves the tracker to them when K > 0; here
+        # the train step is the same in both epochs, so the difference is the passes' work alone).
+        passes_tracker = sharding.put_tree(tracker_lib.ExampleTracker.create(n, deferred=True), repl)
 
         def epoch(with_passes: bool, on_device: bool = False):
-            nonlocal state, tracker
+            nonlocal state, tracker, passes_tracker
+            pt = passes_tracker
             for pos in range(spe):
                 state, tracker, m = train_fn(state, tracker, placed[pos])
                 if with_passes and pos + 1 in positions:  # as gdc/train/loop.py's scoring_pass, host batches included
@@ -282,16 +305,17 @@ def bench_model(name: str, args) -> dict:
                     parts = []
                     if on_device:  # data.on_device: rows gathered from the device table
                         for ids_GxB in score_ids:
-                            tracker, loss_GxB = resident_score_fn(state.params, tracker, table, ids_GxB, s_arr, e_arr)
+                            pt, loss_GxB = resident_score_fn(state.params, pt, table, ids_GxB, s_arr, e_arr)
                             parts.append(loss_GxB.reshape(-1))
                     for chunk in [] if on_device else sequential_chunks(env["arrays"], b, chunk_size):
-                        tracker, loss_GxB = score_chunk_fn(
-                            state.params, tracker, sharding.put_chunk(chunk, mesh), s_arr, e_arr
-                        )
+                        pt, loss_GxB = score_chunk_fn(state.params, pt, sharding.put_chunk(chunk, mesh), s_arr, e_arr)
                         parts.append(loss_GxB.reshape(-1))
+                    pt = fold_fn(pt)  # the pass's fold
                     loss_N = np.asarray(jax.device_get(jax.numpy.concatenate(parts)))[:n]  # one copy, as the loop
                     np.save(os.path.join(tmp, f"pass_{pos}.npy"), loss_N)
-            jax.block_until_ready((state, tracker))
+            tracker = fold_fn(tracker)  # the epoch's fold
+            passes_tracker = pt
+            jax.block_until_ready((state, tracker, pt))
 
         def forward_pass():
             sums = [eval_fn(state.params, x) for x in seq]
@@ -340,6 +364,7 @@ def bench_model(name: str, args) -> dict:
             nonlocal state, tracker
             for pos in range(spe):
                 state, tracker, m = train_fn(state, tracker, placed[pos])
+            tracker = fold_fn(tracker)
             fields = tracker_lib.to_numpy(tracker)
             np.savez(os.path.join(tmp, "epoch.npz"), **fields)
 

@@ -75,7 +75,7 @@ def main():
     if args.sharding == "data":
         header += f"{'XLA-part. us':>14}{'local rec. us':>15}{'local def./step':>17}"
     print(header + "   (step times in ms)")
-    b = args.batch_size
+    b, d = args.batch_size, jax.device_count()
     rows = []
     for name in args.models.split(","):
         seq_len = 64
@@ -120,8 +120,8 @@ def main():
                 )
                 host_params = jax.tree.map(np.asarray, params)  # each runner owns (and donates) its own copy
                 state = state_lib.create_train_state(host_params, tx, 0)
-                deferred = tracker_lib.defers(tcfg, unique=True)
-                tracker = tracker_lib.ExampleTracker.create(n, jax.device_count(), deferred=deferred)
+                deferred, copies = tracker_lib.defers(tcfg, unique=True), tracker_lib.pending_copies(tcfg, d, False)
+                tracker = tracker_lib.ExampleTracker.create(n, d, deferred=deferred, copies=copies)
                 runners[enabled] = [train_fn, sharding.put_tree(state, repl), sharding.put_tree(tracker, tsh)]
             fold_fn = jax.jit(
                 lambda t: tracker_lib.fold(t, tracker_lib.TrackerConfig(sharding=args.sharding)),
@@ -148,13 +148,15 @@ def main():
             off_min, on_min = min(times[False]), min(times[True])
             immediate = time_update_alone(n, b, args.sharding, mesh)
             record = time_update_alone(n, b, args.sharding, mesh, defer=True)
-            fold = time_fold(n, args.sharding, mesh)
+            copies = tracker_lib.pending_copies(tracker_lib.TrackerConfig(sharding=args.sharding), d, local=False)
+            fold = time_fold(n, args.sharding, mesh, copies)
             deferred = (record + fold / spe) / off_min
             scatter, rows_gs = time_bare_scatter(n, b, mesh)
             sharded = args.sharding == "data"
             xla = time_update_alone(n, b, args.sharding, mesh, explicit=False) if sharded else None
             local = time_update_alone(n, b, args.sharding, mesh, local=True, defer=True) if sharded else None
-            local_deferred = (local + fold / spe) / off_min if sharded else None
+            local_fold = time_fold(n, args.sharding, mesh) if sharded else None
+            local_deferred = (local + local_fold / spe) / off_min if sharded else None
             print(
                 f"{name:<12}{n:>10}{off * 1e3:>10.3f}{on * 1e3:>9.3f}{on / off - 1:>+8.1%}"
                 f"{off_min * 1e3:>10.3f}{on_min * 1e3:>9.3f}{on_min / off_min - 1:>+8.1%}"
@@ -249,12 +251,14 @@ def time_update_alone(
         )
 
     run = jax.jit(lambda t: jax.lax.fori_loop(0, inner, body, t), in_shardings=tsh, out_shardings=tsh, donate_argnums=0)
-    tracker = sharding.put_tree(tracker_lib.ExampleTracker.create(n, d, deferred=defer), tsh)
+    copies = tracker_lib.pending_copies(cfg, d, local) if defer and explicit else 1
+    tracker = sharding.put_tree(tracker_lib.ExampleTracker.create(n, d, deferred=defer, copies=copies), tsh)
     return _best_of(run, tracker, mesh, inner, reps)
 
 
-def time_fold(n: int, mode: str, mesh, reps: int = 5) -> float:
-    """Seconds per fold of a whole deferred tracker (best of ``reps``), every row holding a record."""
+def time_fold(n: int, mode: str, mesh, copies: int = 1, reps: int = 5) -> float:
+    """Seconds per fold of a whole deferred tracker (best of ``reps``), every row holding a record (in the first
+    of ``copies`` per-device copies)."""
     import jax
     import jax.numpy as jnp
 
@@ -263,9 +267,10 @@ def time_fold(n: int, mode: str, mesh, reps: int = 5) -> float:
 
     cfg = tracker_lib.TrackerConfig(sharding=mode)
     tsh = sharding.tracker_sharding(mesh, mode)
-    tracker = tracker_lib.ExampleTracker.create(n, jax.device_count(), deferred=True)
+    tracker = tracker_lib.ExampleTracker.create(n, jax.device_count(), deferred=True, copies=copies)
     rec = jnp.stack([jnp.full(tracker.capacity, 1065353216), jnp.zeros(tracker.capacity, jnp.int32)], axis=1)
-    tracker = tracker.replace(pending=jnp.concatenate([rec, jnp.ones_like(rec)], axis=1))  # loss 1.0, step 0, epoch 1
+    rec = jnp.concatenate([rec, jnp.ones_like(rec)], axis=1)  # loss 1.0, step 0, epoch 1
+    tracker = tracker.replace(pending=jnp.concatenate([rec, jnp.zeros(((copies - 1) * len(rec), 4), jnp.int32)]))
 
     def fold_and_refill(t):  # the fold clears the records: put them back so that every repetition folds N rows
         return tracker_lib.fold(t, cfg).replace(pending=t.pending)

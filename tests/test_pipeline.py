@@ -173,9 +173,9 @@ def test_input_paths_train_the_same(tmp_path, arg):
     runs = {
         name: _run(tiny_config(arg, data=data, train=train), tmp_path / name)
         for name, data in [
-            ("plain", dict(prefetch=0)),
-            ("prefetch", dict(prefetch=2)),
-            ("resident", dict(on_device=True)),
+            ("plain", dict(prefetch=0, on_device=0)),
+            ("prefetch", dict(prefetch=2, on_device=0)),
+            ("resident", dict(on_device=1)),
         ]
     }
     assert int(runs["plain"].state.step) > 0
@@ -184,7 +184,7 @@ def test_input_paths_train_the_same(tmp_path, arg):
         assert runs[name].epochs_done == runs["plain"].epochs_done == epochs
 
 
-@pytest.mark.parametrize("data", [dict(prefetch=3), dict(on_device=True)])
+@pytest.mark.parametrize("data", [dict(prefetch=3, on_device=0), dict(on_device=1)])
 def test_resume_equals_uninterrupted_with_read_ahead(tmp_path, data):
     cfg = tiny_config("mlp", data=data, checkpoint=dict(every_steps=3))
     full = _run(cfg, tmp_path / "full")
@@ -207,8 +207,31 @@ def test_bad_prefetch_names_the_field(values, match):
         config_lib.from_mapping(c)
 
 
+@pytest.mark.parametrize("value", [2, -2, 0.5, "yes"])
+def test_bad_on_device_names_the_field(value):
+    from configs import tiny
+
+    c = tiny.get_config("mlp").to_dict()
+    c["data"]["on_device"] = value
+    with pytest.raises(ConfigError, match=r"data\.on_device="):
+        config_lib.from_mapping(c)
+
+
+def test_on_device_auto_keeps_small_sets_on_the_device(monkeypatch):
+    arrays = {"x": np.zeros((100, 8), np.float32), "y": np.zeros(100, np.int32)}  # 3,600 bytes
+    data = lambda **kw: tiny_config("mlp", data=kw).data  # noqa: E731
+    assert loop.resolve_on_device(data(), arrays, process_count=1)  # the default is -1, auto
+    assert loop.resolve_on_device(data(shards=2), arrays, process_count=1)
+    assert loop.resolve_on_device(data(), arrays, process_count=2)  # every process holds every row
+    assert not loop.resolve_on_device(data(shards=2), arrays, process_count=2)  # each holds its own ranges
+    assert not loop.resolve_on_device(data(on_device=0), arrays, process_count=1)
+    monkeypatch.setattr(loop, "ON_DEVICE_AUTO_BYTES", 3_599)
+    assert not loop.resolve_on_device(data(), arrays, process_count=1)
+    assert loop.resolve_on_device(data(on_device=1), arrays, process_count=1)
+
+
 @pytest.mark.slow  # ~25 s each: two launch.py processes plus the 1-process reference
-@pytest.mark.parametrize("data", [dict(prefetch=2), dict(on_device=True)])
+@pytest.mark.parametrize("data", [dict(prefetch=2, on_device=0), dict(on_device=1)])
 def test_two_processes_match_one_process_with_read_ahead(tmp_path, data):
     import test_multiprocess
 

@@ -123,19 +123,22 @@ def test_sharded_run_scores_every_example(tmp_path):
 
 def test_sharded_run_on_device_equals_host_batches(tmp_path):
     runs = {}
-    for on_device in (False, True):
+    for on_device in ("host", "device"):
         cfg = tiny_config(
-            "mlp", data=dict(shards=2, on_device=on_device), train=dict(num_epochs=2), tracker=dict(scoring_passes=1)
+            "mlp",
+            data=dict(shards=2, on_device=int(on_device == "device")),
+            train=dict(num_epochs=2),
+            tracker=dict(scoring_passes=1),
         )
-        runs[on_device] = loop.train(cfg, str(tmp_path / str(on_device)), mesh=sharding.make_mesh())
-    a, b = (tracker_lib.to_numpy(runs[k].tracker) for k in (False, True))
+        runs[on_device] = loop.train(cfg, str(tmp_path / on_device), mesh=sharding.make_mesh())
+    a, b = (tracker_lib.to_numpy(runs[k].tracker) for k in ("host", "device"))
     for k in a:
         np.testing.assert_allclose(a[k], b[k], rtol=1e-6, err_msg=k)
-    passes = [x for x in sorted(os.listdir(tmp_path / "False" / "trackers")) if x.endswith(".npy")]
+    passes = [x for x in sorted(os.listdir(tmp_path / "host" / "trackers")) if x.endswith(".npy")]
     assert len(passes) == 2  # one scoring pass per epoch
     for name in passes:
         if name.endswith(".npy"):  # the scoring passes' losses
-            x, y = np.load(tmp_path / "False" / "trackers" / name), np.load(tmp_path / "True" / "trackers" / name)
+            x, y = np.load(tmp_path / "host" / "trackers" / name), np.load(tmp_path / "device" / "trackers" / name)
             np.testing.assert_allclose(x, y, rtol=1e-6, err_msg=name)
 
 

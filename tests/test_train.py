@@ -75,7 +75,7 @@ def test_epoch_artefacts(tmp_path):
 
 
 # chunk 4: the pass's 6 batches run as two calls, the second padded; on_device: rows gathered from the device table.
-@pytest.mark.parametrize(("chunk", "on_device"), [(16, False), (4, False), (4, True)])
+@pytest.mark.parametrize(("chunk", "on_device"), [(16, 0), (4, 0), (4, 1)])
 def test_scoring_passes_feed_the_tracker(tmp_path, monkeypatch, chunk, on_device):
     monkeypatch.setattr(loop, "SCORE_CHUNK", chunk)
     cfg = tiny_config("mlp", tracker=dict(scoring_passes=2), data=dict(on_device=on_device))

@@ -57,7 +57,9 @@ class DataConfig:
     # Training batches built and placed ahead on a background thread; 0 = in the loop; -1 = auto: 2 on GPU/TPU, 0 on
     # CPU (there the thread competes with XLA for the same cores and measured slower, benchmarks/README.md).
     prefetch: int = -1
-    on_device: bool = False  # upload the training arrays once; each step gathers its rows on device (small data)
+    # The training arrays uploaded once, each step gathering its rows on the device (nothing crosses per step): 1 on,
+    # 0 off, -1 = auto: on up to 512 MiB when each process holds every row (gdc.train.loop.resolve_on_device).
+    on_device: int = -1
 
     def validate(self) -> None:
         """Raises ConfigError naming the first bad field (`data.<field>`), what is allowed and how to fix."""
@@ -71,8 +73,8 @@ class DataConfig:
         _check_int(self, "max_examples", 0, " (0 keeps every training example)")
         _check_int(self, "shards", 1, " (1: one global shuffle; a multiple of the process count for per-process data)")
         _check_int(self, "prefetch", -1, " (batches read ahead; 0 turns prefetching off, -1 = auto)")
-        if not isinstance(self.on_device, bool):
-            _fail("on_device", self.on_device, "must be True or False")
+        if self.on_device not in (-1, 0, 1) or not isinstance(self.on_device, numbers.Integral):
+            _fail("on_device", self.on_device, "must be 1 (on), 0 (off) or -1 (auto)")
         for name in ("path", "tfds_name", "tfds_split", "tfds_text_key", "tfds_data_dir"):
             if not isinstance(getattr(self, name), str):
                 _fail(name, getattr(self, name), "must be a string")

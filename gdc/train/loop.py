@@ -42,6 +42,7 @@ from gdc.train.step import jit_resident_score, jit_resident_train, jit_score_chu
 
 MODEL_INPUTS = ("tokens", "token_mask", "x", "y")
 SCORE_CHUNK = 16  # batches per call in a scoring pass
+ON_DEVICE_AUTO_BYTES = 1 << 29  # data.on_device=-1 keeps training arrays up to 512 MiB on the device
 
 
 def build_model(cfg: config_lib.RunConfig, dataset: sources.Dataset):
@@ -81,6 +82,15 @@ def restore_params(cfg: config_lib.RunConfig, workdir: str, mesh: jax.sharding.M
             raise FileNotFoundError(f"no checkpoint in {workdir}/checkpoints: train the run first.")
         state, _, _, _ = ckpt.restore(step, state, tracker)
     return graphdef, state.params, dataset, step
+
+
+def resolve_on_device(cfg: sources.DataConfig, train_arrays: dict[str, np.ndarray], process_count: int) -> bool:
+    """``data.on_device``: 1 or 0 as set; -1 (auto) turns it on when every process holds every training row and the
+    arrays take at most ``ON_DEVICE_AUTO_BYTES``: then a step moves nothing to the device (benchmarks/README.md)."""
+    if cfg.on_device >= 0:
+        return bool(cfg.on_device)
+    every_row = cfg.shards == 1 or process_count == 1
+    return every_row and sum(v.nbytes for v in train_arrays.values()) <= ON_DEVICE_AUTO_BYTES
 
 
 def aligned_tracker(cfg: config_lib.RunConfig, num_devices: int) -> bool:
@@ -144,10 +154,10 @@ def train(
     n_dev = mesh.devices.size
     config_lib.check_devices(cfg, n_dev)
     check_shards(cfg.data.shards, cfg.train.batch_size, jax.process_count())
-    if cfg.data.on_device and cfg.data.shards > 1 and jax.process_count() > 1:
+    if cfg.data.on_device == 1 and cfg.data.shards > 1 and jax.process_count() > 1:
         raise ConfigError(
-            "data.on_device=True puts every training row on every device, but data.shards > 1 keeps only a process's "
-            "own rows: use one of them (data.shards=1 with on_device, or on_device=False)."
+            "data.on_device=1 puts every training row on every device, but data.shards > 1 keeps only a process's "
+            "own rows: use one of them (data.shards=1 with on_device, or data.on_device=0 or -1)."
         )
     config_lib.check_workdir(workdir)
 
@@ -168,6 +178,7 @@ def train(
         dataset = dataclasses.replace(dataset, train={})
     heldout_arrays = {k: v for k, v in dataset.heldout.items() if k in MODEL_INPUTS}
     interventions = load_interventions(cfg.train, n)
+    on_device = resolve_on_device(cfg.data, train_arrays, jax.process_count())
     shards = {"shards": cfg.data.shards, "num_examples": n}
     it = EpochIterator(train_arrays, cfg.train.batch_size, cfg.seed, **interventions, **procs, **shards)
     spe = it.steps_per_epoch
@@ -225,7 +236,7 @@ def train(
         tracker_sharding=tracker_sh,
         batch_sharding=sharding.batch_sharding(mesh),
     )
-    if cfg.data.on_device:  # the training arrays live on every device; a step gathers its own rows
+    if on_device:  # the training arrays live on every device; a step gathers its own rows
         table = dict(train_arrays)
         if interventions["weights_N"] is not None:
             table["weight"] = np.asarray(interventions["weights_N"], np.float32)
@@ -288,7 +299,7 @@ def train(
             nonlocal tracker
             step_arr, epoch_arr = jnp.asarray(step, jnp.int32), jnp.asarray(epoch, jnp.int32)
             loss_parts = []
-            if cfg.data.on_device:  # rows gathered on device: nothing crosses but the losses
+            if on_device:  # rows gathered on device: nothing crosses but the losses
                 for ids_GxB in score_ids:
                     tracker, loss_GxB = resident_score_fn(state.params, tracker, table, ids_GxB, step_arr, epoch_arr)
                     loss_parts.append(loss_GxB.reshape(-1))
@@ -324,14 +335,14 @@ def train(
         # ------------------------------------------------------------------------------------------------------
         depth = cfg.data.prefetch if cfg.data.prefetch >= 0 else (0 if mesh.devices.flat[0].platform == "cpu" else 2)
         feed = None
-        if depth and not cfg.data.on_device:
+        if depth and not on_device:
             feed = Prefetcher(it, lambda b: sharding.put_batch(b, mesh), depth)
         consumed = feed.state if feed else it.state
         ids_epoch, ids = -1, None
 
         def next_step(state, tracker):
             nonlocal ids_epoch, ids
-            if cfg.data.on_device:
+            if on_device:
                 epoch, position = it.advance()
                 if step != epoch * spe + position:  # the resident step finds its batch at state.step % spe
                     raise RuntimeError(f"step {step} is not batch {position} of epoch {epoch} ({spe} per epoch).")
