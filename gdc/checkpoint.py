@@ -56,21 +56,23 @@ class Checkpointer:
             force=True,
         )
 
-    def restore(self, step: int, state_target: PyTree, tracker_target: PyTree) -> tuple[PyTree, PyTree, dict, dict]:
-        """Restores into targets (concrete arrays or ``jax.ShapeDtypeStruct`` with shardings)."""
+    def restore(
+        self, step: int, state_target: PyTree, tracker_target: PyTree | None
+    ) -> tuple[PyTree, PyTree | None, dict, dict]:
+        """Restores into targets (concrete arrays or ``jax.ShapeDtypeStruct`` with shardings); with
+        ``tracker_target`` None the tracker is not read (and None is returned for it)."""
         abstract = lambda tree: jax.tree.map(  # noqa: E731
             lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), tree
         )
-        out = self.manager.restore(
-            step,
-            args=ocp.args.Composite(
-                state=ocp.args.StandardRestore(abstract(state_target)),
-                tracker=ocp.args.StandardRestore(abstract(tracker_target)),
-                data=ocp.args.JsonRestore(),
-                meta=ocp.args.JsonRestore(),
-            ),
-        )
-        return out.state, out.tracker, out.data, out.meta
+        items = {
+            "state": ocp.args.StandardRestore(abstract(state_target)),
+            "data": ocp.args.JsonRestore(),
+            "meta": ocp.args.JsonRestore(),
+        }
+        if tracker_target is not None:
+            items["tracker"] = ocp.args.StandardRestore(abstract(tracker_target))
+        out = self.manager.restore(step, args=ocp.args.Composite(**items))
+        return out.state, out.get("tracker"), out.data, out.meta
 
     def wait(self) -> None:
         self.manager.wait_until_finished()

@@ -70,17 +70,12 @@ def restore_params(cfg: config_lib.RunConfig, workdir: str, mesh: jax.sharding.M
     repl = sharding.replicated(mesh)
     state = jax.eval_shape(lambda: state_lib.create_train_state(params, tx, cfg.seed))
     state = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=repl), state)
-    multiple = tracker_multiple(cfg.data.shards, mesh.devices.size)
-    deferred = tracker_lib.defers(cfg.tracker, unique=not cfg.train.multiplicity_path)
-    copies = tracker_lib.pending_copies(cfg.tracker, mesh.devices.size, aligned_tracker(cfg, mesh.devices.size))
-    tracker = jax.eval_shape(lambda: tracker_lib.ExampleTracker.create(dataset.num_train, multiple, deferred, copies))
-    tracker_sh = sharding.tracker_sharding(mesh, cfg.tracker.sharding)
-    tracker = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=tracker_sh), tracker)
     with Checkpointer(workdir, cfg.checkpoint) as ckpt:
         step = ckpt.latest_step()
         if step is None:
             raise FileNotFoundError(f"no checkpoint in {workdir}/checkpoints: train the run first.")
-        state, _, _, _ = ckpt.restore(step, state, tracker)
+        # Only the state is read: the tracker's layout depends on the run's interventions and device count.
+        state, _, _, _ = ckpt.restore(step, state, None)
     return graphdef, state.params, dataset, step
 
 
