@@ -247,7 +247,6 @@ def time_update_alone(
             unique=True,
             mesh=mesh if explicit else None,
             local=local,
-            defer=defer,
         )
 
     run = jax.jit(lambda t: jax.lax.fori_loop(0, inner, body, t), in_shardings=tsh, out_shardings=tsh, donate_argnums=0)

@@ -16,7 +16,8 @@ The "learned" criterion is a research choice and configurable:
     >= ``acc_learn``, forgotten when it later drops below ``acc_forget``. With 1.0/1.0 this is Toneva et al.
 Every example starts "not learned", so ``forget_N <= learn_N`` always holds.
 
-Deferred updates (``defer=True``, the engine's default when no id repeats within an epoch): a step only writes its
+Deferred updates (a tracker created with ``deferred=True``; the engine's default, ``tracker.defer``, when no id
+repeats within an epoch): a step only writes its
 B (loss, accuracy, step, epoch) records into the ``pending`` rows of their ids, one B-row scatter and no gather, and
 ``fold`` runs the state machine over the whole table at once, elementwise, once per epoch (and after each scoring
 pass). Each id then has at most one record per fold, so the folded table is bit for bit the table the immediate
@@ -190,7 +191,6 @@ def update(
     unique: bool = False,
     mesh: jax.sharding.Mesh | None = None,
     local: bool = False,
-    defer: bool = False,
 ) -> ExampleTracker:
     """Folds one batch of per-example losses into the tracker (pure; jit it or call it inside a jitted step).
 
@@ -212,20 +212,21 @@ def update(
         device owns (``data.shards`` a multiple of the device count, ``pipeline.tracker_multiple``): then nothing is
         exchanged at all. Rows of other devices would be dropped, so only the engine, which builds its batches that
         way, sets it.
-      defer: static; only write the batch's records into ``tracker.pending`` (a B-row scatter, no gather) and
-        leave the table to ``fold``. The caller must fold before an id is recorded a second time: no id may repeat
-        in the batch (``unique``) or between two folds. Needs a tracker created with ``deferred=True``; with
-        pending copies (``pending_copies``) each device records its own batch rows and nothing is exchanged.
+
+    A tracker created with ``deferred=True`` only gets the batch's records written into ``tracker.pending`` (a B-row
+    scatter, no gather), and its table is left to ``fold``. The caller must fold before an id is recorded a second
+    time: no id may repeat in the batch (``unique``) or between two folds. With pending copies
+    (``pending_copies``) each device records its own batch rows and nothing is exchanged.
 
     Returns:
       The updated tracker.
     """
     n = tracker.num_examples
-    if defer != (tracker.pending is not None) or (defer and not unique):
+    defer = tracker.pending is not None
+    if defer and not unique:
         raise ValueError(
-            f"tracker.update(defer={defer}, unique={unique}) on a tracker created with deferred="
-            f"{tracker.pending is not None}: defer must match ExampleTracker.create(..., deferred=...), and deferring "
-            "needs unique ids."
+            "a deferred tracker (ExampleTracker.create(..., deferred=True)) records each id once between folds, so "
+            "its update needs unique=True; up-sampled runs need a tracker created with deferred=False."
         )
     copies = 1 if tracker.pending is None else tracker.pending.shape[0] // tracker.capacity
     sharded = mesh is not None and cfg.sharding == "data" and mesh.shape[DATA] > 1
@@ -240,7 +241,7 @@ def update(
     def apply(table, pending, idx_B, loss_B, acc_B, valid_B, step, epoch):
         if defer:
             return table, _record(pending, idx_B, loss_B, acc_B, valid_B, step, epoch)
-        return _fold(table, idx_B, loss_B, acc_B, valid_B, step, epoch, cfg, unique), pending
+        return _update_rows(table, idx_B, loss_B, acc_B, valid_B, step, epoch, cfg, unique), pending
 
     if not sharded:
         table, pending = apply(tracker.table, tracker.pending, *args, step, epoch)
@@ -299,8 +300,9 @@ def fold(tracker: ExampleTracker, cfg: TrackerConfig) -> ExampleTracker:
     return ExampleTracker(table=table, pending=jnp.zeros_like(tracker.pending), num_examples=tracker.num_examples)
 
 
-def _fold(table, idx_B, loss_B, acc_B, valid_B, step, epoch, cfg: TrackerConfig, unique: bool) -> jax.Array:
-    """The update on a table whose rows are indexed by ``idx_B`` (rows where ``valid_B`` is False are not touched)."""
+def _update_rows(table, idx_B, loss_B, acc_B, valid_B, step, epoch, cfg: TrackerConfig, unique: bool) -> jax.Array:
+    """The immediate update on a packed table whose rows are indexed by ``idx_B`` (rows where ``valid_B`` is False
+    are not touched)."""
     cap, b = table.shape[0], idx_B.shape[0]
     early_B = valid_B & (epoch < cfg.early_epochs)
     if unique:

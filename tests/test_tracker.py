@@ -112,9 +112,9 @@ def update_np(
 # Helpers.
 # ------------------------------------------------------------------------------------------------------------
 @functools.cache
-def _jit_update(cfg: TrackerConfig, unique: bool = False, defer: bool = False):
-    """The jitted update with ``cfg`` bound (one compile per config and batch shape, shared by the tests)."""
-    return jax.jit(functools.partial(tracker_lib.update, cfg=cfg, unique=unique, defer=defer))
+def _jit_update(cfg: TrackerConfig, unique: bool = False):
+    """The jitted update with ``cfg`` bound (one compile per config, batch shape and tracker layout)."""
+    return jax.jit(functools.partial(tracker_lib.update, cfg=cfg, unique=unique))
 
 
 class _Folder:
@@ -249,7 +249,7 @@ def test_update_matches_numpy_reference(seed, cfg_name, mode):
     duplicates, deferred = mode == "duplicates", mode == "deferred"
     n, b, steps_per_epoch, num_steps = 37, 16, 9, 36
     rng = np.random.default_rng(seed)
-    update = _jit_update(cfg, unique=mode in ("unique_fast_path", "deferred"), defer=deferred)
+    update = _jit_update(cfg, unique=mode in ("unique_fast_path", "deferred"))
     tracker = ExampleTracker.create(n, multiple_of=8, deferred=deferred)
     folder = _Folder(cfg, n)
     assert tracker.capacity == 40
@@ -438,7 +438,7 @@ def test_replicated_and_sharded_trackers_agree(duplicates):
         mode_cfg = dataclasses.replace(cfg, sharding=mode.split("+")[0])
         defer = mode.endswith("+defer")
 
-        def upd(tracker, batch, step, epoch, mode_cfg=mode_cfg, tracker_mesh=tracker_mesh, defer=defer):
+        def upd(tracker, batch, step, epoch, mode_cfg=mode_cfg, tracker_mesh=tracker_mesh):
             return tracker_lib.update(
                 tracker,
                 *(batch[k] for k in ("index", "loss", "acc", "mask")),
@@ -447,7 +447,6 @@ def test_replicated_and_sharded_trackers_agree(duplicates):
                 mode_cfg,
                 unique=not duplicates,
                 mesh=tracker_mesh,
-                defer=defer,
             )
 
         update = jax.jit(upd, in_shardings=(tracker_sh, batch_sh, repl, repl), out_shardings=tracker_sh)

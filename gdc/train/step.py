@@ -72,7 +72,6 @@ def train_step(
             unique=unique_ids,
             mesh=mesh,
             local=local,
-            defer=tracker.pending is not None,
         )
     count = mask_B.sum()
     metrics = {
@@ -117,7 +116,6 @@ def score_step(
         unique=True,
         mesh=mesh,
         local=local,
-        defer=tracker.pending is not None,
     )
     return tracker, loss_B, acc_B
 
