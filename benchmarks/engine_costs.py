@@ -80,7 +80,7 @@ def setup(name: str, n: int, batch_size: int, tracker_kw: dict, keep_idx=None):
         batch_sharding=sharding.batch_sharding(mesh),
     )
     state = sharding.put_tree(state_lib.create_train_state(params, tx, 0), repl)
-    tracker = sharding.put_tree(tracker_lib.ExampleTracker.create(n, deferred=tracker_lib.defers(tcfg, True)), repl)
+    tracker = sharding.put_tree(tracker_lib.ExampleTracker.create(n, deferred=tracker_lib.defers(tcfg)), repl)
     # The engine folds a deferred tracker's records at each epoch's end (and after each scoring pass).
     fold = jax.jit(lambda t: tracker_lib.fold(t, tcfg), donate_argnums=0)
 
@@ -229,9 +229,9 @@ def bench_model(name: str, args) -> dict:
 
         def run_on_device():
             nonlocal state, tracker
-            ids = sharding.put_tree(it.epoch_ids(2), repl)  # as the loop: once per epoch
+            order = sharding.put_tree(it.epoch_order(2), repl)  # as the loop: once per epoch
             for _ in range(steps):
-                state, tracker, m = resident_fn(state, tracker, table, ids)
+                state, tracker, m = resident_fn(state, tracker, table, order)
             tracker = fold_fn(tracker)  # the epoch's fold, in every path alike
             jax.block_until_ready((state, tracker))
 

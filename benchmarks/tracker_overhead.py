@@ -120,7 +120,7 @@ def main():
                 )
                 host_params = jax.tree.map(np.asarray, params)  # each runner owns (and donates) its own copy
                 state = state_lib.create_train_state(host_params, tx, 0)
-                deferred, copies = tracker_lib.defers(tcfg, unique=True), tracker_lib.pending_copies(tcfg, d, False)
+                deferred, copies = tracker_lib.defers(tcfg), tracker_lib.pending_copies(tcfg, d, False)
                 tracker = tracker_lib.ExampleTracker.create(n, d, deferred=deferred, copies=copies)
                 runners[enabled] = [train_fn, sharding.put_tree(state, repl), sharding.put_tree(tracker, tsh)]
             fold_fn = jax.jit(

@@ -7,7 +7,8 @@ Invariants:
   * ``step`` and ``epoch`` are traced scalars, so updating never recompiles.
   * If an id appears several times in one update (up-sampling can put two copies in one batch), ``seen`` and the
     early-loss sums count every occurrence, and the state machine and ``last_loss`` take the last occurrence. Copies
-    inside one step share parameters and randomness, so their losses are equal and the order does not matter.
+    inside one step share parameters and randomness, so their losses are equal and the order does not matter (the
+    state machine is idempotent for a repeated equal loss).
 
 The "learned" criterion is a research choice and configurable:
   * ``loss`` (the paper's rule, with hysteresis): an example becomes learned when its loss < ``eps_low`` and is
@@ -16,12 +17,15 @@ The "learned" criterion is a research choice and configurable:
     >= ``acc_learn``, forgotten when it later drops below ``acc_forget``. With 1.0/1.0 this is Toneva et al.
 Every example starts "not learned", so ``forget_N <= learn_N`` always holds.
 
-Deferred updates (a tracker created with ``deferred=True``; the engine's default, ``tracker.defer``, when no id
-repeats within an epoch): a step only writes its
-B (loss, accuracy, step, epoch) records into the ``pending`` rows of their ids, one B-row scatter and no gather, and
-``fold`` runs the state machine over the whole table at once, elementwise, once per epoch (and after each scoring
-pass). Each id then has at most one record per fold, so the folded table is bit for bit the table the immediate
-updates give. ``to_numpy`` refuses a tracker with records not yet folded.
+Deferred updates (a tracker created with ``deferred=True``; the engine's default, ``tracker.defer``): a step only
+writes its B (loss, accuracy, step, epoch) records into the ``pending`` rows of their ids, one B-row scatter and no
+gather, and ``fold`` runs the state machine over the whole table at once, elementwise, once per epoch (and after each
+scoring pass). A pending row has ``slots`` records side by side: one when each id occurs once per epoch, and with
+up-sampling as many as an id's largest number of copies; a step writes each row's record into the slot of its
+occurrence number in the epoch (``occ_B``), and the fold runs the slots in order. Each (id, slot) then has at most
+one record per fold, so the folded table is bit for bit the table the immediate updates give (copies of an id that
+share a batch are summed first, as the immediate update does). ``to_numpy`` refuses a tracker with records not yet
+folded.
 """
 
 import dataclasses
@@ -52,7 +56,7 @@ class TrackerConfig:
     early_epochs: int = 1
     sharding: str = "replicated"
     scoring_passes: int = 0  # K fixed-parameter scoring passes per epoch; 0: the tracker reads in-step losses.
-    defer: bool = True  # record per step, fold once per epoch (used when no id repeats in an epoch; see ``defers``).
+    defer: bool = True  # record per step, fold once per epoch (``defers``); False: update the table every step.
     enabled: bool = True  # False only for overhead benchmarks: the step then skips the update.
 
     def validate(self) -> None:
@@ -93,8 +97,10 @@ COLUMNS = (
 FLOAT_COLUMNS = ("loss_sum_early", "last_loss")
 _COL = {name: i for i, name in enumerate(COLUMNS)}
 _INITIAL = {"last_loss": float("nan"), "last_epoch": -1, "first_learned_step": -1}
-# A deferred update's record, one row per example: loss and accuracy (bit-cast f32), step + 1 (0: no record), epoch.
+# A deferred update's record, one per (example, slot): loss and accuracy (bit-cast f32), step + 1 (0: no record),
+# epoch. A pending row holds ``slots`` records side by side, slot-major.
 PENDING_COLUMNS = ("loss", "accuracy", "step_plus_one", "epoch")
+_NP = len(PENDING_COLUMNS)
 
 
 def pending_copies(cfg: TrackerConfig, num_devices: int, local: bool) -> int:
@@ -103,13 +109,15 @@ def pending_copies(cfg: TrackerConfig, num_devices: int, local: bool) -> int:
     return num_devices if cfg.sharding == "data" and not local and num_devices > 1 else 1
 
 
-def defers(cfg: TrackerConfig, unique: bool) -> bool:
-    """Whether the engine records and folds (``fold``) rather than updating the table every step.
+def defers(cfg: TrackerConfig) -> bool:
+    """Whether the engine records and folds (``fold``) rather than updating the table every step."""
+    return cfg.enabled and cfg.defer
 
-    Scoring passes visit each id once; training steps do so within an epoch unless up-sampling repeats ids
-    (``unique`` False), which needs the immediate update's grouping.
-    """
-    return cfg.enabled and cfg.defer and (cfg.scoring_passes > 0 or unique)
+
+def record_slots(cfg: TrackerConfig, max_occurrences: int) -> int:
+    """Record slots per pending row: the most times an id occurs in an epoch's training steps (up-sampling), or one
+    when scoring passes feed the tracker (a pass visits each id once, and the loop folds after each)."""
+    return 1 if cfg.scoring_passes > 0 else max(1, max_occurrences)
 
 
 def _to_bits(x: jax.Array) -> jax.Array:
@@ -128,8 +136,9 @@ class ExampleTracker:
       so that a step's update gathers and scatters B rows; ``pending`` is None.
     * Deferred: ``table`` is a tuple of ``len(COLUMNS)`` int32 ``[capacity]`` columns, which ``fold`` streams
       (a fold over packed rows is several times slower on CPU: XLA rebuilds the rows element by element), and
-      ``pending`` is int32 ``[copies * capacity, len(PENDING_COLUMNS)]``, the records not yet folded (all zero
-      after ``fold``), one packed row per example so that a step writes B rows. With ``copies`` > 1 device k's
+      ``pending`` is int32 ``[copies * capacity, slots * len(PENDING_COLUMNS)]``, the records not yet folded (all
+      zero after ``fold``), one packed row per example so that a step writes B rows; slot s holds the record of the
+      id's occurrence s since the last fold (``slots`` > 1 only for up-sampled runs). With ``copies`` > 1 device k's
       block is its private copy of every example's row: it records the rows of its own part of each batch, nothing
       crosses devices per step, and the fold sums the copies (each id has one record per fold).
 
@@ -143,9 +152,12 @@ class ExampleTracker:
     num_examples: int = flax.struct.field(pytree_node=False, default=0)
 
     @classmethod
-    def create(cls, num_examples: int, multiple_of: int = 1, deferred: bool = False, copies: int = 1) -> Self:
+    def create(
+        cls, num_examples: int, multiple_of: int = 1, deferred: bool = False, copies: int = 1, slots: int = 1
+    ) -> Self:
         """``copies``: pending copies of every row (``pending_copies``): one per device for a ``data``-sharded
-        tracker whose batches are not aligned with its rows, so that each device records its own batch rows."""
+        tracker whose batches are not aligned with its rows, so that each device records its own batch rows.
+        ``slots``: records per pending row, the most times an id is recorded between two folds (``record_slots``)."""
         cap = -(-num_examples // multiple_of) * multiple_of
         row = [
             _to_bits(jnp.float32(_INITIAL.get(c, 0.0))) if c in FLOAT_COLUMNS else jnp.int32(_INITIAL.get(c, 0))
@@ -153,9 +165,14 @@ class ExampleTracker:
         ]
         if deferred:
             table = tuple(jnp.full((cap,), x) for x in row)
-            pending = jnp.zeros((copies * cap, len(PENDING_COLUMNS)), jnp.int32)
+            pending = jnp.zeros((copies * cap, slots * _NP), jnp.int32)
             return cls(table=table, pending=pending, num_examples=num_examples)
         return cls(table=jnp.tile(jnp.stack(row)[None], (cap, 1)), pending=None, num_examples=num_examples)
+
+    @property
+    def slots(self) -> int:
+        """Record slots per pending row (1 for an immediate tracker)."""
+        return 1 if self.pending is None else self.pending.shape[1] // _NP
 
     @property
     def capacity(self) -> int:
@@ -191,6 +208,7 @@ def update(
     unique: bool = False,
     mesh: jax.sharding.Mesh | None = None,
     local: bool = False,
+    occ_B: jax.Array | None = None,
 ) -> ExampleTracker:
     """Folds one batch of per-example losses into the tracker (pure; jit it or call it inside a jitted step).
 
@@ -212,22 +230,28 @@ def update(
         device owns (``data.shards`` a multiple of the device count, ``pipeline.tracker_multiple``): then nothing is
         exchanged at all. Rows of other devices would be dropped, so only the engine, which builds its batches that
         way, sets it.
+      occ_B: int32 occurrence number of each row's id since the last fold (0 for its first copy; the epoch
+        iterator's ``occurrence``), needed by a deferred tracker with ``slots`` > 1 and ignored otherwise.
 
     A tracker created with ``deferred=True`` only gets the batch's records written into ``tracker.pending`` (a B-row
-    scatter, no gather), and its table is left to ``fold``. The caller must fold before an id is recorded a second
-    time: no id may repeat in the batch (``unique``) or between two folds. With pending copies
-    (``pending_copies``) each device records its own batch rows and nothing is exchanged.
+    scatter, no gather), and its table is left to ``fold``. The caller must fold before an (id, slot) is recorded a
+    second time: with one slot no id may repeat in the batch (``unique``) or between two folds; with more, ``occ_B``
+    must number the copies 0, 1, ... in the order they were seen, below ``tracker.slots`` (larger ones are dropped).
+    With pending copies (``pending_copies``) each device records its own batch rows and nothing is exchanged.
 
     Returns:
       The updated tracker.
     """
     n = tracker.num_examples
     defer = tracker.pending is not None
-    if defer and not unique:
+    if defer and tracker.slots == 1 and not unique:
         raise ValueError(
-            "a deferred tracker (ExampleTracker.create(..., deferred=True)) records each id once between folds, so "
-            "its update needs unique=True; up-sampled runs need a tracker created with deferred=False."
+            "a deferred tracker with one record slot records each id once between folds, so its update needs "
+            "unique=True; for repeated ids create it with slots = the most copies of an id (record_slots) and pass "
+            "occ_B."
         )
+    if defer and tracker.slots > 1 and occ_B is None:
+        raise ValueError(f"a deferred tracker with {tracker.slots} record slots needs occ_B (each row's occurrence).")
     copies = 1 if tracker.pending is None else tracker.pending.shape[0] // tracker.capacity
     sharded = mesh is not None and cfg.sharding == "data" and mesh.shape[DATA] > 1
     if copies > 1 and not (sharded and mesh.shape[DATA] == copies and not local):
@@ -236,67 +260,88 @@ def update(
             "cfg.sharding='data' and local=False (pending_copies)."
         )
     valid_B = mask_B & (idx_B >= 0) & (idx_B < n)
-    args = (idx_B.astype(jnp.int32), loss_B.astype(jnp.float32), acc_B.astype(jnp.float32), valid_B)
+    occ_B = jnp.zeros_like(idx_B) if occ_B is None or not defer else occ_B
+    args = (idx_B.astype(jnp.int32), occ_B.astype(jnp.int32), loss_B.astype(jnp.float32), acc_B.astype(jnp.float32))
 
-    def apply(table, pending, idx_B, loss_B, acc_B, valid_B, step, epoch):
+    def apply(table, pending, idx_B, occ_B, loss_B, acc_B, valid_B, step, epoch):
         if defer:
-            return table, _record(pending, idx_B, loss_B, acc_B, valid_B, step, epoch)
+            return table, _record(pending, idx_B, occ_B, loss_B, acc_B, valid_B, step, epoch)
         return _update_rows(table, idx_B, loss_B, acc_B, valid_B, step, epoch, cfg, unique), pending
 
     if not sharded:
-        table, pending = apply(tracker.table, tracker.pending, *args, step, epoch)
+        table, pending = apply(tracker.table, tracker.pending, *args, valid_B, step, epoch)
     else:
 
-        def per_device(table, pending_RxC, idx_B, loss_B, acc_B, valid_B, step, epoch):
+        def per_device(table, pending_RxC, idx_B, occ_B, loss_B, acc_B, valid_B, step, epoch):
             if copies > 1:  # this device's copy of every row: its batch rows go there as they are
-                return table, _record(pending_RxC, idx_B, loss_B, acc_B, valid_B, step, epoch)
-            packed_BxF = jnp.stack([idx_B, _to_bits(loss_B), _to_bits(acc_B), valid_B.astype(jnp.int32)], axis=1)
+                return table, _record(pending_RxC, idx_B, occ_B, loss_B, acc_B, valid_B, step, epoch)
+            packed_BxF = jnp.stack([idx_B, occ_B, _to_bits(loss_B), _to_bits(acc_B), valid_B.astype(jnp.int32)], axis=1)
             if not local:  # tiled all-gather keeps the global batch order: "last occurrence" means the same
                 packed_BxF = jax.lax.all_gather(packed_BxF, DATA, tiled=True)
             rows = jax.tree.leaves(table)[0].shape[0]  # this device's rows
             local_B = packed_BxF[:, 0] - jax.lax.axis_index(DATA) * rows
-            own_B = (packed_BxF[:, 3] > 0) & (local_B >= 0) & (local_B < rows)
-            loss_B, acc_B = _from_bits(packed_BxF[:, 1]), _from_bits(packed_BxF[:, 2])
-            return apply(table, pending_RxC, local_B, loss_B, acc_B, own_B, step, epoch)
+            own_B = (packed_BxF[:, 4] > 0) & (local_B >= 0) & (local_B < rows)
+            loss_B, acc_B = _from_bits(packed_BxF[:, 2]), _from_bits(packed_BxF[:, 3])
+            return apply(table, pending_RxC, local_B, packed_BxF[:, 1], loss_B, acc_B, own_B, step, epoch)
 
         table, pending = jax.shard_map(
             per_device,
             mesh=mesh,
-            in_specs=(P(DATA), P(DATA), P(DATA), P(DATA), P(DATA), P(DATA), P(), P()),
+            in_specs=(P(DATA),) * 7 + (P(), P()),
             out_specs=(P(DATA), P(DATA)),
-        )(tracker.table, tracker.pending, *args, step, epoch)
+        )(tracker.table, tracker.pending, *args, valid_B, step, epoch)
     return ExampleTracker(table=table, pending=pending, num_examples=n)
 
 
-def _record(pending, idx_B, loss_B, acc_B, valid_B, step, epoch) -> jax.Array:
-    """Writes the batch's records into their (all-zero) pending rows: a scatter-add, which equals a set on zeros
-    and is faster on CPU; rows where ``valid_B`` is False are dropped."""
-    cap, b = pending.shape[0], idx_B.shape[0]
+def _record(pending, idx_B, occ_B, loss_B, acc_B, valid_B, step, epoch) -> jax.Array:
+    """Writes the batch's records into their (all-zero) pending slots: a scatter-add, which equals a set on zeros
+    and is faster on CPU; rows where ``valid_B`` is False, or whose slot ``occ_B`` is out of range, are dropped."""
+    rows, width = pending.shape
+    b = idx_B.shape[0]
     full = lambda x: jnp.broadcast_to(jnp.asarray(x, jnp.int32), (b,))  # noqa: E731
     rec_BxC = jnp.stack([_to_bits(loss_B), _to_bits(acc_B), full(step + 1), full(epoch)], axis=1)
-    return pending.at[jnp.where(valid_B, idx_B, cap)].add(rec_BxC, mode="drop")
+    row_B = jnp.where(valid_B, idx_B, rows)
+    if width == _NP:  # one slot: a plain B-row scatter
+        return pending.at[row_B].add(rec_BxC, mode="drop")
+    slotted = pending.reshape(rows, width // _NP, _NP).at[row_B, occ_B].add(rec_BxC, mode="drop")
+    return slotted.reshape(rows, width)
 
 
 def fold(tracker: ExampleTracker, cfg: TrackerConfig) -> ExampleTracker:
     """Folds the pending records of deferred updates into the table and clears them (pure; jit it with donation).
 
     Elementwise over the rows, so with one pending copy it needs no exchange under any sharding; per-device copies
-    are summed first (one reduce-scatter of the records per fold). A tracker without records comes back unchanged.
+    are summed first (one reduce-scatter of the records per fold). Record slots are folded in order, one
+    observation each; early losses of consecutive slots with the same step (copies of an id in one batch) are summed
+    before they are added, in the order and rounding of the immediate update's per-batch sums. A tracker without
+    records comes back unchanged.
     """
     if tracker.pending is None:
         return tracker
     pending = tracker.pending
-    copies = pending.shape[0] // tracker.capacity
-    if copies > 1:  # each id was recorded in one copy, zeros in the others (a reduce-scatter under sharding)
-        pending = pending.reshape(copies, tracker.capacity, -1).sum(0)
-    valid_R = pending[:, 2] > 0
-    loss_R, acc_R = _from_bits(pending[:, 0]), _from_bits(pending[:, 1])
-    step_R, epoch_R = pending[:, 2] - 1, pending[:, 3]
-    early_R = valid_R & (epoch_R < cfg.early_epochs)
+    cap = tracker.capacity
+    copies = pending.shape[0] // cap
+    if copies > 1:  # each record was written in one copy, zeros in the others (a reduce-scatter under sharding)
+        pending = pending.reshape(copies, cap, -1).sum(0)
     old = dict(zip(COLUMNS, tracker.table, strict=True))
-    counts = (valid_R.astype(jnp.int32), early_R.astype(jnp.int32), jnp.where(early_R, loss_R, 0.0))
-    new = _transition(old, loss_R, acc_R, *counts, step_R, epoch_R, cfg)
-    table = tuple(jnp.where(valid_R, new[c], old[c]) for c in COLUMNS)
+    cur = dict(old)
+    total_R = _from_bits(old["loss_sum_early"])  # early losses of the batches already folded in
+    run_R, run_step_R = jnp.zeros_like(total_R), jnp.full((cap,), -1, jnp.int32)  # the current batch's early losses
+    for s in range(tracker.slots):
+        rec = pending[:, s * _NP : (s + 1) * _NP]
+        valid_R = rec[:, 2] > 0
+        loss_R, acc_R = _from_bits(rec[:, 0]), _from_bits(rec[:, 1])
+        step_R, epoch_R = rec[:, 2] - 1, rec[:, 3]
+        early_R = valid_R & (epoch_R < cfg.early_epochs)
+        counts = (valid_R.astype(jnp.int32), early_R.astype(jnp.int32), jnp.zeros_like(loss_R))
+        new = _transition(cur, loss_R, acc_R, *counts, step_R, epoch_R, cfg)
+        cur = {c: jnp.where(valid_R, new[c], cur[c]) for c in COLUMNS}
+        next_batch_R = early_R & (step_R != run_step_R)
+        total_R = jnp.where(next_batch_R, total_R + run_R, total_R)
+        run_R = jnp.where(early_R, jnp.where(next_batch_R, 0.0, run_R) + loss_R, run_R)
+        run_step_R = jnp.where(early_R, step_R, run_step_R)
+    cur["loss_sum_early"] = _to_bits(total_R + run_R)
+    table = tuple(cur[c] for c in COLUMNS)
     return ExampleTracker(table=table, pending=jnp.zeros_like(tracker.pending), num_examples=tracker.num_examples)
 
 
@@ -381,7 +426,7 @@ def to_numpy(tracker: ExampleTracker) -> dict[str, np.ndarray]:
 
 @jax.jit
 def _any_pending(pending: jax.Array) -> jax.Array:
-    return jnp.any(pending[:, 2] != 0)
+    return jnp.any(pending[:, 2::_NP] != 0)  # the step + 1 of every slot
 
 
 def epoch_losses(fields: dict[str, np.ndarray], epoch: int) -> np.ndarray:

@@ -18,6 +18,8 @@ import numpy as np
 
 PyTree = Any
 Array = jax.Array
-Batch = dict[str, Array]  # model inputs plus "index" (int32 [B]), "mask" (bool [B]), optional "weight" (f32 [B])
+# Model inputs plus "index" (int32 [B]), "mask" (bool [B]), optional "weight" (f32 [B]) and, with up-sampling,
+# "occurrence" (int32 [B], the row's copy number in the epoch).
+Batch = dict[str, Array]
 HostBatch = dict[str, np.ndarray]
 Metrics = dict[str, Array]

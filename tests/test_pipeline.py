@@ -13,7 +13,7 @@ from conftest import tiny_config
 from gdc import config as config_lib
 from gdc import sharding
 from gdc import tracker as tracker_lib
-from gdc.data.pipeline import EpochIterator, Prefetcher, gather
+from gdc.data.pipeline import EpochIterator, Prefetcher, gather, occurrences
 from gdc.errors import ConfigError
 from gdc.train import loop
 from gdc.train import step as step_lib
@@ -121,7 +121,8 @@ def test_device_rows_equal_the_host_gather():
     arrays = {**_arrays(), "m": np.arange(23 * 2).reshape(23, 2) % 3 == 0}
     weights_N = np.linspace(0.1, 2.0, 23).astype(np.float32)
     it = EpochIterator(arrays, 5, seed=2, weights_N=weights_N)
-    ids = it.epoch_ids(1)
+    assert it.epoch_order(1).keys() == {"index"}
+    ids = it.epoch_order(1)["index"]
     assert ids.shape == (25,) and (ids[23:] == 23).all() and sorted(ids[:23]) == list(range(23))
     table = {**arrays, "weight": weights_N}
     for pos in range(it.steps_per_epoch):
@@ -132,6 +133,30 @@ def test_device_rows_equal_the_host_gather():
             np.testing.assert_array_equal(np.asarray(dev[k]), host[k], err_msg=k)
             assert dev[k].dtype == host[k].dtype, k
     np.testing.assert_array_equal(gather(arrays, ids[:5], 23)["x"], it.batch(1, 0)["x"])
+
+
+@pytest.mark.parametrize("shards", [1, 5])
+def test_upsampled_batches_number_each_copy(shards):
+    """With multiplicities, every batch row carries its id's occurrence number in the epoch: 0, 1, ... in visiting
+    order, the tracker's record slots; the resident path's epoch order carries the same numbers."""
+    mult_N = np.random.default_rng(1).integers(0, 4, 23)
+    it = EpochIterator(_arrays(), 10, seed=4, multiplicity_N=mult_N, shards=shards)
+    assert it.max_occurrences == 3
+    for epoch in (0, 1):
+        seen = {}
+        rows = [it.batch(epoch, t) for t in range(it.steps_per_epoch)]
+        for batch in rows:
+            for i, occ in zip(batch["index"][batch["mask"]], batch["occurrence"][batch["mask"]], strict=True):
+                assert occ == seen.get(i, 0)  # batch order is visiting order
+                seen[i] = occ + 1
+            assert (batch["occurrence"][~batch["mask"]] == 0).all()
+        assert seen == {i: m for i, m in enumerate(mult_N) if m > 0}
+        order = it.epoch_order(epoch)
+        np.testing.assert_array_equal(order["index"], np.concatenate([b["index"] for b in rows]))
+        np.testing.assert_array_equal(order["occurrence"], np.concatenate([b["occurrence"] for b in rows]))
+    assert "occurrence" not in EpochIterator(_arrays(), 10, seed=4).batch(0, 0)
+    np.testing.assert_array_equal(occurrences(np.array([5, 2, 5, 5, 2, 7])), [0, 0, 1, 2, 1, 0])
+    assert occurrences(np.zeros(0, np.int32)).shape == (0,)
 
 
 def test_advance_keeps_the_iterator_state():

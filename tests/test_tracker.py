@@ -4,6 +4,7 @@
 the spec the jitted ``update`` must match.
 """
 
+import collections
 import dataclasses
 import functools
 
@@ -118,28 +119,36 @@ def _jit_update(cfg: TrackerConfig, unique: bool = False):
 
 
 class _Folder:
-    """Folds a deferred tracker as late as the contract allows: before an id would get a second pending record."""
+    """Folds a deferred tracker as late as the contract allows: before an id would get a record past its last slot
+    (with one slot: a second pending record), and numbers each batch row's occurrence since the last fold."""
 
-    def __init__(self, cfg: TrackerConfig, n: int, tracker_sh=None):
+    def __init__(self, cfg: TrackerConfig, n: int, tracker_sh=None, slots: int = 1):
         self.fold = jax.jit(
             functools.partial(tracker_lib.fold, cfg=cfg), in_shardings=tracker_sh, out_shardings=tracker_sh
         )
-        self.n, self.pending, self.folds = n, set(), 0
+        self.n, self.slots, self.counts, self.folds = n, slots, collections.Counter(), 0
 
     def before(self, tracker, idx_B, mask_B):
-        ids = {int(i) for i, m in zip(idx_B, mask_B, strict=True) if m and 0 <= i < self.n}
-        if ids & self.pending:
-            tracker, self.pending = self.fold(tracker), set()
+        """Returns (tracker, occ_B): folded if needed, and each row's occurrence number (0 on ignored rows)."""
+        for _ in range(2):
+            counts, occ_B = self.counts.copy(), np.zeros(len(idx_B), np.int32)
+            for j, (i, m) in enumerate(zip(idx_B, mask_B, strict=True)):
+                if m and 0 <= i < self.n:
+                    occ_B[j], counts[int(i)] = counts[int(i)], counts[int(i)] + 1
+            if occ_B.max() < self.slots:
+                break
+            tracker, self.counts = self.fold(tracker), collections.Counter()
             self.folds += 1
-        self.pending |= ids
-        return tracker
+        assert occ_B.max() < self.slots, "an id occurs in one batch more often than the tracker has slots"
+        self.counts = counts
+        return tracker, occ_B
 
     def now(self, tracker):
-        self.pending = set()
+        self.counts = collections.Counter()
         return self.fold(tracker)
 
 
-def _call(update_fn, tracker, idx_B, loss_B, acc_B, mask_B, step, epoch):
+def _call(update_fn, tracker, idx_B, loss_B, acc_B, mask_B, step, epoch, **kw):
     return update_fn(
         tracker,
         jnp.asarray(idx_B, jnp.int32),
@@ -148,6 +157,7 @@ def _call(update_fn, tracker, idx_B, loss_B, acc_B, mask_B, step, epoch):
         jnp.asarray(mask_B, jnp.bool_),
         jnp.asarray(step, jnp.int32),
         jnp.asarray(epoch, jnp.int32),
+        **kw,
     )
 
 
@@ -212,7 +222,8 @@ def _assert_capacity_untouched(tracker: ExampleTracker) -> None:
     """Slots N..capacity-1 (leading axis of every on-device array) still hold their initial values."""
     n, cap = tracker.num_examples, tracker.capacity
     copies = 1 if tracker.pending is None else tracker.pending.shape[0] // cap  # pending: copies x capacity rows
-    fresh = ExampleTracker.create(n, multiple_of=cap, deferred=tracker.pending is not None, copies=copies)
+    deferred = tracker.pending is not None
+    fresh = ExampleTracker.create(n, multiple_of=cap, deferred=deferred, copies=copies, slots=tracker.slots)
     assert fresh.capacity == cap > n
     leaves, fresh_leaves = jax.tree.leaves(jax.device_get(tracker)), jax.tree.leaves(fresh)
     assert len(leaves) == len(fresh_leaves) > 0
@@ -237,22 +248,26 @@ def _assert_matches(got: dict[str, np.ndarray], want: dict[str, np.ndarray], *, 
 # ------------------------------------------------------------------------------------------------------------
 # Jitted update vs the numpy reference on random sequences.
 # ------------------------------------------------------------------------------------------------------------
-@pytest.mark.parametrize("mode", ["unique_fast_path", "deferred", "unique_ids", "duplicates"])
+@pytest.mark.parametrize("mode", ["unique_fast_path", "deferred", "unique_ids", "duplicates", "deferred_slots"])
 @pytest.mark.parametrize("cfg_name", list(CONFIGS))
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_update_matches_numpy_reference(seed, cfg_name, mode):
     """Modes: ``unique=True`` (the engine's path without up-sampling) on batches without repeated ids; the same
     deferred (records, folded only before an id would be recorded twice and before each read); the general path on
-    batches without repeated ids; the general path with repeated ids inside some batches."""
+    batches without repeated ids; the general path with repeated ids inside some batches; the same repeated ids
+    deferred into 4 record slots by occurrence number (the engine's up-sampled path), which must equal the general
+    path bit for bit (the reference sums repeated early losses in another order, hence its rtol)."""
     cfg = CONFIGS[cfg_name]
     cfg.validate()
-    duplicates, deferred = mode == "duplicates", mode == "deferred"
+    duplicates, deferred = mode in ("duplicates", "deferred_slots"), mode.startswith("deferred")
+    slots = 4 if mode == "deferred_slots" else 1
     n, b, steps_per_epoch, num_steps = 37, 16, 9, 36
     rng = np.random.default_rng(seed)
     update = _jit_update(cfg, unique=mode in ("unique_fast_path", "deferred"))
-    tracker = ExampleTracker.create(n, multiple_of=8, deferred=deferred)
-    folder = _Folder(cfg, n)
-    assert tracker.capacity == 40
+    tracker = ExampleTracker.create(n, multiple_of=8, deferred=deferred, slots=slots)
+    immediate = ExampleTracker.create(n, multiple_of=8)  # the general path beside the slotted one
+    folder = _Folder(cfg, n, slots=slots)
+    assert tracker.capacity == 40 and tracker.slots == slots
     want = init_np(n)
     num_valid, steps_with_duplicates = 0, 0
     for step in range(num_steps):
@@ -260,9 +275,15 @@ def test_update_matches_numpy_reference(seed, cfg_name, mode):
         idx_B, loss_B, acc_B, mask_B, has_dup = _random_batch(rng, n, cfg, b=b, duplicates=duplicates)
         steps_with_duplicates += has_dup
         num_valid += int((mask_B & (idx_B >= 0) & (idx_B < n)).sum())
+        batch = (idx_B, loss_B, acc_B, mask_B, step, epoch)
         if deferred:
-            tracker = folder.before(tracker, idx_B, mask_B)
-        tracker = _call(update, tracker, idx_B, loss_B, acc_B, mask_B, step, epoch)
+            tracker, occ_B = folder.before(tracker, idx_B, mask_B)
+            kw = {"occ_B": jnp.asarray(occ_B)} if slots > 1 else {}
+            tracker = _call(update, tracker, *batch, **kw)
+        else:
+            tracker = _call(update, tracker, *batch)
+        if slots > 1:
+            immediate = _call(update, immediate, *batch)
         want = update_np(want, idx_B, loss_B, acc_B, mask_B, step, epoch, cfg)
         if step % 6 == 5 or step == num_steps - 1:
             if deferred:
@@ -272,6 +293,8 @@ def test_update_matches_numpy_reference(seed, cfg_name, mode):
             got = tracker_lib.to_numpy(tracker)
             _assert_matches(got, want, sum_rtol=1e-6 if duplicates else 0.0)
             _assert_invariants(got, num_valid)
+            if slots > 1:
+                _assert_matches(got, tracker_lib.to_numpy(immediate), sum_rtol=0.0)
     _assert_capacity_untouched(tracker)
     assert (steps_with_duplicates > 0) == duplicates
     assert folder.folds > 0 if deferred else folder.folds == 0  # folds also happened between reads
@@ -279,6 +302,35 @@ def test_update_matches_numpy_reference(seed, cfg_name, mode):
     assert want["learn_N"].sum() > 0 and want["forget_N"].sum() > 0
     assert len(np.unique(want["first_learned_step_N"][want["learn_N"] > 0])) > 1
     assert (want["count_early_N"] < want["seen_N"]).any() and want["count_early_N"].sum() > 0
+
+
+def test_slots_fold_in_occurrence_order():
+    """Hand-checked: an id's copies in three batches and two in one batch, recorded into slots by occurrence and
+    folded once, give the per-step state machine and the per-batch sums of early losses."""
+    cfg = TrackerConfig(eps_low=1.0, eps_high=1.0, early_epochs=1)
+    tracker = ExampleTracker.create(3, multiple_of=1, deferred=True, slots=4)
+    update = _jit_update(cfg)
+    ones = np.ones(2, np.float32)
+    # id 0: 0.5 (learned), 1.5 twice in one batch (forgotten once), 0.25 (learned again). id 1: 2.0 once. id 2: never.
+    for step, (idx, loss, occ) in enumerate([([0, 1], [0.5, 2.0], [0, 0]), ([0, 0], [1.5, 1.5], [1, 2])]):
+        tracker = _call(update, tracker, idx, loss, ones, [True, True], step, 0, occ_B=jnp.int32(occ))
+    tracker = _call(update, tracker, [0, 2], [0.25, 9.0], ones, [True, False], 2, 0, occ_B=jnp.int32([3, 0]))
+    with pytest.raises(ValueError, match="not yet folded"):
+        tracker_lib.to_numpy(tracker)
+    got = tracker_lib.to_numpy(tracker_lib.fold(tracker, cfg))
+    np.testing.assert_array_equal(got["seen_N"], [4, 1, 0])
+    np.testing.assert_array_equal(got["learn_N"], [2, 0, 0])
+    np.testing.assert_array_equal(got["forget_N"], [1, 0, 0])
+    np.testing.assert_array_equal(got["learned_N"], [True, False, False])
+    np.testing.assert_array_equal(got["first_learned_step_N"], [0, -1, -1])
+    np.testing.assert_array_equal(got["last_loss_N"], np.float32([0.25, 2.0, np.nan]))
+    np.testing.assert_array_equal(got["loss_sum_early_N"], np.float32([0.5 + 3.0 + 0.25, 2.0, 0.0]))
+    np.testing.assert_array_equal(got["count_early_N"], [4, 1, 0])
+    with pytest.raises(ValueError, match="needs occ_B"):
+        _call(update, tracker, [0, 1], [0.5, 0.5], ones, [True, True], 3, 0)
+    one_slot = ExampleTracker.create(3, multiple_of=1, deferred=True)
+    with pytest.raises(ValueError, match="unique=True"):
+        _call(update, one_slot, [0, 0], [0.5, 0.5], ones, [True, True], 0, 0)
 
 
 def test_loss_at_threshold_keeps_the_state():
@@ -419,7 +471,8 @@ def test_single_threshold_differs_from_pair_count_at_ties():
 # ------------------------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("duplicates", [True, False])
 def test_replicated_and_sharded_trackers_agree(duplicates):
-    """Also, without duplicates, the deferred records and fold (``+defer``) under each sharding."""
+    """Also the deferred records and fold (``+defer``) under each sharding: one slot without duplicates, 4 slots
+    numbered by occurrence with them; all bit for bit equal to the replicated immediate update."""
     mesh = sharding.make_mesh()
     assert mesh.size == 8
     cfg = CONFIGS["loss_hysteresis"]
@@ -431,8 +484,8 @@ def test_replicated_and_sharded_trackers_agree(duplicates):
     # "data": XLA partitions the row gather/scatter; "data+mesh": the explicit shard_map update (all-gather of the
     # batch's ids and losses, each device writes its own rows), which the engine uses.
     modes = (("replicated", None), ("data", None), ("data+mesh", mesh))
-    if not duplicates:
-        modes += (("replicated+defer", None), ("data+defer", None), ("data+mesh+defer", mesh))
+    modes += (("replicated+defer", None), ("data+defer", None), ("data+mesh+defer", mesh))
+    slots = 4 if duplicates else 1
     for mode, tracker_mesh in modes:
         tracker_sh = sharding.tracker_sharding(mesh, mode.split("+")[0])
         mode_cfg = dataclasses.replace(cfg, sharding=mode.split("+")[0])
@@ -447,24 +500,27 @@ def test_replicated_and_sharded_trackers_agree(duplicates):
                 mode_cfg,
                 unique=not duplicates,
                 mesh=tracker_mesh,
+                occ_B=batch["occ"],
             )
 
         update = jax.jit(upd, in_shardings=(tracker_sh, batch_sh, repl, repl), out_shardings=tracker_sh)
         # The engine's sharded deferred tracker records into per-device copies of the pending rows.
         copies = mesh.size if defer and tracker_mesh is not None and mode.startswith("data") else 1
-        tracker = ExampleTracker.create(n, multiple_of=mesh.size, deferred=defer, copies=copies)
+        tracker = ExampleTracker.create(n, multiple_of=mesh.size, deferred=defer, copies=copies, slots=slots)
         tracker = sharding.put_tree(tracker, tracker_sh)
-        folder = _Folder(mode_cfg, n, tracker_sh)
+        folder = _Folder(mode_cfg, n, tracker_sh, slots)
         want = init_np(n)
         rng = np.random.default_rng(5)
         with jax.set_mesh(mesh):
             for step in range(30):
                 epoch = step // 8
                 idx_B, loss_B, acc_B, mask_B, _ = _random_batch(rng, n, cfg, b=b, duplicates=duplicates)
-                batch = sharding.put_batch({"index": idx_B, "loss": loss_B, "acc": acc_B, "mask": mask_B}, mesh)
                 if defer:
-                    tracker = folder.before(tracker, idx_B, mask_B)
-                tracker = update(tracker, batch, np.int32(step), np.int32(epoch))
+                    tracker, occ_B = folder.before(tracker, idx_B, mask_B)
+                else:
+                    occ_B = np.zeros_like(idx_B)
+                batch = {"index": idx_B, "loss": loss_B, "acc": acc_B, "mask": mask_B, "occ": occ_B}
+                tracker = update(tracker, sharding.put_batch(batch, mesh), np.int32(step), np.int32(epoch))
                 want = update_np(want, idx_B, loss_B, acc_B, mask_B, step, epoch, cfg)
             if defer:
                 tracker = folder.now(tracker)

@@ -16,6 +16,7 @@ from conftest import REPO, tiny_config
 from gdc import config as config_lib
 from gdc import models, sharding
 from gdc import tracker as tracker_lib
+from gdc.data.pipeline import EpochIterator
 from gdc.errors import ConfigError
 from gdc.train import loop
 from gdc.train import step as step_lib
@@ -116,22 +117,41 @@ def test_resume_equals_uninterrupted(tmp_path, every_steps):
 
 @pytest.mark.parametrize(
     "overrides",
-    [dict(), dict(tracker=dict(sharding="data", scoring_passes=2), data=dict(shards=8))],
-    ids=["in_step", "sharded_scoring_passes"],
+    [
+        dict(),
+        dict(tracker=dict(sharding="data", scoring_passes=2), data=dict(shards=8)),
+        dict(upsample=True, data=dict(on_device=1)),
+        dict(upsample=True, tracker=dict(sharding="data"), data=dict(on_device=0)),
+    ],
+    ids=["in_step", "sharded_scoring_passes", "upsampled_resident", "upsampled_sharded"],
 )
 def test_deferred_tracker_equals_immediate_updates(tmp_path, overrides):
     """The default records each step's losses and folds them at the epoch's end (``tracker.defer``): the same bits
     as updating the table every step, in the tracker and every epoch artefact, also when a run stops mid-epoch with
-    records pending in its checkpoint and resumes."""
+    records pending in its checkpoint and resumes. Up-sampled runs (ids 1-3 times an epoch, copies sometimes in one
+    batch) record each copy into the slot of its occurrence number, on the resident and the host-batch path, with a
+    sharded tracker's per-device pending copies."""
     tracker_over = overrides.get("tracker", {})
     data = overrides.get("data", {})
-    deferred = tiny_config("mlp", tracker=tracker_over, data=data)
-    immediate = tiny_config("mlp", tracker=dict(tracker_over, defer=False), data=data)
+    train = {}
+    if overrides.get("upsample"):
+        cfg = tiny_config("mlp")
+        n = loop.sources.build_dataset(cfg.data).num_train
+        mult_N = np.random.default_rng(0).integers(1, 4, n)
+        np.save(tmp_path / "mult.npy", mult_N)
+        train = dict(multiplicity_path=str(tmp_path / "mult.npy"), num_epochs=2)
+        it = EpochIterator({"x": np.zeros((n, 1))}, cfg.train.batch_size, cfg.seed, multiplicity_N=mult_N)
+        batches = [it.batch(0, t) for t in range(it.steps_per_epoch)]
+        assert any(b["occurrence"][b["mask"]].max() == 2 for b in batches)
+        assert any(len(np.unique(b["index"][b["mask"]])) < b["mask"].sum() for b in batches)  # copies in a batch
+    deferred = tiny_config("mlp", tracker=tracker_over, data=data, train=train)
+    immediate = tiny_config("mlp", tracker=dict(tracker_over, defer=False), data=data, train=train)
     want = _run(immediate, tmp_path / "immediate")
     assert want.tracker.pending is None
     spe = json.load(open(tmp_path / "immediate" / "dataset.json"))["steps_per_epoch"]
     first = _run(deferred, tmp_path / "deferred", max_steps=spe + spe // 2)
     assert first.tracker.pending is not None
+    assert first.tracker.slots == (3 if train else 1)
     got = _run(deferred, tmp_path / "deferred")
     assert int(got.state.step) == int(want.state.step) > spe
     chex.assert_trees_all_equal(jax.device_get(got.state), jax.device_get(want.state))

@@ -54,8 +54,11 @@ class EpochIterator:
         self.seed = seed
         self.shards = shards
         ids = np.arange(self.num_examples) if keep_idx is None else np.asarray(keep_idx, np.int64)
+        self.max_occurrences = 1  # the most copies of an id in an epoch
         if multiplicity_N is not None:
-            ids = np.repeat(ids, np.asarray(multiplicity_N)[ids])
+            copies = np.asarray(multiplicity_N)[ids]
+            ids = np.repeat(ids, copies)
+            self.max_occurrences = int(copies.max(initial=1))
         self.ids = ids
         self.weights_N = None if weights_N is None else np.asarray(weights_N, np.float32)
         self.epoch = epoch
@@ -69,7 +72,9 @@ class EpochIterator:
         self._shard_ids = [ids[(ids >= lo) & (ids < hi)] for lo, hi in zip(bounds[:-1], bounds[1:], strict=True)]
         per_process = shards // process_count
         self._own = range(process_index * per_process, (process_index + 1) * per_process)
-        self._order_epoch, self._order = -1, ids
+        # Up-sampled ids repeat within an epoch: their batches then carry each row's occurrence number.
+        self.repeats = multiplicity_N is not None
+        self._order_epoch, self._orders, self._occurrences = -1, [], []
 
     @property
     def steps_per_epoch(self) -> int:
@@ -79,52 +84,71 @@ class EpochIterator:
     def state(self) -> dict[str, int]:
         return {"epoch": self.epoch, "position": self.position}
 
+    def _epoch_orders(self, epoch: int) -> list[np.ndarray]:
+        """The visiting order of each of this process's shards in ``epoch`` (one with ``shards`` == 1)."""
+        if self._order_epoch != epoch:
+            if self.shards == 1:
+                orders = [self.ids[np.random.default_rng([self.seed, epoch]).permutation(len(self.ids))]]
+            else:
+                rngs = {s: np.random.default_rng([self.seed, epoch, s]) for s in self._own}
+                orders = [self._shard_ids[s][rngs[s].permutation(len(self._shard_ids[s]))] for s in self._own]
+            self._order_epoch, self._orders = epoch, orders
+            self._occurrences = [occurrences(o) for o in orders] if self.repeats else []
+        return self._orders
+
     def order(self, epoch: int) -> np.ndarray:
         """The ids of ``epoch`` in visiting order (one shard)."""
-        if self._order_epoch != epoch:
-            perm = np.random.default_rng([self.seed, epoch]).permutation(len(self.ids))
-            self._order_epoch, self._order = epoch, self.ids[perm]
-        return self._order
+        return self._epoch_orders(epoch)[0]
 
     def batch(self, epoch: int, position: int) -> HostBatch:
-        """The (local rows of the) ``position``-th batch of ``epoch``."""
+        """The (local rows of the) ``position``-th batch of ``epoch``; with up-sampling it also holds ``occurrence``,
+        each row's occurrence number in the epoch (0 for an id's first copy; the tracker's record slot)."""
         idx_B = self.batch_ids(epoch, position)
-        return gather(self.arrays, idx_B, self.num_examples, self.weights_N, self.row_offset)
+        batch = gather(self.arrays, idx_B, self.num_examples, self.weights_N, self.row_offset)
+        if self.repeats:
+            batch["occurrence"] = self._batch_column(self._occurrences, position, 0)
+        return batch
 
     def batch_ids(self, epoch: int, position: int) -> np.ndarray:
         """int32 ids of this process's rows of the ``position``-th batch of ``epoch`` (padding: N)."""
-        if self.shards == 1:
-            chunk = self.order(epoch)[position * self.batch_size : (position + 1) * self.batch_size]
-            idx_B = np.full(self.batch_size, self.num_examples, np.int32)
-            idx_B[: len(chunk)] = chunk
-            idx_B = idx_B[self.local_rows]
-        else:
-            part = self.batch_size // self.shards
-            if self._order_epoch != epoch:
-                self._order_epoch, self._order = (
-                    epoch,
-                    [
-                        self._shard_ids[s][
-                            np.random.default_rng([self.seed, epoch, s]).permutation(len(self._shard_ids[s]))
-                        ]
-                        for s in self._own
-                    ],
-                )
-            parts = []
-            for order in self._order:
-                chunk = order[position * part : (position + 1) * part]
-                parts.append(np.concatenate([chunk, np.full(part - len(chunk), self.num_examples)]).astype(np.int32))
-            idx_B = np.concatenate(parts)
-        return idx_B
+        return self._batch_column(self._epoch_orders(epoch), position, self.num_examples)
 
-    def epoch_ids(self, epoch: int) -> np.ndarray:
-        """int32 ``[steps_per_epoch * batch_size]``: the ids of every global batch of ``epoch``, padded with N."""
-        if self.shards > 1:  # one process holding every range (the loop refuses on_device with several processes)
-            return np.concatenate([self.batch_ids(epoch, t) for t in range(self.steps_per_epoch)])
-        ids = np.full(self.steps_per_epoch * self.batch_size, self.num_examples, np.int32)
-        order = self.order(epoch)
-        ids[: len(order)] = order
-        return ids
+    def _batch_column(self, columns: list[np.ndarray], position: int, pad: int) -> np.ndarray:
+        """This process's rows of batch ``position``, from per-shard columns in visiting order, padded with ``pad``."""
+        if self.shards == 1:
+            chunk = columns[0][position * self.batch_size : (position + 1) * self.batch_size]
+            out_B = np.full(self.batch_size, pad, np.int32)
+            out_B[: len(chunk)] = chunk
+            return out_B[self.local_rows]
+        part = self.batch_size // self.shards
+        parts = []
+        for column in columns:
+            chunk = column[position * part : (position + 1) * part]
+            parts.append(np.concatenate([chunk, np.full(part - len(chunk), pad)]).astype(np.int32))
+        return np.concatenate(parts)
+
+    def epoch_order(self, epoch: int) -> dict[str, np.ndarray]:
+        """The visiting order of every global batch of ``epoch``, for a device-resident set: ``index``, int32
+        ``[steps_per_epoch * batch_size]`` padded with N, and with up-sampling ``occurrence`` (padded with 0).
+
+        With ``shards`` > 1 it is only defined for a process that holds every range (the loop refuses on_device with
+        several processes)."""
+        spe = self.steps_per_epoch
+        orders = self._epoch_orders(epoch)
+        if self.shards > 1:
+            columns = {"index": (orders, self.num_examples), "occurrence": (self._occurrences, 0)}
+            out = {
+                k: np.concatenate([self._batch_column(cols, t, pad) for t in range(spe)])
+                for k, (cols, pad) in columns.items()
+                if cols
+            }
+        else:  # every process's rows of every global batch
+            out = {"index": np.full(spe * self.batch_size, self.num_examples, np.int32)}
+            out["index"][: len(orders[0])] = orders[0]
+            if self.repeats:
+                out["occurrence"] = np.zeros(spe * self.batch_size, np.int32)
+                out["occurrence"][: len(orders[0])] = self._occurrences[0]
+        return out
 
     def advance(self) -> tuple[int, int]:
         """Moves past the next batch without building it (the batch is gathered on device); its (epoch, position)."""
@@ -139,6 +163,17 @@ class EpochIterator:
     def __next__(self) -> tuple[int, int, HostBatch]:
         epoch, position = self.advance()
         return epoch, position, self.batch(epoch, position)
+
+
+def occurrences(ids: np.ndarray) -> np.ndarray:
+    """int32: for each position, how many times its id occurred before it in ``ids`` (0, 1, ... per id)."""
+    order = np.argsort(ids, kind="stable")
+    sorted_ids = ids[order]
+    starts = np.flatnonzero(np.r_[True, sorted_ids[1:] != sorted_ids[:-1]]) if len(ids) else np.zeros(0, np.int64)
+    group_start = np.repeat(starts, np.diff(np.r_[starts, len(ids)]))
+    out = np.empty(len(ids), np.int32)
+    out[order] = np.arange(len(ids)) - group_start
+    return out
 
 
 def check_shards(shards: int, batch_size: int, process_count: int) -> None:

@@ -202,9 +202,10 @@ def train(
     # Data ranges aligned with the tracker's row blocks: each device's batch rows are its own tracker rows, so a
     # sharded tracker updates without any exchange.
     local = aligned_tracker(cfg, n_dev)
-    deferred = tracker_lib.defers(cfg.tracker, unique)
+    deferred = tracker_lib.defers(cfg.tracker)
     copies = tracker_lib.pending_copies(cfg.tracker, n_dev, local)
-    tracker = sharding.put_tree(tracker_lib.ExampleTracker.create(n, multiple, deferred, copies), tracker_sh)
+    slots = tracker_lib.record_slots(cfg.tracker, it.max_occurrences)  # > 1: up-sampled copies get a slot each
+    tracker = sharding.put_tree(tracker_lib.ExampleTracker.create(n, multiple, deferred, copies, slots), tracker_sh)
     # Deferred updates are folded into the table at each epoch's end, after each scoring pass and when the loop
     # stops (tracker.fold); checkpoints keep the records pending in between.
     fold_fn = jax.jit(
@@ -336,17 +337,17 @@ def train(
         if depth and not on_device:
             feed = Prefetcher(it, lambda b: sharding.put_batch(b, mesh), depth)
         consumed = feed.state if feed else it.state
-        ids_epoch, ids = -1, None
+        order_epoch, order = -1, None
 
         def next_step(state, tracker):
-            nonlocal ids_epoch, ids
+            nonlocal order_epoch, order
             if on_device:
                 epoch, position = it.advance()
                 if step != epoch * spe + position:  # the resident step finds its batch at state.step % spe
                     raise RuntimeError(f"step {step} is not batch {position} of epoch {epoch} ({spe} per epoch).")
-                if epoch != ids_epoch:  # one transfer per epoch
-                    ids_epoch, ids = epoch, sharding.put_tree(it.epoch_ids(epoch), repl)
-                return epoch, position, resident_fn(state, tracker, table, ids)
+                if epoch != order_epoch:  # one transfer per epoch
+                    order_epoch, order = epoch, sharding.put_tree(it.epoch_order(epoch), repl)
+                return epoch, position, resident_fn(state, tracker, table, order)
             epoch, position, batch = next(feed) if feed else next(it)
             batch = batch if feed else sharding.put_batch(batch, mesh)
             return epoch, position, train_fn(state, tracker, batch)

@@ -45,7 +45,8 @@ def train_step(
     The tracker is updated here only when ``tracker_cfg.enabled`` and no scoring passes are configured (then the loop
     feeds it fixed-parameter losses from ``score_step`` instead). ``unique_ids``: no id repeats inside a batch (no
     up-sampling), which lets the tracker skip its grouping sort. A tracker created deferred (``tracker.defers``) only
-    records the losses, and the caller folds them at the epoch's end. ``mesh``, ``local``: a ``data``-sharded tracker's
+    records the losses, into the slot of each row's ``occurrence`` when the batch has one (up-sampling), and the
+    caller folds them at the epoch's end. ``mesh``, ``local``: a ``data``-sharded tracker's
     mesh, and whether each device's batch rows are its own tracker rows (``tracker.update``).
     """
     keys_B = example_keys(state.key, state.step, batch["index"])
@@ -72,6 +73,7 @@ def train_step(
             unique=unique_ids,
             mesh=mesh,
             local=local,
+            occ_B=batch.get("occurrence"),
         )
     count = mask_B.sum()
     metrics = {
@@ -290,19 +292,20 @@ def jit_resident_train(
     tracker_sharding: NamedSharding,
     batch_sharding: NamedSharding,
 ) -> Callable:
-    """``train`` (from ``jit_steps``) fed from a device-resident dataset: ``(state, tracker, table, ids) -> ...``.
+    """``train`` (from ``jit_steps``) fed from a device-resident dataset: ``(state, tracker, table, order) -> ...``.
 
-    ``table``: replicated training arrays (``device_rows``); ``ids``: int32 [steps_per_epoch * batch_size], the
-    epoch's padded visiting order (``EpochIterator.epoch_ids``), placed once per epoch. The step takes its batch at
-    ``state.step % steps_per_epoch`` (step = epoch * steps_per_epoch + position), so nothing crosses to the device
-    per step.
+    ``table``: replicated training arrays (``device_rows``); ``order``: the epoch's padded visiting order
+    (``EpochIterator.epoch_order``: int32 [steps_per_epoch * batch_size] ``index``, and ``occurrence`` with
+    up-sampling), placed once per epoch. The step takes its batch at ``state.step % steps_per_epoch`` (step = epoch *
+    steps_per_epoch + position), so nothing crosses to the device per step.
     """
     repl = state_sharding
 
-    def step(state, tracker, table, ids):
+    def step(state, tracker, table, order):
         start = (state.step % steps_per_epoch) * batch_size
-        idx_B = jax.lax.dynamic_slice_in_dim(ids, start, batch_size)
-        batch = jax.lax.with_sharding_constraint(device_rows(table, idx_B, num_examples), batch_sharding)
+        part = {k: jax.lax.dynamic_slice_in_dim(v, start, batch_size) for k, v in order.items()}
+        batch = device_rows(table, part.pop("index"), num_examples) | part
+        batch = jax.lax.with_sharding_constraint(batch, batch_sharding)
         return train(state, tracker, batch)
 
     return jax.jit(
