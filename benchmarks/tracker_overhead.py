@@ -17,6 +17,12 @@ the target, <= 2%. Beside them the physical limits, timed the same way: a bare B
 f32 array ("scatter"), the limit the target names, and a gather plus a scatter-add of B rows of the ``[N, 9]``
 table ("rows"), the least an immediate per-row state machine needs.
 
+Up-sampled runs (``train.multiplicity_path``) repeat ids within an epoch; their deferred tracker records each copy
+into the slot of its occurrence number. With ``--slots`` S (default 2: every id twice, gamma = 2) the script times
+that record ("up. rec."), the fold of S slots ("up. fold"), and "up. def./step" = (record + fold / ceil(N / B)) /
+fastest step, the fold spread over the fewest steps an epoch can have; beside them the immediate update with the
+grouping sort that repeated ids otherwise need ("grouped"), the path up-sampled runs took before slots.
+
 With ``--sharding=data`` the engine's sharded update (``tracker.update(..., mesh=mesh)``: all-gather the batch's B
 ids and losses, each device writes the rows it holds) is timed beside XLA's own partitioning of the same immediate
 update ("XLA-partitioned") and beside the exchange-free update of aligned data shards ("local": record, and
@@ -41,6 +47,7 @@ def parse_args():
     p.add_argument("--batch_size", type=int, default=128)
     p.add_argument("--blocks", type=int, default=7)
     p.add_argument("--steps", type=int, default=30, help="steps per timed block")
+    p.add_argument("--slots", type=int, default=2, help="record slots of the up-sampled columns (most copies of an id)")
     p.add_argument("--out", default="", help="write the rows to this JSON file")
     return p.parse_args()
 
@@ -71,6 +78,7 @@ def main():
         f"{'model':<12}{'N':>10}{'off, med':>10}{'on, med':>9}{'overh.':>8}{'off, min':>10}{'on, min':>9}{'overh.':>8}"
         f"{'immed. us':>11}{'record us':>11}{'fold ms':>9}{'fold/st us':>12}{'deferred/step':>15}"
         f"{'scatter us':>12}{'rows us':>9}{'record/scatter':>16}"
+        f"{'grouped us':>12}{'up. rec. us':>13}{'up. fold ms':>13}{'up. def./step':>15}"
     )
     if args.sharding == "data":
         header += f"{'XLA-part. us':>14}{'local rec. us':>15}{'local def./step':>17}"
@@ -152,6 +160,10 @@ def main():
             fold = time_fold(n, args.sharding, mesh, copies)
             deferred = (record + fold / spe) / off_min
             scatter, rows_gs = time_bare_scatter(n, b, mesh)
+            grouped = time_update_alone(n, b, args.sharding, mesh, unique=False)
+            up_record = time_update_alone(n, b, args.sharding, mesh, defer=True, slots=args.slots)
+            up_fold = time_fold(n, args.sharding, mesh, copies, slots=args.slots)
+            up_deferred = (up_record + up_fold / spe) / off_min
             sharded = args.sharding == "data"
             xla = time_update_alone(n, b, args.sharding, mesh, explicit=False) if sharded else None
             local = time_update_alone(n, b, args.sharding, mesh, local=True, defer=True) if sharded else None
@@ -162,6 +174,7 @@ def main():
                 f"{off_min * 1e3:>10.3f}{on_min * 1e3:>9.3f}{on_min / off_min - 1:>+8.1%}"
                 f"{immediate * 1e6:>11.1f}{record * 1e6:>11.1f}{fold * 1e3:>9.2f}{fold / spe * 1e6:>12.2f}"
                 f"{deferred:>15.2%}{scatter * 1e6:>12.1f}{rows_gs * 1e6:>9.1f}{record / scatter:>16.1f}"
+                f"{grouped * 1e6:>12.1f}{up_record * 1e6:>13.1f}{up_fold * 1e3:>13.2f}{up_deferred:>15.2%}"
                 + (f"{xla * 1e6:>14.1f}{local * 1e6:>15.1f}{local_deferred:>17.2%}" if sharded else ""),
                 flush=True,
             )
@@ -183,6 +196,12 @@ def main():
                     "bare_scatter_us": scatter * 1e6,
                     "rows_gather_scatter_us": rows_gs * 1e6,
                     "record_over_scatter": record / scatter,
+                    "slots": args.slots,
+                    "immediate_grouped_us": grouped * 1e6,
+                    "immediate_grouped_over_step": grouped / off_min,
+                    "upsampled_record_us": up_record * 1e6,
+                    "upsampled_fold_ms": up_fold * 1e3,
+                    "upsampled_deferred_over_step": up_deferred,
                     "immediate_xla_partitioned_us": None if xla is None else xla * 1e6,
                     "local_record_us": None if local is None else local * 1e6,
                     "local_deferred_over_step": local_deferred,
@@ -202,6 +221,8 @@ def time_update_alone(
     explicit: bool = True,
     local: bool = False,
     defer: bool = False,
+    unique: bool = True,
+    slots: int = 1,
     inner: int = 200,
     reps: int = 5,
 ) -> float:
@@ -211,6 +232,8 @@ def time_update_alone(
     a sharded table to XLA. ``local``: each device's batch rows are ids of its own row block (``data.shards`` a
     multiple of the device count), so the update exchanges nothing. ``defer``: the deferred record (ids stay
     unique between folds: 200 x B < N, or they wrap, which only changes the recorded values, not the work).
+    ``unique`` False: the immediate update's grouping sort for repeated ids. ``slots`` > 1: the deferred record of
+    an up-sampled run, each row into slot ``i % slots``.
     """
     import jax
     import jax.numpy as jnp
@@ -244,20 +267,21 @@ def time_update_alone(
             i,
             i // 10,
             cfg,
-            unique=True,
+            unique=unique,
             mesh=mesh if explicit else None,
             local=local,
+            occ_B=jnp.full(b, i % slots, jnp.int32) if slots > 1 else None,
         )
 
     run = jax.jit(lambda t: jax.lax.fori_loop(0, inner, body, t), in_shardings=tsh, out_shardings=tsh, donate_argnums=0)
     copies = tracker_lib.pending_copies(cfg, d, local) if defer and explicit else 1
-    tracker = sharding.put_tree(tracker_lib.ExampleTracker.create(n, d, deferred=defer, copies=copies), tsh)
-    return _best_of(run, tracker, mesh, inner, reps)
+    tracker = tracker_lib.ExampleTracker.create(n, d, deferred=defer, copies=copies, slots=slots)
+    return _best_of(run, sharding.put_tree(tracker, tsh), mesh, inner, reps)
 
 
-def time_fold(n: int, mode: str, mesh, copies: int = 1, reps: int = 5) -> float:
-    """Seconds per fold of a whole deferred tracker (best of ``reps``), every row holding a record (in the first
-    of ``copies`` per-device copies)."""
+def time_fold(n: int, mode: str, mesh, copies: int = 1, slots: int = 1, reps: int = 5) -> float:
+    """Seconds per fold of a whole deferred tracker (best of ``reps``), every row holding a record in each of its
+    ``slots`` (in the first of ``copies`` per-device copies)."""
     import jax
     import jax.numpy as jnp
 
@@ -266,10 +290,12 @@ def time_fold(n: int, mode: str, mesh, copies: int = 1, reps: int = 5) -> float:
 
     cfg = tracker_lib.TrackerConfig(sharding=mode)
     tsh = sharding.tracker_sharding(mesh, mode)
-    tracker = tracker_lib.ExampleTracker.create(n, jax.device_count(), deferred=True, copies=copies)
+    tracker = tracker_lib.ExampleTracker.create(n, jax.device_count(), deferred=True, copies=copies, slots=slots)
     rec = jnp.stack([jnp.full(tracker.capacity, 1065353216), jnp.zeros(tracker.capacity, jnp.int32)], axis=1)
     rec = jnp.concatenate([rec, jnp.ones_like(rec)], axis=1)  # loss 1.0, step 0, epoch 1
-    tracker = tracker.replace(pending=jnp.concatenate([rec, jnp.zeros(((copies - 1) * len(rec), 4), jnp.int32)]))
+    rec = jnp.tile(rec, (1, slots)) + jnp.tile(jnp.int32([0, 0, 1, 0]), slots) * jnp.repeat(jnp.arange(slots), 4)
+    pad = jnp.zeros(((copies - 1) * len(rec), rec.shape[1]), jnp.int32)  # slot s: step s
+    tracker = tracker.replace(pending=jnp.concatenate([rec, pad]))
 
     def fold_and_refill(t):  # the fold clears the records: put them back so that every repetition folds N rows
         return tracker_lib.fold(t, cfg).replace(pending=t.pending)
