@@ -1,6 +1,7 @@
 """The input path: EpochIterator, the Prefetcher (order, consumed state, errors, shutdown) and the device-resident
 dataset, each against the plain iterator and the plain training loop."""
 
+import json
 import os
 import threading
 import time
@@ -220,6 +221,77 @@ def test_resume_equals_uninterrupted_with_read_ahead(tmp_path, data):
     assert int(second.state.step) == int(full.state.step)
     _assert_same(full, second)
     assert not [t for t in threading.enumerate() if t.name == "gdc-prefetch"]
+
+
+def test_steps_per_call_trains_the_same(tmp_path, monkeypatch):
+    """Several steps per call on the resident path (a scan) give the one-step-per-call run: state, tracker, every
+    logged step's metrics and the epoch artefacts. Calls stop at each boundary (epoch end, scoring pass, checkpoint),
+    and a run stopped between calls resumes to the same result."""
+    calls = {}
+
+    def counting(train, **kw):
+        fn, g = step_lib.jit_resident_train(train, **kw), kw.get("steps_per_call", 1)
+
+        def wrapped(*args):
+            calls[g] = calls.get(g, 0) + 1
+            return fn(*args)
+
+        return wrapped
+
+    monkeypatch.setattr(loop, "jit_resident_train", counting)
+    n = loop.sources.build_dataset(tiny_config("mlp").data).num_train
+    np.save(tmp_path / "mult.npy", np.random.default_rng(3).integers(1, 4, n))
+    train = dict(num_epochs=4, multiplicity_path=str(tmp_path / "mult.npy"))
+    runs = {}
+    for g, tracker in [(1, {}), (3, {}), (1, dict(scoring_passes=2)), (3, dict(scoring_passes=2))]:
+        cfg = tiny_config(
+            "mlp",
+            data=dict(on_device=1),
+            train=dict(train, steps_per_call=g),
+            tracker=tracker,
+            checkpoint=dict(every_steps=7),
+        )
+        name = f"g{g}_k{tracker.get('scoring_passes', 0)}"
+        calls.clear()
+        runs[name] = _run(cfg, tmp_path / name)
+        steps = int(runs[name].state.step)
+        assert sum(size * count for size, count in calls.items()) == steps, calls
+        assert g == 1 or g * calls[g] > steps // 2, calls  # most steps ran in 3-step calls
+    for k in (0, 2):
+        one, scan = f"g1_k{k}", f"g3_k{k}"
+        _assert_same(runs[one], runs[scan])
+        a = [json.loads(x) for x in open(tmp_path / one / "metrics.jsonl")]
+        b = [json.loads(x) for x in open(tmp_path / scan / "metrics.jsonl")]
+        assert [r["step"] for r in a] == [r["step"] for r in b] and len(a) > int(runs[one].state.step)
+        for ra, rb in zip(a, b, strict=True):
+            assert ra.keys() == rb.keys()
+            np.testing.assert_allclose([ra[x] for x in ra], [rb[x] for x in ra], rtol=1e-5, err_msg=str(ra["step"]))
+        names = sorted(os.listdir(tmp_path / one / "trackers"))
+        assert names == sorted(os.listdir(tmp_path / scan / "trackers")) and len(names) >= 4
+    # Stopped after step 10 (inside a 3-step call's reach), resumed: the uninterrupted result.
+    cfg = tiny_config("mlp", data=dict(on_device=1), train=dict(train, steps_per_call=3))
+    assert int(_run(cfg, tmp_path / "split", max_steps=10).state.step) == 10
+    _assert_same(runs["g3_k0"], _run(cfg, tmp_path / "split"))
+
+
+@pytest.mark.parametrize(
+    "train, data, match",
+    [
+        (dict(steps_per_call=0), dict(), r"train\.steps_per_call=0"),
+        (dict(steps_per_call=-3), dict(), r"train\.steps_per_call=-3"),
+        (dict(steps_per_call=4), dict(on_device=0), r"train\.steps_per_call=4 .*data\.on_device=1"),
+    ],
+)
+def test_bad_steps_per_call_names_the_field(tmp_path, train, data, match):
+    with pytest.raises(ConfigError, match=match):
+        _run(tiny_config("mlp", train=train, data=data), tmp_path / "run")
+    assert not (tmp_path / "run" / "checkpoints").exists()  # refused before training
+    from configs import tiny
+
+    c = tiny.get_config("mlp").to_dict()
+    c["train"]["steps_per_call"] = 2.5
+    with pytest.raises(ConfigError, match=r"train\.steps_per_call=2\.5"):
+        config_lib.from_mapping(c)
 
 
 @pytest.mark.parametrize("values, match", [(dict(prefetch=-2), r"data\.prefetch=-2"), (dict(prefetch=1.5), "prefetch")])

@@ -43,6 +43,7 @@ from gdc.train.step import jit_resident_score, jit_resident_train, jit_score_chu
 MODEL_INPUTS = ("tokens", "token_mask", "x", "y")
 SCORE_CHUNK = 16  # batches per call in a scoring pass
 ON_DEVICE_AUTO_BYTES = 1 << 29  # data.on_device=-1 keeps training arrays up to 512 MiB on the device
+STEPS_PER_CALL_AUTO = 16  # train.steps_per_call=-1 on the device-resident path
 
 
 def build_model(cfg: config_lib.RunConfig, dataset: sources.Dataset):
@@ -86,6 +87,18 @@ def resolve_on_device(cfg: sources.DataConfig, train_arrays: dict[str, np.ndarra
         return bool(cfg.on_device)
     every_row = cfg.shards == 1 or process_count == 1
     return every_row and sum(v.nbytes for v in train_arrays.values()) <= ON_DEVICE_AUTO_BYTES
+
+
+def resolve_steps_per_call(cfg: state_lib.TrainConfig, on_device: bool) -> int:
+    """``train.steps_per_call``: as set, or -1 (auto): ``STEPS_PER_CALL_AUTO`` on the device-resident path, where a
+    call needs nothing from the host, else 1."""
+    if cfg.steps_per_call > 1 and not on_device:
+        raise ConfigError(
+            f"train.steps_per_call={cfg.steps_per_call} runs several steps per call on the device-resident training "
+            "set, which this run does not use: set data.on_device=1 (or -1 with data under 512 MiB), or "
+            "train.steps_per_call=1 or -1."
+        )
+    return cfg.steps_per_call if cfg.steps_per_call >= 1 else STEPS_PER_CALL_AUTO if on_device else 1
 
 
 def aligned_tracker(cfg: config_lib.RunConfig, num_devices: int) -> bool:
@@ -174,6 +187,7 @@ def train(
     heldout_arrays = {k: v for k, v in dataset.heldout.items() if k in MODEL_INPUTS}
     interventions = load_interventions(cfg.train, n)
     on_device = resolve_on_device(cfg.data, train_arrays, jax.process_count())
+    per_call = resolve_steps_per_call(cfg.train, on_device)
     shards = {"shards": cfg.data.shards, "num_examples": n}
     it = EpochIterator(train_arrays, cfg.train.batch_size, cfg.seed, **interventions, **procs, **shards)
     spe = it.steps_per_epoch
@@ -237,7 +251,8 @@ def train(
         if interventions["weights_N"] is not None:
             table["weight"] = np.asarray(interventions["weights_N"], np.float32)
         table = sharding.put_tree(table, repl)
-        resident_fn = jit_resident_train(
+        resident = functools.partial(
+            jit_resident_train,
             train_fn,
             steps_per_epoch=spe,
             batch_size=cfg.train.batch_size,
@@ -246,6 +261,8 @@ def train(
             tracker_sharding=tracker_sh,
             batch_sharding=sharding.batch_sharding(mesh),
         )
+        # One step per call, and ``per_call`` steps per call (a scan) wherever no boundary falls inside them.
+        resident_fns = {1: resident(), per_call: resident(steps_per_call=per_call)}
         resident_score_fn = jit_resident_score(
             loss_fn=loss_fn,
             tracker_cfg=cfg.tracker,
@@ -278,17 +295,20 @@ def train(
         logger = logs.RunLogger(
             workdir, cfg.log, total_steps=total_steps, start_step=step, batch_size=cfg.train.batch_size
         )
-        pending: list[tuple[int, Any]] = []
+        pending: list[tuple[int, int, Any]] = []  # (first step, steps, metrics: scalars, or [steps] per metric)
         last: dict[str, float] = {}
 
         def flush() -> None:
-            # Scalars are fetched one step late: by now the next step is already queued on the device.
+            # Scalars are fetched one call late: by now the next call is already queued on the device.
             nonlocal last
-            for s, m in pending:
-                last = {k: float(v) for k, v in jax.device_get(m).items()}
-                logs.check_finite(s, last)
-                if s % cfg.log.every_steps == 0 or s == total_steps:
-                    logger.write(s, last)
+            for first, g, m in pending:
+                m = jax.device_get(m)
+                for j in range(g):
+                    s = first + j
+                    last = {k: float(v if g == 1 else v[j]) for k, v in m.items()}
+                    logs.check_finite(s, last)
+                    if s % cfg.log.every_steps == 0 or s == total_steps:
+                        logger.write(s, last)
             pending.clear()
 
         def scoring_pass(epoch: int, position: int) -> None:
@@ -339,15 +359,29 @@ def train(
         consumed = feed.state if feed else it.state
         order_epoch, order = -1, None
 
-        def next_step(state, tracker):
+        def call_length() -> int:
+            """``per_call`` when no boundary (scoring pass, epoch end, checkpoint, stop) falls after any but the last
+            of the next ``per_call`` steps, else 1."""
+            position, every = step % spe, cfg.checkpoint.every_steps
+            if per_call == 1 or position + per_call > spe or step + per_call > stop:
+                return 1
+            inside = range(1, per_call)
+            if any(position + j in score_positions or (every and (step + j) % every == 0) for j in inside):
+                return 1
+            return per_call
+
+        def next_steps(state, tracker, g):
+            """Runs the next ``g`` steps; returns (epoch, position of the last batch, (state, tracker, metrics))."""
             nonlocal order_epoch, order
             if on_device:
                 epoch, position = it.advance()
                 if step != epoch * spe + position:  # the resident step finds its batch at state.step % spe
                     raise RuntimeError(f"step {step} is not batch {position} of epoch {epoch} ({spe} per epoch).")
+                for _ in range(g - 1):
+                    epoch, position = it.advance()
                 if epoch != order_epoch:  # one transfer per epoch
                     order_epoch, order = epoch, sharding.put_tree(it.epoch_order(epoch), repl)
-                return epoch, position, resident_fn(state, tracker, table, order)
+                return epoch, position, resident_fns[g](state, tracker, table, order)
             epoch, position, batch = next(feed) if feed else next(it)
             batch = batch if feed else sharding.put_batch(batch, mesh)
             return epoch, position, train_fn(state, tracker, batch)
@@ -357,11 +391,12 @@ def train(
         # ------------------------------------------------------------------------------------------------------
         try:
             while step < stop:
-                epoch, position, (state, tracker, metrics) = next_step(state, tracker)
-                step += 1
+                g = call_length()
+                epoch, position, (state, tracker, metrics) = next_steps(state, tracker, g)
+                step += g
                 flush()
-                pending.append((step, metrics))
-                logger.advance()
+                pending.append((step - g + 1, g, metrics))
+                logger.advance(g)
                 if position + 1 in score_positions:
                     scoring_pass(epoch, position + 1)
                 epoch_end = position + 1 == spe

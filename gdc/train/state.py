@@ -1,6 +1,7 @@
 """Train state and optimizer construction."""
 
 import dataclasses
+import numbers
 
 import flax.struct
 import jax
@@ -30,6 +31,8 @@ class TrainConfig:
     keep_idx_path: str = ""  # .npy of kept example ids (pruning); "" keeps all
     weights_path: str = ""  # .npy [N] per-example loss weights (down-weighting); "" gives no "weight" key
     multiplicity_path: str = ""  # .npy [N] int visits per epoch (up-sampling); "" means 1
+    # Steps per jitted call (a scan) on the device-resident path (data.on_device); -1: 16 there, else 1.
+    steps_per_call: int = -1
 
     def validate(self) -> None:
         if self.batch_size < 1:
@@ -46,6 +49,11 @@ class TrainConfig:
             raise ConfigError(f"train.learning_rate={self.learning_rate}: must be > 0.")
         if not 0.0 <= self.decay_fraction <= 1.0:
             raise ConfigError(f"train.decay_fraction={self.decay_fraction}: must be in [0, 1].")
+        per_call = self.steps_per_call
+        if not isinstance(per_call, numbers.Integral) or isinstance(per_call, bool) or per_call == 0 or per_call < -1:
+            raise ConfigError(
+                f"train.steps_per_call={self.steps_per_call}: use -1 (auto) or a count >= 1 of steps per call."
+            )
         if self.warmup_steps < 0 or self.grad_clip < 0 or self.weight_decay < 0:
             raise ConfigError("train.warmup_steps, train.grad_clip and train.weight_decay must be >= 0.")
 

@@ -291,6 +291,7 @@ def jit_resident_train(
     state_sharding: NamedSharding,
     tracker_sharding: NamedSharding,
     batch_sharding: NamedSharding,
+    steps_per_call: int = 1,
 ) -> Callable:
     """``train`` (from ``jit_steps``) fed from a device-resident dataset: ``(state, tracker, table, order) -> ...``.
 
@@ -298,6 +299,10 @@ def jit_resident_train(
     (``EpochIterator.epoch_order``: int32 [steps_per_epoch * batch_size] ``index``, and ``occurrence`` with
     up-sampling), placed once per epoch. The step takes its batch at ``state.step % steps_per_epoch`` (step = epoch *
     steps_per_epoch + position), so nothing crosses to the device per step.
+
+    ``steps_per_call`` G > 1: one call runs G consecutive steps (a scan; each takes its batch from the same
+    ``order``, so the G batches must lie in one epoch) and returns each metric with a leading axis of G. For small
+    models a step is bound by its dispatch; G steps pay it once.
     """
     repl = state_sharding
 
@@ -308,8 +313,16 @@ def jit_resident_train(
         batch = jax.lax.with_sharding_constraint(batch, batch_sharding)
         return train(state, tracker, batch)
 
+    def steps(state, tracker, table, order):
+        def body(carry, _):
+            state, tracker, metrics = step(*carry, table, order)
+            return (state, tracker), metrics
+
+        (state, tracker), metrics_G = jax.lax.scan(body, (state, tracker), length=steps_per_call)
+        return state, tracker, metrics_G
+
     return jax.jit(
-        step,
+        step if steps_per_call == 1 else steps,
         in_shardings=(state_sharding, tracker_sharding, repl, repl),
         out_shardings=(state_sharding, tracker_sharding, repl),
         donate_argnames=("state", "tracker"),
