@@ -10,10 +10,14 @@ Sections (each on the engine's own jitted steps from gdc.train.step.jit_steps, 1
     size of the train step after --epochs epochs (full and padded final batches) and after a pruned epoch (keep_idx,
     an intervention), which must stay 1.
   pipeline: steps/s of the loop's input paths vs the same step on one pre-placed batch (target: within 5%):
-    EpochIterator + put_batch in the loop (data.prefetch=0, the CPU default), the same read ahead by a Prefetcher
+    EpochIterator + put_batch in the loop (data.on_device=0, data.prefetch=0), the same read ahead by a Prefetcher
     thread (data.prefetch=2, the accelerator default), and the device-resident set (data.on_device: arrays uploaded
-    once, the epoch's ids once per epoch, the step gathers its rows); with the process CPU time per step, and the
-    ratio of the fastest blocks (the least disturbed by the rest of the machine).
+    once, the epoch's ids once per epoch, the step gathers its rows), one step per call ("on_device") and
+    --steps_per_call steps per call ("on_device_scan", the default run's path: train.steps_per_call=-1), the latter
+    also vs the same scan of steps on the pre-placed batch ("preplaced_scan"), which isolates its data path. Blocks of
+    the paths are interleaved over --pipeline_reps repeats; per path the process CPU time per step, the ratio of
+    median blocks, of the fastest blocks (the least disturbed by the rest of the machine) and the median and
+    quartiles of the per-repeat ratios (each block against the baseline block of its own repeat).
   scoring passes: (epoch with K fixed-parameter scoring passes) - (epoch without) vs K x (one forward-only pass over
     the training set with eval_step); measured / ideal, for host batches (16 per call) and for data.on_device.
   anchors: one training epoch each, (a) ours: the step records into the deferred tracker, folded at the epoch's
@@ -196,7 +200,8 @@ def bench_model(name: str, args) -> dict:
         # ---------------------------------------------------------------------------------------------------------
         # Data pipeline vs a pre-placed batch.
         # ---------------------------------------------------------------------------------------------------------
-        steps = min(spe, args.pipeline_steps)
+        g = args.steps_per_call
+        steps = min(spe, args.pipeline_steps) // g * g
         fixed = sharding.put_batch(it.batch(1, 0), mesh)
         repl = sharding.replicated(mesh)
         table = sharding.put_tree(env["arrays"], repl)
@@ -209,6 +214,26 @@ def bench_model(name: str, args) -> dict:
             tracker_sharding=repl,
             batch_sharding=sharding.batch_sharding(mesh),
         )
+        resident_scan_fn = jit_resident_train(
+            train_fn,
+            steps_per_epoch=spe,
+            batch_size=b,
+            num_examples=n,
+            state_sharding=repl,
+            tracker_sharding=repl,
+            batch_sharding=sharding.batch_sharding(mesh),
+            steps_per_call=g,
+        )
+
+        def preplaced_steps(state, tracker, batch):  # the same scan of g steps, on the one placed batch
+            def body(carry, _):
+                state, tracker, m = train_fn(*carry, batch)
+                return (state, tracker), m
+
+            (state, tracker), m = jax.lax.scan(body, (state, tracker), length=g)
+            return state, tracker, m
+
+        preplaced_scan_fn = jax.jit(preplaced_steps, donate_argnums=(0, 1))
 
         def run_pipeline():
             nonlocal state, tracker
@@ -235,6 +260,21 @@ def bench_model(name: str, args) -> dict:
             tracker = fold_fn(tracker)  # the epoch's fold, in every path alike
             jax.block_until_ready((state, tracker))
 
+        def run_on_device_scan():
+            nonlocal state, tracker
+            order = sharding.put_tree(it.epoch_order(2), repl)
+            for _ in range(steps // g):
+                state, tracker, m = resident_scan_fn(state, tracker, table, order)
+            tracker = fold_fn(tracker)
+            jax.block_until_ready((state, tracker))
+
+        def run_preplaced_scan():
+            nonlocal state, tracker
+            for _ in range(steps // g):
+                state, tracker, m = preplaced_scan_fn(state, tracker, fixed)
+            tracker = fold_fn(tracker)
+            jax.block_until_ready((state, tracker))
+
         def run_preplaced():
             nonlocal state, tracker
             for _ in range(steps):
@@ -247,27 +287,35 @@ def bench_model(name: str, args) -> dict:
             "pipeline": run_pipeline,
             "prefetch": run_prefetch,
             "on_device": run_on_device,
+            "on_device_scan": run_on_device_scan,
+            "preplaced_scan": run_preplaced_scan,
             "preplaced": run_preplaced,
         }
+        baseline = {k_: "preplaced" for k_ in paths} | {"on_device_scan_vs_scan": "preplaced_scan"}
         for f in paths.values():
             f()  # compile, warm up
         wall = {k_: [] for k_ in paths}
         cpu = {k_: [] for k_ in paths}
-        for r in range(args.reps):
+        for r in range(args.pipeline_reps):
             for k_, f in list(paths.items())[:: 1 if r % 2 else -1]:
                 t0, c0 = time.perf_counter(), time.process_time()
                 f()
                 wall[k_].append(time.perf_counter() - t0)
                 cpu[k_].append(time.process_time() - c0)
         sps = {k_: steps / statistics.median(v) for k_, v in wall.items()}
-        out["pipeline"] = {"steps": steps}
+        out["pipeline"] = {"steps": steps, "steps_per_call": g, "reps": args.pipeline_reps}
         for k_ in paths:
             out["pipeline"][f"steps_per_s_{k_}"] = sps[k_]
             out["pipeline"][f"cpu_ms_per_step_{k_}"] = statistics.median(cpu[k_]) / steps * 1e3
-            if k_ != "preplaced":
-                out["pipeline"][f"ratio_{k_}"] = sps[k_] / sps["preplaced"]
-                # Fastest block of each (the least disturbed by the rest of the machine), as in tracker_overhead.py.
-                out["pipeline"][f"ratio_best_{k_}"] = min(wall["preplaced"]) / min(wall[k_])
+        for key, base in baseline.items():
+            k_ = key.removesuffix("_vs_scan")
+            if k_ == base:
+                continue
+            out["pipeline"][f"ratio_{key}"] = sps[k_] / sps[base]
+            # Fastest block of each (the least disturbed by the rest of the machine), as in tracker_overhead.py.
+            out["pipeline"][f"ratio_best_{key}"] = min(wall[base]) / min(wall[k_])
+            paired = [tb / tk for tb, tk in zip(wall[base], wall[k_], strict=True)]
+            out["pipeline"][f"ratio_paired_{key}"] = statistics.quantiles(paired, n=4)  # quartiles
         out["pipeline"]["ratio"] = out["pipeline"]["ratio_pipeline"]
 
         # ---------------------------------------------------------------------------------------------------------
@@ -430,6 +478,8 @@ def main():
     p.add_argument("--passes", type=int, default=2)
     p.add_argument("--pipeline_steps", type=int, default=100)
     p.add_argument("--reps", type=int, default=3)
+    p.add_argument("--pipeline_reps", type=int, default=21, help="interleaved repeats of the pipeline blocks")
+    p.add_argument("--steps_per_call", type=int, default=16, help="the resident scan's steps per call")
     p.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "engine_costs.json"))
     args = p.parse_args()
     import jax
@@ -449,10 +499,13 @@ def main():
             f"  pipeline (steps/s, ratio to pre-placed, CPU ms/step): pre-placed {pl['steps_per_s_preplaced']:.1f} "
             f"({pl['cpu_ms_per_step_preplaced']:.2f})"
         )
-        for k_ in ("pipeline", "prefetch", "on_device"):
+        for key in ("pipeline", "prefetch", "on_device", "on_device_scan", "preplaced_scan", "on_device_scan_vs_scan"):
+            k_ = key.removesuffix("_vs_scan")
+            q1, q2, q3 = pl[f"ratio_paired_{key}"]
             print(
-                f"    {k_:<10} {pl[f'steps_per_s_{k_}']:8.1f}  {pl[f'ratio_{k_}']:.3f}  "
-                f"({pl[f'cpu_ms_per_step_{k_}']:.2f})  fastest blocks: {pl[f'ratio_best_{k_}']:.3f}"
+                f"    {key:<22} {pl[f'steps_per_s_{k_}']:8.1f}  {pl[f'ratio_{key}']:.3f}  "
+                f"({pl[f'cpu_ms_per_step_{k_}']:.2f})  fastest blocks: {pl[f'ratio_best_{key}']:.3f}  "
+                f"per repeat: {q2:.3f} [{q1:.3f}, {q3:.3f}]"
             )
         print(
             f"  scoring passes K={sp['K']}: measured extra {sp['measured_extra_s']:.3f} s vs ideal "

@@ -38,7 +38,7 @@ def _assert_same(a: loop.TrainResult, b: loop.TrainResult, rtol=1e-5, atol=1e-6)
 # --------------------------------------------------------------------------------------------------------------
 # Equivalence across devices and tracker shardings.
 # --------------------------------------------------------------------------------------------------------------
-@pytest.mark.parametrize("arg", ["mlp", "transformer"])
+@pytest.mark.parametrize("arg", ["mlp", pytest.param("transformer", marks=pytest.mark.slow)])  # 20 s on 2 cores
 def test_one_vs_eight_devices_and_sharded_tracker(tmp_path, arg):
     cfg = tiny_config(arg, train=dict(num_epochs=2))
     one = _run(cfg, tmp_path / "one", n_devices=1)
