@@ -89,16 +89,18 @@ def resolve_on_device(cfg: sources.DataConfig, train_arrays: dict[str, np.ndarra
     return every_row and sum(v.nbytes for v in train_arrays.values()) <= ON_DEVICE_AUTO_BYTES
 
 
-def resolve_steps_per_call(cfg: state_lib.TrainConfig, on_device: bool) -> int:
-    """``train.steps_per_call``: as set, or -1 (auto): ``STEPS_PER_CALL_AUTO`` on the device-resident path, where a
-    call needs nothing from the host, else 1."""
+def resolve_steps_per_call(cfg: state_lib.TrainConfig, on_device: bool, steps_per_epoch: int) -> int:
+    """``train.steps_per_call``: as set, or -1 (auto): on the device-resident path, where a call needs nothing from
+    the host, ``STEPS_PER_CALL_AUTO`` or the epoch's steps if fewer; else 1."""
     if cfg.steps_per_call > 1 and not on_device:
         raise ConfigError(
             f"train.steps_per_call={cfg.steps_per_call} runs several steps per call on the device-resident training "
             "set, which this run does not use: set data.on_device=1 (or -1 with data under 512 MiB), or "
             "train.steps_per_call=1 or -1."
         )
-    return cfg.steps_per_call if cfg.steps_per_call >= 1 else STEPS_PER_CALL_AUTO if on_device else 1
+    if cfg.steps_per_call >= 1:
+        return cfg.steps_per_call
+    return min(STEPS_PER_CALL_AUTO, steps_per_epoch) if on_device else 1
 
 
 def aligned_tracker(cfg: config_lib.RunConfig, num_devices: int) -> bool:
@@ -187,7 +189,6 @@ def train(
     heldout_arrays = {k: v for k, v in dataset.heldout.items() if k in MODEL_INPUTS}
     interventions = load_interventions(cfg.train, n)
     on_device = resolve_on_device(cfg.data, train_arrays, jax.process_count())
-    per_call = resolve_steps_per_call(cfg.train, on_device)
     shards = {"shards": cfg.data.shards, "num_examples": n}
     it = EpochIterator(train_arrays, cfg.train.batch_size, cfg.seed, **interventions, **procs, **shards)
     spe = it.steps_per_epoch
@@ -198,6 +199,7 @@ def train(
             f"tracker.scoring_passes={k} exceeds the {spe} steps of an epoch; use at most {spe} (one pass per step)."
         )
     score_positions = {max(1, round((i + 1) * spe / k)) for i in range(k)} if k else set()
+    per_call = resolve_steps_per_call(cfg.train, on_device, spe)
 
     # ----------------------------------------------------------------------------------------------------------
     # Model, optimizer, state, tracker, jitted steps.

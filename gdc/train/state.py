@@ -31,7 +31,8 @@ class TrainConfig:
     keep_idx_path: str = ""  # .npy of kept example ids (pruning); "" keeps all
     weights_path: str = ""  # .npy [N] per-example loss weights (down-weighting); "" gives no "weight" key
     multiplicity_path: str = ""  # .npy [N] int visits per epoch (up-sampling); "" means 1
-    # Steps per jitted call (a scan) on the device-resident path (data.on_device); -1: 16 there, else 1.
+    # Steps per jitted call (a scan) on the device-resident path (data.on_device); -1: 16 there (at most an epoch's
+    # steps), else 1.
     steps_per_call: int = -1
 
     def validate(self) -> None:
