@@ -226,11 +226,12 @@ def test_resume_equals_uninterrupted_with_read_ahead(tmp_path, data):
 def test_steps_per_call_trains_the_same(tmp_path, monkeypatch):
     """Several steps per call on the resident path (a scan) give the one-step-per-call run: state, tracker, every
     logged step's metrics and the epoch artefacts. Calls stop at each boundary (epoch end, scoring pass, checkpoint),
-    and a run stopped between calls resumes to the same result."""
-    calls = {}
+    each jitted call compiles once over the epochs, and a run stopped between calls resumes to the same result."""
+    calls, jitted = {}, []
 
     def counting(train, **kw):
         fn, g = step_lib.jit_resident_train(train, **kw), kw.get("steps_per_call", 1)
+        jitted.append(fn)
 
         def wrapped(*args):
             calls[g] = calls.get(g, 0) + 1
@@ -252,8 +253,9 @@ def test_steps_per_call_trains_the_same(tmp_path, monkeypatch):
             checkpoint=dict(every_steps=7),
         )
         name = f"g{g}_k{tracker.get('scoring_passes', 0)}"
-        calls.clear()
+        calls.clear(), jitted.clear()
         runs[name] = _run(cfg, tmp_path / name)
+        assert len(jitted) == len({1, g}) and all(fn._cache_size() == 1 for fn in jitted)
         steps = int(runs[name].state.step)
         assert sum(size * count for size, count in calls.items()) == steps, calls
         assert g == 1 or g * calls[g] > steps // 2, calls  # most steps ran in 3-step calls

@@ -264,7 +264,9 @@ def train(
             batch_sharding=sharding.batch_sharding(mesh),
         )
         # One step per call, and ``per_call`` steps per call (a scan) wherever no boundary falls inside them.
-        resident_fns = {1: resident(), per_call: resident(steps_per_call=per_call)}
+        resident_fns = {1: resident()}
+        if per_call > 1:
+            resident_fns[per_call] = resident(steps_per_call=per_call)
         resident_score_fn = jit_resident_score(
             loss_fn=loss_fn,
             tracker_cfg=cfg.tracker,
