@@ -17,13 +17,15 @@ Every variant computes, for the same batch and parameters, one of:
     layer from the inputs and output gradients the norm pass holds (``gdc.influence.ghost.ghost_clipped_grad``);
   * clipped sum, ghost + 2nd backward: the same clip factors, then one ordinary backward pass of ``sum_i c_i L_i``
     (``two_pass=True``).
-jax_privacy (its ``clipped_grad`` with return_grad_norms) is not installed in this environment and is not added: its
-package pulls in a training framework of its own; the optax variants above compute the same reduction.
+  * clipped sum, jax_privacy: ``jax_privacy.clipping.clipped_grad`` with ``return_grad_norms=True`` (the DP library's
+    own clipped-gradient transform: vmap(grad) per example, clip, sum), over the whole batch and with its
+    ``microbatch_size=--micro``.
 Timings: median over --blocks blocks of --steps calls, each call's result blocked on; ratio = examples/s of the
 variant / examples/s of plain.
 """
 
 import argparse
+import importlib.metadata
 import json
 import os
 import statistics
@@ -38,6 +40,7 @@ def make_variants(graphdef, unravel, b: int, micro: int) -> dict:
     import jax
     import jax.numpy as jnp
     import optax
+    from jax_privacy import clipping as dp_clipping
 
     from gdc import models
     from gdc.influence import ghost
@@ -77,6 +80,21 @@ def make_variants(graphdef, unravel, b: int, micro: int) -> dict:
 
         return fn
 
+    def dp_clipped(microbatch_size):
+        g = dp_clipping.clipped_grad(
+            lambda t, batch: loss_fn(t, batch).sum(),  # the batch argument holds one example (keep_batch_dim)
+            l2_clip_norm=1.0,
+            batch_argnums=1,
+            return_grad_norms=True,
+            microbatch_size=microbatch_size,
+        )
+
+        def fn(t, batch):
+            sum_P, aux = g(t, batch)
+            return sum_P, aux.grad_norms
+
+        return fn
+
     acc = optax.microbatching.AccumulationType
     return {
         "plain batch gradient": jax.jit(plain),
@@ -87,6 +105,8 @@ def make_variants(graphdef, unravel, b: int, micro: int) -> dict:
         f"clipped sum, optax.microbatch ({micro})": jax.jit(
             optax.microbatch(clipped, argnums=1, microbatch_size=micro, accumulator=(acc.SUM, acc.CONCAT))
         ),
+        "clipped sum, jax_privacy clipped_grad": jax.jit(dp_clipped(None)),
+        f"clipped sum, jax_privacy clipped_grad ({micro})": jax.jit(dp_clipped(micro)),
         "norms, ghost (gdc.influence.ghost)": jax.jit(ghost_norms),
         "clipped sum, ghost (book-keeping)": jax.jit(ghost_clipped(False)),
         "clipped sum, ghost + 2nd backward": jax.jit(ghost_clipped(True)),
@@ -136,7 +156,12 @@ def main():
         np.testing.assert_allclose(s1, s2, rtol=1e-3, atol=1e-5)
         np.testing.assert_allclose(norms1, norms2, rtol=1e-4)
         np.testing.assert_allclose(variants["norms, ghost (gdc.influence.ghost)"](theta_P, batch), n_vmap, rtol=1e-4)
-        for k in ("clipped sum, ghost (book-keeping)", "clipped sum, ghost + 2nd backward"):
+        for k in (
+            "clipped sum, jax_privacy clipped_grad",
+            f"clipped sum, jax_privacy clipped_grad ({args.micro})",
+            "clipped sum, ghost (book-keeping)",
+            "clipped sum, ghost + 2nd backward",
+        ):
             s3, norms3 = variants[k](theta_P, batch)
             np.testing.assert_allclose(norms3, norms1, rtol=1e-4)
             np.testing.assert_allclose(s3, s1, rtol=1e-3, atol=1e-5)
@@ -157,7 +182,7 @@ def main():
             rows[k] = {"ms_per_batch": t * 1e3, "examples_per_s": b / t, "ratio_vs_plain": base / t}
             print(f"  {k:<42} {t * 1e3:9.2f} ms  {b / t:10.0f} ex/s  ratio {base / t:5.2f}x")
         results["models"][name] = {"batch": b, "params": int(theta_P.size), "variants": rows}
-    results["jax_privacy"] = "not installed (not added: it brings its own training framework); see docstring"
+    results["jax_privacy"] = importlib.metadata.version("jax-privacy")
     with open(args.out, "w") as f:
         json.dump(results, f, indent=2)
 

@@ -6,6 +6,7 @@ import numpy as np
 import optax
 import pytest
 from flax import nnx
+from jax_privacy import clipping as dp_clipping
 
 from gdc import models
 from gdc.influence import ghost, grads
@@ -119,6 +120,22 @@ def test_ghost_clipped_grad_matches_optax_clip():
         got, norms_N = ghost.ghost_clipped_grad(_model_loss, graphdef, params, batch, clip, two_pass=two_pass)
         np.testing.assert_allclose(norms_N, want_N, rtol=1e-5)
         np.testing.assert_allclose(grads.flatten(got)[0], want_P, rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("name", ["mlp", "lstm"])
+def test_ghost_clipped_grad_matches_jax_privacy(name):
+    """The DP library's own clipped-gradient transform (per-example vmap, clip, sum) as the reference."""
+    graphdef, params, batch = _setup(name)
+    norms_N = np.sqrt(ghost.ghost_sq_norms(_model_loss, graphdef, params, batch))
+    clip = float(np.median(norms_N[norms_N > 0]))  # some examples clipped, some not
+    dp_fn = dp_clipping.clipped_grad(
+        lambda p, b: _model_loss(graphdef, p, b).sum(), l2_clip_norm=clip, batch_argnums=1, return_grad_norms=True
+    )
+    want, aux = dp_fn(params, batch)
+    got, got_norms_N = ghost.ghost_clipped_grad(_model_loss, graphdef, params, batch, clip)
+    np.testing.assert_allclose(got_norms_N, aux.grad_norms, rtol=1e-5)
+    np.testing.assert_allclose(grads.flatten(got)[0], grads.flatten(want)[0], rtol=1e-4, atol=1e-6)
+    assert np.sum(np.asarray(aux.grad_norms) > clip) >= 1  # the clip binds for at least one example
 
 
 def test_tapped_graph_is_transparent():
