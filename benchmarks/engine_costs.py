@@ -13,9 +13,11 @@ Sections (each on the engine's own jitted steps from gdc.train.step.jit_steps, 1
     EpochIterator + put_batch in the loop (data.on_device=0, data.prefetch=0), the same read ahead by a Prefetcher
     thread (data.prefetch=2, the accelerator default), and the device-resident set (data.on_device: arrays uploaded
     once, the epoch's ids once per epoch, the step gathers its rows), one step per call ("on_device") and
-    --steps_per_call steps per call ("on_device_scan", the default run's path: train.steps_per_call=-1), the latter
-    also vs the same scan of steps over the block's batches placed beforehand ("preplaced_scan"; distinct batches,
-    since XLA hoists the work of a loop-invariant one out of the scan), which isolates its data path. Blocks of
+    --steps_per_call steps per call ("on_device_scan", the default run's path: train.steps_per_call=-1); and host
+    batches --steps_per_call at a time, stacked by one gather and placed as one chunk (``EpochIterator.chunk``,
+    ``put_chunk``), in the loop ("pipeline_scan") or read ahead by the thread ("prefetch_scan"). The scanned paths
+    are also compared with the same scan over the block's batches placed beforehand ("preplaced_scan"; distinct
+    batches, since XLA hoists the work of a loop-invariant one out of the scan), which isolates their data path. Blocks of
     the paths are interleaved over --pipeline_reps repeats; per path the process CPU time per step, the ratio of
     median blocks, of the fastest blocks (the least disturbed by the rest of the machine) and the median and
     quartiles of the per-repeat ratios (each block against the baseline block of its own repeat).
@@ -133,9 +135,16 @@ def bench_model(name: str, args) -> dict:
 
     from gdc import sharding
     from gdc import tracker as tracker_lib
-    from gdc.data.pipeline import EpochIterator, Prefetcher, sequential_batches, sequential_chunks, sequential_id_chunks
+    from gdc.data.pipeline import (
+        CallIterator,
+        EpochIterator,
+        Prefetcher,
+        sequential_batches,
+        sequential_chunks,
+        sequential_id_chunks,
+    )
     from gdc.train.loop import SCORE_CHUNK
-    from gdc.train.step import jit_resident_score, jit_resident_train, jit_score_chunk
+    from gdc.train.step import jit_chunk_train, jit_resident_score, jit_resident_train, jit_score_chunk
 
     n, b = (args.n_mlp, 128) if name == "mlp" else (args.n_transformer, 32)
     out = {"n": n, "batch": b}
@@ -226,15 +235,11 @@ def bench_model(name: str, args) -> dict:
             steps_per_call=g,
         )
 
-        def preplaced_steps(state, tracker, chunk):  # the same scan of g steps over g batches placed beforehand
-            def body(carry, batch):
-                state, tracker, m = train_fn(*carry, batch)
-                return (state, tracker), m
-
-            (state, tracker), m = jax.lax.scan(body, (state, tracker), chunk)
-            return state, tracker, m
-
-        preplaced_scan_fn = jax.jit(preplaced_steps, donate_argnums=(0, 1))
+        # A scan of g steps over a placed chunk of g batches: host chunks placed in the loop, or (the baseline of
+        # the scanned paths) chunks placed beforehand.
+        chunk_fn = jit_chunk_train(
+            train_fn, state_sharding=repl, tracker_sharding=repl, chunk_sharding=sharding.chunk_sharding(mesh)
+        )
         # The block's batches, all placed beforehand, g per chunk: one batch repeated would be loop-invariant, and XLA
         # would hoist its batch-only work (label one-hots, mask sums, the record's indices) out of the scan; and the
         # same few ids every call would keep the tracker rows they touch in cache.
@@ -260,6 +265,23 @@ def bench_model(name: str, args) -> dict:
                 tracker = fold_fn(tracker)  # the epoch's fold, in every path alike
                 jax.block_until_ready((state, tracker))
 
+        def run_pipeline_scan():
+            nonlocal state, tracker
+            for c in range(steps // g):
+                state, tracker, m = chunk_fn(state, tracker, sharding.put_chunk(it.chunk(2, c * g, g), mesh))
+            tracker = fold_fn(tracker)
+            jax.block_until_ready((state, tracker))
+
+        def run_prefetch_scan():
+            nonlocal state, tracker
+            source = CallIterator(EpochIterator(env["arrays"], b, 0, epoch=2), lambda _: g, 0)
+            with Prefetcher(source, lambda x: (x[0], sharding.put_chunk(x[1], mesh)), 2) as feed:
+                for _ in range(steps // g):
+                    _, _, (_, chunk) = next(feed)
+                    state, tracker, m = chunk_fn(state, tracker, chunk)
+                tracker = fold_fn(tracker)
+                jax.block_until_ready((state, tracker))
+
         def run_on_device():
             nonlocal state, tracker
             order = sharding.put_tree(it.epoch_order(2), repl)  # as the loop: once per epoch
@@ -279,7 +301,7 @@ def bench_model(name: str, args) -> dict:
         def run_preplaced_scan():
             nonlocal state, tracker
             for chunk in placed_chunks:
-                state, tracker, m = preplaced_scan_fn(state, tracker, chunk)
+                state, tracker, m = chunk_fn(state, tracker, chunk)
             tracker = fold_fn(tracker)
             jax.block_until_ready((state, tracker))
 
@@ -295,11 +317,14 @@ def bench_model(name: str, args) -> dict:
             "pipeline": run_pipeline,
             "prefetch": run_prefetch,
             "on_device": run_on_device,
+            "pipeline_scan": run_pipeline_scan,
+            "prefetch_scan": run_prefetch_scan,
             "on_device_scan": run_on_device_scan,
             "preplaced_scan": run_preplaced_scan,
             "preplaced": run_preplaced,
         }
-        baseline = {k_: "preplaced" for k_ in paths} | {"on_device_scan_vs_scan": "preplaced_scan"}
+        scanned = ("pipeline_scan", "prefetch_scan", "on_device_scan")
+        baseline = {k_: "preplaced" for k_ in paths} | {f"{k_}_vs_scan": "preplaced_scan" for k_ in scanned}
         for f in paths.values():
             f()  # compile, warm up
         wall = {k_: [] for k_ in paths}
@@ -507,7 +532,8 @@ def main():
             f"  pipeline (steps/s, ratio to pre-placed, CPU ms/step): pre-placed {pl['steps_per_s_preplaced']:.1f} "
             f"({pl['cpu_ms_per_step_preplaced']:.2f})"
         )
-        for key in ("pipeline", "prefetch", "on_device", "on_device_scan", "preplaced_scan", "on_device_scan_vs_scan"):
+        scanned = ("pipeline_scan", "prefetch_scan", "on_device_scan")
+        for key in ("pipeline", "prefetch", "on_device", *scanned, "preplaced_scan", *(f"{k}_vs_scan" for k in scanned)):
             k_ = key.removesuffix("_vs_scan")
             q1, q2, q3 = pl[f"ratio_paired_{key}"]
             print(

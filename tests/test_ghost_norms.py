@@ -122,10 +122,10 @@ def test_ghost_clipped_grad_matches_optax_clip():
         np.testing.assert_allclose(grads.flatten(got)[0], want_P, rtol=1e-4, atol=1e-6)
 
 
-@pytest.mark.parametrize("name", ["mlp", "lstm"])
-def test_ghost_clipped_grad_matches_jax_privacy(name):
-    """The DP library's own clipped-gradient transform (per-example vmap, clip, sum) as the reference."""
-    graphdef, params, batch = _setup(name)
+def test_ghost_clipped_grad_matches_jax_privacy():
+    """The DP library's own clipped-gradient transform (per-example vmap, clip, sum) as the reference (the MLP; the
+    transformer's clipped sum is checked against optax's above)."""
+    graphdef, params, batch = _setup("mlp")
     norms_N = np.sqrt(ghost.ghost_sq_norms(_model_loss, graphdef, params, batch))
     clip = float(np.median(norms_N[norms_N > 0]))  # some examples clipped, some not
     dp_fn = dp_clipping.clipped_grad(

@@ -223,57 +223,65 @@ def test_resume_equals_uninterrupted_with_read_ahead(tmp_path, data):
     assert not [t for t in threading.enumerate() if t.name == "gdc-prefetch"]
 
 
-def test_steps_per_call_trains_the_same(tmp_path, monkeypatch):
-    """Several steps per call on the resident path (a scan) give the one-step-per-call run: state, tracker, every
-    logged step's metrics and the epoch artefacts. Calls stop at each boundary (epoch end, scoring pass, checkpoint),
-    each jitted call compiles once over the epochs, and a run stopped between calls resumes to the same result."""
+@pytest.mark.parametrize("data", [dict(on_device=1), dict(on_device=0, prefetch=2)], ids=["resident", "host"])
+def test_steps_per_call_trains_the_same(tmp_path, monkeypatch, data):
+    """Several steps per call (a scan over batches gathered on the device, or over a placed chunk of host batches
+    read ahead by the prefetch thread) give the one-step-per-call run: state, tracker, every logged step's metrics
+    and the epoch artefacts. Calls stop at each boundary (epoch end, scoring pass, checkpoint), each jitted call
+    compiles once over the epochs, and a run stopped between calls resumes to the same result."""
     calls, jitted = {}, []
 
-    def counting(train, **kw):
-        fn, g = step_lib.jit_resident_train(train, **kw), kw.get("steps_per_call", 1)
-        jitted.append(fn)
+    def counting(make, size):
+        def make_counted(train, **kw):
+            fn = make(train, **kw)
+            jitted.append(fn)
 
-        def wrapped(*args):
-            calls[g] = calls.get(g, 0) + 1
-            return fn(*args)
+            def wrapped(*args):
+                g = size(kw, args)
+                calls[g] = calls.get(g, 0) + 1
+                return fn(*args)
 
-        return wrapped
+            return wrapped
 
-    monkeypatch.setattr(loop, "jit_resident_train", counting)
+        return make_counted
+
+    resident = counting(step_lib.jit_resident_train, lambda kw, args: kw.get("steps_per_call", 1))
+    chunk = counting(step_lib.jit_chunk_train, lambda kw, args: len(args[2]["index"]))
+    monkeypatch.setattr(loop, "jit_resident_train", resident)
+    monkeypatch.setattr(loop, "jit_chunk_train", chunk)
     n = loop.sources.build_dataset(tiny_config("mlp").data).num_train
     np.save(tmp_path / "mult.npy", np.random.default_rng(3).integers(1, 4, n))
     train = dict(num_epochs=4, multiplicity_path=str(tmp_path / "mult.npy"))
     runs = {}
-    for g, tracker in [(1, {}), (3, {}), (1, dict(scoring_passes=2)), (3, dict(scoring_passes=2))]:
+    tracker = dict(scoring_passes=2)  # a pass in mid-epoch: a boundary the calls must stop at
+    for g in (1, 3):
         cfg = tiny_config(
-            "mlp",
-            data=dict(on_device=1),
-            train=dict(train, steps_per_call=g),
-            tracker=tracker,
-            checkpoint=dict(every_steps=7),
+            "mlp", data=data, train=dict(train, steps_per_call=g), tracker=tracker, checkpoint=dict(every_steps=7)
         )
-        name = f"g{g}_k{tracker.get('scoring_passes', 0)}"
+        name = f"g{g}"
         calls.clear(), jitted.clear()
         runs[name] = _run(cfg, tmp_path / name)
-        assert len(jitted) == len({1, g}) and all(fn._cache_size() == 1 for fn in jitted)
+        assert all(fn._cache_size() == 1 for fn in jitted)
         steps = int(runs[name].state.step)
-        assert sum(size * count for size, count in calls.items()) == steps, calls
+        if data["on_device"]:  # every call counted: one-step calls too
+            assert len(jitted) == len({1, g}) and sum(size * count for size, count in calls.items()) == steps, calls
+        else:  # host batches: the chunk function, built only for g > 1 (one-step calls run the plain step)
+            assert len(jitted) == (g > 1)
         assert g == 1 or g * calls[g] > steps // 2, calls  # most steps ran in 3-step calls
-    for k in (0, 2):
-        one, scan = f"g1_k{k}", f"g3_k{k}"
-        _assert_same(runs[one], runs[scan])
-        a = [json.loads(x) for x in open(tmp_path / one / "metrics.jsonl")]
-        b = [json.loads(x) for x in open(tmp_path / scan / "metrics.jsonl")]
-        assert [r["step"] for r in a] == [r["step"] for r in b] and len(a) > int(runs[one].state.step)
-        for ra, rb in zip(a, b, strict=True):
-            assert ra.keys() == rb.keys()
-            np.testing.assert_allclose([ra[x] for x in ra], [rb[x] for x in ra], rtol=1e-5, err_msg=str(ra["step"]))
-        names = sorted(os.listdir(tmp_path / one / "trackers"))
-        assert names == sorted(os.listdir(tmp_path / scan / "trackers")) and len(names) >= 4
+    _assert_same(runs["g1"], runs["g3"])
+    a = [json.loads(x) for x in open(tmp_path / "g1" / "metrics.jsonl")]
+    b = [json.loads(x) for x in open(tmp_path / "g3" / "metrics.jsonl")]
+    assert [r["step"] for r in a] == [r["step"] for r in b] and len(a) > int(runs["g1"].state.step)
+    for ra, rb in zip(a, b, strict=True):
+        assert ra.keys() == rb.keys()
+        np.testing.assert_allclose([ra[x] for x in ra], [rb[x] for x in ra], rtol=1e-5, err_msg=str(ra["step"]))
+    names = sorted(os.listdir(tmp_path / "g1" / "trackers"))
+    assert names == sorted(os.listdir(tmp_path / "g3" / "trackers")) and len(names) >= 4
     # Stopped after step 10 (inside a 3-step call's reach), resumed: the uninterrupted result.
-    cfg = tiny_config("mlp", data=dict(on_device=1), train=dict(train, steps_per_call=3))
+    cfg = tiny_config("mlp", data=data, train=dict(train, steps_per_call=3), tracker=tracker)
     assert int(_run(cfg, tmp_path / "split", max_steps=10).state.step) == 10
-    _assert_same(runs["g3_k0"], _run(cfg, tmp_path / "split"))
+    _assert_same(runs["g3"], _run(cfg, tmp_path / "split"))
+    assert not [t for t in threading.enumerate() if t.name == "gdc-prefetch"]
 
 
 @pytest.mark.parametrize(
@@ -281,7 +289,6 @@ def test_steps_per_call_trains_the_same(tmp_path, monkeypatch):
     [
         (dict(steps_per_call=0), dict(), r"train\.steps_per_call=0"),
         (dict(steps_per_call=-3), dict(), r"train\.steps_per_call=-3"),
-        (dict(steps_per_call=4), dict(on_device=0), r"train\.steps_per_call=4 .*data\.on_device=1"),
     ],
 )
 def test_bad_steps_per_call_names_the_field(tmp_path, train, data, match):

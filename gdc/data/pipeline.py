@@ -109,6 +109,32 @@ class EpochIterator:
             batch["occurrence"] = self._batch_column(self._occurrences, position, 0)
         return batch
 
+    def chunk(self, epoch: int, position: int, g: int) -> HostBatch:
+        """Batches ``position .. position + g - 1`` of ``epoch`` stacked on a leading axis (``[g, B_local, ...]``),
+        built by one gather of their rows."""
+        positions = range(position, position + g)
+        flat = gather(
+            self.arrays,
+            np.concatenate([self.batch_ids(epoch, t) for t in positions]),
+            self.num_examples,
+            self.weights_N,
+            self.row_offset,
+        )
+        if self.repeats:
+            flat["occurrence"] = np.concatenate([self._batch_column(self._occurrences, t, 0) for t in positions])
+        return {k: v.reshape((g, -1) + v.shape[1:]) for k, v in flat.items()}
+
+    def take(self, g: int) -> tuple[int, int, HostBatch]:
+        """The next ``g`` batches as one chunk: ``(epoch, position of the last, chunk)``; they must lie in one epoch."""
+        first = 0 if self.position >= self.steps_per_epoch else self.position
+        if first + g > self.steps_per_epoch:
+            raise ValueError(
+                f"take({g}) at batch {first} would cross the end of an epoch of {self.steps_per_epoch} batches."
+            )
+        epoch, _ = self.advance()
+        self.position += g - 1
+        return epoch, first + g - 1, self.chunk(epoch, first, g)
+
     def batch_ids(self, epoch: int, position: int) -> np.ndarray:
         """int32 ids of this process's rows of the ``position``-th batch of ``epoch`` (padding: N)."""
         return self._batch_column(self._epoch_orders(epoch), position, self.num_examples)
@@ -287,6 +313,27 @@ def sequential_chunks(
     for idx_GxB in sequential_id_chunks(n, batch_size, chunk, shards)[:, :, rows]:
         flat = gather(arrays, idx_GxB.reshape(-1), n, row_offset=offset)
         yield {k: v.reshape(idx_GxB.shape + v.shape[1:]) for k, v in flat.items()}
+
+
+class CallIterator:
+    """An ``EpochIterator``'s batches grouped into calls: ``(epoch, position of the last batch, (g, batch))``, where
+    ``g = call_length(step)`` for the call's first global step, and ``batch`` is one batch (g == 1) or ``g`` batches
+    stacked (``EpochIterator.take``). ``state()`` is the wrapped iterator's, so a ``Prefetcher`` can read it ahead."""
+
+    def __init__(self, it: EpochIterator, call_length: Callable[[int], int], step: int):
+        self.it, self.call_length, self.step = it, call_length, step
+
+    def state(self) -> dict[str, int]:
+        return self.it.state()
+
+    def __iter__(self) -> "CallIterator":
+        return self
+
+    def __next__(self) -> tuple[int, int, tuple[int, HostBatch]]:
+        g = self.call_length(self.step)
+        epoch, position, batch = next(self.it) if g == 1 else self.it.take(g)
+        self.step += g
+        return epoch, position, (g, batch)
 
 
 class Prefetcher:

@@ -26,6 +26,7 @@ from gdc import tracker as tracker_lib
 from gdc.checkpoint import Checkpointer
 from gdc.data import sources
 from gdc.data.pipeline import (
+    CallIterator,
     EpochIterator,
     Prefetcher,
     check_shards,
@@ -38,12 +39,13 @@ from gdc.data.pipeline import (
 )
 from gdc.errors import ConfigError
 from gdc.train import state as state_lib
-from gdc.train.step import jit_resident_score, jit_resident_train, jit_score_chunk, jit_steps
+from gdc.train.step import jit_chunk_train, jit_resident_score, jit_resident_train, jit_score_chunk, jit_steps
 
 MODEL_INPUTS = ("tokens", "token_mask", "x", "y")
 SCORE_CHUNK = 16  # batches per call in a scoring pass
 ON_DEVICE_AUTO_BYTES = 1 << 29  # data.on_device=-1 keeps training arrays up to 512 MiB on the device
-STEPS_PER_CALL_AUTO = 16  # train.steps_per_call=-1 on the device-resident path
+STEPS_PER_CALL_AUTO = 16  # train.steps_per_call=-1: at most this many steps per call
+HOST_CHUNK_AUTO_BYTES = 1 << 26  # ... and with host batches, at most 64 MiB of a process's batches per call
 
 
 def build_model(cfg: config_lib.RunConfig, dataset: sources.Dataset):
@@ -89,18 +91,14 @@ def resolve_on_device(cfg: sources.DataConfig, train_arrays: dict[str, np.ndarra
     return every_row and sum(v.nbytes for v in train_arrays.values()) <= ON_DEVICE_AUTO_BYTES
 
 
-def resolve_steps_per_call(cfg: state_lib.TrainConfig, on_device: bool, steps_per_epoch: int) -> int:
-    """``train.steps_per_call``: as set, or -1 (auto): on the device-resident path, where a call needs nothing from
-    the host, ``STEPS_PER_CALL_AUTO`` or the epoch's steps if fewer; else 1."""
-    if cfg.steps_per_call > 1 and not on_device:
-        raise ConfigError(
-            f"train.steps_per_call={cfg.steps_per_call} runs several steps per call on the device-resident training "
-            "set, which this run does not use: set data.on_device=1 (or -1 with data under 512 MiB), or "
-            "train.steps_per_call=1 or -1."
-        )
+def resolve_steps_per_call(cfg: state_lib.TrainConfig, steps_per_epoch: int, batch_bytes: int) -> int:
+    """``train.steps_per_call``: as set, or -1 (auto): ``STEPS_PER_CALL_AUTO``, or the epoch's steps if fewer, or as
+    many batches as fit in ``HOST_CHUNK_AUTO_BYTES`` (``batch_bytes``: a process's host batch, 0 when the batches
+    are gathered on the device), at least 1."""
     if cfg.steps_per_call >= 1:
         return cfg.steps_per_call
-    return min(STEPS_PER_CALL_AUTO, steps_per_epoch) if on_device else 1
+    fit = HOST_CHUNK_AUTO_BYTES // batch_bytes if batch_bytes else STEPS_PER_CALL_AUTO
+    return max(1, min(STEPS_PER_CALL_AUTO, steps_per_epoch, fit))
 
 
 def aligned_tracker(cfg: config_lib.RunConfig, num_devices: int) -> bool:
@@ -199,7 +197,8 @@ def train(
             f"tracker.scoring_passes={k} exceeds the {spe} steps of an epoch; use at most {spe} (one pass per step)."
         )
     score_positions = {max(1, round((i + 1) * spe / k)) for i in range(k)} if k else set()
-    per_call = resolve_steps_per_call(cfg.train, on_device, spe)
+    row_bytes = sum(v.nbytes // max(len(v), 1) for v in train_arrays.values())
+    per_call = resolve_steps_per_call(cfg.train, spe, 0 if on_device else row_bytes * cfg.train.batch_size)
 
     # ----------------------------------------------------------------------------------------------------------
     # Model, optimizer, state, tracker, jitted steps.
@@ -248,6 +247,12 @@ def train(
         tracker_sharding=tracker_sh,
         batch_sharding=sharding.batch_sharding(mesh),
     )
+    # Host batches: ``per_call`` of them stacked and placed as one chunk per call (a scan), wherever no boundary falls
+    # inside the call.
+    if per_call > 1 and not on_device:
+        chunk_fn = jit_chunk_train(
+            train_fn, state_sharding=repl, tracker_sharding=tracker_sh, chunk_sharding=sharding.chunk_sharding(mesh)
+        )
     if on_device:  # the training arrays live on every device; a step gathers its own rows
         table = dict(train_arrays)
         if interventions["weights_N"] is not None:
@@ -352,20 +357,13 @@ def train(
             return {"heldout_loss": tot["loss_sum"] / count, "heldout_accuracy": tot["accuracy_sum"] / count}
 
         # ------------------------------------------------------------------------------------------------------
-        # Input path: placed batches in the order of ``it``, built ahead on a thread (data.prefetch), or gathered on
-        # device from the epoch's ids (data.on_device). ``consumed()``: the iterator state after the batches consumed
-        # so far (what a checkpoint stores), never the read-ahead.
+        # Input path: placed batches (or chunks of ``per_call`` stacked batches) in the order of ``it``, built ahead on
+        # a thread (data.prefetch), or gathered on device from the epoch's ids (data.on_device). ``consumed()``: the
+        # iterator state after the batches consumed so far (what a checkpoint stores), never the read-ahead.
         # ------------------------------------------------------------------------------------------------------
-        depth = cfg.data.prefetch if cfg.data.prefetch >= 0 else (0 if mesh.devices.flat[0].platform == "cpu" else 2)
-        feed = None
-        if depth and not on_device:
-            feed = Prefetcher(it, lambda b: sharding.put_batch(b, mesh), depth)
-        consumed = feed.state if feed else it.state
-        order_epoch, order = -1, None
-
-        def call_length() -> int:
+        def call_length(step: int) -> int:
             """``per_call`` when no boundary (scoring pass, epoch end, checkpoint, stop) falls after any but the last
-            of the next ``per_call`` steps, else 1."""
+            of the ``per_call`` steps from ``step``, else 1."""
             position, every = step % spe, cfg.checkpoint.every_steps
             if per_call == 1 or position + per_call > spe or step + per_call > stop:
                 return 1
@@ -373,6 +371,17 @@ def train(
             if any(position + j in score_positions or (every and (step + j) % every == 0) for j in inside):
                 return 1
             return per_call
+
+        depth = cfg.data.prefetch if cfg.data.prefetch >= 0 else (0 if mesh.devices.flat[0].platform == "cpu" else 2)
+        calls = CallIterator(it, call_length, step)  # host batches, grouped as the calls will take them
+
+        def place(item: tuple[int, Any]) -> tuple[int, Any]:
+            g, batch = item
+            return g, sharding.put_batch(batch, mesh) if g == 1 else sharding.put_chunk(batch, mesh)
+
+        feed = Prefetcher(calls, place, depth) if depth and not on_device else None
+        consumed = feed.state if feed else it.state
+        order_epoch, order = -1, None
 
         def next_steps(state, tracker, g):
             """Runs the next ``g`` steps; returns (epoch, position of the last batch, (state, tracker, metrics))."""
@@ -386,16 +395,18 @@ def train(
                 if epoch != order_epoch:  # one transfer per epoch
                     order_epoch, order = epoch, sharding.put_tree(it.epoch_order(epoch), repl)
                 return epoch, position, resident_fns[g](state, tracker, table, order)
-            epoch, position, batch = next(feed) if feed else next(it)
-            batch = batch if feed else sharding.put_batch(batch, mesh)
-            return epoch, position, train_fn(state, tracker, batch)
+            epoch, position, item = next(feed) if feed else next(calls)
+            size, batch = item if feed else place(item)
+            if size != g:
+                raise RuntimeError(f"step {step}: the input path built a call of {size} batches, the loop runs {g}.")
+            return epoch, position, (train_fn if g == 1 else chunk_fn)(state, tracker, batch)
 
         # ------------------------------------------------------------------------------------------------------
         # Train.
         # ------------------------------------------------------------------------------------------------------
         try:
             while step < stop:
-                g = call_length()
+                g = call_length(step)
                 epoch, position, (state, tracker, metrics) = next_steps(state, tracker, g)
                 step += g
                 flush()

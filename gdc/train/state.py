@@ -31,8 +31,8 @@ class TrainConfig:
     keep_idx_path: str = ""  # .npy of kept example ids (pruning); "" keeps all
     weights_path: str = ""  # .npy [N] per-example loss weights (down-weighting); "" gives no "weight" key
     multiplicity_path: str = ""  # .npy [N] int visits per epoch (up-sampling); "" means 1
-    # Steps per jitted call (a scan) on the device-resident path (data.on_device); -1: 16 there (at most an epoch's
-    # steps), else 1.
+    # Steps per jitted call (a scan over batches gathered on the device, or over a chunk of host batches placed as
+    # one); -1: 16, at most an epoch's steps and, with host batches, at most 64 MiB of batches per call.
     steps_per_call: int = -1
 
     def validate(self) -> None:

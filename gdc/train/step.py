@@ -282,6 +282,33 @@ def device_rows(table: dict[str, jax.Array], idx_B: jax.Array, num_examples: int
     return {**batch, "index": idx_B, "mask": mask_B}
 
 
+def _scan_train(train: Callable, state, tracker, chunk):
+    """``train`` over the G batches of ``chunk`` (leading axis G): (state, tracker, metrics with a leading G)."""
+
+    def body(carry, batch):
+        state, tracker, metrics = train(*carry, batch)
+        return (state, tracker), metrics
+
+    (state, tracker), metrics_G = jax.lax.scan(body, (state, tracker), chunk)
+    return state, tracker, metrics_G
+
+
+def jit_chunk_train(
+    train: Callable, *, state_sharding: NamedSharding, tracker_sharding: NamedSharding, chunk_sharding: NamedSharding
+) -> Callable:
+    """``train`` (from ``jit_steps``) over a placed chunk of G host batches: ``(state, tracker, chunk) -> ...``.
+
+    ``chunk``: G consecutive batches stacked on a leading axis (``sharding.put_chunk``); one call runs their G steps
+    (a scan) and returns each metric with a leading axis of G, as ``jit_resident_train`` does for resident data.
+    """
+    return jax.jit(
+        functools.partial(_scan_train, train),
+        in_shardings=(state_sharding, tracker_sharding, chunk_sharding),
+        out_shardings=(state_sharding, tracker_sharding, state_sharding),
+        donate_argnums=(0, 1),
+    )
+
+
 def jit_resident_train(
     train: Callable,
     *,
@@ -322,13 +349,7 @@ def jit_resident_train(
         rows = device_rows(table, part.pop("index"), num_examples) | part
         chunk = jax.tree.map(lambda x: x.reshape((steps_per_call, batch_size) + x.shape[1:]), rows)
         chunk = jax.lax.with_sharding_constraint(chunk, chunk_sharding)
-
-        def body(carry, batch):
-            state, tracker, metrics = train(*carry, batch)
-            return (state, tracker), metrics
-
-        (state, tracker), metrics_G = jax.lax.scan(body, (state, tracker), chunk)
-        return state, tracker, metrics_G
+        return _scan_train(train, state, tracker, chunk)
 
     return jax.jit(
         step if steps_per_call == 1 else steps,
