@@ -1,6 +1,7 @@
 """The input path: EpochIterator, the Prefetcher (order, consumed state, errors, shutdown) and the device-resident
 dataset, each against the plain iterator and the plain training loop."""
 
+import dataclasses
 import json
 import os
 import threading
@@ -14,7 +15,7 @@ from conftest import tiny_config
 from gdc import config as config_lib
 from gdc import sharding
 from gdc import tracker as tracker_lib
-from gdc.data.pipeline import EpochIterator, Prefetcher, gather, occurrences
+from gdc.data.pipeline import CallIterator, EpochIterator, Prefetcher, gather, occurrences
 from gdc.errors import ConfigError
 from gdc.train import loop
 from gdc.train import step as step_lib
@@ -165,6 +166,39 @@ def test_advance_keeps_the_iterator_state():
     for _ in range(11):
         assert a.advance() == next(b)[:2]
         assert a.state() == b.state()
+
+
+@pytest.mark.parametrize("kw", [dict(), dict(shards=2, process_index=1, process_count=2, weights_N=np.linspace(0, 1, 23))])
+def test_take_stacks_the_next_batches(kw):
+    """``take(g)``: the next g batches of ``next()``, stacked (one gather), with the iterator state after them; a
+    chunk that would cross an epoch's end is refused. ``CallIterator`` groups batches by the call lengths."""
+    mult_N = np.random.default_rng(2).integers(0, 3, 23)
+    a, b = (EpochIterator(_arrays(), 4, seed=1, multiplicity_N=mult_N, **kw) for _ in range(2))
+    spe = a.steps_per_epoch
+    assert spe >= 4
+    for g in (3, 1, spe - 4):  # ends at the epoch's last batch (padded), then starts the next epoch
+        epoch, position, chunk = a.take(g) if g > 1 else next(a)
+        want = [next(b) for _ in range(g)]
+        assert (epoch, position) == want[-1][:2] and a.state() == b.state()
+        for k, v in want[-1][2].items():
+            np.testing.assert_array_equal(chunk[k][-1] if g > 1 else chunk[k], v)
+            if g > 1:
+                np.testing.assert_array_equal(chunk[k], np.stack([w[2][k] for w in want]), err_msg=k)
+    assert a.take(2)[:2] == (1, 1) and next(b)[:2] == (1, 0) and next(b)[:2] == (1, 1)
+    with pytest.raises(ValueError, match=r"take\(%d\) at batch 2 would cross" % spe):
+        a.take(spe)
+    lengths = {0: 2, 2: 1, 3: 3}
+    calls = CallIterator(EpochIterator(_arrays(), 4, seed=1), lambda step: lengths.get(step, 1), 0)
+    assert [(e, p, g) for e, p, (g, _) in (next(calls) for _ in range(4))] == [(0, 1, 2), (0, 2, 1), (0, 5, 3), (1, 0, 1)]
+
+
+def test_steps_per_call_auto():
+    cfg = tiny_config("mlp").train
+    assert loop.resolve_steps_per_call(cfg, 100, 0) == loop.STEPS_PER_CALL_AUTO  # batches gathered on the device
+    assert loop.resolve_steps_per_call(cfg, 5, 0) == 5  # an epoch's steps
+    assert loop.resolve_steps_per_call(cfg, 100, loop.HOST_CHUNK_AUTO_BYTES // 3) == 3  # 64 MiB of host batches
+    assert loop.resolve_steps_per_call(cfg, 100, 2 * loop.HOST_CHUNK_AUTO_BYTES) == 1
+    assert loop.resolve_steps_per_call(dataclasses.replace(cfg, steps_per_call=7), 5, 1 << 40) == 7  # as set
 
 
 # --------------------------------------------------------------------------------------------------------------
