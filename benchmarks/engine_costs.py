@@ -33,6 +33,7 @@ Times are medians of --reps repeats (interleaved where compared). The machine ma
 
 import argparse
 import collections
+import functools
 import json
 import os
 import statistics
@@ -215,7 +216,8 @@ def bench_model(name: str, args) -> dict:
         fixed = sharding.put_batch(it.batch(1, 0), mesh)
         repl = sharding.replicated(mesh)
         table = sharding.put_tree(env["arrays"], repl)
-        resident_fn = jit_resident_train(
+        resident = functools.partial(
+            jit_resident_train,
             train_fn,
             steps_per_epoch=spe,
             batch_size=b,
@@ -224,16 +226,7 @@ def bench_model(name: str, args) -> dict:
             tracker_sharding=repl,
             batch_sharding=sharding.batch_sharding(mesh),
         )
-        resident_scan_fn = jit_resident_train(
-            train_fn,
-            steps_per_epoch=spe,
-            batch_size=b,
-            num_examples=n,
-            state_sharding=repl,
-            tracker_sharding=repl,
-            batch_sharding=sharding.batch_sharding(mesh),
-            steps_per_call=g,
-        )
+        resident_fn, resident_scan_fn = resident(), resident(steps_per_call=g)
 
         # A scan of g steps over a placed chunk of g batches: host chunks placed in the loop, or (the baseline of
         # the scanned paths) chunks placed beforehand.
