@@ -508,6 +508,8 @@ def main():
     p.add_argument("--steps_per_call", type=int, default=16, help="the resident scan's steps per call")
     p.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "engine_costs.json"))
     args = p.parse_args()
+    if args.pipeline_reps < 2:
+        p.error(f"--pipeline_reps={args.pipeline_reps}: use at least 2 (the per-repeat ratios' quartiles need two).")
     import jax
 
     results = {"jax": jax.__version__, "device": jax.devices()[0].device_kind, "config": vars(args), "models": {}}
