@@ -8,7 +8,8 @@ tracker vs the anchors' ways of recording dynamics.
 Sections (each on the engine's own jitted steps from gdc.train.step.jit_steps, 1 device, replicated tracker):
   compile: ``lower().compile()`` time vs the median steady-state step; ``compiled.memory_analysis()``; the jit cache
     size of the train step after --epochs epochs (full and padded final batches) and after a pruned epoch (keep_idx,
-    an intervention), which must stay 1.
+    an intervention), which must stay 1; and the same AOT time (vs one call) and memory of the scanned calls that
+    default runs make (--steps_per_call steps over resident rows or over a host chunk).
   pipeline: steps/s of the loop's input paths vs the same step on one pre-placed batch (target: within 5%):
     EpochIterator + put_batch in the loop (data.on_device=0, data.prefetch=0), the same read ahead by a Prefetcher
     thread (data.prefetch=2, the accelerator default), and the device-resident set (data.on_device: arrays uploaded
@@ -162,24 +163,7 @@ def bench_model(name: str, args) -> dict:
         # Compile once; AOT compile time vs step time; memory analysis.
         # ---------------------------------------------------------------------------------------------------------
         first = sharding.put_batch(it.batch(0, 0), mesh)
-        t0 = time.perf_counter()
-        lowered = train_fn.lower(state, tracker, first)
-        t_lower = time.perf_counter() - t0
-        t0 = time.perf_counter()
-        compiled = lowered.compile()
-        t_compile = time.perf_counter() - t0
-        mem = compiled.memory_analysis()
-        memory = {
-            k: int(getattr(mem, k))
-            for k in (
-                "argument_size_in_bytes",
-                "output_size_in_bytes",
-                "alias_size_in_bytes",
-                "temp_size_in_bytes",
-                "generated_code_size_in_bytes",
-            )
-            if mem is not None and hasattr(mem, k)
-        }
+        t_lower, t_compile, memory = aot(train_fn, state, tracker, first)
         step_times = []
         for epoch in range(args.epochs):
             for pos in range(spe):
@@ -343,6 +327,28 @@ def bench_model(name: str, args) -> dict:
             paired = [tb / tk for tb, tk in zip(wall[base], wall[k_], strict=True)]
             out["pipeline"][f"ratio_paired_{key}"] = statistics.quantiles(paired, n=4)  # quartiles
         out["pipeline"]["ratio"] = out["pipeline"]["ratio_pipeline"]
+        # The scanned calls a default run makes: AOT compile time vs one call, and their memory (the chunk's g
+        # batches and the scan's temporaries).
+        order = sharding.put_tree(it.epoch_order(2), repl)
+        fresh_chunk_fn = jit_chunk_train(  # new jitted objects: the timed ones are compiled already
+            train_fn, state_sharding=repl, tracker_sharding=repl, chunk_sharding=sharding.chunk_sharding(mesh)
+        )
+        scanned_calls = {
+            "on_device_scan": (resident(steps_per_call=g), (state, tracker, table, order)),
+            "pipeline_scan": (fresh_chunk_fn, (state, tracker, placed_chunks[0])),
+        }
+        out["compile"]["scanned"] = {}
+        for k_, (fn, fn_args) in scanned_calls.items():
+            t_l, t_c, mem = aot(fn, *fn_args)
+            call_s = g / sps[k_]
+            out["compile"]["scanned"][k_] = {
+                "steps_per_call": g,
+                "lower_s": t_l,
+                "compile_s": t_c,
+                "call_ms": call_s * 1e3,
+                "compile_over_call": t_c / call_s,
+                "memory_analysis": mem,
+            }
 
         # ---------------------------------------------------------------------------------------------------------
         # K scoring passes vs K ideal forward passes.
@@ -495,6 +501,20 @@ def bench_model(name: str, args) -> dict:
     return out
 
 
+def aot(fn, *args) -> tuple[float, float, dict[str, int]]:
+    """``fn.lower(*args)`` and ``.compile()`` times (s) and the compiled program's ``memory_analysis()``."""
+    t0 = time.perf_counter()
+    lowered = fn.lower(*args)
+    t_lower = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    compiled = lowered.compile()
+    t_compile = time.perf_counter() - t0
+    mem = compiled.memory_analysis()
+    keys = ("argument_size_in_bytes", "output_size_in_bytes", "alias_size_in_bytes", "temp_size_in_bytes")
+    keys += ("generated_code_size_in_bytes",)
+    return t_lower, t_compile, {k: int(getattr(mem, k)) for k in keys if mem is not None and hasattr(mem, k)}
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--models", default="mlp,transformer")
@@ -523,6 +543,12 @@ def main():
             f"batch) {c['jit_cache_size_after_epochs']}, after a pruned epoch {c['jit_cache_size_after_pruned_epoch']}"
         )
         print(f"  memory_analysis: {c['memory_analysis']}")
+        for k, v in c["scanned"].items():
+            print(
+                f"  {k} ({v['steps_per_call']} steps per call): lower {v['lower_s']:.2f} s, compile "
+                f"{v['compile_s']:.2f} s = {v['compile_over_call']:.0f} calls of {v['call_ms']:.2f} ms; "
+                f"memory_analysis: {v['memory_analysis']}"
+            )
         print(
             f"  pipeline (steps/s, ratio to pre-placed, CPU ms/step): pre-placed {pl['steps_per_s_preplaced']:.1f} "
             f"({pl['cpu_ms_per_step_preplaced']:.2f})"
