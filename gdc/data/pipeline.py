@@ -103,11 +103,7 @@ class EpochIterator:
     def batch(self, epoch: int, position: int) -> HostBatch:
         """The (local rows of the) ``position``-th batch of ``epoch``; with up-sampling it also holds ``occurrence``,
         each row's occurrence number in the epoch (0 for an id's first copy; the tracker's record slot)."""
-        idx_B = self.batch_ids(epoch, position)
-        batch = gather(self.arrays, idx_B, self.num_examples, self.weights_N, self.row_offset)
-        if self.repeats:
-            batch["occurrence"] = self._batch_column(self._occurrences, position, 0)
-        return batch
+        return {k: v[0] for k, v in self.chunk(epoch, position, 1).items()}
 
     def chunk(self, epoch: int, position: int, g: int) -> HostBatch:
         """Batches ``position .. position + g - 1`` of ``epoch`` stacked on a leading axis (``[g, B_local, ...]``),

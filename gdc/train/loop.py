@@ -93,8 +93,8 @@ def resolve_on_device(cfg: sources.DataConfig, train_arrays: dict[str, np.ndarra
 
 def resolve_steps_per_call(cfg: state_lib.TrainConfig, steps_per_epoch: int, batch_bytes: int) -> int:
     """``train.steps_per_call``: as set, or -1 (auto): ``STEPS_PER_CALL_AUTO``, or the epoch's steps if fewer, or as
-    many batches as fit in ``HOST_CHUNK_AUTO_BYTES`` (``batch_bytes``: a process's host batch, 0 when the batches
-    are gathered on the device), at least 1."""
+    many batches as fit in ``HOST_CHUNK_AUTO_BYTES`` (``batch_bytes``: a global batch's rows, an upper bound on a
+    process's host batch; 0 when the batches are gathered on the device), at least 1."""
     if cfg.steps_per_call >= 1:
         return cfg.steps_per_call
     fit = HOST_CHUNK_AUTO_BYTES // batch_bytes if batch_bytes else STEPS_PER_CALL_AUTO
