@@ -91,7 +91,7 @@ def from_mapping(config: Mapping[str, Any], *, device_count: int | None = None) 
         raise ConfigError(
             f"model.name={cfg.model.name!r} is a {cfg.model.kind} model but data.source={cfg.data.source!r} gives "
             f"{data_kind} data; use model.name='mlp' with data.source='synthetic', 'ddpm' with 'tabular', "
-            "'lstm'/'transformer' otherwise."
+            "'lstm'/'gru'/'transformer' otherwise."
         )
     if device_count is not None:
         check_devices(cfg, device_count)

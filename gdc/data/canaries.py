@@ -6,7 +6,10 @@ shared prefix at most one secret can ever be extracted).
 
 Invariants:
 * Canaries go into the TRAIN split only. Each copy overwrites the bytes of its own training row (no row holds
-  two canaries) at an offset chosen so that the whole canary lies inside `tokens[row]`.
+  two canaries). Where it goes in the row is the placement (`PLACEMENTS`): `row_start` writes every copy at
+  offset 0, so the copy's prefix is read from the start of a row, the context greedy decoding starts from;
+  `random_offset` writes it at a uniform offset such that the whole canary lies inside `tokens[row]`, after up to
+  `row length - canary length` bytes of other text (evaluators then decode each copy from its own preceding bytes).
 * Control canaries have the same format, keys and secrets distinct from the inserted ones, and are never
   inserted: they are the never-trained reference for exposure and extraction.
 * Everything is a function of the seed passed in (`np.random.default_rng([seed, 1])`).
@@ -17,6 +20,7 @@ import numpy as np
 CANARY_FORMAT = "the secret code of {key} is {secret}."
 KEY_LENGTH = 5
 _LETTERS = np.array(list("abcdefghijklmnopqrstuvwxyz"))
+PLACEMENTS = ("row_start", "random_offset")
 
 
 def canary_length(secret_digits: int) -> int:
@@ -60,6 +64,7 @@ def insert_canaries(
     secret_digits: int,
     num_control_canaries: int,
     seed: int,
+    placement: str = "row_start",
 ) -> tuple[np.ndarray, np.ndarray, dict]:
     """Writes `canary_repeats` copies of each canary into its own rows of a copy of the tokens.
 
@@ -71,14 +76,17 @@ def insert_canaries(
         secret_digits: digits per secret.
         num_control_canaries: canaries of the same format that are generated but never inserted.
         seed: seeds the canaries, rows and offsets (`np.random.default_rng([seed, 1])`).
+        placement: one of `PLACEMENTS`; the canaries and rows drawn do not depend on it.
 
     Returns:
         (tokens_NxL with the canaries written in, is_canary_N bool, meta) where meta is JSON-serialisable:
-        {"format", "secret_digits", "num_canaries", "canary_repeats",
+        {"format", "placement", "secret_digits", "num_canaries", "canary_repeats",
         "inserted": [{"key", "secret", "prefix", "text", "ids", "offsets"}],
         "controls": [{"key", "secret", "prefix", "text"}]}; "ids" are ascending train row ids and "offsets"
         the byte offset of the canary's first byte within each of those rows.
     """
+    if placement not in PLACEMENTS:
+        raise ValueError(f"placement={placement!r} is not one of {PLACEMENTS}.")
     num_rows, row_len = tokens_NxL.shape
     length = canary_length(secret_digits)
     if length > row_len:
@@ -89,7 +97,9 @@ def insert_canaries(
     rng = np.random.default_rng([seed, 1])
     canaries = sample_canaries(rng, num_canaries + num_control_canaries, secret_digits)
     copy_rows = rng.choice(num_rows, size=num_copies, replace=False)
-    copy_offsets = rng.integers(0, row_len - length + 1, size=num_copies)
+    copy_offsets = rng.integers(0, row_len - length + 1, size=num_copies)  # drawn either way: same rows
+    if placement == "row_start":
+        copy_offsets = np.zeros_like(copy_offsets)
 
     tokens_NxL = tokens_NxL.copy()
     is_canary_N = np.zeros(num_rows, dtype=bool)
@@ -106,6 +116,7 @@ def insert_canaries(
         inserted.append({**canary, "ids": ids.tolist(), "offsets": offsets.tolist()})
     meta = {
         "format": CANARY_FORMAT,
+        "placement": placement,
         "secret_digits": secret_digits,
         "num_canaries": num_canaries,
         "canary_repeats": canary_repeats,

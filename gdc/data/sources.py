@@ -47,6 +47,9 @@ class DataConfig:
     canary_repeats: int = 8
     secret_digits: int = 6
     num_control_canaries: int = 10  # never inserted: exposure/extraction controls
+    # Where a canary copy sits in its row: "row_start" (offset 0, where greedy decoding starts) or "random_offset"
+    # (after up to seq_len + 1 - canary length bytes of other text; evaluators decode from each copy's own context).
+    canary_placement: str = "row_start"
     num_examples: int = 512  # synthetic only: total examples before the split
     num_features: int = 16  # synthetic only
     num_classes: int = 4  # synthetic only
@@ -93,6 +96,8 @@ class DataConfig:
             _check_int(self, "canary_repeats", 1)
             _check_int(self, "num_control_canaries", 0)
             _check_int(self, "secret_digits", 1)
+            if self.canary_placement not in canaries.PLACEMENTS:
+                _fail("canary_placement", self.canary_placement, f"is not one of {canaries.PLACEMENTS}")
             if self.secret_digits > 9:
                 _fail("secret_digits", self.secret_digits, "must be in 1..9")
             total = self.num_canaries + self.num_control_canaries
@@ -320,6 +325,7 @@ def _build_lm(cfg: DataConfig, data: bytes, source_meta: dict) -> Dataset:
             secret_digits=cfg.secret_digits,
             num_control_canaries=cfg.num_control_canaries,
             seed=cfg.split_seed,
+            placement=cfg.canary_placement,
         )
         heldout["is_canary"] = np.zeros(len(heldout_ids), dtype=bool)
     return Dataset(train, heldout, {**meta, "num_train": len(train_ids), "num_heldout": len(heldout_ids)})

@@ -5,7 +5,13 @@ training rows, "controls" have the same format but were never trained on. Tokens
 
 Control-canary sequences (the never-inserted side of the canary MIA) are built here: each control canary is
 written ``canary_repeats`` times into held-out rows (distinct rows while there are enough, seeded by
-``[seed, 3]``) at offsets drawn uniformly like the inserted copies. Held-out text is a fresh draw of the same
+``[seed, 3]``) placed like the inserted copies (offset 0 for ``row_start``; uniform offsets for
+``random_offset``).
+
+Decoding contexts (``decode_contexts``): extraction and exposure decode a canary from the context its copies were
+trained in. With ``row_start`` that is the canary's prefix at the start of a row, one context per canary. With
+``random_offset`` it is each copy's own preceding bytes followed by the prefix ("in-context"), one context per
+copy; the controls get the same from their held-out rows. Held-out text is a fresh draw of the same
 corpus, so an inserted copy and a control copy differ in whether their canary (and, for the whole-sequence
 score, their context) was trained on; the ``secret_mask`` span isolates the secret digits.
 """
@@ -18,24 +24,45 @@ from gdc.data.sources import Dataset
 
 DIGIT_TOKENS = np.arange(ord("0"), ord("9") + 1, dtype=np.int32)
 GROUPS = ("inserted", "controls")
+Prefix = str | bytes | np.ndarray  # text (utf-8), raw bytes (need not be valid utf-8) or 1-D int tokens
 
 
-def encode(text: str) -> np.ndarray:
-    """The utf-8 bytes of ``text`` as int32 tokens."""
-    return np.frombuffer(text.encode("utf-8"), dtype=np.uint8).astype(np.int32)
+def placement(meta: dict) -> str:
+    """The canaries' placement; datasets written before it was recorded placed copies at random offsets."""
+    return meta.get("placement", "random_offset")
 
 
-def prefix_buffer(prefixes: Sequence[str], extra: int) -> tuple[np.ndarray, np.ndarray]:
+def encode(text: "str | bytes | np.ndarray") -> np.ndarray:
+    """The utf-8 bytes of ``text`` as int32 tokens; bytes are taken as they are, token arrays copied as int32."""
+    if isinstance(text, np.ndarray):
+        return text.astype(np.int32).reshape(-1)
+    raw = text.encode("utf-8") if isinstance(text, str) else bytes(text)
+    return np.frombuffer(raw, dtype=np.uint8).astype(np.int32)
+
+
+def prefix_tokens(prefix: Prefix) -> np.ndarray:
+    """A prompt as int32 tokens: utf-8 of a str, the bytes of bytes, a 1-D int array as it is."""
+    if isinstance(prefix, str):
+        return encode(prefix)
+    if isinstance(prefix, bytes | bytearray):
+        return np.frombuffer(bytes(prefix), dtype=np.uint8).astype(np.int32)
+    tokens = np.asarray(prefix)
+    if tokens.ndim != 1 or not np.issubdtype(tokens.dtype, np.integer):
+        raise ValueError(f"a token prefix must be a 1-D int array, got {tokens.dtype} of shape {tokens.shape}.")
+    return tokens.astype(np.int32)
+
+
+def prefix_buffer(prefixes: Sequence[Prefix], extra: int) -> tuple[np.ndarray, np.ndarray]:
     """Left-aligned, zero-padded prefix tokens.
 
     Args:
-        prefixes: C prompt strings.
+        prefixes: C prompts: strings, raw bytes or 1-D int token arrays (see ``prefix_tokens``).
         extra: free columns after the longest prefix.
 
     Returns:
         (buf_CxT int32 with T = longest prefix + extra, prefix_len_C int32).
     """
-    encoded = [encode(p) for p in prefixes]
+    encoded = [prefix_tokens(p) for p in prefixes]
     len_C = np.array([len(e) for e in encoded], np.int32)
     if len(encoded) and len_C.min() < 1:
         raise ValueError("every prefix needs at least one byte: the first prediction is read at its last byte.")
@@ -96,6 +123,7 @@ def control_sequences(dataset: Dataset, seed: int = 0) -> dict[str, np.ndarray]:
     num, row_len = len(controls) * repeats, heldout.shape[1]
     rng = np.random.default_rng([seed, 3])
     row_M = rng.choice(len(heldout), size=num, replace=num > len(heldout))
+    at_start = placement(meta) == "row_start"
     tokens = heldout[row_M].copy()
     offsets, prefix_lens = np.zeros(num, np.int64), np.zeros(num, np.int64)
     for m in range(num):
@@ -103,7 +131,8 @@ def control_sequences(dataset: Dataset, seed: int = 0) -> dict[str, np.ndarray]:
         text = encode(canary["text"])
         if len(text) > row_len:
             raise ValueError(f"control canary of {len(text)} bytes does not fit a held-out row of {row_len}.")
-        offsets[m] = rng.integers(0, row_len - len(text) + 1)
+        offsets[m] = rng.integers(0, row_len - len(text) + 1)  # drawn either way: same stream
+        offsets[m] = 0 if at_start else offsets[m]
         tokens[m, offsets[m] : offsets[m] + len(text)] = text
         prefix_lens[m] = len(encode(canary["prefix"]))
     return {
@@ -112,7 +141,47 @@ def control_sequences(dataset: Dataset, seed: int = 0) -> dict[str, np.ndarray]:
         "secret_mask": secret_target_mask(offsets, prefix_lens, meta["secret_digits"], row_len - 1),
         "canary": np.repeat(np.arange(len(controls), dtype=np.int32), repeats),
         "row": row_M.astype(np.int64),
+        "offset": offsets,
     }
+
+
+def decode_contexts(dataset: Dataset, group: str, seed: int = 0) -> dict:
+    """The contexts a group's canaries are decoded from (see the module docstring).
+
+    Args:
+        dataset: the run's dataset with ``meta["canaries"]``.
+        group: "inserted" or "controls".
+        seed: the control sequences' seed (``control_sequences``).
+
+    Returns:
+        ``contexts``: list of int32 token arrays, each ending with the canary's prefix; ``canary`` int [X]: the
+        canary (index into the group's list) each context belongs to; ``in_context``: whether the contexts are
+        the copies' own (``random_offset``) rather than one bare prefix per canary.
+    """
+    meta = dataset.meta["canaries"]
+    records = meta[group]
+    if placement(meta) == "row_start":
+        return {
+            "contexts": [encode(r["prefix"]) for r in records],
+            "canary": np.arange(len(records)),
+            "in_context": False,
+        }
+    if group == "inserted":
+        rows, offsets, which = [], [], []
+        for i, c in enumerate(records):
+            rows += list(c["ids"])
+            offsets += list(c["offsets"])
+            which += [i] * len(c["ids"])
+        tokens = dataset.train["tokens"]
+    else:
+        seqs = control_sequences(dataset, seed)
+        rows, offsets, which = seqs["row"], seqs["offset"], seqs["canary"]
+        tokens = dataset.heldout["tokens"]
+    contexts = [
+        np.concatenate([tokens[r, :o].astype(np.int32), encode(records[c]["prefix"])])
+        for r, o, c in zip(rows, offsets, which, strict=True)
+    ]
+    return {"contexts": contexts, "canary": np.asarray(which), "in_context": True}
 
 
 def prune_canary_fraction(pruned_ids: np.ndarray, dataset: Dataset) -> dict[str, float]:

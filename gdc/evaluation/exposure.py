@@ -15,14 +15,18 @@ distribution per node. Two exact implementations:
   * "forward" (any causal model, via ``models.forward``): one forward pass of prefix + the d-1 digits of each
     level-(d-1) node returns, at successive positions, the next-digit distributions of all its ancestors too,
     so 10^(d-1) passes of length |prefix| + d - 1 cover the tree. Rows are built on device from (canary, node)
-    ids in fixed-size batches (the last one padded).
-  * "recurrent" (CharLSTM only; "auto" picks it): carries the LSTM state down the tree level by level, one
-    cell step per node (sum_k 10^k ~ 1.1e5 for d = 6) instead of one pass over the whole prefix per node. It
-    re-implements the LSTM cell of gdc/models/char_lm.py; tests hold it equal to "forward".
+    ids in fixed-size batches (the last one padded). The reference.
+  * "incremental" (every model with ``gdc.models.decode``'s API: LSTM, GRU, transformer; "auto" picks it for
+    them, "recurrent" is its former name): one prefill of the prefix, then ``models.branch_step`` carries the
+    model's decode carry down the tree level by level, one token step per node (sum_k 10^k ~ 1.1e5 for d = 6)
+    instead of one pass over the whole prefix per node. The transformer's carry shares the prefix's KV cache
+    across all nodes and stores one token's K/V per node and layer; the last level runs one digit at a time.
+    Peak memory at d = 6, width 128 (XLA's estimate): ~0.25 GB for the 2-layer transformer, ~0.07 GB for the
+    LSTM. One jitted call per canary. Tests hold it equal to "forward" and to brute force.
 
-Cost on 2 CPU cores, per canary at d = 6 (width-128 models): "recurrent" ~1 s; "forward" ~30 s for the LSTM
-and ~2 min for the 2-layer transformer (10^5 passes of 33 tokens), so exact transformer exposure wants an
-accelerator.
+Cost per canary at d = 6 on 2 CPU cores (width-128 models; benchmarks/exposure_cost.py, numbers in
+benchmarks/README.md): "incremental" ~1 s for the 1-layer LSTM and GRU and ~4 s for the 2-layer transformer;
+"forward" ~30 s for the LSTM and ~2-3 min for the transformer (10^5 passes of 33 tokens).
 
 For spaces too large to enumerate, the skew-normal approximation (Carlini et al. §4.3): fit a skew-normal to
 the NLLs of random secrets; rank/|R| is the fraction of secrets at most as unlikely as the true one, so
@@ -47,11 +51,10 @@ from scipy import stats
 from gdc import models, sharding
 from gdc.evaluation import canaries
 from gdc.evaluation.common import EvalContext, canary_meta, place_params
-from gdc.evaluation.extraction import check_input_len, pad_rows
-from gdc.models.char_lm import CharLSTM
+from gdc.evaluation.extraction import DECODE_METHODS, check_input_len, decode_method, pad_rows
 
 DIGIT0 = int(canaries.DIGIT_TOKENS[0])
-METHODS = ("auto", "forward", "recurrent")
+METHODS = DECODE_METHODS  # "auto", "incremental", "forward" and "recurrent" (incremental's former name)
 
 
 def ceiling(num_digits: int) -> float:
@@ -90,7 +93,7 @@ def _node_fn(graphdef: nnx.GraphDef, num_digits: int, mesh: jax.sharding.Mesh) -
 def node_log_likelihoods(
     graphdef: nnx.GraphDef,
     params: nnx.State,
-    prefixes: Sequence[str],
+    prefixes: Sequence[canaries.Prefix],
     num_digits: int,
     canary_R: np.ndarray,
     node_R: np.ndarray,
@@ -101,7 +104,7 @@ def node_log_likelihoods(
 
     Args:
         graphdef, params: a causal byte LM.
-        prefixes: the C canary prefixes.
+        prefixes: the C canary prefixes (str, raw bytes or 1-D token arrays).
         num_digits: d; ``node_R`` are (d-1)-digit values (all 0 when d = 1).
         canary_R, node_R: int row specs.
         mesh: rows are split over it.
@@ -131,53 +134,59 @@ def node_log_likelihoods(
 
 
 # ------------------------------------------------------------------------------------------------------------
-# "recurrent": the LSTM state carried down the digit tree.
+# "incremental": the model's decode carry walked down the digit tree.
 # ------------------------------------------------------------------------------------------------------------
 @functools.cache
-def _lstm_tree_fn(graphdef: nnx.GraphDef, num_digits: int, mesh: jax.sharding.Mesh) -> Callable:
+def _tree_fn(graphdef: nnx.GraphDef, num_digits: int, mesh: jax.sharding.Mesh) -> Callable:
     num_devices = mesh.devices.size
     rows_sharding = NamedSharding(mesh, P(sharding.DATA))
     digits_10 = jnp.asarray(canaries.DIGIT_TOKENS)
 
-    def digit_logp(model, h_BxD):
-        return jax.nn.log_softmax(model.head(h_BxD).astype(jnp.float32), axis=-1)[:, DIGIT0 : DIGIT0 + 10]
+    def digit_logp(logits_NxV):
+        return jax.nn.log_softmax(logits_NxV, axis=-1)[:, DIGIT0 : DIGIT0 + 10]
 
     def tree(params, prefix_T, prefix_len):
-        model = nnx.merge(graphdef, params)
-        carry = model.initial_carry(1)
-
-        def consume(carry, t_and_token):
-            t, token = t_and_token
-            new, _ = model.step(carry, model.w_in[0](model.embed(token[None])))
-            return jax.tree.map(lambda n, o: jnp.where(t < prefix_len, n, o), new, carry), None
-
-        carry, _ = jax.lax.scan(consume, carry, (jnp.arange(prefix_T.shape[0]), prefix_T))
-        ll_R = digit_logp(model, carry[-1][1]).reshape(10)
-        gates0_10x4D = model.w_in[0](model.embed(digits_10))
+        carry, logits_1xV = models.prefill(graphdef, params, prefix_T[None], prefix_len[None], prefix_T.shape[0])
+        ll_R = digit_logp(logits_1xV).reshape(10)
         for k in range(1, num_digits):
             n = 10**k
 
-            def rows(x_NxD, n=n):
-                return jax.lax.with_sharding_constraint(x_NxD, rows_sharding) if n % num_devices == 0 else x_NxD
+            def rows(x, n=n):
+                if x.shape[0] == n and n % num_devices == 0:
+                    return jax.lax.with_sharding_constraint(x, rows_sharding)
+                return x
 
-            # Node r of level k is node r // 10 of level k-1 followed by digit r % 10.
-            carry = jax.tree.map(lambda x_MxD: rows(jnp.repeat(x_MxD, 10, axis=0)), carry)
-            carry, h_NxD = model.step(carry, rows(jnp.tile(gates0_10x4D, (n // 10, 1))))
-            ll_R = (ll_R.reshape(n, 1) + digit_logp(model, h_NxD)).reshape(10 * n)
+            # Node r of level k is node r // 10 of level k-1 followed by digit r % 10. The leaves of the new
+            # level (every recurrent state; the transformer's newest K/V) are split over the mesh.
+            if k < num_digits - 1:
+                carry, logits_NxV = models.branch_step(graphdef, params, carry, digits_10)
+                carry = jax.tree.map(rows, carry)
+                logp_Nx10 = digit_logp(rows(logits_NxV))
+            else:
+                # The last and largest level, whose carry is not needed: one digit at a time (lax.map), so its
+                # activations are a tenth of the level's (XLA's temp estimate at d = 6, width 128: transformer
+                # 1.5 GB -> 0.25 GB, LSTM 0.4 -> 0.07 GB; also faster on CPU).
+                def one_digit(digit, carry=carry, n=n):
+                    _, logits_MxV = models.branch_step(graphdef, params, carry, digit[None])
+                    return digit_logp(rows(logits_MxV, n // 10))
+
+                logp_Nx10 = jnp.swapaxes(jax.lax.map(one_digit, digits_10), 0, 1).reshape(n, 10)
+            ll_R = (ll_R.reshape(n, 1) + logp_Nx10).reshape(10 * n)
         return ll_R
 
     return jax.jit(tree)
 
 
-def _lstm_log_likelihoods(
+def _incremental_log_likelihoods(
     graphdef: nnx.GraphDef,
     params: nnx.State,
-    prefixes: Sequence[str],
+    prefixes: Sequence[canaries.Prefix],
     num_digits: int,
     mesh: jax.sharding.Mesh,
 ) -> np.ndarray:
     buf_CxT, len_C = canaries.prefix_buffer(prefixes, 0)
-    fn = _lstm_tree_fn(graphdef, num_digits, mesh)
+    check_input_len(graphdef, params, buf_CxT.shape[1] + num_digits - 1, f"scoring {num_digits}-digit secrets")
+    fn = _tree_fn(graphdef, num_digits, mesh)
     params = place_params(params, mesh)
     repl = sharding.replicated(mesh)
     with jax.set_mesh(mesh):
@@ -193,7 +202,7 @@ def _lstm_log_likelihoods(
 def all_secret_log_likelihoods(
     graphdef: nnx.GraphDef,
     params: nnx.State,
-    prefixes: Sequence[str],
+    prefixes: Sequence[canaries.Prefix],
     num_digits: int,
     mesh: jax.sharding.Mesh,
     *,
@@ -202,16 +211,15 @@ def all_secret_log_likelihoods(
 ) -> np.ndarray:
     """Exact log-likelihood (nats) of every d-digit secret after each prefix.
 
+    Args:
+        prefixes: C prompts: str, raw bytes or 1-D int token arrays.
+        method: one of ``METHODS`` (see the module docstring); ``batch_size`` is the rows per call of "forward".
+
     Returns:
         f32 [C, 10^d]; column v is the secret ``f"{v:0{d}d}"``.
     """
-    if method not in METHODS:
-        raise ValueError(f"method={method!r}; use one of {METHODS}.")
-    is_lstm = isinstance(nnx.merge(graphdef, params), CharLSTM)
-    if method == "recurrent" and not is_lstm:
-        raise ValueError("method='recurrent' needs the CharLSTM; use 'forward' for other models.")
-    if method == "recurrent" or (method == "auto" and is_lstm):
-        return _lstm_log_likelihoods(graphdef, params, prefixes, num_digits, mesh)
+    if decode_method(graphdef, params, method) == "incremental":
+        return _incremental_log_likelihoods(graphdef, params, prefixes, num_digits, mesh)
     m = 10 ** (num_digits - 1)
     canary_R, node_R = np.divmod(np.arange(len(prefixes) * m), m)
     ll = node_log_likelihoods(graphdef, params, prefixes, num_digits, canary_R, node_R, mesh, batch_size)
@@ -247,7 +255,8 @@ def evaluate(
     method: str = "auto",
     batch_size: int = 2048,
 ) -> dict[str, float | np.ndarray]:
-    """Exposure of every inserted and control canary.
+    """Exposure of every inserted and control canary, given the context its copies were trained in (the bare
+    prefix for ``row_start``; for ``random_offset`` the first copy's preceding bytes and prefix).
 
     Exact when ``secret_digits <= max_exact_digits``; then the skew-normal estimate is also reported, fitted
     to the NLLs of ``skewnorm_sample`` secrets drawn without replacement from the enumerated space (seed
@@ -268,7 +277,10 @@ def evaluate(
         records = meta[group]
         if not records:
             continue
-        prefixes = [r["prefix"] for r in records]
+        ctxs = canaries.decode_contexts(ctx.dataset, group, ctx.seed)
+        # One context per canary: with per-copy contexts (random_offset), the first copy's (lowest row id).
+        first_C = np.array([int(np.flatnonzero(ctxs["canary"] == c)[0]) for c in range(len(records))])
+        prefixes = [ctxs["contexts"][x] for x in first_C]
         secret_C = np.array([int(r["secret"]) for r in records])
         sample = min(size, skewnorm_sample)
         if d <= max_exact_digits:

@@ -13,6 +13,8 @@ from gdc.errors import ConfigError
 
 METHODS = (
     "prune_m",  # top-p% by m (never-learned last; ties by upward variation, then seeded random)
+    "prune_m_sweep",  # top-p% by m averaged over the eps sweep (no single threshold; ties as prune_m)
+    "prune_upward",  # control: top-p% by upward variation (the eps-free sum of loss increases)
     "prune_random",  # control: random p%, `random_controls` independent subsets
     "prune_d",  # control: top-p% by difficulty d
     "prune_low_final_loss",  # control: the p% with the lowest final loss (the loss-based memorization score)
@@ -83,6 +85,25 @@ def build_arms(scores: dict[str, np.ndarray], cfg: StudyConfig, seed: int) -> li
                     tie_break="upward variation, then seeded",
                 )
             )
+        if "prune_m_sweep" in cfg.methods:
+            if "m_sweep_N" not in scores:
+                raise ConfigError(
+                    "study.methods has 'prune_m_sweep' but the scores have no m_sweep_N (scored before it existed): "
+                    "delete seed_S/probe/scores and rerun --mode=score."
+                )
+            prunes.append(
+                iv.prune_top(
+                    scores["m_sweep_N"],
+                    f,
+                    f"prune_m_sweep@{pct}",
+                    tie_break_N=scores["uv_N"],
+                    seed=seed,
+                    score="m averaged over the eps sweep",
+                    tie_break="upward variation, then seeded",
+                )
+            )
+        if "prune_upward" in cfg.methods:
+            prunes.append(iv.prune_top(scores["uv_N"], f, f"prune_upward@{pct}", seed=seed, score="upward variation"))
         if "prune_d" in cfg.methods:
             prunes.append(iv.prune_top(scores["d_N"], f, f"prune_d@{pct}", seed=seed, score="d"))
         if "prune_low_final_loss" in cfg.methods:

@@ -11,11 +11,14 @@ from flax import nnx
 from gdc import losses
 from gdc.errors import ConfigError
 from gdc.models import ddpm
-from gdc.models.char_lm import CharLSTM, CharTransformer
+from gdc.models.char_lm import CharGRU, CharLSTM, CharTransformer
+from gdc.models.decode import DECODABLE, branch_step, can_decode, decode_init, decode_step, prefill  # noqa: F401
 from gdc.models.mlp import MLP
 
-MODELS = ("mlp", "lstm", "transformer", "ddpm")
-KIND = {"mlp": "classification", "lstm": "lm", "transformer": "lm", "ddpm": "tabular"}
+MODELS = ("mlp", "lstm", "gru", "transformer", "ddpm")
+KIND = {"mlp": "classification", "lstm": "lm", "gru": "lm", "transformer": "lm", "ddpm": "tabular"}
+RECURRENT = (CharLSTM, CharGRU)  # models with ``initial_carry`` and ``step``: decoded one token at a time
+# DECODABLE: the character LMs, all with the incremental-decoding API of gdc/models/decode.py (re-exported above).
 
 
 @dataclasses.dataclass(frozen=True)
@@ -67,6 +70,8 @@ def build(
         model = MLP(num_features, num_classes, cfg.width, cfg.depth, cfg.dropout, rngs=rngs)
     elif cfg.name == "lstm":
         model = CharLSTM(vocab_size, cfg.width, cfg.depth, cfg.dropout, rngs=rngs)
+    elif cfg.name == "gru":
+        model = CharGRU(vocab_size, cfg.width, cfg.depth, cfg.dropout, rngs=rngs)
     else:
         model = CharTransformer(vocab_size, seq_len, cfg.width, cfg.depth, cfg.num_heads, cfg.dropout, rngs=rngs)
     graphdef, params = nnx.split(model, nnx.Param)

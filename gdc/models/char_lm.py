@@ -1,13 +1,18 @@
-"""Character (byte) language models: an LSTM and a GPT-2-style causal transformer.
+"""Character (byte) language models: an LSTM, a GRU and a GPT-2-style causal transformer.
 
-Both map ``inputs_BxL`` int32 tokens to ``logits_BxLxV`` f32, position t seeing only inputs 0..t.
+All map ``inputs_BxL`` int32 tokens to ``logits_BxLxV`` f32, position t seeing only inputs 0..t.
 
-For localisation analyses both also take two keyword-only options (defaults keep the plain call unchanged):
+For localisation analyses all also take two keyword-only options (defaults keep the plain call unchanged):
 ``return_hidden=True`` returns ``(logits_BxLxV, hidden)`` with ``hidden`` a list of ``depth + 1`` f32 ``[B, L, D]``
 arrays: layer 0 is the embedding, layer i the output of LSTM layer i / transformer block i (the residual stream).
 ``ablate=(layer, u_D, alpha)`` replaces that layer's output x by ``x - alpha (x . u) u`` before the rest of the model
-reads it (``u`` unit norm; alpha 1 projects the direction out). For the LSTM only the output passed up is changed,
-not the layer's own recurrent state.
+reads it (``u`` unit norm; alpha 1 projects the direction out). For the recurrent models only the output passed up
+is changed, not the layer's own recurrent state.
+
+Initialisation of the recurrent cells follows common practice: Glorot-uniform input kernels (``nnx.Linear``'s
+default), orthogonal recurrent kernels, zero biases; the LSTM adds a constant +1 to its forget gate (Jozefowicz et
+al. 2015; Keras' ``unit_forget_bias``, PyTorch users set it by hand), so a fresh cell keeps ~73% of its state. The
+GRU has no such offset (Keras and PyTorch both start its gates at bias 0).
 """
 
 import jax
@@ -97,6 +102,76 @@ class CharLSTM(nnx.Module):
             state = lstm_cell(state, gates0_Bx4D if i == 0 else w_in(x_BxD), w_rec.kernel[...])
             new.append(state)
             x_BxD = ablate_direction(state[1], i + 1, ablate)
+        return tuple(new), x_BxD
+
+
+def gru_cell(h_BxD: jax.Array, gates_Bx3D: jax.Array, kernel_Dx3D: jax.Array, bias_3D: jax.Array) -> jax.Array:
+    """One GRU time step (Cho et al. 2014, the "reset after" form of cuDNN, PyTorch and Keras 2):
+    ``z, r = sigmoid(x_zr + h W_zr), n = tanh(x_n + r * (h W_n + b_n)), h' = (1 - z) * n + z * h``.
+
+    ``gates_Bx3D`` is the input projection (with its bias) in (z, r, n) order; ``bias_3D`` the recurrent bias.
+    """
+    x_z, x_r, x_n = jnp.split(gates_Bx3D, 3, axis=-1)
+    h_z, h_r, h_n = jnp.split(h_BxD @ kernel_Dx3D + bias_3D[None], 3, axis=-1)
+    z_BxD = jax.nn.sigmoid(x_z + h_z)
+    r_BxD = jax.nn.sigmoid(x_r + h_r)
+    n_BxD = jnp.tanh(x_n + r_BxD * h_n)
+    return (1.0 - z_BxD) * n_BxD + z_BxD * h_BxD
+
+
+class CharGRU(nnx.Module):
+    """Embedding, ``depth`` GRU layers of ``width`` units, linear head; the same interface as ``CharLSTM``."""
+
+    def __init__(self, vocab_size: int, width: int, depth: int, dropout_rate: float, *, rngs):
+        self.embed = nnx.Embed(vocab_size, width, rngs=rngs)
+        self.w_in = nnx.List([nnx.Linear(width, 3 * width, rngs=rngs) for _ in range(depth)])
+        self.w_rec = nnx.List(
+            [
+                nnx.Linear(width, 3 * width, kernel_init=nnx.initializers.orthogonal(), rngs=rngs)
+                for _ in range(depth)
+            ]
+        )
+        self.head = nnx.Linear(width, vocab_size, rngs=rngs)
+        self.width = width
+        self.dropout_rate = dropout_rate
+
+    def __call__(
+        self,
+        inputs_BxL: jax.Array,
+        keys_B: jax.Array | None = None,
+        *,
+        return_hidden: bool = False,
+        ablate: Ablation = None,
+    ):
+        x_BxLxD = ablate_direction(self.embed(inputs_BxL), 0, ablate)
+        hidden = [x_BxLxD]
+        for i, (w_in, w_rec) in enumerate(zip(self.w_in, self.w_rec, strict=True)):
+            gates_LxBx3D = jnp.swapaxes(w_in(x_BxLxD), 0, 1)
+            kernel_Dx3D, bias_3D = w_rec.kernel[...], w_rec.bias[...]
+
+            def cell(h_BxD, g_Bx3D, kernel_Dx3D=kernel_Dx3D, bias_3D=bias_3D):
+                h_BxD = gru_cell(h_BxD, g_Bx3D, kernel_Dx3D, bias_3D)
+                return h_BxD, h_BxD
+
+            zeros_BxD = jnp.zeros((inputs_BxL.shape[0], self.width), gates_LxBx3D.dtype)
+            _, h_LxBxD = jax.lax.scan(cell, zeros_BxD, gates_LxBx3D)
+            x_BxLxD = ablate_direction(jnp.swapaxes(h_LxBxD, 0, 1), i + 1, ablate)
+            hidden.append(x_BxLxD)
+            x_BxLxD = dropout(x_BxLxD, self.dropout_rate, keys_B, salt=i)
+        logits_BxLxV = self.head(x_BxLxD).astype(jnp.float32)
+        return (logits_BxLxV, hidden) if return_hidden else logits_BxLxV
+
+    def initial_carry(self, batch: int) -> tuple:
+        """The all-zero ``h`` of every layer, as ``__call__`` starts from."""
+        return tuple(jnp.zeros((batch, self.width), jnp.float32) for _ in self.w_in)
+
+    def step(self, carry: tuple, gates0_Bx3D: jax.Array, ablate: Ablation = None) -> tuple[tuple, jax.Array]:
+        """One time step of every layer (no dropout); as ``CharLSTM.step``, with ``gates0 = w_in[0](embed(x))``."""
+        new, x_BxD = [], None
+        for i, (h_BxD, w_in, w_rec) in enumerate(zip(carry, self.w_in, self.w_rec, strict=True)):
+            h_BxD = gru_cell(h_BxD, gates0_Bx3D if i == 0 else w_in(x_BxD), w_rec.kernel[...], w_rec.bias[...])
+            new.append(h_BxD)
+            x_BxD = ablate_direction(h_BxD, i + 1, ablate)
         return tuple(new), x_BxD
 
 

@@ -1,8 +1,8 @@
 """The study report: ``results.json``, ``report.md`` and PNGs, aggregated over seeds and random replicates.
 
-Extraction counts are pooled over seeds (and over the random controls' replicates) with Wilson 95% intervals, as
-canary_design.md asks; other numbers are mean and standard deviation over seeds. Verdicts are computed from the
-numbers, never written by hand.
+Extraction counts are pooled over seeds (and over the random controls' replicates) with Wilson 95% intervals; other
+numbers are mean and standard deviation over seeds. Verdicts are computed from the numbers by
+``gdc.pipelines.verdicts`` (each scored arm against its random replicates, seed by seed), never written by hand.
 """
 
 import collections
@@ -15,6 +15,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from gdc import config as config_lib
+from gdc.pipelines.verdicts import mean_interval, reduction_verdict, wilson, within_seed_permutation
 from gdc.scoring import QUADRANT_NAMES
 
 PAPER_A = (
@@ -39,16 +40,6 @@ METRICS = {  # key in evals/*.json -> column title
     "inserted_first_digit_mass": "P(a digit follows the prefix)",
     "inserted_first_secret_prob": "P(the secret's first digit follows)",
 }
-
-
-def wilson(k: float, n: float, z: float = 1.96) -> tuple[float, float]:
-    if n == 0:
-        return float("nan"), float("nan")
-    p = k / n
-    den = 1 + z * z / n
-    mid = (p + z * z / (2 * n)) / den
-    half = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / den
-    return max(0.0, float(mid - half)), min(1.0, float(mid + half))
 
 
 def arm_group(name: str) -> str:
@@ -115,78 +106,170 @@ def _extraction(row: dict, kind: str = "greedy") -> tuple[float, float, float]:
     return p["extracted"] / p["total"], *p["wilson95"]
 
 
-def verdicts(table: dict) -> dict[str, str]:
-    """One-line verdicts from the numbers (pooled extraction with Wilson intervals; perplexity change vs baseline)."""
-    out = {}
-    base = table.get("baseline")
-    if base is None:
+def _per_seed(evals: dict, arm: str, key: str) -> dict[int, float]:
+    return {s: float(r[key]) for s, r in evals.get(arm, {}).items() if key in r}
+
+
+def _replicates(evals: dict, group: str, key: str) -> dict[int, list[float]]:
+    """Per seed, the values of every replicate ``group#r``."""
+    out: dict[int, list[float]] = collections.defaultdict(list)
+    for name in sorted(evals):
+        if arm_group(name) == group and name != group:
+            for s, v in _per_seed(evals, name, key).items():
+                out[s].append(v)
+    return dict(out)
+
+
+def compare(evals: dict, arm: str, control: str, key: str) -> dict:
+    """The arm against its random control's replicates on ``key`` (lower = less memorization), seeds paired."""
+    a, c = _per_seed(evals, arm, key), _replicates(evals, control, key)
+    seeds = sorted(set(a) & set(c))
+    test = within_seed_permutation([a[s] for s in seeds], [c[s] for s in seeds])
+    return {"seeds": seeds, "arm": [a[s] for s in seeds], "control": [c[s] for s in seeds], **test}
+
+
+def _pooled(evals: dict, group: str, count_key: str) -> dict:
+    """Extraction pooled over seeds (and replicates) with its Wilson interval."""
+    recs = [r for name, per in evals.items() if arm_group(name) == group for r in per.values() if count_key in r]
+    k = sum(r[count_key] for r in recs)
+    n = sum(r.get("inserted_num_canaries", 0.0) for r in recs)
+    lo, hi = wilson(k, n)
+    return {"extracted": k, "total": n, "rate": k / n if n else float("nan"), "wilson95": [lo, hi]}
+
+
+def _ppl_claim(evals: dict, arm: str, limit: float) -> dict:
+    """Relative validation-perplexity change of ``arm`` against the baseline, per seed; t-interval; the claim that
+    it is at most ``limit``."""
+    key = "heldout_perplexity_token"
+    base, a = _per_seed(evals, "baseline", key), _per_seed(evals, arm, key)
+    rel = [a[s] / base[s] - 1 for s in sorted(set(a) & set(base))]
+    mean, lo, hi = mean_interval(rel)
+    if not rel:
+        v = "not testable"
+    elif mean <= limit:
+        v = "reproduced"
+    elif np.isfinite(lo) and lo > limit:
+        v = "contradicted"
+    else:
+        v = "not reproduced"
+    return {"verdict": v, "change": rel, "mean": mean, "t95": [lo, hi], "claimed_at_most": limit}
+
+
+CLAIMS_A = {  # fraction -> (claimed post-prune extraction as a share of the baseline's, perplexity limit)
+    "5": (0.4, 0.005),  # body: 100% -> 40%, perplexity +0.5%
+    "10": (0.6, 0.005),  # abstract: "over 40%" reduction at 10% pruning, perplexity < +0.5%
+}
+
+
+def verdicts(evals: dict) -> dict[str, dict]:
+    """Every claim's verdict with the numbers behind it (see ``gdc.pipelines.verdicts``)."""
+    out: dict[str, dict] = {}
+    if "baseline" not in evals:
         return out
-    for kind in EXTRACTION:
-        if f"extraction_{kind}" in base:
-            out.update(_verdicts_a(table, base, kind))
-    if "extraction_greedy" in base:
-        out.update(_verdict_b(table, base))
-    return out
-
-
-def _verdicts_a(table: dict, base: dict, kind: str) -> dict[str, str]:
-    out = {}
-    b_rate, _, _ = _extraction(base, kind)
-    for frac in ("5", "10"):
-        arm, ctrl = table.get(f"prune_m@{frac}"), table.get(f"prune_random@{frac}")
-        if arm is None:
+    for kind, count_key in EXTRACTION.items():
+        base = _pooled(evals, "baseline", count_key)
+        if not base["total"]:
             continue
-        rate, lo, hi = _extraction(arm, kind)
-        c_rate, c_lo, c_hi = _extraction(ctrl, kind) if ctrl else (float("nan"),) * 3
-        ppl = arm.get("perplexity_change", {}).get("mean", float("nan"))
-        reduction = 1 - rate / b_rate if b_rate > 0 else float("nan")
-        beats_random = ctrl is not None and hi < c_lo
-        if b_rate < 0.5:
-            v = "not testable: the baseline extracts fewer than half of its canaries"
-            if kind == "greedy" and "inserted_first_digit_mass" in base:
-                v += (
-                    f" (after a canary's prefix the baseline puts {base['inserted_first_digit_mass']['mean']:.0%} "
-                    f"on any digit and {base['inserted_first_secret_prob']['mean']:.0%} on the secret's first one)"
-                )
-        elif reduction >= 0.4 and beats_random:
-            v = "reproduced (and below the random-prune control's interval)"
-        elif reduction >= 0.4:
-            v = "reduction reproduced, but not credited to m: the random-prune control's interval overlaps"
-        else:
-            v = "not reproduced"
-        out[f"A: prune top {frac}% by m ({EXTRACTION_LABEL[kind]})"] = (
-            f"{v}: extraction {b_rate:.0%} -> {rate:.0%} [{lo:.0%}, {hi:.0%}] (random {c_rate:.0%} "
-            f"[{c_lo:.0%}, {c_hi:.0%}]), perplexity {ppl:+.2%}"
-        )
+        for frac, (share, ppl_limit) in CLAIMS_A.items():
+            arm = f"prune_m@{frac}"
+            if arm not in evals:
+                continue
+            pooled, ctrl = _pooled(evals, arm, count_key), _pooled(evals, f"prune_random@{frac}", count_key)
+            test = compare(evals, arm, f"prune_random@{frac}", count_key)
+            claimed = share * base["rate"]
+            v = reduction_verdict(
+                base_rate=base["rate"],
+                rate=pooled["rate"],
+                interval=tuple(pooled["wilson95"]),
+                claimed_rate=claimed,
+                p_vs_random=test["p_value"],
+            )
+            out[f"A{frac}_{kind}"] = {
+                "claim": f"pruning the top {frac}% by m lowers {EXTRACTION_LABEL[kind]} to <= {share:.0%} of the "
+                "baseline's",
+                "verdict": v,
+                "baseline": base,
+                "arm": pooled,
+                "random": ctrl,
+                "claimed_rate": claimed,
+                "vs_random": test,
+            }
+            if kind == "greedy":
+                out[f"A{frac}_perplexity"] = {
+                    "claim": f"pruning the top {frac}% by m costs at most +{ppl_limit:.1%} validation perplexity",
+                    **_ppl_claim(evals, arm, ppl_limit),
+                }
+    if "downweight_hotspot" in evals:
+        out.update(_verdicts_b(evals))
     return out
 
 
-def _verdict_b(table: dict, base: dict) -> dict[str, str]:
+def _verdicts_b(evals: dict) -> dict[str, dict]:
+    out: dict[str, dict] = {}
+    arm, ctrl = "downweight_hotspot", "downweight_random"
+    base = _pooled(evals, "baseline", EXTRACTION["greedy"])
+    pooled = _pooled(evals, arm, EXTRACTION["greedy"])
+    test = compare(evals, arm, ctrl, EXTRACTION["greedy"])
+    claimed = 0.7 * base["rate"]
+    out["B_leakage"] = {
+        "claim": "down-weighting hotspots (alpha 0.5) lowers greedy extraction by >= 30% (relative)",
+        "verdict": reduction_verdict(
+            base_rate=base["rate"],
+            rate=pooled["rate"],
+            interval=tuple(pooled["wilson95"]),
+            claimed_rate=claimed,
+            p_vs_random=test["p_value"],
+        ),
+        "baseline": base,
+        "arm": pooled,
+        "random": _pooled(evals, ctrl, EXTRACTION["greedy"]),
+        "claimed_rate": claimed,
+        "vs_random": test,
+    }
+    key = "mia_canary_secret_auc"
+    b, a = _per_seed(evals, "baseline", key), _per_seed(evals, arm, key)
+    rel = [a[s] / b[s] - 1 for s in sorted(set(a) & set(b))]
+    mean, lo, hi = mean_interval(rel)
+    test = compare(evals, arm, ctrl, key)
+    if not rel:
+        v = "not testable"
+    elif mean <= -0.15 and np.isfinite(test["p_value"]) and test["p_value"] < 0.05:
+        v = "reproduced"
+    elif np.isfinite(lo) and lo > -0.15:
+        v = "contradicted"
+    else:
+        v = "not reproduced"
+    out["B_mia"] = {
+        "claim": "down-weighting hotspots lowers the canary MIA AUC by >= 15% (relative)",
+        "verdict": v,
+        "change": rel,
+        "mean": mean,
+        "t95": [lo, hi],
+        "vs_random": test,
+    }
+    out["B_perplexity"] = {
+        "claim": "down-weighting hotspots costs under +1% validation perplexity",
+        **_ppl_claim(evals, arm, 0.01),
+    }
+    return out
+
+
+def arm_tests(evals: dict) -> dict[str, dict]:
+    """Every scored prune or down-weight arm against its random control, on greedy extraction and exposure."""
     out = {}
-    b_rate = _extraction(base)[0]
-    arm, ctrl = table.get("downweight_hotspot"), table.get("downweight_random")
-    if arm is not None:
-        rate, lo, hi = _extraction(arm)
-        leak = 1 - rate / b_rate if b_rate > 0 else float("nan")
-        key = "mia_canary_secret_auc"
-        auc_b, auc_a = base.get(key, {}).get("mean", np.nan), arm.get(key, {}).get("mean", np.nan)
-        auc_red = 1 - (auc_a - 0.5) / (auc_b - 0.5) if auc_b > 0.5 else float("nan")
-        ppl = arm.get("perplexity_change", {}).get("mean", float("nan"))
-        c_rate = _extraction(ctrl)[0] if ctrl else float("nan")
-        if b_rate < 0.5:
-            leak_v = f"leakage not testable (the baseline extracts {b_rate:.0%} of its canaries greedily)"
-        else:
-            leak_v = f"leakage {'reproduced' if leak >= 0.3 else 'not reproduced'} ({-leak:+.0%}, paper -30%)"
-        auc_rel = auc_a / auc_b - 1
-        mia_v = (
-            f"MIA {'reproduced' if auc_rel <= -0.15 else 'not reproduced'} (AUC {auc_rel:+.1%}, paper -15%; "
-            f"advantage over chance {-auc_red:+.0%})"
-        )
-        ppl_v = f"perplexity {'within' if ppl < 0.01 else 'above'} the paper's +1% ({ppl:+.2%})"
-        out["B: down-weight hotspots"] = (
-            f"{leak_v}; {mia_v}; {ppl_v}. Extraction {b_rate:.0%} -> {rate:.0%} (random down-weight {c_rate:.0%}), "
-            f"canary MIA AUC {auc_b:.3f} -> {auc_a:.3f}"
-        )
+    for name in sorted(evals):
+        if "#" in name or name == "baseline" or "random" in name:
+            continue
+        base, tm = name.split("+")[0], "+tm" if name.endswith("+tm") else ""
+        control = (f"prune_random@{base.split('@')[1]}" if "@" in base else "downweight_random") + tm
+        if not _replicates(evals, control, EXTRACTION["greedy"]):
+            continue
+        out[name] = {
+            key: compare(evals, name, control, key)
+            for key in (EXTRACTION["greedy"], "inserted_exposure_mean")
+            if _per_seed(evals, name, key)
+        }
+        out[name]["control"] = control
     return out
 
 
@@ -275,6 +358,34 @@ def plot_sweep(sweep: dict, path: str) -> None:
     fig.savefig(path, dpi=120)
 
 
+def extraction_by_epoch(workdir: str, seeds) -> dict[int, list[tuple[int, float]]]:
+    """The probe's greedy extraction count after each epoch (``canary_extracted`` in its metrics.jsonl)."""
+    out = {}
+    for seed in seeds:
+        path = os.path.join(workdir, f"seed_{seed}", "probe", "metrics.jsonl")
+        if not os.path.exists(path):
+            continue
+        rows = {}
+        for line in open(path):
+            rec = json.loads(line)
+            if "canary_extracted" in rec:
+                rows[int(rec["epoch"])] = float(rec["canary_extracted"])
+        if rows:
+            out[seed] = sorted(rows.items())
+    return out
+
+
+def plot_extraction_by_epoch(by_epoch: dict, path: str) -> None:
+    fig = _figure(5, 3.5)
+    ax = fig.add_subplot()
+    for seed, rows in by_epoch.items():
+        ax.plot([e + 1 for e, _ in rows], [c for _, c in rows], "o-", label=f"seed {seed}")
+    ax.set(xlabel="epoch", ylabel="canaries extracted greedily", title="baseline: when memorization appears")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # Report.
 # ---------------------------------------------------------------------------------------------------------------
@@ -306,8 +417,10 @@ def write_report(cfg: config_lib.RunConfig, workdir: str) -> dict:
     from gdc.scoring import load_loss_matrix
 
     seeds = list(cfg.study.seeds)
-    table = aggregate(load_evals(workdir, seeds))
-    verdict = verdicts(table)
+    evals = load_evals(workdir, seeds)
+    table = aggregate(evals)
+    verdict = verdicts(evals)
+    tests = arm_tests(evals)
     first = os.path.join(workdir, f"seed_{seeds[0]}")
     probe = os.path.join(first, "probe")
     scores = dict(np.load(os.path.join(probe, "scores", "scores.npz")))
@@ -322,6 +435,9 @@ def write_report(cfg: config_lib.RunConfig, workdir: str) -> dict:
     plot_data_map(scores, is_canary, os.path.join(workdir, "data_map.png"))
     plot_trajectories(loss_ExN, scores, os.path.join(workdir, "trajectories.png"))
     plot_pruning(table, os.path.join(workdir, "pruning.png"))
+    curves_by_epoch = extraction_by_epoch(workdir, seeds)
+    if curves_by_epoch:
+        plot_extraction_by_epoch(curves_by_epoch, os.path.join(workdir, "extraction_by_epoch.png"))
     plot_sweep(dict(np.load(os.path.join(probe, "scores", "sweep.npz"))), os.path.join(workdir, "eps_sweep.png"))
     curves = {}
     for arm in ("baseline", "downweight_hotspot", f"prune_m@{round(100 * cfg.study.prune_fractions[0])}"):
@@ -338,6 +454,8 @@ def write_report(cfg: config_lib.RunConfig, workdir: str) -> dict:
         "config": cfg.to_dict(),
         "table": table,
         "verdicts": verdict,
+        "arm_tests": tests,
+        "baseline_extraction_by_epoch": curves_by_epoch,
         "scores_seed0": score_summary,
         "loss_source": loss_meta.get("loss_source"),
         "detectors": extra.get("detectors"),
@@ -346,11 +464,33 @@ def write_report(cfg: config_lib.RunConfig, workdir: str) -> dict:
     with open(os.path.join(workdir, "results.json"), "w") as f:
         json.dump(results, f, indent=2, default=str)
     with open(os.path.join(workdir, "report.md"), "w") as f:
-        f.write(_markdown(cfg, workdir, table, verdict, score_summary, extra, loss_meta))
+        f.write(_markdown(cfg, workdir, table, verdict, tests, curves_by_epoch, score_summary, extra, loss_meta))
     return results
 
 
-def _markdown(cfg, workdir, table, verdict, score_summary, extra, loss_meta) -> str:
+def _rate(p: dict) -> str:
+    lo, hi = p["wilson95"]
+    return f"{p['rate']:.0%} ({p['extracted']:.0f}/{p['total']:.0f}) [{lo:.0%}, {hi:.0%}]"
+
+
+def _verdict_line(name: str, v: dict) -> str:
+    head = f"* **{name}** ({v['claim']}): **{v['verdict']}**."
+    if "arm" in v:
+        t = v["vs_random"]
+        return (
+            f"{head} Baseline {_rate(v['baseline'])}; arm {_rate(v['arm'])}; random control {_rate(v['random'])}; "
+            f"claimed level <= {v['claimed_rate']:.0%}; arm vs random, seeds paired: statistic {t['statistic']:+.2f} "
+            f"canaries, exact one-sided p = {t['p_value']:.3f} ({t['relabellings']:.0f} relabellings)."
+        )
+    lo, hi = v["t95"]
+    extra = ""
+    if "vs_random" in v:
+        extra = f" Arm vs random, seeds paired: p = {v['vs_random']['p_value']:.3f}."
+    seeds = ", ".join(f"{c:+.2%}" for c in v["change"])
+    return f"{head} Change {v['mean']:+.2%} [t 95%: {lo:+.2%}, {hi:+.2%}] (per seed: {seeds}).{extra}"
+
+
+def _markdown(cfg, workdir, table, verdict, tests, by_epoch, score_summary, extra, loss_meta) -> str:
     lines = ["# GenDataCarto study report", ""]
     lines += [
         f"Seeds: {list(cfg.study.seeds)}; model: {cfg.model.name} (width {cfg.model.width}, depth "
@@ -363,7 +503,31 @@ def _markdown(cfg, workdir, table, verdict, score_summary, extra, loss_meta) -> 
         lines += ["Commands that produced this workdir (in order):", "", "```"]
         lines += [c.rstrip() for c in open(commands) if c.strip()] + ["```", ""]
     lines += ["## Verdicts", "", f"* Paper, experiment A: {PAPER_A}.", f"* Paper, experiment B: {PAPER_B}.", ""]
-    lines += [f"* **{k}**: {v}" for k, v in verdict.items()] or ["* (no verdict: arms missing)"]
+    lines += [_verdict_line(k, v) for k, v in verdict.items()] or ["* (no verdict: arms missing)"]
+    lines += [
+        "",
+        "Verdicts: *reproduced* = the claimed level is reached and the arm beats its random control (exact "
+        "within-seed permutation test, p < 0.05); *contradicted* = the claimed level lies outside the arm's 95% "
+        "interval; *not reproduced* = neither; *not testable* = the baseline extracts fewer than half its canaries.",
+    ]
+    if tests:
+        lines += [
+            "",
+            "## Each scored arm against its random control (seeds paired; lower = less memorization)",
+            "",
+            "| arm | control | extraction: arm - random (canaries, summed over seeds) | p | exposure: arm - random "
+            "(bits, summed over seeds) | p |",
+            "|---|---|---|---|---|---|",
+        ]
+        for name, t in tests.items():
+            cells = []
+            for key in (EXTRACTION["greedy"], "inserted_exposure_mean"):
+                cells += [f"{t[key]['statistic']:+.2f}", f"{t[key]['p_value']:.3f}"] if key in t else ["-", "-"]
+            lines.append(f"| {name} | {t['control']} | " + " | ".join(cells) + " |")
+    if by_epoch:
+        lines += ["", "## When the baseline memorizes: greedy extraction after each epoch", ""]
+        for seed, rows in by_epoch.items():
+            lines.append(f"* seed {seed}: " + ", ".join(f"e{e}: {c:.0f}" for e, c in rows))
     lines += ["", "## All arms (mean ± sd over seeds; extraction pooled over seeds and replicates, Wilson 95%)", ""]
     cols = list(METRICS)
     lines.append(
@@ -387,8 +551,10 @@ def _markdown(cfg, workdir, table, verdict, score_summary, extra, loss_meta) -> 
         "",
         "## Scores (first seed)",
         "",
-        f"Thresholds: {json.dumps(score_summary.get('thresholds'))}; "
-        f"tau_d = {q.get('tau_d')}, tau_m = {q.get('tau_m')}.",
+        f"Scoring threshold (what m, the quadrants and every prune_m arm use): "
+        f"{json.dumps(score_summary.get('thresholds'))}; tau_d = {q.get('tau_d')}, tau_m = {q.get('tau_m')}. "
+        f"The on-device tracker's own rule (tracker.eps_low = {cfg.tracker.eps_low}, tracker.eps_high = "
+        f"{cfg.tracker.eps_high}, criterion {cfg.tracker.criterion}) only feeds the agreement check below.",
         f"Quadrant counts: {q.get('counts')}; never-learned examples per quadrant: {q.get('never_learned')}; "
         f"examples with m > 0: {score_summary.get('frac_m_pos')}; examples tied at tau_m: {q.get('n_m_at_tau')}.",
         f"Offline forget counts vs the on-device tracker: {json.dumps(score_summary.get('tracker_agreement'))}.",
@@ -396,12 +562,18 @@ def _markdown(cfg, workdir, table, verdict, score_summary, extra, loss_meta) -> 
     ]
     if extra.get("detectors"):
         lines += [
-            "Each score of the probe run as a canary-copy detector, before any retraining (canary_design.md point 7): "
-            "AUROC (mean ± sd over seeds) and the canary copies inside each top-p% set (per seed):",
+            "Each score of the probe run as a canary-copy detector, before any retraining (what an intervention "
+            "built on it can possibly remove): AUROC (mean ± sd over seeds) and the canary copies inside each top-p% "
+            "set (per seed):",
             "",
         ]
         for name, d in extra["detectors"].items():
             tops = "; ".join(f"top {float(f):.0%}: {v}" for f, v in d["top"].items())
             lines.append(f"* {name}: AUROC {d['auroc_mean']:.3f} ± {d['auroc_std']:.3f}; {tops}")
-    lines += ["", "Figures: `data_map.png`, `trajectories.png`, `pruning.png`, `eps_sweep.png`, `roc.png`.", ""]
+    lines += [
+        "",
+        "Figures: `data_map.png`, `trajectories.png`, `pruning.png`, `eps_sweep.png`, `roc.png`, "
+        "`extraction_by_epoch.png`.",
+        "",
+    ]
     return "\n".join(lines)

@@ -50,11 +50,25 @@ def _with(cfg: config_lib.RunConfig, seed: int, **train: object) -> config_lib.R
     return dataclasses.replace(cfg, seed=seed, train=dataclasses.replace(cfg.train, **train))
 
 
-def _train(cfg: config_lib.RunConfig, run_dir: str, label: str) -> None:
+def _train(cfg: config_lib.RunConfig, run_dir: str, label: str, epoch_metrics: Callable | None = None) -> None:
     if _done(os.path.join(run_dir, "summary.json")):
         return
     _log(f"training {label} -> {run_dir}")
-    loop.train(cfg, run_dir)
+    loop.train(cfg, run_dir, epoch_metrics=epoch_metrics)
+
+
+def canary_extraction_metrics(graphdef, params, dataset, mesh) -> dict[str, float]:
+    """Greedy extraction of the inserted canaries after an epoch: when memorization appears in the baseline."""
+    from gdc import evaluation
+
+    ctx = evaluation.EvalContext(graphdef=graphdef, params=params, mesh=mesh, dataset=dataset)
+    out = evaluation.EVALUATORS["extraction"](ctx)
+    return {
+        "canary_extracted": out["inserted_extracted_count"],
+        "canary_copy_extraction": out["inserted_copy_extraction_rate"],
+        "canary_first_secret_prob": out["inserted_first_secret_prob"],
+        "control_extracted": out["controls_extracted_count"],
+    }
 
 
 def _has_canaries(cfg: config_lib.RunConfig) -> bool:
@@ -67,7 +81,8 @@ def _has_canaries(cfg: config_lib.RunConfig) -> bool:
 def stage_train(cfg: config_lib.RunConfig, workdir: str) -> None:
     """Probe runs (and, for canary data, the canary-free reference runs)."""
     for seed in cfg.study.seeds:
-        _train(_with(cfg, seed), os.path.join(seed_dir(workdir, seed), "probe"), f"probe seed {seed}")
+        hook = canary_extraction_metrics if _has_canaries(cfg) and "extraction" in cfg.study.evaluators else None
+        _train(_with(cfg, seed), os.path.join(seed_dir(workdir, seed), "probe"), f"probe seed {seed}", hook)
         if _has_canaries(cfg) and "mia" in cfg.study.evaluators and cfg.study.reference:
             ref_dir = os.path.join(seed_dir(workdir, seed), "reference")
             if not _done(os.path.join(ref_dir, "summary.json")):
@@ -98,8 +113,9 @@ def stage_score(cfg: config_lib.RunConfig, workdir: str) -> None:
             kw.update(eps=s.eps, hysteresis=s.hysteresis if s.hysteresis >= 0 else None)
         loss_ExN, meta = scoring.load_loss_matrix(probe, "auto")  # read once: scores and the eps sweep share it
         arrays, summary = scoring.compute_scores(loss_ExN, meta, scoring.load_tracker(probe), **kw)
-        scoring.write_scores(probe, arrays, summary)
         sweep = scoring.eps_sweep(loss_ExN, _sweep_values(loss_ExN, s.eps_sweep), "absolute")
+        arrays["m_sweep_N"] = np.nan_to_num(sweep["m_SxN"]).mean(axis=0)  # eps-free variant: m averaged over the sweep
+        scoring.write_scores(probe, arrays, summary)
         np.savez(os.path.join(probe, "scores", "sweep.npz"), **sweep)
         extra = {"eps_sweep": {k: v for k, v in sweep.items() if not k.endswith("N")}}
         dataset_meta = json.load(open(os.path.join(probe, "dataset.json")))
@@ -109,6 +125,7 @@ def stage_score(cfg: config_lib.RunConfig, workdir: str) -> None:
                 is_canary[c["ids"]] = True
             named = {
                 "m": arrays["m_rank_N"],
+                "m_sweep": arrays["m_sweep_N"],
                 "upward_variation": arrays["uv_N"],
                 "d": arrays["d_N"],
                 "low_final_loss": -arrays["final_loss_N"],
@@ -133,6 +150,7 @@ def stage_intervene(cfg: config_lib.RunConfig, workdir: str) -> None:
     finished retrain) fails rather than mixing two designs in one report."""
     for seed in cfg.study.seeds:
         arms_dir = os.path.join(seed_dir(workdir, seed), "arms")
+        os.makedirs(arms_dir, exist_ok=True)  # a study without arms (study.methods=()) writes an empty index
         scores = dict(np.load(os.path.join(seed_dir(workdir, seed), "probe", "scores", "scores.npz")))
         index = []
         for art, overrides in build_arms(scores, cfg.study, seed):
@@ -157,8 +175,17 @@ def stage_intervene(cfg: config_lib.RunConfig, workdir: str) -> None:
             json.dump(index, f, indent=2)
 
 
-def _arms(workdir: str, seed: int) -> list[dict]:
-    with open(os.path.join(seed_dir(workdir, seed), "arms", "index.json")) as f:
+def _arms(workdir: str, seed: int, methods: tuple = ("?",)) -> list[dict]:
+    """The arms of a seed (``arms/index.json``); none when the study has no methods and intervene has not run."""
+    path = os.path.join(seed_dir(workdir, seed), "arms", "index.json")
+    if not os.path.exists(path):
+        if not methods:
+            return []
+        raise FileNotFoundError(
+            f"{path} is missing: run --mode=intervene (after train and score) before retrain or evaluate, or "
+            "--mode=all; with --config.study.methods='()' only the baseline is evaluated."
+        )
+    with open(path) as f:
         return json.load(f)
 
 
@@ -173,7 +200,7 @@ def _arm_config(cfg, workdir, seed, arm) -> config_lib.RunConfig:
 
 def stage_retrain(cfg: config_lib.RunConfig, workdir: str) -> None:
     for seed in cfg.study.seeds:
-        for arm in _arms(workdir, seed):
+        for arm in _arms(workdir, seed, cfg.study.methods):
             run_dir = os.path.join(seed_dir(workdir, seed), "arms", arm["name"], "run")
             _train(_arm_config(cfg, workdir, seed, arm), run_dir, f"{arm['name']} seed {seed}")
 
@@ -191,7 +218,7 @@ def stage_evaluate(cfg: config_lib.RunConfig, workdir: str) -> None:
         if _has_canaries(cfg) and "mia" in cfg.study.evaluators and cfg.study.reference:
             _, reference, _, _ = loop.restore_params(_with(cfg, seed), os.path.join(sd, "reference"), mesh)
         runs = [({"name": "baseline", "paths": {}, "token_matched": False}, os.path.join(sd, "probe"))]
-        runs += [(arm, os.path.join(sd, "arms", arm["name"], "run")) for arm in _arms(workdir, seed)]
+        runs += [(arm, os.path.join(sd, "arms", arm["name"], "run")) for arm in _arms(workdir, seed, cfg.study.methods)]
         for arm, run_dir in runs:
             out = os.path.join(sd, "evals", f"{arm['name']}.json")
             if _done(out):

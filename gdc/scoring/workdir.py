@@ -21,15 +21,17 @@ _PASS_RE = re.compile(r"^epoch_(\d+)_pass_at_(\d+)\.npy$")
 
 
 def _tracker_config(workdir: str) -> dict[str, Any]:
+    """The run's tracker section, with ``upsampled``: whether its training repeated ids within an epoch."""
     path = os.path.join(workdir, "config.json")
     try:
         with open(path) as f:
-            tracker = json.load(f).get("tracker")
+            config = json.load(f)
     except FileNotFoundError as e:
         raise FileNotFoundError(f"{path} is missing: score a workdir written by a training run.") from e
+    tracker = config.get("tracker")
     if not isinstance(tracker, dict):
         raise ValueError(f"{path} has no 'tracker' section.")
-    return tracker
+    return {**tracker, "upsampled": bool((config.get("train") or {}).get("multiplicity_path"))}
 
 
 def _listing(workdir: str, pattern: re.Pattern) -> list[tuple[tuple[int, ...], str]]:
@@ -75,7 +77,9 @@ def load_loss_matrix(workdir: str, source: str = "epoch") -> tuple[np.ndarray, d
       (loss_ExN, meta): loss_ExN is read-only (memory-mapped from a cache under ``scores/``); meta holds source,
       loss_source (TRAINING_PASS or SCORING_PASS), checkpoints (E), epochs
       and positions of the rows, early_checkpoints (rows in the first ``tracker.early_epochs`` epochs), and the
-      tracker's criterion, eps_low, eps_high, early_epochs, scoring_passes and what it read (tracker_reads).
+      tracker's criterion, eps_low, eps_high, early_epochs, scoring_passes, what it read (tracker_reads) and
+      whether the run up-sampled (``upsampled``: the tracker then read an id several times per epoch, the loss
+      file once).
     """
     tracker = _tracker_config(workdir)
     k = int(tracker.get("scoring_passes", 0))
@@ -105,6 +109,7 @@ def load_loss_matrix(workdir: str, source: str = "epoch") -> tuple[np.ndarray, d
         "early_checkpoints": int(sum(e < early_epochs for e in epochs)),
         "tracker_reads": tracker_reads,
         **{f: tracker.get(f) for f in ("criterion", "eps_low", "eps_high", "early_epochs", "scoring_passes")},
+        "upsampled": tracker["upsampled"],
     }
     return _cached_matrix(workdir, source, [path for _, path in files], read), meta
 
@@ -217,9 +222,11 @@ def compute_scores(
         arrays["d_tracker_N"] = np.divide(
             tracker["loss_sum_early_N"], count_N, out=np.full(n, np.nan), where=count_N > 0
         )
-        # Offline counts reproduce the tracker's only for its own rule on the rows it read, one read per row.
+        # Offline counts reproduce the tracker's only for its own rule on the rows it read, one read per row (an
+        # up-sampled run's tracker reads a row once per copy, its loss file keeps one loss per epoch).
         comparable = (
             meta.get("criterion") == "loss"
+            and not meta.get("upsampled")
             and eps is None
             and meta.get("loss_source") == meta.get("tracker_reads")
             and (meta["source"] == "passes" or not meta.get("scoring_passes"))

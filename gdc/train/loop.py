@@ -14,6 +14,7 @@ import dataclasses
 import functools
 import json
 import os
+from collections.abc import Callable
 from typing import Any
 
 import jax
@@ -146,6 +147,7 @@ def train(
     *,
     mesh: jax.sharding.Mesh | None = None,
     max_steps: int | None = None,
+    epoch_metrics: Callable[[Any, Any, sources.Dataset, jax.sharding.Mesh], dict[str, float]] | None = None,
 ) -> TrainResult:
     """Trains (or resumes) the run described by ``cfg`` in ``workdir``.
 
@@ -154,6 +156,8 @@ def train(
       workdir: output directory (created if missing).
       mesh: a ``("data",)`` mesh; defaults to every device.
       max_steps: stop after this global step (as if interrupted); the run resumes from there when called again.
+      epoch_metrics: ``(graphdef, params, dataset, mesh) -> scalars`` logged with the held-out loss after every
+        epoch (e.g. the study's greedy canary extraction); it must not change the params.
     """
     # ----------------------------------------------------------------------------------------------------------
     # Checks that must fail before anything is loaded or compiled.
@@ -427,7 +431,8 @@ def train(
                             step=step,
                             **fields,
                         )
-                    logger.write(step, {"epoch": epoch, **evaluate()}, to_bar=False)
+                    extra = epoch_metrics(graphdef, state.params, dataset, mesh) if epoch_metrics else {}
+                    logger.write(step, {"epoch": epoch, **evaluate(), **extra}, to_bar=False)
                 every = cfg.checkpoint.every_steps
                 save_epoch = epoch_end and (epoch + 1) % cfg.checkpoint.every_epochs == 0
                 if save_epoch or (every and step % every == 0) or step == stop:
