@@ -8,7 +8,8 @@ import ml_collections
 from gdc.config import SECTIONS
 
 # The canary corpus of the study configs: 1500 sequences of 64 characters from CPython's pydoc topics, 10 keyed
-# canaries "the secret code of <key> is <6 digits>." inserted 8 times each, 10 never-inserted controls.
+# canaries "the secret code of <key> is <6 digits>." inserted 8 times each, each copy at the start of its own row,
+# 10 never-inserted controls.
 CANARY_DATA = dict(
     source="pydoc_canaries",
     seq_len=64,
@@ -18,6 +19,7 @@ CANARY_DATA = dict(
     canary_repeats=8,
     secret_digits=6,
     num_control_canaries=10,
+    canary_placement="row_start",
 )
 
 

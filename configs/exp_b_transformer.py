@@ -1,14 +1,17 @@
-"""Experiment B (paper §6.2, scaled to CPU): GPT-2-style character transformer, 3 epochs, K = 4 fixed-parameter
-scoring passes per epoch (so m is not limited to {0, 1/2, 1}); down-weight hotspots by alpha = 0.5, against random
-down-weighting of an equal-size set.
+"""Experiment B (paper §6.2, scaled to CPU): a GPT-2-style character transformer with keyed canaries; down-weight
+the Hotspot-Memorized quadrant by alpha = 0.5 against random down-weighting of equal-size sets.
 
   python launch.py --config=configs/exp_b_transformer.py --workdir=runs/exp_b --mode=all
 
-Data as experiment A (1500 sequences, 10 canaries x 8). Exposure is left out: exact enumeration of 10^6 secrets
-needs full forward passes of the transformer, about 2 minutes per canary on 2 CPU cores. 2 layers, width 128,
-4 heads; Adam 3e-3 with warmup-stable-decay. Scores read the 12 scoring passes; m uses the single threshold at the
-median final loss.
-Expected: ~3 minutes per seed on 2 otherwise idle CPU cores. The report is docs/results/exp_b/report.md.
+Data as experiment A (1500 sequences of 64 characters, 10 canaries x 8 copies, each at the start of its row). 2
+layers, width 128, 4 heads; batch 32, Adam 3e-3 with warmup-stable-decay, 10 epochs: the transformer extracts its
+canaries greedily from epoch ~6 (docs/results/exp_a/exploration.md), and its held-out loss is lowest near epoch 9.
+Scores: in-step per-epoch losses, m with a single threshold at the median final loss; hotspots are the quadrant
+d <= median, m > median. Arms per seed: down-weight hotspots (alpha 0.5) and 3 random down-weight sets of the same
+size; the canary-free reference for the calibrated MIA. Exposure is exact over all 10^6 secrets, decoded through
+the transformer's KV cache (seconds per canary; benchmarks/exposure_cost.py).
+Expected: 6 training runs per seed, a few minutes each on one CPU core; 3 seeds. The report is
+docs/results/exp_b/report.md.
 """
 
 import ml_collections
@@ -24,28 +27,28 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
         data=common.CANARY_DATA,
         model=dict(name="transformer", width=128, depth=2, num_heads=4),
         train=dict(
-            batch_size=128,
-            num_epochs=3,
+            batch_size=32,
+            num_epochs=10,
             optimizer="adam",
             learning_rate=3e-3,
             schedule="wsd",
-            warmup_steps=10,
+            warmup_steps=20,
             decay_fraction=0.25,
             grad_clip=1.0,
         ),
-        tracker=dict(criterion="loss", eps_low=2.0, eps_high=2.0, early_epochs=1, scoring_passes=4),
+        tracker=dict(criterion="loss", eps_low=1.0, eps_high=1.2, early_epochs=2),
         checkpoint=dict(every_steps=0, max_to_keep=1),
-        log=dict(every_steps=10, progress=False, tensorboard=False),
+        log=dict(every_steps=100, progress=True, tensorboard=False),
         study=dict(
             seeds=(0, 1, 2),
             methods=("downweight_hotspot", "downweight_random"),
-            random_controls=2,
+            random_controls=3,
             alpha=0.5,
             token_matched=False,
             eps=50.0,
             eps_kind="percentile",
             hysteresis=-1.0,
-            evaluators=("perplexity", "extraction", "mia"),
+            evaluators=("perplexity", "extraction", "exposure", "mia"),
         ),
     )
     return c

@@ -18,7 +18,7 @@ reported so this can be read.
 Canary attack (canary copies vs never-inserted control canaries placed into held-out rows, see
 ``canaries.control_sequences``), two scores: the whole row's mean NLL ("sequence"; confounded by the rows'
 context being trained text for copies and held-out text for controls) and the mean NLL over the secret digits
-only ("secret", canary_design point 8).
+only ("secret": a 6-digit secret is diluted ~10x in the mean over a 64-character row).
 """
 
 import numpy as np

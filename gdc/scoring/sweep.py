@@ -125,7 +125,7 @@ def detector_auroc(score_N: np.ndarray, positive_N: np.ndarray) -> float:
 def detector_table(
     scores: dict[str, np.ndarray], positive_N: np.ndarray, fractions: Sequence[float] = (0.05, 0.1), seed: int = 0
 ) -> dict[str, dict]:
-    """For each named score: its AUROC and how many positives each top-p% set holds (canary_design point 7).
+    """For each named score: its AUROC and how many positives each top-p% set holds (what pruning it can remove).
 
     Returns:
       {name: {"auroc": float, "top": {fraction: {"k", "positives", "tie_size"}}}}; ties at each cut are broken by
