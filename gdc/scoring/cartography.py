@@ -247,7 +247,7 @@ def memorization(
 def top_fraction(
     score_N: np.ndarray, fraction: float, tie_break_N: np.ndarray | None = None, seed: int = 0
 ) -> tuple[np.ndarray, dict]:
-    """Ids of the top ``fraction`` of examples by score, with explicit tie breaking (m is discrete: a cut falls in a tie).
+    """Ids of the top ``fraction`` of examples by score, with explicit tie breaking (m is discrete: ties).
 
     Order: score descending, then ``tie_break_N`` descending, then a seeded random permutation. NaN scores rank
     last. k = round(fraction x N), halves rounded up.
