@@ -102,13 +102,13 @@ def test_perplexity_matches_manual(mesh):
 # ------------------------------------------------------------------------------------------------------------
 # Greedy extraction.
 # ------------------------------------------------------------------------------------------------------------
-def _naive_greedy(g, p, prefix: str, steps: int, length: int = 40) -> list[int]:
+def _naive_greedy(g, p, prefix: canaries.Prefix, steps: int, length: int = 40) -> list[int]:
     """Argmax of a forward pass over the whole sequence so far, one byte at a time.
 
     The sequence is followed by random bytes up to a fixed length (the models are causal), so the reference
     compiles once; the decoder under test pads differently (zeros, then its own output).
     """
-    seq = canaries.encode(prefix).tolist()
+    seq = canaries.prefix_tokens(prefix).tolist()
     rng = np.random.default_rng(len(seq))
     for _ in range(steps):
         tokens = rng.integers(0, 256, (1, length + 1)).astype(np.int32)
@@ -118,7 +118,7 @@ def _naive_greedy(g, p, prefix: str, steps: int, length: int = 40) -> list[int]:
     return seq[-steps:]
 
 
-@pytest.mark.parametrize("name", ["lstm", "transformer"])
+@pytest.mark.parametrize("name", ["lstm", "gru", "transformer"])
 def test_greedy_decode_matches_naive_loop(mesh, name):
     g, p = _lm(name, depth=2 if name == "lstm" else 1, seed=3)  # two LSTM layers exercise the stacked cell
     prefixes = [PREFIX, "ab", "x = 1 if y else"]
@@ -126,6 +126,39 @@ def test_greedy_decode_matches_naive_loop(mesh, name):
     assert got.shape == (3, 7)
     for row, prefix in zip(got, prefixes, strict=True):
         assert row.tolist() == _naive_greedy(g, p, prefix, 7)
+
+
+def test_prefix_buffer_takes_text_bytes_and_tokens():
+    raw = b"\xff\xfe ab"  # not valid utf-8
+    buf_CxT, len_C = canaries.prefix_buffer(["héllo", raw, np.array([7, 300, 2], np.int64)], 2)
+    np.testing.assert_array_equal(len_C, [6, 5, 3])
+    assert buf_CxT.shape == (3, 8) and buf_CxT.dtype == np.int32
+    np.testing.assert_array_equal(buf_CxT[0, :6], list("héllo".encode()))
+    np.testing.assert_array_equal(buf_CxT[1], [255, 254, 32, 97, 98, 0, 0, 0])
+    np.testing.assert_array_equal(buf_CxT[2], [7, 300, 2, 0, 0, 0, 0, 0])
+    for bad in (np.zeros((1, 2), np.int32), np.array([1.0, 2.0])):
+        with pytest.raises(ValueError, match="1-D int"):
+            canaries.prefix_buffer([bad], 0)
+    with pytest.raises(ValueError, match="at least one byte"):
+        canaries.prefix_buffer([b""], 0)
+
+
+@pytest.mark.parametrize("name", ["gru", "transformer"])
+def test_greedy_decode_of_bytes_and_tokens(mesh, name):
+    """Raw-byte (invalid utf-8) and token-array prefixes decode as the naive loop does, and as the forward
+    method does; a str and its tokens decode alike."""
+    g, p = _lm(name, seed=5)
+    raw = b"\x80\xc3 copy of " + bytes(range(250, 256))
+    prefixes = [raw, canaries.encode(PREFIX), PREFIX, np.array([200, 3], np.int32)]
+    got, first = extraction.greedy_decode(g, p, prefixes, 5, mesh, with_first_probs=True)
+    ref, ref_first = extraction.greedy_decode(g, p, prefixes, 5, mesh, with_first_probs=True, method="forward")
+    np.testing.assert_array_equal(got, ref)
+    np.testing.assert_allclose(first, ref_first, rtol=1e-5, atol=1e-7)
+    np.testing.assert_array_equal(got[1], got[2])
+    for row, prefix in zip(got, prefixes, strict=True):
+        assert row.tolist() == _naive_greedy(g, p, prefix, 5)
+    with pytest.raises(ValueError, match="method="):
+        extraction.greedy_decode(g, p, prefixes, 5, mesh, method="beam")
 
 
 def test_first_byte_probs_match_softmax_of_naive_forward(mesh):
@@ -193,7 +226,16 @@ def _brute_force(g, p, prefix: str, d: int) -> np.ndarray:
     return np.take_along_axis(logp[:, cols], tokens[:, cols + 1, None], axis=-1)[..., 0].sum(1)
 
 
-@pytest.mark.parametrize("name,method", [("lstm", "recurrent"), ("lstm", "forward"), ("transformer", "forward")])
+@pytest.mark.parametrize(
+    "name,method",
+    [
+        ("lstm", "recurrent"),
+        ("lstm", "forward"),
+        ("transformer", "forward"),
+        ("gru", "incremental"),
+        ("transformer", "incremental"),
+    ],
+)
 def test_exposure_tree_matches_brute_force(mesh, name, method):
     g, p = _lm(name, depth=2 if name == "lstm" else 1, seed=1)
     d = 3
@@ -205,6 +247,24 @@ def test_exposure_tree_matches_brute_force(mesh, name, method):
         order = np.argsort(-want)
         for v in [*order[[0, 1, 9, 99, 500, 999]], 123, 0, 999]:
             assert exposure.rank_exposure(ll[c], v)["rank"] == _rank(want, v)
+
+
+def test_exposure_of_token_prefixes_and_method_checks(mesh):
+    """Bytes and token prefixes score as their text does; the transformer's tree equals "forward" at d = 4;
+    the hand model has no incremental decoding."""
+    g, p = _lm("transformer", depth=2, seed=2)
+    prefixes = [PREFIX, canaries.encode("key xy is "), b"\xff\x00 is "]
+    ll = exposure.all_secret_log_likelihoods(g, p, prefixes, 4, mesh, method="incremental")
+    ref = exposure.all_secret_log_likelihoods(g, p, prefixes, 4, mesh, method="forward", batch_size=512)
+    np.testing.assert_allclose(ll, ref, rtol=1e-5, atol=1e-5)
+    text = exposure.all_secret_log_likelihoods(g, p, [PREFIX, "key xy is ", b"\xff\x00 is "], 4, mesh)
+    np.testing.assert_array_equal(ll, text)
+    bigram = nnx.split(Bigram(np.zeros((256, 256))), nnx.Param)
+    for method in ("incremental", "recurrent"):
+        with pytest.raises(ValueError, match="incremental decoding"):
+            exposure.all_secret_log_likelihoods(*bigram, [PREFIX], 2, mesh, method=method)
+    with pytest.raises(ValueError, match="at most 40"):
+        exposure.all_secret_log_likelihoods(g, p, ["x" * 38], 4, mesh)
 
 
 def test_rank_ties_and_ceiling():

@@ -25,8 +25,9 @@ distribution per node. Two exact implementations:
     LSTM. One jitted call per canary. Tests hold it equal to "forward" and to brute force.
 
 Cost per canary at d = 6 on 2 CPU cores (width-128 models; benchmarks/exposure_cost.py, numbers in
-benchmarks/README.md): "incremental" ~1 s for the 1-layer LSTM and GRU and ~4 s for the 2-layer transformer;
-"forward" ~30 s for the LSTM and ~2-3 min for the transformer (10^5 passes of 33 tokens).
+benchmarks/README.md): "incremental" ~0.3-0.4 s for the 1-layer LSTM and GRU and ~2 s for the 2-layer
+transformer (plus one compilation, ~1.5 and ~5.5 s); "forward" ~25-30 s for the LSTM and GRU and ~2-4 min for the
+transformer (10^5 passes of 33 tokens): 70-110x slower.
 
 For spaces too large to enumerate, the skew-normal approximation (Carlini et al. §4.3): fit a skew-normal to
 the NLLs of random secrets; rank/|R| is the fraction of secrets at most as unlikely as the true one, so
