@@ -164,3 +164,27 @@ def test_verdicts_from_hand_built_evals():
     evals["baseline"] = {s: _rec(1.0, 5.0, **diag) for s in seeds}
     verdict = report.verdicts(report.aggregate(evals))["A: prune top 5% by m (greedy extraction)"]
     assert verdict.startswith("not testable") and "25% on any digit and 5% on the secret's first one" in verdict
+
+
+@pytest.mark.parametrize(
+    "name,arg",
+    [
+        ("char_lm_canaries", "gru"),
+        ("char_lm_canaries", "lstm"),
+        ("char_lm_canaries", "transformer"),
+        ("exp_a", "gru"),
+        ("exp_a", "lstm"),
+        ("exp_b_transformer", ""),
+    ],
+)
+def test_study_configs_validate_on_the_canary_protocol(name, arg):
+    """The shipped study configs parse and validate (a bad field would fail here, not after minutes of training),
+    and their canaries start their rows, where greedy decoding starts."""
+    import importlib
+
+    from gdc import config as config_lib
+
+    cfg = config_lib.from_mapping(importlib.import_module(f"configs.{name}").get_config(arg), device_count=8)
+    assert cfg.data.source == "pydoc_canaries" and cfg.data.canary_placement == "row_start"
+    assert cfg.model.name == (arg or "transformer")
+    assert cfg.train.batch_size % 8 == 0
