@@ -9,10 +9,13 @@ arrays: layer 0 is the embedding, layer i the output of LSTM layer i / transform
 reads it (``u`` unit norm; alpha 1 projects the direction out). For the recurrent models only the output passed up
 is changed, not the layer's own recurrent state.
 
-Initialisation of the recurrent cells follows common practice: Glorot-uniform input kernels (``nnx.Linear``'s
-default), orthogonal recurrent kernels, zero biases; the LSTM adds a constant +1 to its forget gate (Jozefowicz et
-al. 2015; Keras' ``unit_forget_bias``, PyTorch users set it by hand), so a fresh cell keeps ~73% of its state. The
-GRU has no such offset (Keras and PyTorch both start its gates at bias 0).
+Initialisation of the recurrent cells, checked against common practice: LeCun-normal input kernels (``nnx.Linear``'s
+default; Keras uses Glorot-uniform, of the same scale for a square-ish kernel), orthogonal recurrent kernels (as
+Keras), zero biases; the LSTM adds a constant +1 to its forget gate (Jozefowicz et al. 2015; Keras'
+``unit_forget_bias``; PyTorch users set it by hand), so a fresh cell keeps ~73% of its state. The GRU has no such
+offset (Keras and PyTorch both start its gates at bias 0). At the study's settings the LSTM still extracts far fewer
+canaries greedily than the GRU (docs/results/exp_a/exploration.md): the difference is the cell, not its
+initialisation.
 """
 
 import jax
