@@ -14,8 +14,7 @@ default; Keras uses Glorot-uniform, of the same scale for a square-ish kernel), 
 Keras), zero biases; the LSTM adds a constant +1 to its forget gate (Jozefowicz et al. 2015; Keras'
 ``unit_forget_bias``; PyTorch users set it by hand), so a fresh cell keeps ~73% of its state. The GRU has no such
 offset (Keras and PyTorch both start its gates at bias 0). At the study's settings the LSTM still extracts far fewer
-canaries greedily than the GRU (docs/results/exp_a/exploration.md): the difference is the cell, not its
-initialisation.
+canaries greedily than the GRU (docs/results/exp_a/exploration.md).
 """
 
 import jax
