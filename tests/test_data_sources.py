@@ -162,6 +162,61 @@ def test_too_many_canary_copies() -> None:
         build_dataset(cfg)
 
 
+def _insert(tokens_NxL: np.ndarray, placement: str) -> tuple[np.ndarray, np.ndarray, dict]:
+    kw = dict(num_canaries=4, canary_repeats=3, secret_digits=6, num_control_canaries=2, seed=7)
+    return canaries.insert_canaries(tokens_NxL, placement=placement, **kw)
+
+
+def test_canary_placements_draw_the_same_rows_and_canaries() -> None:
+    """row_start writes every copy at byte 0, random_offset at its recorded offset; the rest of each row and every
+    other row are the original bytes; both placements draw the same canaries into the same rows."""
+    tokens_NxL = np.random.default_rng(0).integers(32, 127, (40, 60)).astype(np.int32)
+    length = canaries.canary_length(6)
+    out, meta, is_canary = {}, {}, {}
+    for placement in canaries.PLACEMENTS:
+        out[placement], is_canary[placement], meta[placement] = _insert(tokens_NxL, placement)
+        assert meta[placement]["placement"] == placement
+        json.dumps(meta[placement])
+        expected_N = tokens_NxL.copy()
+        for c in meta[placement]["inserted"]:
+            assert len(c["ids"]) == len(c["offsets"]) == 3 and c["ids"] == sorted(c["ids"])
+            for row, offset in zip(c["ids"], c["offsets"], strict=True):
+                assert 0 <= offset <= 60 - length
+                expected_N[row, offset : offset + length] = list(c["text"].encode())
+        np.testing.assert_array_equal(out[placement], expected_N)  # canary bytes in place, nothing else changed
+        np.testing.assert_array_equal(is_canary[placement], (expected_N != tokens_NxL).any(axis=1))
+    row_start, random_offset = meta["row_start"]["inserted"], meta["random_offset"]["inserted"]
+    assert all(o == 0 for c in row_start for o in c["offsets"])
+    for c in row_start:
+        for row in c["ids"]:
+            assert bytes(out["row_start"][row, :length].astype(np.uint8)).decode() == c["text"]
+    offsets = [o for c in random_offset for o in c["offsets"]]
+    assert len(set(offsets)) > 3 and max(offsets) > 0  # really spread over the row
+    for a, b in zip(row_start, random_offset, strict=True):
+        assert {k: v for k, v in a.items() if k != "offsets"} == {k: v for k, v in b.items() if k != "offsets"}
+    assert meta["row_start"]["controls"] == meta["random_offset"]["controls"]
+    np.testing.assert_array_equal(is_canary["row_start"], is_canary["random_offset"])
+    with pytest.raises(ValueError, match="placement='middle'"):
+        _insert(tokens_NxL, "middle")
+
+
+def test_canary_placement_in_the_dataset_and_its_validation(canary_cfg: DataConfig) -> None:
+    assert DataConfig().canary_placement == "row_start"
+    ds = build_dataset(dataclasses.replace(canary_cfg, canary_placement="random_offset"))
+    meta = ds.meta["canaries"]
+    assert meta["placement"] == "random_offset" and ds.meta["config"]["canary_placement"] == "random_offset"
+    assert any(o > 0 for c in meta["inserted"] for o in c["offsets"])
+    for c in meta["inserted"]:
+        for row, offset in zip(c["ids"], c["offsets"], strict=True):
+            written = ds.train["tokens"][row, offset : offset + len(c["text"])]
+            assert bytes(written.astype(np.uint8)) == c["text"].encode()
+    bad = dataclasses.replace(canary_cfg, canary_placement="middle")
+    with pytest.raises(ConfigError, match=r"data\.canary_placement"):
+        bad.validate()
+    with pytest.raises(ConfigError, match=r"data\.canary_placement"):
+        build_dataset(bad)
+
+
 def test_find_canary_rows() -> None:
     rows = [b"xxabcxx", b"abcxxxx", b"xxxxxab", b"xxxxabc"]
     tokens_NxL = np.frombuffer(b"".join(rows), dtype=np.uint8).reshape(4, 7).astype(np.int32)

@@ -16,8 +16,8 @@ SEQ_LEN = 8  # inputs per LM example; rows store SEQ_LEN + 1 tokens
 NUM_FEATURES = 5
 NUM_CLASSES = 3
 WIDTH = 16
-MODEL_NAMES = ("mlp", "lstm", "transformer")
-LM_NAMES = ("lstm", "transformer")
+MODEL_NAMES = ("mlp", "lstm", "gru", "transformer")
+LM_NAMES = ("lstm", "gru", "transformer")
 ATOL, RTOL = 1e-5, 1e-4  # composite models
 
 
@@ -211,7 +211,7 @@ def test_causality_gradient_wrt_embeddings(name):
     b = 2
     batch = _take(_examples(name, b, seed=5), range(b))
     keys_B = None
-    attr = "embed" if name == "lstm" else "tok"
+    attr = "tok" if name == "transformer" else "embed"
 
     def logits_fn(shift_BxLxD):
         model = nnx.merge(graphdef, params)
@@ -266,6 +266,65 @@ def test_token_mask_selects_the_targets(name):
     assert last_counted_B.any() and not last_counted_B.all()
     np.testing.assert_array_equal(new_loss_B[~last_counted_B], loss_B[~last_counted_B])
     assert (new_loss_B[last_counted_B] != loss_B[last_counted_B]).all()
+
+
+# ------------------------------------------------------------------------------------------------------------
+# The GRU against its equations.
+# ------------------------------------------------------------------------------------------------------------
+def _random_gru_params():
+    """The test GRU's params replaced by random values (its biases start at zero, which would hide their role)."""
+    graphdef, params = _build("gru")
+    leaves, treedef = jax.tree.flatten(params)
+    rng = np.random.default_rng(0)
+    leaves = [jnp.asarray(rng.normal(0.0, 0.5, x.shape), jnp.float32) for x in leaves]
+    return graphdef, jax.tree.unflatten(treedef, leaves)
+
+
+def _gru_logits_np(params, tokens_BxL: np.ndarray) -> np.ndarray:
+    """The GRU's logits from its equations, one time step and one layer at a time, in float64 numpy:
+    z, r = sigmoid(x W_zr + b_zr + h U_zr + c_zr), n = tanh(x W_n + b_n + r * (h U_n + c_n)), h' = (1 - z) n + z h."""
+    p = jax.tree.map(lambda x: np.asarray(x, np.float64), params.to_pure_dict())
+    sigmoid = lambda x: 1.0 / (1.0 + np.exp(-x))  # noqa: E731
+    b, length = tokens_BxL.shape
+    d = WIDTH
+    h = [np.zeros((b, d)) for _ in p["w_in"]]
+    logits = np.zeros((b, length, VOCAB))
+    for t in range(length):
+        x = p["embed"]["embedding"][tokens_BxL[:, t]]
+        for i in range(len(h)):
+            gx = x @ p["w_in"][i]["kernel"] + p["w_in"][i]["bias"]
+            gh = h[i] @ p["w_rec"][i]["kernel"] + p["w_rec"][i]["bias"]
+            z = sigmoid(gx[:, :d] + gh[:, :d])
+            r = sigmoid(gx[:, d : 2 * d] + gh[:, d : 2 * d])
+            n = np.tanh(gx[:, 2 * d :] + r * gh[:, 2 * d :])
+            h[i] = (1.0 - z) * n + z * h[i]
+            x = h[i]
+        logits[:, t] = x @ p["head"]["kernel"] + p["head"]["bias"]
+    return logits
+
+
+def test_gru_matches_its_equations():
+    graphdef, params = _random_gru_params()
+    tokens = _examples("gru", 4, seed=8)["tokens"]
+    got = jax.jit(functools.partial(models.forward, graphdef))(params, {"tokens": jnp.asarray(tokens)})
+    np.testing.assert_allclose(got, _gru_logits_np(params, tokens[:, :-1]), rtol=RTOL, atol=ATOL)
+
+
+def test_gru_step_from_initial_carry_matches_full_forward():
+    graphdef, params = _random_gru_params()
+    tokens_BxL = jnp.asarray(_examples("gru", 4, seed=9)["tokens"][:, :-1])
+
+    @jax.jit
+    def stepped(params, tokens_BxL):
+        model = nnx.merge(graphdef, params)
+        carry, out = model.initial_carry(tokens_BxL.shape[0]), []
+        for t in range(tokens_BxL.shape[1]):
+            carry, x_BxD = model.step(carry, model.w_in[0](model.embed(tokens_BxL[:, t])))
+            out.append(model.head(x_BxD))
+        return jnp.stack(out, axis=1)
+
+    want = models.forward(graphdef, params, {"tokens": jnp.pad(tokens_BxL, ((0, 0), (0, 1)))})
+    np.testing.assert_allclose(stepped(params, tokens_BxL), want, rtol=RTOL, atol=ATOL)
 
 
 def test_sequence_nll_hand_example():

@@ -143,27 +143,71 @@ def _rec(extracted: float, ppl: float, **extra) -> dict:
     }
 
 
-def test_verdicts_from_hand_built_evals():
+def _study_evals(base: float, arm: float, random: float, arm_ppl: float = 5.02, **arm_extra) -> dict:
+    """3 seeds: a baseline, prune_m@5 and three prune_random@5 replicates extracting the given counts of 10."""
     seeds = (0, 1, 2)
-    base = {s: _rec(10.0, 5.0) for s in seeds}
-    # prune_m@5 cuts extraction to 3/10 per seed; the three random replicates keep 9/10.
-    evals = {"baseline": base, "prune_m@5": {s: _rec(3.0, 5.025) for s in seeds}}
-    evals.update({f"prune_random@5#{r}": {s: _rec(9.0, 5.0) for s in seeds} for r in range(3)})
-    table = report.aggregate(evals)
-    assert table["prune_random@5"]["runs"] == 9  # replicates pooled
-    assert table["prune_m@5"]["extraction_greedy"]["extracted"] == 9.0
-    np.testing.assert_allclose(table["prune_m@5"]["perplexity_change"]["mean"], 0.005)
-    verdict = report.verdicts(table)["A: prune top 5% by m (greedy extraction)"]
-    assert verdict.startswith("reproduced") and "100% -> 30%" in verdict and "+0.50%" in verdict
-    # Random pruning as good as m: the reduction is not credited to m.
-    evals.update({f"prune_random@5#{r}": {s: _rec(3.0, 5.0) for s in seeds} for r in range(3)})
-    verdict = report.verdicts(report.aggregate(evals))["A: prune top 5% by m (greedy extraction)"]
-    assert verdict.startswith("reduction reproduced, but not credited to m")
-    # A baseline that does not extract cannot test the claim; the first-byte diagnosis says why.
-    diag = {"inserted_first_digit_mass": 0.25, "inserted_first_secret_prob": 0.05}
-    evals["baseline"] = {s: _rec(1.0, 5.0, **diag) for s in seeds}
-    verdict = report.verdicts(report.aggregate(evals))["A: prune top 5% by m (greedy extraction)"]
-    assert verdict.startswith("not testable") and "25% on any digit and 5% on the secret's first one" in verdict
+    evals = {"baseline": {s: _rec(base, 5.0) for s in seeds}, "prune_m@5": {s: _rec(arm, arm_ppl) for s in seeds}}
+    for s in seeds:
+        evals["prune_m@5"][s].update({k: v[s] for k, v in arm_extra.items()})
+    evals.update({f"prune_random@5#{r}": {s: _rec(random, 5.0) for s in seeds} for r in range(3)})
+    return evals
+
+
+def test_verdicts_from_hand_built_evals():
+    # m extracts nothing, each random replicate all 10 canaries, in every seed: only the observed labelling of the
+    # 4^3 within-seed relabellings is as low, p = 1/64.
+    evals = _study_evals(base=10.0, arm=0.0, random=10.0)
+    got = report.verdicts(evals)
+    assert set(got) == {"A5_greedy", "A5_perplexity"}  # no 10% arm, no digit counts, no down-weight arm
+    a5 = got["A5_greedy"]
+    assert a5["verdict"] == "reproduced"
+    assert a5["vs_random"]["p_value"] == 1 / 64 and a5["vs_random"]["relabellings"] == 64
+    assert a5["vs_random"]["statistic"] == -30.0 and a5["vs_random"]["seeds"] == [0, 1, 2]
+    assert a5["baseline"]["rate"] == 1.0 and a5["claimed_rate"] == pytest.approx(0.4)
+    assert (a5["arm"]["extracted"], a5["arm"]["total"]) == (0.0, 30.0)
+    assert (a5["random"]["extracted"], a5["random"]["total"]) == (90.0, 90.0)  # the replicates pooled
+    assert a5["arm"]["wilson95"] == pytest.approx([0.0, 1.96**2 / (30 + 1.96**2)])
+    ppl = got["A5_perplexity"]
+    assert ppl["verdict"] == "reproduced" and ppl["change"] == pytest.approx([0.004] * 3)
+    # +1% in every seed: over the +0.5% limit, and the (degenerate) t interval excludes it.
+    assert report.verdicts(_study_evals(10.0, 0.0, 10.0, arm_ppl=5.05))["A5_perplexity"]["verdict"] == "contradicted"
+
+    # m as good as random, 5 of 10 everywhere: the 40% level is missed but inside the Wilson interval of 15/30.
+    got = report.verdicts(_study_evals(base=10.0, arm=5.0, random=5.0))["A5_greedy"]
+    assert got["verdict"] == "not reproduced" and got["vs_random"]["p_value"] == 1.0
+    assert got["arm"]["wilson95"][0] < 0.4 < got["arm"]["wilson95"][1]
+    # m keeps every canary: 30/30, whose interval lies above 40%.
+    assert report.verdicts(_study_evals(10.0, 10.0, 10.0))["A5_greedy"]["verdict"] == "contradicted"
+    # A baseline extracting 2 of 10 cannot test a reduction.
+    got = report.verdicts(_study_evals(base=2.0, arm=0.0, random=2.0))["A5_greedy"]
+    assert got["verdict"] == "not testable" and got["baseline"]["rate"] == pytest.approx(0.2)
+    assert report.verdicts({"prune_m@5": evals["prune_m@5"]}) == {}  # no baseline
+
+
+def test_arm_tests_pair_each_scored_arm_with_its_random_control():
+    exposure = {"inserted_exposure_mean": {0: 1.0, 1: 2.0, 2: 3.0}}
+    evals = _study_evals(base=10.0, arm=4.0, random=6.0, **exposure)
+    for s in (0, 1, 2):
+        for r in range(3):
+            evals[f"prune_random@5#{r}"][s]["inserted_exposure_mean"] = 4.0 + r  # above the arm's in every seed
+    evals["prune_m@5+tm"] = evals["prune_m@5"]
+    evals["prune_random@5#0+tm"] = evals["prune_random@5#0"]
+    evals["downweight_hotspot"] = evals["prune_m@5"]
+    evals.update({f"downweight_random#{r}": evals[f"prune_random@5#{r}"] for r in range(3)})
+    evals["drop_noisy"] = evals["upsample_hard"] = evals["prune_m@10"] = evals["prune_m@5"]  # no random control
+    got = report.arm_tests(evals)
+    assert set(got) == {"prune_m@5", "prune_m@5+tm", "downweight_hotspot"}
+    assert got["prune_m@5"]["control"] == "prune_random@5"
+    assert got["prune_m@5+tm"]["control"] == "prune_random@5+tm"
+    assert got["downweight_hotspot"]["control"] == "downweight_random"
+    ext = got["prune_m@5"]["inserted_extracted_count"]
+    assert ext["control"] == [[6.0, 6.0, 6.0]] * 3 and ext["statistic"] == 3 * (4.0 - 6.0) and ext["p_value"] == 1 / 64
+    exp = got["prune_m@5"]["inserted_exposure_mean"]
+    assert exp["arm"] == [1.0, 2.0, 3.0] and exp["control"] == [[4.0, 5.0, 6.0]] * 3
+    assert exp["statistic"] == pytest.approx((1 - 5) + (2 - 5) + (3 - 5)) and exp["p_value"] == 1 / 64
+    # The one +tm replicate: 2 labels in each of 3 seeds.
+    assert got["prune_m@5+tm"]["inserted_extracted_count"]["relabellings"] == 8
+    assert got["prune_m@5+tm"]["inserted_extracted_count"]["p_value"] == 1 / 8
 
 
 @pytest.mark.parametrize(

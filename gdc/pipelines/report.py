@@ -258,7 +258,8 @@ def arm_tests(evals: dict) -> dict[str, dict]:
     """Every scored prune or down-weight arm against its random control, on greedy extraction and exposure."""
     out = {}
     for name in sorted(evals):
-        if "#" in name or name == "baseline" or "random" in name:
+        # Only scored prunes and down-weights have a random control (drop_noisy and upsample_hard have none).
+        if "#" in name or "random" in name or not name.startswith(("prune_", "downweight_")):
             continue
         base, tm = name.split("+")[0], "+tm" if name.endswith("+tm") else ""
         control = (f"prune_random@{base.split('@')[1]}" if "@" in base else "downweight_random") + tm
