@@ -390,6 +390,24 @@ def test_score_run_epoch_source(tmp_path):
     assert rel["thresholds"]["eps_low"]["per_example"] and not rel["tracker_agreement"]["comparable"]
 
 
+def test_tracker_agreement_is_not_comparable_for_upsampled_runs(tmp_path):
+    """An up-sampled run's tracker reads an id once per copy, its loss file once per epoch: the offline counts are
+    then no check of the tracker, whatever they happen to give."""
+    loss_ExN = _random_matrix(np.random.default_rng(7), 5, 12, nan_frac=0.0)
+    _simulate(str(tmp_path), loss_ExN, eps_low=0.8, eps_high=1.2)
+    path = tmp_path / "config.json"
+    config = json.loads(path.read_text())
+    cases = [(None, False), ({"multiplicity_path": ""}, False), ({"multiplicity_path": "arms/u/mult.npy"}, True)]
+    for train, upsampled in cases:
+        path.write_text(json.dumps(config if train is None else {**config, "train": train}))
+        _, meta = scoring.load_loss_matrix(str(tmp_path), "epoch")
+        assert meta["upsampled"] is upsampled
+        _, summary = scoring.score_run(str(tmp_path))
+        assert summary["loss"]["upsampled"] is upsampled
+        # The simulated tracker read each id once per epoch, so its counts still agree; only the flag changes.
+        assert summary["tracker_agreement"] == {"comparable": not upsampled, "forget": 1.0, "learn": 1.0}
+
+
 def test_score_run_passes_source(tmp_path):
     loss_RxN = _random_matrix(np.random.default_rng(6), 8, 20, nan_frac=0.0)  # 4 epochs x K = 2 passes
     _simulate(str(tmp_path), loss_RxN, eps_low=0.9, eps_high=1.1, passes=2)

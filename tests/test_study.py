@@ -134,6 +134,49 @@ def test_study_all_then_resume_without_recompute(tmp_path, monkeypatch):
         study.run(cfg, workdir, "intervene")
 
 
+def test_baseline_alone(tmp_path):
+    """study.methods=(): intervene writes an empty index and evaluate scores the probe alone, with or without the
+    index; with methods but no index, evaluate and retrain say to run intervene."""
+    cfg = tiny_config("mlp", study=dict(methods=(), evaluators=("perplexity",)))
+    workdir = str(tmp_path)
+    for stage in ("train", "score", "intervene", "evaluate"):
+        study.run(cfg, workdir, stage)
+    sd = tmp_path / "seed_0"
+    assert json.load(open(sd / "arms" / "index.json")) == []
+    assert sorted(os.listdir(sd / "evals")) == ["baseline.json", "baseline.npz"]
+    assert json.load(open(sd / "evals" / "baseline.json"))["heldout_loss"] > 0.0
+    os.remove(sd / "arms" / "index.json")
+    study.run(cfg, workdir, "evaluate")  # no methods: no index needed
+    with_methods = dataclasses.replace(cfg, study=dataclasses.replace(cfg.study, methods=("prune_m",)))
+    for stage in ("evaluate", "retrain"):
+        with pytest.raises(FileNotFoundError, match="run --mode=intervene"):
+            study.run(with_methods, workdir, stage)
+
+
+@pytest.mark.slow  # ~16 s on 2 busy cores
+def test_baseline_alone_with_in_context_canaries(tmp_path):
+    """A canary study of the baseline alone with canaries at random offsets: the placement reaches dataset.json,
+    extraction decodes one context per copy, and the probe logs its extraction after each epoch."""
+    cfg = tiny_config(
+        "lstm",
+        data=dict(canary_placement="random_offset"),
+        study=dict(methods=(), evaluators=("perplexity", "extraction")),
+    )
+    workdir = str(tmp_path)
+    for stage in ("train", "score", "intervene", "evaluate"):
+        study.run(cfg, workdir, stage)
+    sd = tmp_path / "seed_0"
+    assert json.load(open(sd / "arms" / "index.json")) == []
+    assert sorted(os.listdir(sd / "evals")) == ["baseline.json", "baseline.npz"]
+    dataset = json.load(open(sd / "probe" / "dataset.json"))
+    assert dataset["canaries"]["placement"] == "random_offset"
+    copies = sum(len(c["ids"]) for c in dataset["canaries"]["inserted"])
+    rec = json.load(open(sd / "evals" / "baseline.json"))
+    assert rec["inserted_num_canaries"] == 2 and rec["inserted_contexts"] == copies == 4  # one context per copy
+    assert 0.0 <= rec["inserted_copy_extraction_rate"] <= 1.0 and rec["heldout_perplexity_token"] > 1.0
+    assert [e for e, _ in report.extraction_by_epoch(workdir, [0])[0]] == [0, 1]  # the probe's per-epoch hook
+
+
 def _rec(extracted: float, ppl: float, **extra) -> dict:
     return {
         "inserted_extracted_count": extracted,
