@@ -1,6 +1,10 @@
 """Test setup: 8 forced CPU devices (set before JAX initialises), rank promotion raises, shared fixtures."""
 
+import faulthandler
+import importlib.util
 import os
+import sys
+import threading
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8").strip()
@@ -15,6 +19,30 @@ jax.config.update("jax_numpy_rank_promotion", "raise")
 jax.config.update("jax_cpu_enable_async_dispatch", False)
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TIMEOUT_S = 300  # as pyproject.toml's ``timeout`` for pytest-timeout
+
+if importlib.util.find_spec("pytest_timeout") is None:
+    # Without pytest-timeout a hung test would hang the run: print every thread's stack and exit instead.
+
+    def _expire(item) -> None:
+        capman = item.config.pluginmanager.getplugin("capturemanager")
+        if capman is not None:  # the real stderr, not the test's captured one
+            capman.suspend_global_capture(in_=True)
+        sys.stderr.write(f"\n+++ Timeout: {item.nodeid} ran past {TIMEOUT_S} s +++\n")
+        faulthandler.dump_traceback(file=sys.stderr, all_threads=True)
+        sys.stderr.flush()
+        os._exit(1)
+
+    @pytest.hookimpl(hookwrapper=True)
+    def pytest_runtest_protocol(item, nextitem):
+        timer = threading.Timer(TIMEOUT_S, _expire, (item,))
+        timer.daemon = True
+        timer.start()
+        try:
+            yield
+        finally:
+            timer.cancel()
+
 
 
 @pytest.fixture(scope="session")
