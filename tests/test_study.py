@@ -22,6 +22,7 @@ def _scores(n=20):
     return {
         "m_N": m,
         "m_rank_N": m,
+        "m_sweep_N": m[::-1].copy(),  # m averaged over the eps sweep (prune_m_sweep)
         "uv_N": np.arange(n, dtype=float),  # tie break: larger upward variation first
         "d_N": np.linspace(0, 1, n),
         "final_loss_N": np.linspace(1, 0, n),
@@ -51,13 +52,19 @@ def test_build_arms_controls_match_sizes():
     cfg = StudyConfig(prune_fractions=(0.1, 0.2), random_controls=2, alpha=0.25)
     arms = {a.name: (a, o) for a, o in build_arms(s, cfg, seed=0)}
     for frac, k in (("10", 2), ("20", 4)):
-        for method in ("prune_m", "prune_d", "prune_low_final_loss", "prune_random"):
+        for method in ("prune_m", "prune_m_sweep", "prune_upward", "prune_d", "prune_low_final_loss", "prune_random"):
             name = f"{method}@{frac}" + ("#0" if method == "prune_random" else "")
             assert len(arms[name][0].affected_ids) == k, name
             if method in ("prune_m", "prune_random"):
                 assert arms[name + "+tm"][1] == {"token_matched": True}
             else:
                 assert name + "+tm" not in arms
+    # By hand: m_sweep_N puts 0.5 on id 16 and ties 8 and 12 (upward variation picks 12); uv_N is largest at 18, 19.
+    np.testing.assert_array_equal(arms["prune_m_sweep@10"][0].affected_ids, [12, 16])
+    np.testing.assert_array_equal(arms["prune_upward@10"][0].affected_ids, [18, 19])
+    np.testing.assert_array_equal(arms["prune_m@10"][0].affected_ids, [3, 11])
+    with pytest.raises(ConfigError, match="m_sweep_N"):
+        build_arms({k: v for k, v in s.items() if k != "m_sweep_N"}, cfg, seed=0)
     hot = np.flatnonzero(s["quadrant_N"] == iv.HOTSPOT)
     np.testing.assert_array_equal(arms["downweight_hotspot"][0].affected_ids, hot)
     for r in range(2):
@@ -122,7 +129,9 @@ def test_study_all_then_resume_without_recompute(tmp_path, monkeypatch):
     )
     new = {f"prune_random@10#{cfg.study.random_controls}", f"downweight_random#{cfg.study.random_controls}"}
     trained = []
-    monkeypatch.setattr(loop, "train", lambda c, run_dir: trained.append(os.path.basename(os.path.dirname(run_dir))))
+    monkeypatch.setattr(
+        loop, "train", lambda c, run_dir, **kw: trained.append(os.path.basename(os.path.dirname(run_dir)))
+    )
     calls.clear()
     study.run(wider, workdir, "intervene")
     study.run(wider, workdir, "retrain")
