@@ -1,8 +1,9 @@
 """Exposure of canary secrets (Carlini et al. 2019), exact over the whole secret space.
 
 exposure = log2 |R| - log2 rank, with R all 10^d digit strings (leading zeros allowed) and the rank taken by
-the log-likelihood of the secret's d digits given the canary's prefix (prefix at position 0, no other
-context): ``sum_j log p(digit_j | prefix, digits_<j)`` under the full byte softmax. Choices:
+the log-likelihood of the secret's d digits given the canary's decoding context (``canaries.decode_contexts``: the
+bare prefix for ``row_start``; the first copy's preceding bytes and prefix for ``random_offset``):
+``sum_j log p(digit_j | context, digits_<j)`` under the full byte softmax. Choices:
   * The closing "." is not scored: it follows every candidate alike, and scoring it would cost 10x the
     evaluations (a d+1-th tree level).
   * rank = 1 + #{secrets with strictly higher log-likelihood}: exact ties go in the secret's favour (rank 1
