@@ -9,8 +9,10 @@ process 0 writes the shared files and Orbax writes checkpoints from all of them;
 filesystem every process sees.
 """
 
+import dataclasses
 import importlib
 import os
+import re
 import shlex
 import sys
 
@@ -62,6 +64,43 @@ def initialize_distributed() -> None:
         jax.distributed.initialize()
 
 
+def override_error(argv: list[str], error: Exception) -> str | None:
+    """The message for ml_collections' error about a ``--config.a.b`` override naming a field the config lacks.
+
+    ml_collections raises a bare AttributeError or KeyError (with a "Did you mean" only for near misses) from deep
+    inside flag parsing; this names the override and the fields its section allows. None: not such an error.
+    """
+    text = str(error.args[0] if error.args else error)
+    names = re.findall(r"[A-Za-z_][A-Za-z0-9_]*", text)
+    missing = names[0] if names else ""
+    given = [a.split("=", 1)[0] for a in argv[1:] if a.startswith("--config.")]
+    flag = next((a for a in given if missing in a[len("--config.") :].split(".")), None)
+    if flag is None:
+        return None
+    path = flag[len("--config.") :].split(".")
+    if path[0] in config_lib.SECTIONS and len(path) > 1:
+        allowed = f"; {path[0]} allows {[f.name for f in dataclasses.fields(config_lib.SECTIONS[path[0]])]}"
+    elif missing == path[0]:
+        allowed = f"; the config's top-level fields are {['seed', *config_lib.SECTIONS]} (or a family's section)"
+    else:
+        allowed = ""
+    near = re.search(r'Did you mean "([^"]+)"', text)
+    hint = f" Did you mean {near.group(1)!r}?" if near else ""
+    return f"{flag}: the config has no field {missing!r}{allowed}.{hint}"
+
+
+def parse_flags(argv: list[str]) -> list[str]:
+    """absl's flag parsing; an override naming an unknown field exits with status 2 like every config error."""
+    try:
+        return app.parse_flags_with_usage(argv)
+    except (AttributeError, KeyError) as e:
+        message = override_error(argv, e)
+        if message is None:
+            raise
+        print(f"config error: {message}", file=sys.stderr)
+        sys.exit(2)
+
+
 def main(argv):
     del argv
     try:
@@ -109,4 +148,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    app.run(main, flags_parser=parse_flags)

@@ -93,6 +93,11 @@ def from_mapping(config: Mapping[str, Any], *, device_count: int | None = None) 
             f"{data_kind} data; use model.name='mlp' with data.source='synthetic', 'ddpm' with 'tabular', "
             "'lstm'/'gru'/'transformer' otherwise."
         )
+    if cfg.train.total_steps == 0 and cfg.tracker.early_epochs > cfg.train.num_epochs:
+        raise ConfigError(
+            f"tracker.early_epochs={cfg.tracker.early_epochs} > train.num_epochs={cfg.train.num_epochs}: difficulty "
+            "averages the loss over the first early_epochs epochs, so it needs early_epochs <= num_epochs."
+        )
     if device_count is not None:
         check_devices(cfg, device_count)
     return cfg

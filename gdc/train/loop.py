@@ -116,28 +116,60 @@ class TrainResult:
     epochs_done: int
 
 
-def _load(path: str, field: str) -> np.ndarray | None:
+def _load(path: str, field: str, key: str) -> np.ndarray | None:
+    """A .npy array, or the array named ``key`` in a .npz; anything else raises ConfigError naming ``field``."""
     if not path:
         return None
     try:
-        return np.load(path)
+        loaded = np.load(path)  # allow_pickle=False: object arrays are refused
     except (OSError, ValueError) as e:
         raise ConfigError(f"{field}={path!r} cannot be read ({e}); point it at a .npy file.") from e
+    if isinstance(loaded, np.lib.npyio.NpzFile):
+        with loaded:
+            if key not in loaded.files:
+                raise ConfigError(
+                    f"{field}={path!r} is a .npz without an array named {key!r} (it holds {loaded.files}); save a "
+                    f".npy, or the array under the name {key!r}."
+                )
+            return loaded[key]
+    return loaded
 
 
 def load_interventions(cfg: state_lib.TrainConfig, n: int) -> dict[str, np.ndarray | None]:
-    """Reads and checks the intervention artefacts named in the config (keep_idx, weights_N, multiplicity_N)."""
-    keep = _load(cfg.keep_idx_path, "train.keep_idx_path")
+    """Reads and checks the intervention artefacts named in the config (keep_idx, weights_N, multiplicity_N).
+
+    Ids and multiplicities must be stored as integers (floats would be truncated silently), weights as real numbers,
+    and the examples trained on must carry some weight and some visits.
+    """
+    keep = _load(cfg.keep_idx_path, "train.keep_idx_path", "keep_idx")
+    if keep is not None and not np.issubdtype(keep.dtype, np.integer):
+        raise ConfigError(
+            f"train.keep_idx_path: ids must be stored as integers, got dtype {keep.dtype}; save "
+            "np.asarray(ids, np.int64)."
+        )
     if keep is not None and (keep.ndim != 1 or len(keep) == 0 or keep.min() < 0 or keep.max() >= n):
         raise ConfigError(f"train.keep_idx_path: need a non-empty 1-D array of ids in [0, {n}).")
     if keep is not None and len(np.unique(keep)) != len(keep):
         raise ConfigError("train.keep_idx_path: ids repeat; up-sample with train.multiplicity_path instead.")
-    weights = _load(cfg.weights_path, "train.weights_path")
+    trained = np.arange(n) if keep is None else keep
+    weights = _load(cfg.weights_path, "train.weights_path", "weights_N")
+    if weights is not None and weights.dtype.kind not in "fiu":
+        raise ConfigError(f"train.weights_path: weights must be real numbers, got dtype {weights.dtype}.")
     if weights is not None and (weights.shape != (n,) or not np.all(np.isfinite(weights)) or weights.min() < 0):
         raise ConfigError(f"train.weights_path: need {n} finite non-negative weights, got shape {weights.shape}.")
-    mult = _load(cfg.multiplicity_path, "train.multiplicity_path")
-    if mult is not None and (mult.shape != (n,) or mult.min() < 0 or not np.issubdtype(mult.dtype, np.integer)):
+    if weights is not None and not weights[trained].any():
+        raise ConfigError(
+            "train.weights_path: every trained example has weight 0, so the loss and every gradient would be 0; "
+            "give some examples a positive weight (or remove examples with train.keep_idx_path)."
+        )
+    mult = _load(cfg.multiplicity_path, "train.multiplicity_path", "multiplicity_N")
+    if mult is not None and (mult.shape != (n,) or not np.issubdtype(mult.dtype, np.integer) or mult.min() < 0):
         raise ConfigError(f"train.multiplicity_path: need {n} non-negative integers, got {mult.shape} {mult.dtype}.")
+    if mult is not None and not mult[trained].any():
+        raise ConfigError(
+            "train.multiplicity_path: every trained example is visited 0 times per epoch, leaving nothing to "
+            "train on; give some examples a multiplicity >= 1."
+        )
     return {"keep_idx": keep, "weights_N": weights, "multiplicity_N": mult}
 
 
