@@ -268,6 +268,7 @@ def test_arm_tests_pair_each_scored_arm_with_its_random_control():
         ("char_lm_canaries", "gru"),
         ("char_lm_canaries", "lstm"),
         ("char_lm_canaries", "transformer"),
+        ("exp_a", "transformer"),
         ("exp_a", "gru"),
         ("exp_a", "lstm"),
         ("exp_b_transformer", ""),

@@ -219,7 +219,8 @@ def train(
     train_arrays = {k: v[rows.start : rows.stop] for k, v in dataset.train.items() if k in MODEL_INPUTS}
     if cfg.data.shards > 1:
         train_arrays = {k: np.ascontiguousarray(v) for k, v in train_arrays.items()}
-        dataset = dataclasses.replace(dataset, train={})
+        # The epoch_metrics hook keeps the whole split (it may decode canaries from their training rows).
+        dataset = dataset if epoch_metrics else dataclasses.replace(dataset, train={})
     heldout_arrays = {k: v for k, v in dataset.heldout.items() if k in MODEL_INPUTS}
     interventions = load_interventions(cfg.train, n)
     on_device = resolve_on_device(cfg.data, train_arrays, jax.process_count())
