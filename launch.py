@@ -21,6 +21,7 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 
 from gdc import config as config_lib
+from gdc import lock
 from gdc.errors import ConfigError
 
 config_flags.DEFINE_config_file("config", None, "Path to a configs/*.py file.", lock_config=True)
@@ -123,7 +124,8 @@ def main(argv):
                 raise ConfigError(f"--mode={FLAGS.mode}: a {family} config runs with --mode in {package.MODES}.")
             config_lib.check_workdir(FLAGS.workdir)
             command = " ".join(["python", *map(shlex.quote, sys.argv)])
-            package.run(FLAGS.config, FLAGS.workdir, mode=FLAGS.mode, command=command)
+            with lock.hold(FLAGS.workdir, enabled=jax.process_index() == 0):
+                package.run(FLAGS.config, FLAGS.workdir, mode=FLAGS.mode, command=command)
             print(f"done: --mode={FLAGS.mode} in {FLAGS.workdir}")
             return
         if FLAGS.mode not in STUDY_MODES:
@@ -138,9 +140,10 @@ def main(argv):
         else:
             from gdc.pipelines import study
 
-            with open(os.path.join(FLAGS.workdir, "commands.txt"), "a") as f:  # the report cites how it was made
-                f.write(" ".join(["python", *map(shlex.quote, sys.argv)]) + "\n")
-            study.run(cfg, FLAGS.workdir, FLAGS.mode)
+            with lock.hold(FLAGS.workdir, enabled=jax.process_index() == 0):  # before a refused run could log
+                with open(os.path.join(FLAGS.workdir, "commands.txt"), "a") as f:  # the report cites how it was made
+                    f.write(" ".join(["python", *map(shlex.quote, sys.argv)]) + "\n")
+                study.run(cfg, FLAGS.workdir, FLAGS.mode)
             print(f"done: --mode={FLAGS.mode} in {FLAGS.workdir}")
     except ConfigError as e:
         print(f"config error: {e}", file=sys.stderr)

@@ -22,7 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from gdc import config as config_lib
-from gdc import logs, models, sharding
+from gdc import lock, logs, models, sharding
 from gdc import tracker as tracker_lib
 from gdc.checkpoint import Checkpointer
 from gdc.data import sources
@@ -173,6 +173,19 @@ def load_interventions(cfg: state_lib.TrainConfig, n: int) -> dict[str, np.ndarr
     return {"keep_idx": keep, "weights_N": weights, "multiplicity_N": mult}
 
 
+def _holding_workdir(fn: Callable) -> Callable:
+    """Runs ``fn(cfg, workdir, ...)`` holding ``workdir``'s lock (gdc.lock; process 0 holds it for all)."""
+
+    @functools.wraps(fn)
+    def wrapper(cfg: config_lib.RunConfig, workdir: str, **kwargs):
+        config_lib.check_workdir(workdir)
+        with lock.hold(workdir, enabled=jax.process_index() == 0):
+            return fn(cfg, workdir, **kwargs)
+
+    return wrapper
+
+
+@_holding_workdir
 def train(
     cfg: config_lib.RunConfig,
     workdir: str,
