@@ -24,8 +24,8 @@ import jax
 import numpy as np
 
 from gdc import config as config_lib
+from gdc import fingerprint, lock, scoring, sharding
 from gdc import interventions as iv
-from gdc import lock, scoring, sharding
 from gdc.errors import ConfigError
 from gdc.interventions.arms import build_arms
 from gdc.train import loop
@@ -272,6 +272,7 @@ def run(cfg: config_lib.RunConfig, workdir: str, mode: str = "all") -> None:
         jax.config.update("jax_compilation_cache_dir", os.path.join(os.path.abspath(workdir), ".jax_cache"))
         jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
     with lock.hold(workdir, enabled=jax.process_index() == 0):  # one study per workdir (gdc.lock)
+        fingerprint.check(cfg, workdir, study=True)  # a finished study is not relabelled with another config
         for stage in STAGES if mode == "all" else (mode,):
             _log(f"stage {stage}")
             STAGE_FNS[stage](cfg, workdir)

@@ -22,7 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from gdc import config as config_lib
-from gdc import lock, logs, models, sharding
+from gdc import fingerprint, lock, logs, models, sharding
 from gdc import tracker as tracker_lib
 from gdc.checkpoint import Checkpointer
 from gdc.data import sources
@@ -217,6 +217,9 @@ def train(
             "own rows: use one of them (data.shards=1 with on_device, or data.on_device=0 or -1)."
         )
     config_lib.check_workdir(workdir)
+    fingerprint.check(cfg, workdir)  # a rerun with other result-changing fields is refused here
+    if jax.process_index() == 0:
+        config_lib.save(cfg, workdir)  # the config of the latest (matching) invocation
 
     # ----------------------------------------------------------------------------------------------------------
     # Data.
