@@ -10,6 +10,7 @@ import math
 import os
 import sys
 import time
+from collections.abc import Callable
 
 import jax
 import tqdm
@@ -95,11 +96,21 @@ def _truncate_after(path: str, step: int) -> None:
         f.writelines(kept)
 
 
-def check_finite(step: int, scalars: dict[str, float]) -> None:
-    """Raises FloatingPointError naming the step if the loss (or any scalar) is NaN or Inf."""
+def recovery(latest: int | None) -> str:
+    """What to do after a non-finite loss or state, given the latest checkpoint's step (None: no checkpoint)."""
+    where = f"from checkpoint step {latest}" if latest is not None else "from the start (no checkpoint was kept)"
+    return (
+        "The checkpoints kept hold finite parameters whose next loss was finite (the state is checked before each is "
+        "written; one whose parameters gave this loss is moved to checkpoints_unusable/). Rerun with a lower "
+        "--config.train.learning_rate or with --config.train.grad_clip set, adding "
+        f"--config.checkpoint.resume_mismatch=ok: it resumes {where} (the optimizer state starts afresh if its form "
+        "changes). Or use a new --workdir."
+    )
+
+
+def check_finite(step: int, scalars: dict[str, float], latest: Callable[[], int | None] = lambda: None) -> None:
+    """Raises FloatingPointError naming the step if the loss (or any scalar) is NaN or Inf; ``latest()`` gives the
+    step of the checkpoint a rerun resumes from."""
     bad = {k: v for k, v in scalars.items() if not math.isfinite(float(v))}
     if bad:
-        raise FloatingPointError(
-            f"non-finite training metrics at step {step}: {bad}. The last checkpoint before this step is intact; "
-            "lower train.learning_rate or set train.grad_clip and rerun (it resumes from that checkpoint)."
-        )
+        raise FloatingPointError(f"non-finite training metrics at step {step}: {bad}. {recovery(latest())}")

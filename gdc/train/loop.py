@@ -21,8 +21,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from gdc import checkpoint, fingerprint, lock, logs, models, sharding
 from gdc import config as config_lib
-from gdc import fingerprint, lock, logs, models, sharding
 from gdc import tracker as tracker_lib
 from gdc.checkpoint import Checkpointer
 from gdc.data import sources
@@ -75,11 +75,11 @@ def restore_params(cfg: config_lib.RunConfig, workdir: str, mesh: jax.sharding.M
     state = jax.eval_shape(lambda: state_lib.create_train_state(params, tx, cfg.seed))
     state = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=repl), state)
     with Checkpointer(workdir, cfg.checkpoint) as ckpt:
-        step = ckpt.latest_step()
-        if step is None:
-            raise FileNotFoundError(f"no checkpoint in {workdir}/checkpoints: train the run first.")
         # Only the state is read: the tracker's layout depends on the run's interventions and device count.
-        state, _, _, _ = ckpt.restore(step, state, None)
+        restored = ckpt.restore_latest(state, None, fallback=False)  # a finished run's parameters, or an error
+        if restored is None:
+            raise FileNotFoundError(f"no checkpoint in {workdir}/checkpoints: train the run first.")
+        step, state, _, _, _ = restored
     return graphdef, state.params, dataset, step
 
 
@@ -344,9 +344,10 @@ def train(
         # ------------------------------------------------------------------------------------------------------
         # Resume, or start fresh.
         # ------------------------------------------------------------------------------------------------------
-        start = ckpt.latest_step()
-        if start is not None:
-            state, tracker, data_state, _ = ckpt.restore(start, state, tracker)
+        restored = ckpt.restore_latest(state, tracker)  # unusable checkpoints are set aside, with a warning
+        start = None if restored is None else restored[0]
+        if restored is not None:
+            _, state, tracker, data_state, _ = restored
             it.epoch, it.position = data_state["epoch"], data_state["position"]
         elif is_writer:
             config_lib.save(cfg, workdir)
@@ -368,7 +369,11 @@ def train(
                 for j in range(g):
                     s = first + j
                     last = {k: float(v if g == 1 else v[j]) for k, v in m.items()}
-                    logs.check_finite(s, last)
+                    if not np.isfinite(last.get("loss", 0.0)) and ckpt.latest_step() == s - 1:
+                        # Step s's loss comes from the parameters after step s - 1: a rerun from that checkpoint
+                        # would meet it again, so the one before it becomes the latest.
+                        ckpt.set_aside([(s - 1, f"its parameters give a non-finite loss at step {s}")], "stopping")
+                    logs.check_finite(s, last, ckpt.latest_step)
                     if s % cfg.log.every_steps == 0 or s == total_steps:
                         logger.write(s, last)
             pending.clear()
@@ -486,6 +491,11 @@ def train(
                 save_epoch = epoch_end and (epoch + 1) % cfg.checkpoint.every_epochs == 0
                 if save_epoch or (every and step % every == 0) or step == stop:
                     flush()
+                    if not checkpoint.finite(state):  # a checkpoint kept must be one a rerun can resume from
+                        raise FloatingPointError(
+                            f"the train state after step {step} holds NaN or Inf (the losses were finite so far); it "
+                            f"was not checkpointed. {logs.recovery(ckpt.latest_step())}"
+                        )
                     meta = {"step": step, "epoch": epoch, "config": cfg.to_dict()}
                     ckpt.save(step, state, tracker, consumed(), meta)
             flush()
