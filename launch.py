@@ -22,7 +22,7 @@ from ml_collections import config_flags
 
 from gdc import config as config_lib
 from gdc import lock
-from gdc.errors import CheckpointError, ConfigError
+from gdc.errors import CheckpointError, ConfigError, StageInputError
 
 config_flags.DEFINE_config_file("config", None, "Path to a configs/*.py file.", lock_config=True)
 flags.DEFINE_string("workdir", None, "Directory for checkpoints, trackers and metrics.")
@@ -148,6 +148,9 @@ def main(argv):
     except ConfigError as e:
         print(f"config error: {e}", file=sys.stderr)
         sys.exit(2)
+    except StageInputError as e:
+        print(f"missing input: {e}", file=sys.stderr)
+        sys.exit(1)
     except CheckpointError as e:
         print(f"checkpoint error: {e}", file=sys.stderr)
         sys.exit(1)

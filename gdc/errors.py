@@ -7,3 +7,7 @@ class ConfigError(ValueError):
 
 class CheckpointError(RuntimeError):
     """A checkpoint could not be written or read. The message names the path, the cause and what to do."""
+
+
+class StageInputError(FileNotFoundError):
+    """A stage's input is missing, unfinished, incomplete or stale. The message names it and the stage to run first."""

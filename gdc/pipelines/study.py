@@ -11,8 +11,10 @@ Layout under ``workdir``::
   results.json, report.md, *.png
 
 Every stage skips work whose output exists, and training resumes from checkpoints, so rerunning a stage (or
-``--mode=all``) after an interruption redoes nothing finished. The data split (``data.split_seed``) is the same for
-every seed; the seed changes initialisation, data order and tie breaking.
+``--mode=all``) after an interruption redoes nothing finished. A stage refuses missing, unfinished or incomplete
+inputs (StageInputError naming them and the mode to run first): scoring needs a finished probe whose epoch snapshots
+have no gap, and scores whose probe files changed since are recomputed. The data split (``data.split_seed``) is the
+same for every seed; the seed changes initialisation, data order and tie breaking.
 """
 
 import dataclasses
@@ -26,8 +28,9 @@ import numpy as np
 from gdc import config as config_lib
 from gdc import fingerprint, lock, scoring, sharding
 from gdc import interventions as iv
-from gdc.errors import ConfigError
+from gdc.errors import ConfigError, StageInputError
 from gdc.interventions.arms import build_arms
+from gdc.scoring.workdir import check_finished, stale_scores
 from gdc.train import loop
 
 STAGES = ("train", "score", "intervene", "retrain", "evaluate", "report")
@@ -44,6 +47,12 @@ def seed_dir(workdir: str, seed: int) -> str:
 
 def _done(path: str) -> bool:
     return os.path.exists(path)
+
+
+def _require(path: str, mode: str, what: str) -> None:
+    """Refuses a stage whose input ``path`` (``what``) is missing, naming the mode that writes it."""
+    if not os.path.exists(path):
+        raise StageInputError(f"{path} is missing ({what}): run --mode={mode} first, or --mode=all.")
 
 
 def _with(cfg: config_lib.RunConfig, seed: int, **train: object) -> config_lib.RunConfig:
@@ -105,8 +114,12 @@ def stage_score(cfg: config_lib.RunConfig, workdir: str) -> None:
     s = cfg.study
     for seed in s.seeds:
         probe = os.path.join(seed_dir(workdir, seed), "probe")
+        check_finished(probe)  # never score an unfinished probe, or one whose epoch snapshots have a gap
         if _done(os.path.join(probe, "scores", "sweep.json")):
-            continue
+            why = stale_scores(probe)
+            if why is None:
+                continue
+            _log(f"rescoring seed {seed}: {why}")
         _log(f"scoring seed {seed}")
         kw = dict(kind=s.eps_kind, q_d=s.q_d, q_m=s.q_m, seed=seed)
         if s.eps >= 0:
@@ -150,8 +163,10 @@ def stage_intervene(cfg: config_lib.RunConfig, workdir: str) -> None:
     finished retrain) fails rather than mixing two designs in one report."""
     for seed in cfg.study.seeds:
         arms_dir = os.path.join(seed_dir(workdir, seed), "arms")
+        scores_path = os.path.join(seed_dir(workdir, seed), "probe", "scores", "scores.npz")
+        _require(scores_path, "score", f"seed {seed}'s probe scores")
         os.makedirs(arms_dir, exist_ok=True)  # a study without arms (study.methods=()) writes an empty index
-        scores = dict(np.load(os.path.join(seed_dir(workdir, seed), "probe", "scores", "scores.npz")))
+        scores = dict(np.load(scores_path))
         index = []
         for art, overrides in build_arms(scores, cfg.study, seed):
             folder = os.path.join(arms_dir, art.name)
@@ -181,7 +196,7 @@ def _arms(workdir: str, seed: int, methods: tuple = ("?",)) -> list[dict]:
     if not os.path.exists(path):
         if not methods:
             return []
-        raise FileNotFoundError(
+        raise StageInputError(
             f"{path} is missing: run --mode=intervene (after train and score) before retrain or evaluate, or "
             "--mode=all; with --config.study.methods='()' only the baseline is evaluated."
         )
@@ -190,7 +205,9 @@ def _arms(workdir: str, seed: int, methods: tuple = ("?",)) -> list[dict]:
 
 
 def _probe_steps(workdir: str, seed: int) -> int:
-    return json.load(open(os.path.join(seed_dir(workdir, seed), "probe", "summary.json")))["step"]
+    path = os.path.join(seed_dir(workdir, seed), "probe", "summary.json")
+    _require(path, "train", f"seed {seed}'s finished probe, whose steps token-matched arms train")
+    return json.load(open(path))["step"]
 
 
 def _arm_config(cfg, workdir, seed, arm) -> config_lib.RunConfig:
@@ -213,16 +230,21 @@ def stage_evaluate(cfg: config_lib.RunConfig, workdir: str) -> None:
     batch = cfg.train.batch_size
     for seed in cfg.study.seeds:
         sd = seed_dir(workdir, seed)
+        _require(os.path.join(sd, "probe", "summary.json"), "train", f"seed {seed}'s finished probe (the baseline)")
         os.makedirs(os.path.join(sd, "evals"), exist_ok=True)
         reference = None
         if _has_canaries(cfg) and "mia" in cfg.study.evaluators and cfg.study.reference:
-            _, reference, _, _ = loop.restore_params(_with(cfg, seed), os.path.join(sd, "reference"), mesh)
+            ref_dir = os.path.join(sd, "reference")
+            _require(os.path.join(ref_dir, "summary.json"), "train", f"seed {seed}'s finished reference run")
+            _, reference, _, _ = loop.restore_params(_with(cfg, seed), ref_dir, mesh)
         runs = [({"name": "baseline", "paths": {}, "token_matched": False}, os.path.join(sd, "probe"))]
         runs += [(arm, os.path.join(sd, "arms", arm["name"], "run")) for arm in _arms(workdir, seed, cfg.study.methods)]
         for arm, run_dir in runs:
             out = os.path.join(sd, "evals", f"{arm['name']}.json")
             if _done(out):
                 continue
+            mode = "train" if arm["name"] == "baseline" else "retrain"
+            _require(os.path.join(run_dir, "summary.json"), mode, f"the finished run of {arm['name']}, seed {seed}")
             _log(f"evaluating {arm['name']} seed {seed}")
             graphdef, params, dataset, step = loop.restore_params(_with(cfg, seed), run_dir, mesh)
             ctx = evaluation.EvalContext(
@@ -251,6 +273,14 @@ def stage_evaluate(cfg: config_lib.RunConfig, workdir: str) -> None:
 def stage_report(cfg: config_lib.RunConfig, workdir: str) -> None:
     from gdc.pipelines import report
 
+    for seed in cfg.study.seeds:  # what the report reads, each named with the mode that writes it
+        sd = seed_dir(workdir, seed)
+        _require(os.path.join(sd, "probe", "summary.json"), "train", f"seed {seed}'s finished probe")
+        for name in ("scores.npz", "scores.json", "sweep.json"):
+            _require(os.path.join(sd, "probe", "scores", name), "score", f"seed {seed}'s probe scores")
+        arms = ["baseline"] + [a["name"] for a in _arms(workdir, seed, cfg.study.methods)]
+        for arm in arms:
+            _require(os.path.join(sd, "evals", f"{arm}.json"), "evaluate", f"the evaluation of {arm}, seed {seed}")
     report.write_report(cfg, workdir)
 
 

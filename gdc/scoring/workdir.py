@@ -3,8 +3,13 @@
 ``load_*`` read, ``compute_scores`` is pure (arrays in, arrays and a JSON-able summary out), ``write_scores``
 writes; ``score_run`` chains the three. Checkpoint rows are in training order: epochs, and within an epoch the
 scoring passes by position.
+
+Integrity: the loss files must cover epochs 0..E-1 without a gap (``load_loss_matrix``); ``check_finished`` refuses a
+run without ``summary.json`` or missing any epoch it trained; ``scores.json`` records the run's files it was computed
+from (``inputs``), and ``stale_scores`` says when they changed since.
 """
 
+import hashlib
 import json
 import os
 import re
@@ -12,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from gdc.errors import StageInputError
 from gdc.scoring import cartography as carto
 
 TRAINING_PASS = "training pass (pre-update, in-step)"
@@ -99,6 +105,13 @@ def load_loss_matrix(workdir: str, source: str = "epoch") -> tuple[np.ndarray, d
     if not files:
         raise FileNotFoundError(f"no {source} loss files under {os.path.join(workdir, 'trackers')}.")
     epochs = [key[0] for key, _ in files]
+    gaps = sorted(set(range(max(epochs) + 1)) - set(epochs))
+    if gaps:
+        raise StageInputError(
+            f"{os.path.join(workdir, 'trackers')} has {source} loss files for epochs {sorted(set(epochs))} but none "
+            f"for epochs {gaps}: scoring would skip them silently. Restore the missing files, or retrain the run in a "
+            "new workdir."
+        )
     early_epochs = int(tracker.get("early_epochs", 1))
     meta = {
         "source": source,
@@ -263,14 +276,57 @@ def _jsonable(x: Any) -> Any:
     raise TypeError(f"{type(x)} is not JSON serialisable.")
 
 
+def input_files(workdir: str) -> dict[str, Any]:
+    """What scores are computed from: the run's loss files and summary.json, as a digest of (name, size, mtime)."""
+    files = _listing(workdir, _EPOCH_RE) + _listing(workdir, _PASS_RE)
+    names = [os.path.join("trackers", os.path.basename(path)) for _, path in files]  # relative: a copy matches
+    names += ["summary.json"] if os.path.exists(os.path.join(workdir, "summary.json")) else []
+    stats = [(n, os.stat(os.path.join(workdir, n))) for n in sorted(names)]
+    listing = [[n, st.st_size, st.st_mtime_ns] for n, st in stats]
+    return {"files": len(listing), "digest": hashlib.sha256(json.dumps(listing).encode()).hexdigest()[:16]}
+
+
+def stale_scores(workdir: str) -> str | None:
+    """Why ``scores/scores.json`` no longer matches the run's files (None: it does, or it predates the record)."""
+    path = os.path.join(workdir, "scores", "scores.json")
+    with open(path) as f:
+        recorded = json.load(f).get("inputs")
+    now = input_files(workdir)
+    if recorded is None or recorded == now:
+        return None
+    return f"the run's tracker files or summary.json changed after {path} was written ({recorded} -> {now})"
+
+
+def check_finished(workdir: str, stage: str = "train") -> None:
+    """Refuses (StageInputError) a run that has not finished training, or whose epoch snapshots have a gap or stop
+    short of the epochs it trained, naming what is missing and ``stage`` (the mode that trains it)."""
+    summary = os.path.join(workdir, "summary.json")
+    if not os.path.exists(summary):
+        raise StageInputError(
+            f"{workdir} has not finished training (no summary.json): run --mode={stage} first (it resumes from the "
+            "latest checkpoint), then score."
+        )
+    with open(os.path.join(workdir, "dataset.json")) as f:
+        meta = json.load(f)
+    trained = meta["total_steps"] // meta["steps_per_epoch"]
+    epochs = [key[0] for key, _ in _listing(workdir, _EPOCH_RE)]
+    missing = sorted(set(range(trained)) - set(epochs))
+    if missing:
+        raise StageInputError(
+            f"{os.path.join(workdir, 'trackers')} lacks epoch_XXXX.npz for epochs {missing} of the {trained} the run "
+            "trained: restore them, or retrain the run in a new workdir."
+        )
+
+
 def write_scores(workdir: str, arrays: dict[str, np.ndarray], summary: dict[str, Any]) -> tuple[str, str]:
-    """Writes ``scores/scores.npz`` and ``scores/scores.json``; returns their paths."""
+    """Writes ``scores/scores.npz`` and ``scores/scores.json`` (with ``inputs``: ``input_files``); returns their
+    paths."""
     folder = os.path.join(workdir, "scores")
     os.makedirs(folder, exist_ok=True)
     npz, js = os.path.join(folder, "scores.npz"), os.path.join(folder, "scores.json")
     np.savez(npz, **arrays)
     with open(js, "w") as f:
-        json.dump(summary, f, indent=2, default=_jsonable)
+        json.dump({**summary, "inputs": input_files(workdir)}, f, indent=2, default=_jsonable)
     return npz, js
 
 

@@ -506,8 +506,12 @@ def train(
             logger.close()
         ckpt.wait()
 
-    if is_writer and step == total_steps:
-        with open(os.path.join(workdir, "summary.json"), "w") as f:
+    summary_path = os.path.join(workdir, "summary.json")
+    if step == start and os.path.exists(summary_path):  # a rerun of a finished run: nothing trained, keep its metrics
+        with open(summary_path) as f:
+            last = {k: v for k, v in json.load(f).items() if k not in ("step", "epochs", "num_train")}
+    elif is_writer and step == total_steps:
+        with open(summary_path, "w") as f:
             json.dump({"step": step, "epochs": step / spe, "num_train": n, **last}, f, indent=2)
     done = consumed()
     epochs_done = done["epoch"] + (done["position"] == spe)
