@@ -59,7 +59,7 @@ def get_config(arg: str = "transformer") -> ml_collections.ConfigDict:
             eps=50.0,
             eps_kind="percentile",
             hysteresis=-1.0,
-            evaluators=("perplexity", "extraction", "exposure", "mia"),
+            evaluators=("perplexity", "extraction", "exposure_inserted", "mia"),
         ),
     )
     return c

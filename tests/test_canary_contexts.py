@@ -213,3 +213,18 @@ def test_exposure_uses_the_first_copys_context(mesh):
         meta["controls"][0]["prefix"].encode()
     )
     assert got["controls_rank"][0] == rank_np(context, meta["controls"][0]["secret"])
+
+
+def test_exposure_inserted_evaluator_scores_only_the_inserted_canaries(mesh):
+    """The study's ``exposure_inserted`` evaluator is the full exposure evaluator restricted to the inserted group:
+    the same inserted ranks, and no control keys."""
+    from gdc.evaluation import EVALUATORS
+
+    ds, on, off = _trigger_setup()
+    g, p = nnx.split(Trigger(on, off), nnx.Param)
+    ctx = EvalContext(g, p, mesh, ds, seed=0)
+    full = exposure.evaluate(ctx, skewnorm_sample=200)
+    got = EVALUATORS["exposure_inserted"](ctx)
+    assert not any(k.startswith("controls_") for k in got)
+    np.testing.assert_array_equal(got["inserted_rank"], full["inserted_rank"])
+    assert got["inserted_exposure_mean"] == full["inserted_exposure_mean"]

@@ -134,6 +134,9 @@ EVALUATORS: dict[str, Evaluator] = {
     "perplexity": perplexity.evaluate,
     "extraction": extraction.evaluate,
     "exposure": exposure.evaluate,
+    # The inserted canaries only: half the cost, for studies with many arms (never-trained controls sit at ~2 bits
+    # whatever the arm; the baseline's are in its exploration run).
+    "exposure_inserted": functools.partial(exposure.evaluate, groups=("inserted",)),
     "mia": mia.evaluate,
 }
 

@@ -256,8 +256,9 @@ def evaluate(
     skewnorm_sample: int = 10_000,
     method: str = "auto",
     batch_size: int = 2048,
+    groups: Sequence[str] = canaries.GROUPS,
 ) -> dict[str, float | np.ndarray]:
-    """Exposure of every inserted and control canary, given the context its copies were trained in (the bare
+    """Exposure of every inserted and control canary (``groups``), given the context its copies were trained in (the bare
     prefix for ``row_start``; for ``random_offset`` the first copy's preceding bytes and prefix).
 
     Exact when ``secret_digits <= max_exact_digits``; then the skew-normal estimate is also reported, fitted
@@ -275,7 +276,7 @@ def evaluate(
     size = 10**d
     rng = np.random.default_rng([ctx.seed, 4])
     out: dict[str, float | np.ndarray] = {"exposure_ceiling": ceiling(d)}
-    for group in canaries.GROUPS:
+    for group in groups:
         records = meta[group]
         if not records:
             continue

@@ -24,6 +24,7 @@ METHODS = (
     "upsample_hard",  # sampling multiplicity gamma on Ambiguous-Hard
 )
 EVALUATORS = ("perplexity", "extraction", "exposure", "mia")
+KNOWN_EVALUATORS = (*EVALUATORS, "exposure_inserted")  # exposure of the inserted canaries only
 
 
 @dataclasses.dataclass(frozen=True)
@@ -51,8 +52,8 @@ class StudyConfig:
             if m not in METHODS:
                 raise ConfigError(f"study.methods: {m!r} is not one of {METHODS}.")
         for e in self.evaluators:
-            if e not in EVALUATORS:
-                raise ConfigError(f"study.evaluators: {e!r} is not one of {EVALUATORS}.")
+            if e not in KNOWN_EVALUATORS:
+                raise ConfigError(f"study.evaluators: {e!r} is not one of {KNOWN_EVALUATORS}.")
         if not all(0.0 < f < 1.0 for f in self.prune_fractions):
             raise ConfigError(f"study.prune_fractions={self.prune_fractions}: each must be in (0, 1).")
         if not 0.0 <= self.alpha <= 1.0:
