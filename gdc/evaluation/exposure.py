@@ -258,8 +258,8 @@ def evaluate(
     batch_size: int = 2048,
     groups: Sequence[str] = canaries.GROUPS,
 ) -> dict[str, float | np.ndarray]:
-    """Exposure of every inserted and control canary (``groups``), given the context its copies were trained in (the bare
-    prefix for ``row_start``; for ``random_offset`` the first copy's preceding bytes and prefix).
+    """Exposure of every inserted and control canary (``groups``), given the context its copies were trained in
+    (the bare prefix for ``row_start``; for ``random_offset`` the first copy's preceding bytes and prefix).
 
     Exact when ``secret_digits <= max_exact_digits``; then the skew-normal estimate is also reported, fitted
     to the NLLs of ``skewnorm_sample`` secrets drawn without replacement from the enumerated space (seed
