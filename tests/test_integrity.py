@@ -72,6 +72,24 @@ def test_scores_are_recomputed_when_the_probe_changed_after_scoring(scored, tmp_
     assert calls == [1] and score_workdir.stale_scores(probe) is None
 
 
+def test_evaluations_are_redone_when_their_run_was_retrained_since(scored, tmp_path, monkeypatch):
+    workdir, probe = _copy(scored, tmp_path)
+    for stage in ("intervene", "evaluate"):
+        study.run(tiny_config(**CFG), workdir, stage)
+    calls = []
+    monkeypatch.setattr("gdc.evaluation.evaluate", lambda ctx, names: calls.append(names) or {"heldout_loss": 1.0})
+    study.run(tiny_config(**CFG), workdir, "evaluate")
+    assert calls == []  # nothing changed: nothing redone
+    path = os.path.join(probe, "summary.json")
+    os.utime(path, ns=(os.stat(path).st_atime_ns, os.stat(path).st_mtime_ns + 10**9))  # the probe retrained
+    study.run(tiny_config(**CFG), workdir, "evaluate")
+    assert len(calls) == 1
+    with open(os.path.join(workdir, "seed_0", "evals", "baseline.json")) as f:
+        assert json.load(f)["heldout_loss"] == 1.0
+    study.run(tiny_config(**CFG), workdir, "evaluate")
+    assert len(calls) == 1
+
+
 def test_rerunning_a_finished_run_keeps_its_summary(scored, tmp_path):
     _, probe = _copy(scored, tmp_path)
     with open(os.path.join(probe, "summary.json")) as f:

@@ -8,13 +8,15 @@ Layout under ``workdir``::
   seed_S/arms/index.json        the arms: name, artefact paths, train overrides
   seed_S/arms/<arm>/            artefact (keep_idx.npy | weights_N.npy | multiplicity_N.npy, artefact.json), run/
   seed_S/evals/<arm>.json|.npz  evaluator results (scalars | arrays)
+  seed_S/eval_inputs/<arm>.json the runs each evaluation read (summary.json size and time): redone when they change
   results.json, report.md, *.png
 
 Every stage skips work whose output exists, and training resumes from checkpoints, so rerunning a stage (or
 ``--mode=all``) after an interruption redoes nothing finished. A stage refuses missing, unfinished or incomplete
 inputs (StageInputError naming them and the mode to run first): scoring needs a finished probe whose epoch snapshots
-have no gap, and scores whose probe files changed since are recomputed. The data split (``data.split_seed``) is the
-same for every seed; the seed changes initialisation, data order and tie breaking.
+have no gap, and scores whose probe files changed since are recomputed, as are evaluations whose runs were retrained
+since (``eval_inputs/``). The data split (``data.split_seed``) is the same for every seed; the seed changes
+initialisation, data order and tie breaking.
 """
 
 import dataclasses
@@ -241,11 +243,13 @@ def stage_evaluate(cfg: config_lib.RunConfig, workdir: str) -> None:
         runs += [(arm, os.path.join(sd, "arms", arm["name"], "run")) for arm in _arms(workdir, seed, cfg.study.methods)]
         for arm, run_dir in runs:
             out = os.path.join(sd, "evals", f"{arm['name']}.json")
-            if _done(out):
+            read = [run_dir] + ([ref_dir] if reference is not None else [])
+            record = os.path.join(sd, "eval_inputs", f"{arm['name']}.json")  # beside evals/, where a .json is an arm
+            if _done(out) and not _stale_eval(record, read):
                 continue
             mode = "train" if arm["name"] == "baseline" else "retrain"
             _require(os.path.join(run_dir, "summary.json"), mode, f"the finished run of {arm['name']}, seed {seed}")
-            _log(f"evaluating {arm['name']} seed {seed}")
+            _log(f"{'re-evaluating' if _done(out) else 'evaluating'} {arm['name']} seed {seed}")
             graphdef, params, dataset, step = loop.restore_params(_with(cfg, seed), run_dir, mesh)
             ctx = evaluation.EvalContext(
                 graphdef=graphdef,
@@ -268,6 +272,22 @@ def stage_evaluate(cfg: config_lib.RunConfig, workdir: str) -> None:
             np.savez(out.replace(".json", ".npz"), **{k: np.asarray(v) for k, v in result.items() if np.ndim(v)})
             with open(out, "w") as f:
                 json.dump(scalars, f, indent=2)
+            os.makedirs(os.path.dirname(record), exist_ok=True)
+            with open(record, "w") as f:
+                json.dump({"runs": _run_stamps(read)}, f)
+
+
+def _run_stamps(run_dirs: list[str]) -> list[list[int]]:
+    """(size, modification time) of each run's summary.json: what an evaluation read, as of now."""
+    return [[(st := os.stat(os.path.join(d, "summary.json"))).st_size, st.st_mtime_ns] for d in run_dirs]
+
+
+def _stale_eval(record: str, run_dirs: list[str]) -> bool:
+    """Whether the runs an evaluation read were retrained since (False without a record, or without the runs)."""
+    if not os.path.exists(record) or not all(os.path.exists(os.path.join(d, "summary.json")) for d in run_dirs):
+        return False
+    with open(record) as f:
+        return json.load(f)["runs"] != _run_stamps(run_dirs)
 
 
 def stage_report(cfg: config_lib.RunConfig, workdir: str) -> None:
