@@ -16,6 +16,7 @@ import time
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import orbax.checkpoint as ocp
 from absl import logging
 
@@ -198,7 +199,17 @@ def write_error(directory: str, step: int | None, e: OSError) -> CheckpointError
     )
 
 
+@jax.jit
+def _all_finite(leaves: list[jax.Array]) -> jax.Array:
+    return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in leaves]))
+
+
 def finite(tree: PyTree) -> bool:
-    """Whether every floating-point leaf of ``tree`` is finite (one scalar fetched)."""
-    leaves = [jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree) if jnp.issubdtype(x.dtype, jnp.inexact)]
-    return bool(jnp.all(jnp.stack(leaves))) if leaves else True
+    """Whether every floating-point array of ``tree`` is finite: one compiled program, one scalar fetched (abstract
+    leaves, e.g. an optimizer state left as a target, are skipped)."""
+    leaves = [
+        x
+        for x in jax.tree.leaves(tree)
+        if isinstance(x, jax.Array | np.ndarray) and jnp.issubdtype(x.dtype, jnp.inexact)
+    ]
+    return bool(_all_finite(leaves)) if leaves else True

@@ -104,6 +104,11 @@ def test_restore_into_another_optimizer_keeps_the_parameters(tmp_path):
     assert jax.tree.structure(state.opt_state) == jax.tree.structure(target.opt_state)
     for got, want in zip(jax.tree.leaves(state.params), jax.tree.leaves(plain.state.params), strict=True):
         np.testing.assert_array_equal(got, want)
+    # The same through restore_params' abstract targets (scoring and evaluation read a run this way).
+    _, params, _, step = loop.restore_params(clipped, workdir, mesh)
+    assert step == 6
+    for got, want in zip(jax.tree.leaves(params), jax.tree.leaves(plain.state.params), strict=True):
+        np.testing.assert_array_equal(got, want)
 
 
 def _flip(path: str) -> None:
