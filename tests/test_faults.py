@@ -1,5 +1,6 @@
 """Faults end cleanly: a failed checkpoint write, a non-finite state or loss, an unusable checkpoint."""
 
+import errno
 import glob
 import logging
 import os
@@ -7,6 +8,7 @@ import re
 import shutil
 import subprocess
 import sys
+import threading
 
 import jax
 import numpy as np
@@ -60,6 +62,19 @@ def test_failed_checkpoint_write_exits_nonzero_with_path_and_errno(tmp_path):
         checkpoints.chmod(0o755)
     assert proc.returncode == 1, proc.stderr[-2000:]
     assert f"checkpoint error: writing checkpoint step 6 under {checkpoints} failed: errno 13 (EACCES)" in proc.stderr
+
+
+def test_failed_background_commit_raises_with_errno_and_leaves_no_thread(tmp_path, monkeypatch):
+    from orbax.checkpoint._src.path import atomicity
+
+    async def disk_full(self, *args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device", str(self._tmp_path))
+
+    monkeypatch.setattr(atomicity.AtomicRenameTemporaryPath, "finalize", disk_full)
+    before = {t for t in threading.enumerate() if not t.daemon}
+    with pytest.raises(CheckpointError, match=r"failed: errno 28 \(ENOSPC\): No space left on device"):
+        loop.train(tiny_config(), str(tmp_path / "w"), mesh=_mesh())
+    assert {t for t in threading.enumerate() if not t.daemon} <= before  # nothing left to block the exit
 
 
 def test_non_finite_state_is_never_checkpointed(tmp_path):
