@@ -488,7 +488,8 @@ def _verdict_line(name: str, v: dict) -> str:
     if "vs_random" in v:
         extra = f" Arm vs random, seeds paired: p = {v['vs_random']['p_value']:.3f}."
     seeds = ", ".join(f"{c:+.2%}" for c in v["change"])
-    return f"{head} Change {v['mean']:+.2%} [t 95%: {lo:+.2%}, {hi:+.2%}] (per seed: {seeds}).{extra}"
+    interval = f"t 95%: {lo:+.2%}, {hi:+.2%}" if np.isfinite(lo) else "no interval from one seed"
+    return f"{head} Change {v['mean']:+.2%} [{interval}] (per seed: {seeds}).{extra}"
 
 
 def _markdown(cfg, workdir, table, verdict, tests, by_epoch, score_summary, extra, loss_meta) -> str:
