@@ -285,3 +285,14 @@ def test_study_configs_validate_on_the_canary_protocol(name, arg):
     assert cfg.data.source == "pydoc_canaries" and cfg.data.canary_placement == "row_start"
     assert cfg.model.name == (arg or "transformer")
     assert cfg.train.batch_size % 8 == 0
+
+
+def test_study_evaluators_are_validated():
+    from gdc.errors import ConfigError
+    from gdc.interventions.arms import StudyConfig
+
+    StudyConfig(evaluators=("perplexity", "exposure_inserted")).validate()
+    with pytest.raises(ConfigError, match="study.evaluators: 'bleu'"):
+        StudyConfig(evaluators=("bleu",)).validate()
+    with pytest.raises(ConfigError, match="keep one"):
+        StudyConfig(evaluators=("exposure", "exposure_inserted")).validate()

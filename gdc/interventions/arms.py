@@ -54,6 +54,8 @@ class StudyConfig:
         for e in self.evaluators:
             if e not in KNOWN_EVALUATORS:
                 raise ConfigError(f"study.evaluators: {e!r} is not one of {KNOWN_EVALUATORS}.")
+        if {"exposure", "exposure_inserted"} <= set(self.evaluators):
+            raise ConfigError("study.evaluators has both 'exposure' and 'exposure_inserted' (a part of it): keep one.")
         if not all(0.0 < f < 1.0 for f in self.prune_fractions):
             raise ConfigError(f"study.prune_fractions={self.prune_fractions}: each must be in (0, 1).")
         if not 0.0 <= self.alpha <= 1.0:
