@@ -10,7 +10,7 @@ the data path's execution settings (prefetch, on_device, steps_per_call, the tra
 equivalent). A run's fingerprint leaves out the ``study`` section; a study's leaves out the fields that only extend
 it (seeds, methods, fractions, random controls, evaluators, token-matched arms), since its stages add what is
 missing. Workdirs trained before fingerprints existed are compared against their ``config.json``. With several
-processes every process must hold the same fingerprint.
+processes every process must hold the same fingerprint: otherwise every process refuses, naming the fields that differ.
 """
 
 import hashlib
@@ -75,19 +75,40 @@ def recorded(workdir: str, *, study: bool = False) -> dict[str, Any] | None:
     return None
 
 
+def _gather(hashes: list[str]) -> np.ndarray:
+    """Every process's ``hashes`` (hex digests), one row per process."""
+    from jax.experimental import multihost_utils
+
+    local = np.stack([np.frombuffer(bytes.fromhex(x), np.uint8) for x in hashes])
+    return np.asarray(multihost_utils.process_allgather(local)).reshape(jax.process_count(), len(hashes), -1)
+
+
+def check_processes_agree(current: dict[str, Any], h: str) -> None:
+    """Refuses (ConfigError, on every process alike) processes whose fingerprints differ, naming the fields."""
+    every = _gather([h, digest(dict.fromkeys(current))])  # the values' hash and the field names'
+    if (every == every[0]).all():
+        return
+    if (every[:, 1] == every[0, 1]).all():  # the same fields: compare them one by one
+        keys = sorted(current)
+        per_field = _gather([digest({k: current[k]}) for k in keys])
+        keys = [k for i, k in enumerate(keys) if not (per_field[:, i] == per_field[0, i]).all()]
+        values = ", ".join(f"{k}={current[k]!r}" for k in keys)
+        differ = f"{', '.join(keys)} (process {jax.process_index()} has {values})"
+    else:  # another set of fields (another gdc version, or an artefact file present on only some hosts)
+        differ = f"their set of fields (process {jax.process_index()} has fingerprint {h})"
+    raise ConfigError(
+        f"the processes were given different configs: they differ in {differ}. Run the same command, with the "
+        "same --config overrides, on every process."
+    )
+
+
 def check(cfg: config_lib.RunConfig, workdir: str, *, study: bool = False) -> None:
     """Refuses (ConfigError) a config whose result-changing fields differ from those recorded in ``workdir``;
     otherwise records them (process 0)."""
     current = fields(cfg.to_dict(), study=study)
     h = digest(current)
     if jax.process_count() > 1:
-        from jax.experimental import multihost_utils
-
-        multihost_utils.assert_equal(
-            np.frombuffer(bytes.fromhex(h), np.uint8),
-            f"the processes were given different configs (fingerprint {h} on process {jax.process_index()}): "
-            "run the same command, with the same --config overrides, on every process.",
-        )
+        check_processes_agree(current, h)
     before = recorded(workdir, study=study)
     diff = {} if before is None else {k: [before[k], current[k]] for k in before.keys() & current.keys()}
     diff = {k: v for k, v in sorted(diff.items()) if v[0] != v[1]}

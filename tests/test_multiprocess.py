@@ -34,7 +34,14 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _launch_two_processes(workdir, shards: int = 1, extra: tuple[str, ...] = ()) -> list[subprocess.CompletedProcess]:
+def _launch_two_processes(
+    workdir,
+    shards: int = 1,
+    extra: tuple[str, ...] = (),
+    per_process: dict[int, tuple[str, ...]] | None = None,
+    timeout: float = 300,
+) -> list[tuple[int, str]]:
+    """(returncode, output) of each process; ``per_process[i]``: flags for process i only. Both killed at timeout."""
     port = _free_port()
     env = {
         **os.environ,
@@ -55,14 +62,19 @@ def _launch_two_processes(workdir, shards: int = 1, extra: tuple[str, ...] = ())
     ]
     procs = [
         subprocess.Popen(
-            [*base, f"--process_id={i}"], cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+            [*base, *(per_process or {}).get(i, ()), f"--process_id={i}"],
+            cwd=REPO,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
         )
         for i in range(2)
     ]
     outs = []
     for p in procs:
         try:
-            out, _ = p.communicate(timeout=300)
+            out, _ = p.communicate(timeout=timeout)
         except subprocess.TimeoutExpired:
             for q in procs:
                 q.kill()
@@ -104,6 +116,18 @@ def test_two_processes_match_one_process(tmp_path, shards):
     assert steps == list(range(1, int(ref.state.step) + 1))
     summary = json.load(open(multi / "summary.json"))
     np.testing.assert_allclose(summary["loss"], ref.last_metrics["loss"], rtol=1e-5)
+
+
+@pytest.mark.slow
+def test_processes_with_different_configs_are_refused(tmp_path):
+    # Process 1 alone gets another split: the fingerprint check finds it before anything is loaded or compiled, and
+    # both processes exit (none waits in a collective for the other) with a message naming the field.
+    outs = _launch_two_processes(tmp_path / "w", per_process={1: ("--config.data.split_seed=5",)}, timeout=180)
+    for i, (rc, out) in enumerate(outs):  # each names the field, its own value and the fix, without a traceback
+        message = f"they differ in data.split_seed (process {i} has data.split_seed={5 if i else 0})"
+        assert rc == 2 and "config error: the processes were given different configs" in out, out[-4000:]
+        assert message in out and "same --config overrides" in out and "Traceback" not in out, out[-4000:]
+    assert not (tmp_path / "w" / "fingerprint.json").exists() and not (tmp_path / "w" / "metrics.jsonl").exists()
 
 
 def test_distributed_flags_go_together(tmp_path):
