@@ -43,22 +43,40 @@ def lstm_cell(carry: tuple[jax.Array, jax.Array], gates_Bx4D: jax.Array, kernel_
     return c_BxD, jax.nn.sigmoid(o_g) * jnp.tanh(c_BxD)
 
 
-class CharLSTM(nnx.Module):
-    """Embedding, ``depth`` LSTM layers of ``width`` units, linear head."""
+class RecurrentLM(nnx.Module):
+    """Embedding, ``depth`` recurrent layers of ``width`` units, linear head; a subclass gives the cell.
+
+    The input projections of all time steps are one matmul outside the scan; only the recurrent product is
+    sequential. Subclasses set ``GATES`` (projections per unit) and ``RECURRENT_BIAS`` and define ``_cell`` (one
+    layer's state update), ``_output`` (the state's hidden vector) and ``_zero`` (the all-zero state).
+    """
+
+    GATES: int
+    RECURRENT_BIAS: bool
 
     def __init__(self, vocab_size: int, width: int, depth: int, dropout_rate: float, *, rngs):
         self.embed = nnx.Embed(vocab_size, width, rngs=rngs)
-        # Input projections of all time steps are one matmul outside the scan; only h @ W_h is sequential.
-        self.w_in = nnx.List([nnx.Linear(width, 4 * width, rngs=rngs) for _ in range(depth)])
+        gates = self.GATES * width
+        self.w_in = nnx.List([nnx.Linear(width, gates, rngs=rngs) for _ in range(depth)])
+        orthogonal = nnx.initializers.orthogonal()
         self.w_rec = nnx.List(
             [
-                nnx.Linear(width, 4 * width, use_bias=False, kernel_init=nnx.initializers.orthogonal(), rngs=rngs)
+                nnx.Linear(width, gates, use_bias=self.RECURRENT_BIAS, kernel_init=orthogonal, rngs=rngs)
                 for _ in range(depth)
             ]
         )
         self.head = nnx.Linear(width, vocab_size, rngs=rngs)
         self.width = width
         self.dropout_rate = dropout_rate
+
+    def _cell(self, state, gates_BxG: jax.Array, layer: int):
+        raise NotImplementedError
+
+    def _output(self, state) -> jax.Array:
+        raise NotImplementedError
+
+    def _zero(self, batch: int, dtype) -> object:
+        raise NotImplementedError
 
     def __call__(
         self,
@@ -70,17 +88,14 @@ class CharLSTM(nnx.Module):
     ):
         x_BxLxD = ablate_direction(self.embed(inputs_BxL), 0, ablate)
         hidden = [x_BxLxD]
-        for i, (w_in, w_rec) in enumerate(zip(self.w_in, self.w_rec, strict=True)):
-            gates_LxBx4D = jnp.swapaxes(w_in(x_BxLxD), 0, 1)
-            kernel_Dx4D = w_rec.kernel[...]
+        for i, w_in in enumerate(self.w_in):
+            gates_LxBxG = jnp.swapaxes(w_in(x_BxLxD), 0, 1)
 
-            def cell(carry, g_Bx4D, kernel_Dx4D=kernel_Dx4D):
-                carry = lstm_cell(carry, g_Bx4D, kernel_Dx4D)
-                return carry, carry[1]
+            def cell(state, g_BxG, i=i):
+                state = self._cell(state, g_BxG, i)
+                return state, self._output(state)
 
-            b = inputs_BxL.shape[0]
-            zeros_BxD = jnp.zeros((b, self.width), gates_LxBx4D.dtype)
-            _, h_LxBxD = jax.lax.scan(cell, (zeros_BxD, zeros_BxD), gates_LxBx4D)
+            _, h_LxBxD = jax.lax.scan(cell, self._zero(inputs_BxL.shape[0], gates_LxBxG.dtype), gates_LxBxG)
             x_BxLxD = ablate_direction(jnp.swapaxes(h_LxBxD, 0, 1), i + 1, ablate)
             hidden.append(x_BxLxD)
             x_BxLxD = dropout(x_BxLxD, self.dropout_rate, keys_B, salt=i)
@@ -88,23 +103,39 @@ class CharLSTM(nnx.Module):
         return (logits_BxLxV, hidden) if return_hidden else logits_BxLxV
 
     def initial_carry(self, batch: int) -> tuple:
-        """The all-zero ``(c, h)`` of every layer, as ``__call__`` starts from."""
-        zeros_BxD = jnp.zeros((batch, self.width), jnp.float32)
-        return tuple((zeros_BxD, zeros_BxD) for _ in self.w_in)
+        """The all-zero state of every layer, as ``__call__`` starts from."""
+        return tuple(self._zero(batch, jnp.float32) for _ in self.w_in)
 
-    def step(self, carry: tuple, gates0_Bx4D: jax.Array, ablate: Ablation = None) -> tuple[tuple, jax.Array]:
+    def step(self, carry: tuple, gates0_BxG: jax.Array, ablate: Ablation = None) -> tuple[tuple, jax.Array]:
         """One time step of every layer (no dropout), for decoding with the state carried along.
 
-        ``gates0_Bx4D`` is the first layer's input projection ``w_in[0](embed(tokens_B))`` (with any layer-0
+        ``gates0_BxG`` is the first layer's input projection ``w_in[0](embed(tokens_B))`` (with any layer-0
         ablation already applied to the embedding); callers feeding few distinct tokens can compute it once per
         token. Returns (carry, the top layer's hidden state after its ablation, as fed to ``head``).
         """
         new, x_BxD = [], None
-        for i, (state, w_in, w_rec) in enumerate(zip(carry, self.w_in, self.w_rec, strict=True)):
-            state = lstm_cell(state, gates0_Bx4D if i == 0 else w_in(x_BxD), w_rec.kernel[...])
+        for i, (state, w_in) in enumerate(zip(carry, self.w_in, strict=True)):
+            state = self._cell(state, gates0_BxG if i == 0 else w_in(x_BxD), i)
             new.append(state)
-            x_BxD = ablate_direction(state[1], i + 1, ablate)
+            x_BxD = ablate_direction(self._output(state), i + 1, ablate)
         return tuple(new), x_BxD
+
+
+class CharLSTM(RecurrentLM):
+    """``RecurrentLM`` with LSTM cells; the state of a layer is ``(c_BxD, h_BxD)``."""
+
+    GATES = 4
+    RECURRENT_BIAS = False
+
+    def _cell(self, state, gates_Bx4D, layer):
+        return lstm_cell(state, gates_Bx4D, self.w_rec[layer].kernel[...])
+
+    def _output(self, state):
+        return state[1]
+
+    def _zero(self, batch, dtype):
+        zeros_BxD = jnp.zeros((batch, self.width), dtype)
+        return zeros_BxD, zeros_BxD
 
 
 def gru_cell(h_BxD: jax.Array, gates_Bx3D: jax.Array, kernel_Dx3D: jax.Array, bias_3D: jax.Array) -> jax.Array:
@@ -121,60 +152,21 @@ def gru_cell(h_BxD: jax.Array, gates_Bx3D: jax.Array, kernel_Dx3D: jax.Array, bi
     return (1.0 - z_BxD) * n_BxD + z_BxD * h_BxD
 
 
-class CharGRU(nnx.Module):
-    """Embedding, ``depth`` GRU layers of ``width`` units, linear head; the same interface as ``CharLSTM``."""
+class CharGRU(RecurrentLM):
+    """``RecurrentLM`` with GRU cells; the state of a layer is ``h_BxD``."""
 
-    def __init__(self, vocab_size: int, width: int, depth: int, dropout_rate: float, *, rngs):
-        self.embed = nnx.Embed(vocab_size, width, rngs=rngs)
-        self.w_in = nnx.List([nnx.Linear(width, 3 * width, rngs=rngs) for _ in range(depth)])
-        self.w_rec = nnx.List(
-            [
-                nnx.Linear(width, 3 * width, kernel_init=nnx.initializers.orthogonal(), rngs=rngs)
-                for _ in range(depth)
-            ]
-        )
-        self.head = nnx.Linear(width, vocab_size, rngs=rngs)
-        self.width = width
-        self.dropout_rate = dropout_rate
+    GATES = 3
+    RECURRENT_BIAS = True
 
-    def __call__(
-        self,
-        inputs_BxL: jax.Array,
-        keys_B: jax.Array | None = None,
-        *,
-        return_hidden: bool = False,
-        ablate: Ablation = None,
-    ):
-        x_BxLxD = ablate_direction(self.embed(inputs_BxL), 0, ablate)
-        hidden = [x_BxLxD]
-        for i, (w_in, w_rec) in enumerate(zip(self.w_in, self.w_rec, strict=True)):
-            gates_LxBx3D = jnp.swapaxes(w_in(x_BxLxD), 0, 1)
-            kernel_Dx3D, bias_3D = w_rec.kernel[...], w_rec.bias[...]
+    def _cell(self, state, gates_Bx3D, layer):
+        w_rec = self.w_rec[layer]
+        return gru_cell(state, gates_Bx3D, w_rec.kernel[...], w_rec.bias[...])
 
-            def cell(h_BxD, g_Bx3D, kernel_Dx3D=kernel_Dx3D, bias_3D=bias_3D):
-                h_BxD = gru_cell(h_BxD, g_Bx3D, kernel_Dx3D, bias_3D)
-                return h_BxD, h_BxD
+    def _output(self, state):
+        return state
 
-            zeros_BxD = jnp.zeros((inputs_BxL.shape[0], self.width), gates_LxBx3D.dtype)
-            _, h_LxBxD = jax.lax.scan(cell, zeros_BxD, gates_LxBx3D)
-            x_BxLxD = ablate_direction(jnp.swapaxes(h_LxBxD, 0, 1), i + 1, ablate)
-            hidden.append(x_BxLxD)
-            x_BxLxD = dropout(x_BxLxD, self.dropout_rate, keys_B, salt=i)
-        logits_BxLxV = self.head(x_BxLxD).astype(jnp.float32)
-        return (logits_BxLxV, hidden) if return_hidden else logits_BxLxV
-
-    def initial_carry(self, batch: int) -> tuple:
-        """The all-zero ``h`` of every layer, as ``__call__`` starts from."""
-        return tuple(jnp.zeros((batch, self.width), jnp.float32) for _ in self.w_in)
-
-    def step(self, carry: tuple, gates0_Bx3D: jax.Array, ablate: Ablation = None) -> tuple[tuple, jax.Array]:
-        """One time step of every layer (no dropout); as ``CharLSTM.step``, with ``gates0 = w_in[0](embed(x))``."""
-        new, x_BxD = [], None
-        for i, (h_BxD, w_in, w_rec) in enumerate(zip(carry, self.w_in, self.w_rec, strict=True)):
-            h_BxD = gru_cell(h_BxD, gates0_Bx3D if i == 0 else w_in(x_BxD), w_rec.kernel[...], w_rec.bias[...])
-            new.append(h_BxD)
-            x_BxD = ablate_direction(h_BxD, i + 1, ablate)
-        return tuple(new), x_BxD
+    def _zero(self, batch, dtype):
+        return jnp.zeros((batch, self.width), dtype)
 
 
 class Block(nnx.Module):
