@@ -83,9 +83,11 @@ def _launch_two_processes(
     return outs
 
 
-# 8: each process keeps 4 of the 8 ranges, and each device's batch rows are its own tracker rows (no exchange); 2
-# (per-process data with the all-gather update) is in the slow set.
-@pytest.mark.parametrize("shards", [1, pytest.param(2, marks=pytest.mark.slow), 8])
+# 8: each process keeps 4 of the 8 ranges, and each device's batch rows are its own tracker rows (no exchange); 1 (every
+# process holds every row) and 2 (per-process data with the all-gather update) are in the slow set.
+@pytest.mark.parametrize(
+    "shards", [pytest.param(1, marks=pytest.mark.slow), pytest.param(2, marks=pytest.mark.slow), 8]
+)
 def test_two_processes_match_one_process(tmp_path, shards):
     multi, single = tmp_path / "multi", tmp_path / "single"
     outs = _launch_two_processes(multi, shards)

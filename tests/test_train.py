@@ -167,6 +167,7 @@ def test_deferred_tracker_equals_immediate_updates(tmp_path, overrides):
             np.testing.assert_array_equal(a[key] if key else a, b[key] if key else b, err_msg=f"{name}:{key}")
 
 
+@pytest.mark.slow  # ~50 s on 2 cores; test_resume_equals_uninterrupted covers resumption in the default suite
 def test_kill_launch_and_resume(tmp_path):
     """SIGKILL a real launch.py mid-run, rerun the same command, and compare with an uninterrupted run."""
     workdir = tmp_path / "killed"
