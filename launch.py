@@ -102,6 +102,15 @@ def parse_flags(argv: list[str]) -> list[str]:
         sys.exit(2)
 
 
+# What launch prints and exits with for each expected failure (anything else is a bug and keeps its traceback).
+FAILURES = {
+    ConfigError: ("config error", 2),
+    StageInputError: ("missing input", 1),
+    CheckpointError: ("checkpoint error", 1),
+    FloatingPointError: ("training stopped", 1),
+}
+
+
 def main(argv):
     del argv
     try:
@@ -145,18 +154,10 @@ def main(argv):
                     f.write(" ".join(["python", *map(shlex.quote, sys.argv)]) + "\n")
                 study.run(cfg, FLAGS.workdir, FLAGS.mode)
             print(f"done: --mode={FLAGS.mode} in {FLAGS.workdir}")
-    except ConfigError as e:
-        print(f"config error: {e}", file=sys.stderr)
-        sys.exit(2)
-    except StageInputError as e:
-        print(f"missing input: {e}", file=sys.stderr)
-        sys.exit(1)
-    except CheckpointError as e:
-        print(f"checkpoint error: {e}", file=sys.stderr)
-        sys.exit(1)
-    except FloatingPointError as e:
-        print(f"training stopped: {e}", file=sys.stderr)
-        sys.exit(1)
+    except (ConfigError, StageInputError, CheckpointError, FloatingPointError) as e:
+        prefix, status = next(v for k, v in FAILURES.items() if isinstance(e, k))
+        print(f"{prefix}: {e}", file=sys.stderr)
+        sys.exit(status)
 
 
 if __name__ == "__main__":

@@ -76,32 +76,24 @@ def build_arms(scores: dict[str, np.ndarray], cfg: StudyConfig, seed: int) -> li
     for f in cfg.prune_fractions:
         pct = f"{round(100 * f)}"
         prunes = []
-        if "prune_m" in cfg.methods:
-            prunes.append(
-                iv.prune_top(
-                    scores["m_rank_N"],
-                    f,
-                    f"prune_m@{pct}",
-                    tie_break_N=scores["uv_N"],
-                    seed=seed,
-                    score="m (never-learned ranked last)",
-                    tie_break="upward variation, then seeded",
-                )
-            )
-        if "prune_m_sweep" in cfg.methods:
-            if "m_sweep_N" not in scores:
+        m_scores = {"prune_m": ("m_rank_N", "m (never-learned ranked last)")}
+        m_scores["prune_m_sweep"] = ("m_sweep_N", "m averaged over the eps sweep")
+        for method, (key, label) in m_scores.items():
+            if method not in cfg.methods:
+                continue
+            if key not in scores:
                 raise ConfigError(
-                    "study.methods has 'prune_m_sweep' but the scores have no m_sweep_N (scored before it existed): "
+                    f"study.methods has {method!r} but the scores have no {key} (scored before it existed): "
                     "delete seed_S/probe/scores and rerun --mode=score."
                 )
             prunes.append(
                 iv.prune_top(
-                    scores["m_sweep_N"],
+                    scores[key],
                     f,
-                    f"prune_m_sweep@{pct}",
+                    f"{method}@{pct}",
                     tie_break_N=scores["uv_N"],
                     seed=seed,
-                    score="m averaged over the eps sweep",
+                    score=label,
                     tie_break="upward variation, then seeded",
                 )
             )
