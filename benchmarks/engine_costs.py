@@ -18,8 +18,8 @@ Sections (each on the engine's own jitted steps from gdc.train.step.jit_steps, 1
     batches --steps_per_call at a time, stacked by one gather and placed as one chunk (``EpochIterator.chunk``,
     ``put_chunk``), in the loop ("pipeline_scan") or read ahead by the thread ("prefetch_scan"). The scanned paths
     are also compared with the same scan over the block's batches placed beforehand ("preplaced_scan"; distinct
-    batches, since XLA hoists the work of a loop-invariant one out of the scan), which isolates their data path. Blocks of
-    the paths are interleaved over --pipeline_reps repeats; per path the process CPU time per step, the ratio of
+    batches, since XLA hoists the work of a loop-invariant one out of the scan), which isolates their data path.
+    Blocks of the paths are interleaved over --pipeline_reps repeats; per path the process CPU time per step, the ratio of
     median blocks, of the fastest blocks (the least disturbed by the rest of the machine) and the median and
     quartiles of the per-repeat ratios (each block against the baseline block of its own repeat).
   scoring passes: (epoch with K fixed-parameter scoring passes) - (epoch without) vs K x (one forward-only pass over
@@ -554,7 +554,8 @@ def main():
             f"({pl['cpu_ms_per_step_preplaced']:.2f})"
         )
         scanned = ("pipeline_scan", "prefetch_scan", "on_device_scan")
-        for key in ("pipeline", "prefetch", "on_device", *scanned, "preplaced_scan", *(f"{k}_vs_scan" for k in scanned)):
+        vs_scan = tuple(f"{k}_vs_scan" for k in scanned)
+        for key in ("pipeline", "prefetch", "on_device", *scanned, "preplaced_scan", *vs_scan):
             k_ = key.removesuffix("_vs_scan")
             q1, q2, q3 = pl[f"ratio_paired_{key}"]
             print(

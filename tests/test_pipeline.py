@@ -168,7 +168,10 @@ def test_advance_keeps_the_iterator_state():
         assert a.state() == b.state()
 
 
-@pytest.mark.parametrize("kw", [dict(), dict(shards=2, process_index=1, process_count=2, weights_N=np.linspace(0, 1, 23))])
+SHARDED_WEIGHTED = dict(shards=2, process_index=1, process_count=2, weights_N=np.linspace(0, 1, 23))
+
+
+@pytest.mark.parametrize("kw", [dict(), SHARDED_WEIGHTED])
 def test_take_stacks_the_next_batches(kw):
     """``take(g)``: the next g batches of ``next()``, stacked (one gather), with the iterator state after them; a
     chunk that would cross an epoch's end is refused. ``CallIterator`` groups batches by the call lengths."""
@@ -189,7 +192,8 @@ def test_take_stacks_the_next_batches(kw):
         a.take(spe)
     lengths = {0: 2, 2: 1, 3: 3}
     calls = CallIterator(EpochIterator(_arrays(), 4, seed=1), lambda step: lengths.get(step, 1), 0)
-    assert [(e, p, g) for e, p, (g, _) in (next(calls) for _ in range(4))] == [(0, 1, 2), (0, 2, 1), (0, 5, 3), (1, 0, 1)]
+    got = [(e, p, g) for e, p, (g, _) in (next(calls) for _ in range(4))]
+    assert got == [(0, 1, 2), (0, 2, 1), (0, 5, 3), (1, 0, 1)]
 
 
 def test_steps_per_call_auto():
