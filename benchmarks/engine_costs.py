@@ -19,8 +19,8 @@ Sections (each on the engine's own jitted steps from gdc.train.step.jit_steps, 1
     ``put_chunk``), in the loop ("pipeline_scan") or read ahead by the thread ("prefetch_scan"). The scanned paths
     are also compared with the same scan over the block's batches placed beforehand ("preplaced_scan"; distinct
     batches, since XLA hoists the work of a loop-invariant one out of the scan), which isolates their data path.
-    Blocks of the paths are interleaved over --pipeline_reps repeats; per path the process CPU time per step, the ratio of
-    median blocks, of the fastest blocks (the least disturbed by the rest of the machine) and the median and
+    Blocks of the paths are interleaved over --pipeline_reps repeats; per path the process CPU time per step, the ratio
+    of median blocks, of the fastest blocks (the least disturbed by the rest of the machine) and the median and
     quartiles of the per-repeat ratios (each block against the baseline block of its own repeat).
   scoring passes: (epoch with K fixed-parameter scoring passes) - (epoch without) vs K x (one forward-only pass over
     the training set with eval_step); measured / ideal, for host batches (16 per call) and for data.on_device.
