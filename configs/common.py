@@ -22,6 +22,24 @@ CANARY_DATA = dict(
     canary_placement="row_start",
 )
 
+# The canary experiments' training: batch 32, Adam with a warmup-stable-decay schedule (linear decay to 0 over the last
+# 25% of steps: canaries are memorized while the learning rate decays), gradient clip 1.0. Configs set the epochs and
+# the learning rate per model (transformer: 10 epochs at 3e-3; GRU and LSTM: 1e-2).
+CANARY_TRAIN = dict(
+    batch_size=32,
+    optimizer="adam",
+    schedule="wsd",
+    warmup_steps=20,
+    decay_fraction=0.25,
+    grad_clip=1.0,
+)
+# The canary experiments' tracker, checkpoints and logging: the loss rule with hysteresis, one checkpoint kept.
+CANARY_RUN = dict(
+    tracker=dict(criterion="loss", eps_low=1.0, eps_high=1.2, early_epochs=2),
+    checkpoint=dict(every_steps=0, max_to_keep=1),
+    log=dict(every_steps=100, progress=True, tensorboard=False),
+)
+
 
 def base_config() -> ml_collections.ConfigDict:
     c = ml_collections.ConfigDict()
