@@ -39,6 +39,9 @@ CANARY_RUN = dict(
     checkpoint=dict(every_steps=0, max_to_keep=1),
     log=dict(every_steps=100, progress=True, tensorboard=False),
 )
+# The canary experiments' study: 3 seeds, 3 random controls per arm, m scored with a single threshold at the median
+# final loss (the paper's eps is not published).
+CANARY_STUDY = dict(seeds=(0, 1, 2), random_controls=3, eps=50.0, eps_kind="percentile", hysteresis=-1.0)
 
 
 def base_config() -> ml_collections.ConfigDict:

@@ -44,14 +44,10 @@ def get_config(arg: str = "transformer") -> ml_collections.ConfigDict:
         ),
         **common.CANARY_RUN,
         study=dict(
-            seeds=(0, 1, 2),
+            common.CANARY_STUDY,
             methods=("prune_m", "prune_m_sweep", "prune_upward", "prune_d", "prune_low_final_loss", "prune_random"),
             prune_fractions=(0.05, 0.10),
-            random_controls=3,
             token_matched=True,
-            eps=50.0,
-            eps_kind="percentile",
-            hysteresis=-1.0,
             evaluators=("perplexity", "extraction", "exposure_inserted", "mia"),
         ),
     )

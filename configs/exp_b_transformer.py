@@ -29,14 +29,10 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
         train=dict(common.CANARY_TRAIN, num_epochs=10, learning_rate=3e-3),
         **common.CANARY_RUN,
         study=dict(
-            seeds=(0, 1, 2),
+            common.CANARY_STUDY,
             methods=("downweight_hotspot", "downweight_random"),
-            random_controls=3,
             alpha=0.5,
             token_matched=False,
-            eps=50.0,
-            eps_kind="percentile",
-            hysteresis=-1.0,
             evaluators=("perplexity", "extraction", "exposure", "mia"),
         ),
     )

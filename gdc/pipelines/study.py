@@ -192,7 +192,7 @@ def stage_intervene(cfg: config_lib.RunConfig, workdir: str) -> None:
             json.dump(index, f, indent=2)
 
 
-def _arms(workdir: str, seed: int, methods: tuple = ("?",)) -> list[dict]:
+def _arms(workdir: str, seed: int, methods: tuple) -> list[dict]:
     """The arms of a seed (``arms/index.json``); none when the study has no methods and intervene has not run."""
     path = os.path.join(seed_dir(workdir, seed), "arms", "index.json")
     if not os.path.exists(path):
