@@ -76,11 +76,10 @@ def aggregate(evals: dict[str, dict[int, dict]]) -> dict[str, dict]:
             vals = [r[key] for _, r in recs if key in r]
             if vals:
                 row[key] = {"mean": float(np.mean(vals)), "std": float(np.std(vals)), "n": len(vals)}
-        total = sum(r.get("inserted_num_canaries", 0.0) for _, r in recs)
         for kind, key in EXTRACTION.items():
-            if total and any(key in r for _, r in recs):
-                k = sum(r.get(key, 0.0) for _, r in recs)
-                row[f"extraction_{kind}"] = {"extracted": k, "total": total, "wilson95": wilson(k, total)}
+            pooled = _pooled(evals, group, key)
+            if pooled["total"]:
+                row[f"extraction_{kind}"] = pooled
         rel = [
             r["heldout_perplexity_token"] / base[s]["heldout_perplexity_token"] - 1
             for s, r in recs
