@@ -10,8 +10,6 @@ filesystem every process sees.
 """
 
 import dataclasses
-import importlib
-import os
 import re
 import shlex
 import sys
@@ -20,29 +18,19 @@ import jax
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from gdc import config as config_lib
-from gdc import lock
+from gdc import config as parse
+from gdc import lock, studies
 from gdc.errors import CheckpointError, ConfigError, StageInputError
+from gdc.studies.carto import config as carto_config
 
 config_flags.DEFINE_config_file("config", None, "Path to a configs/*.py file.", lock_config=True)
 flags.DEFINE_string("workdir", None, "Directory for checkpoints, trackers and metrics.")
-STUDY_MODES = ("run", "all", "train", "score", "intervene", "retrain", "evaluate", "report")
-# Experiment families beside GenDataCarto: a config holding one of these top-level sections is handed whole to
-# that package's ``run(config, workdir, mode=..., command=...)``; the package's ``MODES`` lists its modes.
-FAMILIES = {
-    "theory": "gdc.theory",
-    "lm_audit": "gdc.lm_audit",
-    "classify": "gdc.classify",
-    "ssl": "gdc.ssl",
-    "icl": "gdc.icl",
-    "tabular": "gdc.tabular",
-}
 flags.DEFINE_string(
     "mode",
     "run",
     "run: one training run in --workdir. all: the whole study (probe, score, intervene, retrain, evaluate, report "
     "for every study.seeds); the other study modes run one stage. Family configs (configs/theory_*.py and the "
-    "other families in launch.FAMILIES) take the modes their package lists, e.g. --mode=verify for theory.",
+    "other families in gdc.studies.FAMILIES) take the modes their package lists, e.g. --mode=verify for theory.",
 )
 flags.DEFINE_bool("distributed", False, "Call jax.distributed.initialize() with cluster auto-detection.")
 flags.DEFINE_string("coordinator_address", None, "HOST:PORT of process 0 (multi-process runs without auto-detection).")
@@ -79,10 +67,10 @@ def override_error(argv: list[str], error: Exception) -> str | None:
     if flag is None:
         return None
     path = flag[len("--config.") :].split(".")
-    if path[0] in config_lib.SECTIONS and len(path) > 1:
-        allowed = f"; {path[0]} allows {[f.name for f in dataclasses.fields(config_lib.SECTIONS[path[0]])]}"
+    if path[0] in carto_config.SECTIONS and len(path) > 1:
+        allowed = f"; {path[0]} allows {[f.name for f in dataclasses.fields(carto_config.SECTIONS[path[0]])]}"
     elif missing == path[0]:
-        allowed = f"; the config's top-level fields are {['seed', *config_lib.SECTIONS]} (or a family's section)"
+        allowed = f"; the config's top-level fields are {['seed', *carto_config.SECTIONS]} (or a family's section)"
     else:
         allowed = ""
     near = re.search(r'Did you mean "([^"]+)"', text)
@@ -126,33 +114,15 @@ def main(argv):
         flush=True,
     )
     try:
-        family = next((name for name in FAMILIES if name in FLAGS.config), None)
-        if family is not None:  # a family config holds seed and its own section: its package reads it.
-            package = importlib.import_module(FAMILIES[family])
-            if FLAGS.mode not in package.MODES:
-                raise ConfigError(f"--mode={FLAGS.mode}: a {family} config runs with --mode in {package.MODES}.")
-            config_lib.check_workdir(FLAGS.workdir)
-            command = " ".join(["python", *map(shlex.quote, sys.argv)])
-            with lock.hold(FLAGS.workdir, enabled=jax.process_index() == 0):
-                package.run(FLAGS.config, FLAGS.workdir, mode=FLAGS.mode, command=command)
-            print(f"done: --mode={FLAGS.mode} in {FLAGS.workdir}")
-            return
-        if FLAGS.mode not in STUDY_MODES:
-            raise ConfigError(f"--mode={FLAGS.mode} is not one of {STUDY_MODES}.")
-        cfg = config_lib.from_mapping(FLAGS.config, device_count=jax.device_count())
-        config_lib.check_workdir(FLAGS.workdir)
-        if FLAGS.mode == "run":
-            from gdc.train import loop
-
-            result = loop.train(cfg, FLAGS.workdir)
-            print(f"done: step {int(result.state.step)}, metrics {result.last_metrics}")
-        else:
-            from gdc.pipelines import study
-
-            with lock.hold(FLAGS.workdir, enabled=jax.process_index() == 0):  # before a refused run could log
-                with open(os.path.join(FLAGS.workdir, "commands.txt"), "a") as f:  # the report cites how it was made
-                    f.write(" ".join(["python", *map(shlex.quote, sys.argv)]) + "\n")
-                study.run(cfg, FLAGS.workdir, FLAGS.mode)
+        name, family = studies.family_of(FLAGS.config)
+        if FLAGS.mode not in family.MODES:
+            raise ConfigError(f"--mode={FLAGS.mode}: a {name} config runs with --mode in {family.MODES}.")
+        parse.check_workdir(FLAGS.workdir)
+        command = " ".join(["python", *map(shlex.quote, sys.argv)])
+        # One training run (--mode=run) takes the workdir lock itself; every study mode holds it here.
+        with lock.hold(FLAGS.workdir, enabled=FLAGS.mode != "run" and jax.process_index() == 0):
+            family.run(FLAGS.config, FLAGS.workdir, mode=FLAGS.mode, command=command)
+        if FLAGS.mode != "run":
             print(f"done: --mode={FLAGS.mode} in {FLAGS.workdir}")
     except (ConfigError, StageInputError, CheckpointError, FloatingPointError) as e:
         prefix, status = next(v for k, v in FAILURES.items() if isinstance(e, k))

@@ -5,7 +5,7 @@ import dataclasses
 
 import ml_collections
 
-from gdc.config import SECTIONS
+from gdc.studies.carto.config import SECTIONS
 
 # The canary corpus of the study configs: 1500 sequences of 64 characters from CPython's pydoc topics, 10 keyed
 # canaries "the secret code of <key> is <6 digits>." inserted 8 times each, each copy at the start of its own row,

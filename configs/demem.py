@@ -15,7 +15,7 @@ import dataclasses
 
 import ml_collections
 
-from gdc.classify.config import DememConfig
+from gdc.studies.classify.config import DememConfig
 
 
 def get_config(arg: str = "") -> ml_collections.ConfigDict:

@@ -17,7 +17,7 @@ eps is not published); the eps-sweep variant averages m over 10 thresholds.
 Arms per seed, at 5% and 10%: prune by m, by m over the eps sweep, by d, by lowest final loss, by upward variation,
 and 3 independent random subsets; token-matched variants (as many optimizer steps as the probe) of the m arm and
 the first random subset; the canary-free reference model for the calibrated MIA. Verdicts: pooled Wilson intervals
-and an exact within-seed permutation test of each arm against its random subsets (gdc/pipelines/verdicts.py).
+and an exact within-seed permutation test of each arm against its random subsets (gdc/studies/carto/verdicts.py).
 Expected: 22 training runs per seed (~2 minutes each on one CPU core), about 50 minutes per seed; 3 seeds. Run
 seeds side by side with --config.study.seeds='(S,)' into the same workdir, then --mode=report with all seeds.
 The report is docs/results/exp_a/report.md.

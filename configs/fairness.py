@@ -14,7 +14,7 @@ import dataclasses
 
 import ml_collections
 
-from gdc.classify.config import FairnessConfig
+from gdc.studies.classify.config import FairnessConfig
 
 
 def get_config(arg: str = "") -> ml_collections.ConfigDict:

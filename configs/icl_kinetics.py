@@ -15,7 +15,7 @@ import dataclasses
 
 import ml_collections
 
-from gdc.icl.config import ICLConfig
+from gdc.studies.icl.config import ICLConfig
 
 
 def get_config(arg: str = "") -> ml_collections.ConfigDict:

@@ -14,7 +14,7 @@ import dataclasses
 
 import ml_collections
 
-from gdc.classify.config import MatConfig
+from gdc.studies.classify.config import MatConfig
 
 
 def get_config(arg: str = "") -> ml_collections.ConfigDict:

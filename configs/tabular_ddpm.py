@@ -17,7 +17,7 @@ import dataclasses
 
 import ml_collections
 
-from gdc.tabular.config import TabularConfig
+from gdc.studies.tabular.config import TabularConfig
 
 
 def get_config(arg: str = "") -> ml_collections.ConfigDict:

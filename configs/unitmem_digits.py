@@ -16,7 +16,7 @@ import dataclasses
 
 import ml_collections
 
-from gdc.ssl.config import SSLConfig
+from gdc.studies.ssl.config import SSLConfig
 
 
 def get_config(arg: str = "") -> ml_collections.ConfigDict:

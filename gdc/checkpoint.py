@@ -29,8 +29,8 @@ class CheckpointConfig:
     every_steps: int = 0  # 0: save at the end of every epoch only (and at the end of the run)
     max_to_keep: int = 3
     every_epochs: int = 1  # epoch-end saves only every this many epochs (many short epochs: diffusion on tables)
-    # A workdir whose recorded fingerprint (gdc.fingerprint) differs from this config: "refuse" (default) or "ok" to
-    # resume anyway, the change then recorded in fingerprint.json.
+    # A workdir whose recorded fingerprint (gdc.train.fingerprint) differs from this config: "refuse" (default) or
+    # "ok" to resume anyway, the change then recorded in fingerprint.json.
     resume_mismatch: str = "refuse"
 
     def validate(self) -> None:

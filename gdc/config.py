@@ -1,114 +1,69 @@
-"""Typed run configuration: the ml_collections ConfigDict is converted here, once, into frozen dataclasses.
+"""Config parsing, in one place: a ConfigDict section read into a frozen dataclass with a ``validate()`` method.
 
-Library code receives these dataclasses (or plain keyword arguments), never the root ConfigDict. Every field is
-validated before anything is loaded or compiled; a bad field raises ConfigError naming ``section.field`` and what is
-allowed.
+Every config in gdc is parsed here: the training run's sections (``gdc/train/config.py``) and each study family's
+own section (``gdc/studies/<name>/config.py``, and ``gdc/theory/config.py``). Errors name the field and how to set it.
 """
 
 import dataclasses
-import json
+import numbers
 import os
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, NoReturn
 
-from gdc.checkpoint import CheckpointConfig
-from gdc.data.sources import DataConfig
 from gdc.errors import ConfigError
-from gdc.interventions.arms import StudyConfig
-from gdc.logs import LogConfig
-from gdc.models import ModelConfig
-from gdc.tracker import TrackerConfig
-from gdc.train.state import TrainConfig
-
-SECTIONS = {
-    "data": DataConfig,
-    "model": ModelConfig,
-    "train": TrainConfig,
-    "tracker": TrackerConfig,
-    "checkpoint": CheckpointConfig,
-    "log": LogConfig,
-    "study": StudyConfig,
-}
 
 
-@dataclasses.dataclass(frozen=True)
-class RunConfig:
-    seed: int
-    data: DataConfig
-    model: ModelConfig
-    train: TrainConfig
-    tracker: TrackerConfig
-    checkpoint: CheckpointConfig
-    log: LogConfig
-    study: StudyConfig
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+def fail(section: str, field: str, value: object, allowed: str) -> NoReturn:
+    raise ConfigError(f"{section}.{field}={value!r} {allowed} (set it with --config.{section}.{field}=...).")
 
 
-def _typed(cls, section: str, values: Mapping[str, Any]):
-    allowed = [f.name for f in dataclasses.fields(cls)]
-    for name in values:
-        if name not in allowed:
-            raise ConfigError(f"{section}.{name} is not a known field; {section} allows {allowed}.")
-    kwargs = {}
-    for f in dataclasses.fields(cls):
-        if f.name not in values:
-            continue
-        v = values[f.name]
-        want = type(f.default)
-        if want is float and isinstance(v, int) and not isinstance(v, bool):
-            v = float(v)
-        if want in (int, float, str, bool) and not isinstance(v, want) or (want is int and isinstance(v, bool)):
-            raise ConfigError(f"{section}.{f.name}={v!r} has type {type(v).__name__}; it must be a {want.__name__}.")
-        kwargs[f.name] = v
-    obj = cls(**kwargs)
-    obj.validate()
-    return obj
+def int_at_least(section: str, name: str, value: object, minimum: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
+        fail(section, name, value, f"must be an integer >= {minimum}")
 
 
-def from_mapping(config: Mapping[str, Any], *, device_count: int | None = None) -> RunConfig:
-    """Builds and validates a RunConfig from a ConfigDict (or nested dict).
-
-    Args:
-      config: top level ``seed`` plus the sections of ``SECTIONS``; omitted fields take their defaults.
-      device_count: if given, ``train.batch_size`` must divide by it.
-    """
+def seed_and_values(config: Mapping[str, Any], section: str) -> tuple[int, dict]:
+    """(seed, the section's raw values) from a ConfigDict or dict holding only ``seed`` and ``section``."""
     config = config.to_dict() if hasattr(config, "to_dict") else dict(config)
-    known = ["seed", *SECTIONS]
-    for name in config:
-        if name == "theory":
-            raise ConfigError("a theory config (section 'theory') runs with --mode=verify.")
-        if name not in known:
-            raise ConfigError(f"{name} is not a known config section; allowed: {known}.")
+    extra = sorted(set(config) - {"seed", section})
+    if extra:
+        raise ConfigError(f"a {section} config holds only seed and {section}; unknown section(s) {extra}.")
+    return seed_of(config), dict(config.get(section, {}))
+
+
+def seed_of(config: Mapping[str, Any]) -> int:
+    """The config's top-level ``seed`` (default 0); raises ConfigError unless it is an int."""
     seed = config.get("seed", 0)
     if not isinstance(seed, int) or isinstance(seed, bool):
         raise ConfigError(f"seed={seed!r}: must be an int.")
-    sections = {name: _typed(cls, name, config.get(name, {})) for name, cls in SECTIONS.items()}
-    cfg = RunConfig(seed=seed, **sections)
-    data_kind = {"synthetic": "classification", "tabular": "tabular"}.get(cfg.data.source, "lm")
-    if cfg.model.kind != data_kind:
-        raise ConfigError(
-            f"model.name={cfg.model.name!r} is a {cfg.model.kind} model but data.source={cfg.data.source!r} gives "
-            f"{data_kind} data; use model.name='mlp' with data.source='synthetic', 'ddpm' with 'tabular', "
-            "'lstm'/'gru'/'transformer' otherwise."
-        )
-    if cfg.train.total_steps == 0 and cfg.tracker.early_epochs > cfg.train.num_epochs:
-        raise ConfigError(
-            f"tracker.early_epochs={cfg.tracker.early_epochs} > train.num_epochs={cfg.train.num_epochs}: difficulty "
-            "averages the loss over the first early_epochs epochs, so it needs early_epochs <= num_epochs."
-        )
-    if device_count is not None:
-        check_devices(cfg, device_count)
+    return seed
+
+
+def build(cls: type, section: str, values: Mapping[str, Any], *, strict_types: bool = False, what: str = ""):
+    """``cls(**values)``, validated: unknown fields fail; sequences become tuples where the default is a tuple (ints
+    become floats where the default's elements are floats); ints become floats where the default is a float;
+    with ``strict_types`` a bool/int/float/str field must have its default's type. ``what`` names the section in
+    errors (default: the section)."""
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    values = dict(values)
+    for name, value in values.items():
+        if name not in fields:
+            raise ConfigError(f"{section}.{name} is not a known field; {what or section} allows {sorted(fields)}.")
+        default = fields[name].default
+        if isinstance(default, tuple):
+            if isinstance(value, str) or not hasattr(value, "__iter__"):
+                fail(section, name, value, "must be a tuple")
+            to_float = bool(default) and isinstance(default[0], float)
+            values[name] = tuple(
+                float(v) if to_float and isinstance(v, int) and not isinstance(v, bool) else v for v in value
+            )
+        elif isinstance(default, float) and isinstance(value, int) and not isinstance(value, bool):
+            values[name] = float(value)
+        elif strict_types and isinstance(default, bool | int | float | str) and type(value) is not type(default):
+            fail(section, name, value, f"must be a {type(default).__name__}")
+    cfg = cls(**values)
+    cfg.validate()
     return cfg
-
-
-def check_devices(cfg: RunConfig, device_count: int) -> None:
-    if cfg.train.batch_size % device_count:
-        raise ConfigError(
-            f"train.batch_size={cfg.train.batch_size} does not divide by the {device_count} devices; pick a "
-            f"multiple of {device_count} (e.g. {device_count * max(1, round(cfg.train.batch_size / device_count))})."
-        )
 
 
 def check_workdir(workdir: str) -> None:
@@ -126,8 +81,3 @@ def check_workdir(workdir: str) -> None:
         os.remove(probe)
     except OSError as e:
         raise ConfigError(f"--workdir={workdir!r} is not writable ({e.strerror}); choose a writable path.") from e
-
-
-def save(cfg: RunConfig, workdir: str) -> None:
-    with open(os.path.join(workdir, "config.json"), "w") as f:
-        json.dump(cfg.to_dict(), f, indent=2, sort_keys=True)

@@ -44,7 +44,6 @@ if importlib.util.find_spec("pytest_timeout") is None:
             timer.cancel()
 
 
-
 @pytest.fixture(scope="session")
 def repo_root() -> str:
     return REPO
@@ -53,8 +52,8 @@ def repo_root() -> str:
 def tiny_config(arg: str = "mlp", **overrides):
     """configs/tiny.py as a typed RunConfig; ``overrides`` are ``section=dict(field=value)``."""
     from configs import common, tiny
-    from gdc import config as config_lib
+    from gdc.studies.carto import config as carto_config
 
     c = tiny.get_config(arg)
     common.update(c, **overrides)
-    return config_lib.from_mapping(c)
+    return carto_config.from_mapping(c)

@@ -1,5 +1,6 @@
-"""gdc.classify: fairness identities (exact on a lookup memorizer), MAT's shift against numpy, the DeMem penalty,
-DP-SGD against plain SGD, LiRA / loss-MIA pieces against plain references, config errors, quick end-to-end runs."""
+"""gdc.studies.classify: fairness identities (exact on a lookup memorizer), MAT's shift against numpy, the DeMem
+penalty, DP-SGD against plain SGD, LiRA / loss-MIA pieces against plain references, config errors,
+quick end-to-end runs."""
 
 import json
 import os
@@ -11,10 +12,10 @@ import pytest
 import scipy.stats
 from sklearn import metrics
 
-from gdc.classify import common, demem, fairness, lira, mat
-from gdc.classify import config as classify_config
 from gdc.errors import ConfigError
 from gdc.evaluation import mia
+from gdc.studies.classify import common, demem, fairness, lira, mat
+from gdc.studies.classify import config as classify_config
 
 
 # ------------------------------------------------------------------------------------------------------------------
@@ -336,19 +337,20 @@ def test_diverged_run_raises():
 
 
 def test_launch_registers_family():
-    import launch
+    from gdc import studies
+    from gdc.studies import classify
 
-    assert launch.FAMILIES["classify"] == "gdc.classify"
+    assert studies.family_of({"seed": 0, "classify": {}}) == ("classify", classify)
 
 
 @pytest.mark.parametrize("name, part", [("mat_toy", "mat"), ("fairness", "fairness"), ("demem", "demem")])
 def test_quick_end_to_end(tmp_path, name, part):
-    import gdc.classify
+    import gdc.studies.classify
 
     # DP-SGD and the extra loss arms are left out here to keep the test short (test_dp_* covers train_dp).
     extra = {"noise_multipliers": (), "loss_fractions": ()} if part == "demem" else {}
     c = _config(name, seeds=(0,), **extra)
-    summary = gdc.classify.run(c, str(tmp_path), mode="all", command="cmd")
+    summary = gdc.studies.classify.run(c, str(tmp_path), mode="all", command="cmd")
     with open(tmp_path / "results.json") as f:
         results = json.load(f)
     assert set(results) == {part} and results[part]["command"] == "cmd"
@@ -367,11 +369,11 @@ def test_quick_end_to_end(tmp_path, name, part):
         assert all(0.0 <= arm["lira_all_auc"] <= 1.0 for arm in arms.values())
     # Resumable: a second run keeps the seed, and --mode=report re-renders without training.
     mtime = os.path.getmtime(tmp_path / part / "seed_0.json")
-    gdc.classify.run(c, str(tmp_path), mode="report", command="other")
+    gdc.studies.classify.run(c, str(tmp_path), mode="report", command="other")
     assert os.path.getmtime(tmp_path / part / "seed_0.json") == mtime
     assert "    cmd" in (tmp_path / "report.md").read_text()  # the command that ran it, not the re-render's
     with pytest.raises(ConfigError, match="not run"):
-        gdc.classify.run(_config(name, seeds=(5,), **extra), str(tmp_path), mode="report")
+        gdc.studies.classify.run(_config(name, seeds=(5,), **extra), str(tmp_path), mode="report")
 
 
 @pytest.mark.slow

@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from gdc import family
+from gdc import config as parse
 from gdc.errors import ConfigError
 
 
@@ -18,26 +18,26 @@ class _Cfg:
     name: str = "a"
 
     def validate(self) -> None:
-        family.int_at_least("toy", "steps", self.steps, 1)
+        parse.int_at_least("toy", "steps", self.steps, 1)
 
 
 def test_build_coerces_and_validates():
-    seed, values = family.seed_and_values({"seed": 3, "toy": {"lr": 1, "widths": [3, 4]}}, "toy")
-    cfg = family.build(_Cfg, "toy", values)
+    seed, values = parse.seed_and_values({"seed": 3, "toy": {"lr": 1, "widths": [3, 4]}}, "toy")
+    cfg = parse.build(_Cfg, "toy", values)
     assert seed == 3 and cfg.lr == 1.0 and isinstance(cfg.lr, float)
     assert cfg.widths == (3.0, 4.0) and all(isinstance(w, float) for w in cfg.widths)
     with pytest.raises(ConfigError, match=r"toy\.stepz is not a known field; toy allows \['lr', 'name'"):
-        family.build(_Cfg, "toy", {"stepz": 1})
+        parse.build(_Cfg, "toy", {"stepz": 1})
     with pytest.raises(ConfigError, match=r"toy\.steps=0 must be an integer >= 1 \(set it with --config\.toy\.steps"):
-        family.build(_Cfg, "toy", {"steps": 0})
+        parse.build(_Cfg, "toy", {"steps": 0})
     with pytest.raises(ConfigError, match=r"toy\.widths=2 must be a tuple"):
-        family.build(_Cfg, "toy", {"widths": 2})
+        parse.build(_Cfg, "toy", {"widths": 2})
     with pytest.raises(ConfigError, match=r"toy\.name=3 must be a str"):
-        family.build(_Cfg, "toy", {"name": 3}, strict_types=True)
+        parse.build(_Cfg, "toy", {"name": 3}, strict_types=True)
     with pytest.raises(ConfigError, match=r"unknown section\(s\) \['train'\]"):
-        family.seed_and_values({"toy": {}, "train": {}}, "toy")
+        parse.seed_and_values({"toy": {}, "train": {}}, "toy")
     with pytest.raises(ConfigError, match="seed=True: must be an int"):
-        family.seed_and_values({"seed": True}, "toy")
+        parse.seed_and_values({"seed": True}, "toy")
 
 
 def test_launch_rejects_a_mode_the_family_does_not_have(repo_root, tmp_path):

@@ -1,4 +1,4 @@
-"""gdc.fingerprint: a workdir refuses a rerun whose result-changing config differs, naming the fields."""
+"""gdc.train.fingerprint: a workdir refuses a rerun whose result-changing config differs, naming the fields."""
 
 import dataclasses
 import json
@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 from conftest import tiny_config
 
-from gdc import config as config_lib
-from gdc import fingerprint, sharding
+from gdc import sharding
 from gdc.errors import ConfigError
-from gdc.train import loop
+from gdc.train import config as config_lib
+from gdc.train import fingerprint, loop
 
 
 def _no_jit(*a, **k):

@@ -1,5 +1,5 @@
-"""gdc.icl: the task generator's invariants, the IWL / ICL accuracy metric on hand-built predictors, K* and the slope
-fit on hand-built curves, per-item forget events, config errors, and the quick study end to end."""
+"""gdc.studies.icl: the task generator's invariants, the IWL / ICL accuracy metric on hand-built predictors, K* and the
+slope fit on hand-built curves, per-item forget events, config errors, and the quick study end to end."""
 
 import json
 import math
@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 
 from gdc.errors import ConfigError
-from gdc.icl import config as icl_config
-from gdc.icl import study, task
+from gdc.studies.icl import config as icl_config
+from gdc.studies.icl import study, task
 
 D, K, N = 8, 12, 6
 FAST = {"xla_backend_optimization_level": 0, "xla_llvm_disable_expensive_passes": True}  # compile time dominates

@@ -11,8 +11,8 @@ from absl import flags
 from conftest import REPO, tiny_config
 from ml_collections import config_flags
 
-from gdc import config as config_lib
 from gdc.errors import ConfigError
+from gdc.train import config as config_lib
 from gdc.train import loop
 from gdc.train.state import TrainConfig
 

@@ -11,8 +11,8 @@ from conftest import REPO, tiny_config
 
 from gdc import scoring
 from gdc.errors import StageInputError
-from gdc.pipelines import study
 from gdc.scoring import workdir as score_workdir
+from gdc.studies.carto import study
 from gdc.train import loop
 
 CFG = dict(study=dict(methods=(), evaluators=("perplexity",)))

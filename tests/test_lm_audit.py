@@ -15,9 +15,9 @@ from flax import nnx
 from configs import lm_audit as lm_audit_config
 from gdc import models
 from gdc.errors import ConfigError
-from gdc.lm_audit import decode, memhunter, probes
-from gdc.lm_audit import metrics as M
-from gdc.lm_audit.config import from_mapping
+from gdc.studies.lm_audit import decode, memhunter, probes
+from gdc.studies.lm_audit import metrics as M
+from gdc.studies.lm_audit.config import from_mapping
 
 # ----------------------------------------------------------------------------------------------------------------
 # Metrics.

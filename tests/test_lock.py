@@ -13,7 +13,7 @@ from conftest import REPO, tiny_config
 
 from gdc import lock
 from gdc.errors import ConfigError
-from gdc.pipelines import study
+from gdc.studies.carto import study
 from gdc.train import loop
 
 HOLDER = """

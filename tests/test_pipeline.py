@@ -12,11 +12,11 @@ import numpy as np
 import pytest
 from conftest import tiny_config
 
-from gdc import config as config_lib
 from gdc import sharding
 from gdc import tracker as tracker_lib
 from gdc.data.pipeline import CallIterator, EpochIterator, Prefetcher, gather, occurrences
 from gdc.errors import ConfigError
+from gdc.studies.carto import config as carto_config
 from gdc.train import loop
 from gdc.train import step as step_lib
 
@@ -338,7 +338,7 @@ def test_bad_steps_per_call_names_the_field(tmp_path, train, data, match):
     c = tiny.get_config("mlp").to_dict()
     c["train"]["steps_per_call"] = 2.5
     with pytest.raises(ConfigError, match=r"train\.steps_per_call=2\.5"):
-        config_lib.from_mapping(c)
+        carto_config.from_mapping(c)
 
 
 @pytest.mark.parametrize("values, match", [(dict(prefetch=-2), r"data\.prefetch=-2"), (dict(prefetch=1.5), "prefetch")])
@@ -348,7 +348,7 @@ def test_bad_prefetch_names_the_field(values, match):
     c = tiny.get_config("mlp").to_dict()
     c["data"].update(values)
     with pytest.raises(ConfigError, match=match):
-        config_lib.from_mapping(c)
+        carto_config.from_mapping(c)
 
 
 @pytest.mark.parametrize("value", [2, -2, 0.5, "yes"])
@@ -358,7 +358,7 @@ def test_bad_on_device_names_the_field(value):
     c = tiny.get_config("mlp").to_dict()
     c["data"]["on_device"] = value
     with pytest.raises(ConfigError, match=r"data\.on_device="):
-        config_lib.from_mapping(c)
+        carto_config.from_mapping(c)
 
 
 def test_on_device_auto_keeps_small_sets_on_the_device(monkeypatch):

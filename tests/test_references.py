@@ -20,7 +20,7 @@ from gdc.data import sources
 from gdc.data.pipeline import EpochIterator, shard_bounds
 from gdc.evaluation import mia
 from gdc.evaluation.common import EvalContext
-from gdc.interventions.arms import StudyConfig, build_arms
+from gdc.studies.carto.arms import StudyConfig, build_arms
 from gdc.theory import convex, lower_bound
 from gdc.theory.config import TheoryConfig
 from gdc.train import step as step_lib

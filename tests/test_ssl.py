@@ -1,5 +1,5 @@
-"""gdc.ssl: UnitMem / LayerMem on constructed activations, the odds ratio and permutation test against scipy, the
-NT-Xent and augmentations against numpy, config errors, and the quick study end to end."""
+"""gdc.studies.ssl: UnitMem / LayerMem on constructed activations, the odds ratio and permutation test against scipy,
+the NT-Xent and augmentations against numpy, config errors, and the quick study end to end."""
 
 import json
 import os
@@ -11,9 +11,9 @@ import pytest
 from scipy import stats
 
 from gdc.errors import ConfigError
-from gdc.ssl import config as ssl_config
-from gdc.ssl import metrics
-from gdc.ssl import model as model_lib
+from gdc.studies.ssl import config as ssl_config
+from gdc.studies.ssl import metrics
+from gdc.studies.ssl import model as model_lib
 
 
 # ------------------------------------------------------------------------------------------------------------------

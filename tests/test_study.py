@@ -10,8 +10,8 @@ from conftest import tiny_config
 
 from gdc import interventions as iv
 from gdc.errors import ConfigError
-from gdc.interventions.arms import StudyConfig, build_arms
-from gdc.pipelines import report, study
+from gdc.studies.carto import report, study
+from gdc.studies.carto.arms import StudyConfig, build_arms
 from gdc.train import loop
 
 
@@ -279,9 +279,9 @@ def test_study_configs_validate_on_the_canary_protocol(name, arg):
     and their canaries start their rows, where greedy decoding starts."""
     import importlib
 
-    from gdc import config as config_lib
+    from gdc.studies.carto import config as carto_config
 
-    cfg = config_lib.from_mapping(importlib.import_module(f"configs.{name}").get_config(arg), device_count=8)
+    cfg = carto_config.from_mapping(importlib.import_module(f"configs.{name}").get_config(arg), device_count=8)
     assert cfg.data.source == "pydoc_canaries" and cfg.data.canary_placement == "row_start"
     assert cfg.model.name == (arg or "transformer")
     assert cfg.train.batch_size % 8 == 0
@@ -289,7 +289,7 @@ def test_study_configs_validate_on_the_canary_protocol(name, arg):
 
 def test_study_evaluators_are_validated():
     from gdc.errors import ConfigError
-    from gdc.interventions.arms import StudyConfig
+    from gdc.studies.carto.arms import StudyConfig
 
     StudyConfig(evaluators=("perplexity", "exposure_inserted")).validate()
     with pytest.raises(ConfigError, match="study.evaluators: 'bleu'"):

@@ -13,7 +13,7 @@ from flax import nnx
 from gdc import models
 from gdc.errors import ConfigError
 from gdc.models import ddpm
-from gdc.tabular import data, metrics, sharpness, tcm
+from gdc.studies.tabular import data, metrics, sharpness, tcm
 from gdc.train.step import example_keys
 
 
@@ -73,7 +73,7 @@ def test_replica_metric_matches_brute_force():
 
 
 def test_exact_duplicates_in_train_hide_replicas_unless_deduplicated():
-    from gdc.tabular.study import measure
+    from gdc.studies.tabular.study import measure
 
     train = _table(20, 0)
     train = train.append(train.take(np.array([5])))  # row 5 twice
@@ -304,8 +304,8 @@ def test_bad_config_names_the_field(tmp_path):
 def test_ddpm_trains_through_the_engine_with_fixed_draw_scoring_passes(tmp_path):
     from gdc.data import sources
     from gdc.scoring import workdir as score_workdir
-    from gdc.tabular.config import TabularConfig
-    from gdc.tabular.study import engine_config
+    from gdc.studies.tabular.config import TabularConfig
+    from gdc.studies.tabular.study import engine_config
     from gdc.train import loop
 
     train, heldout = data.split(data.synthetic_table(80, seed=0), 48, 16, seed=0)

@@ -13,11 +13,11 @@ import numpy as np
 import pytest
 from conftest import REPO, tiny_config
 
-from gdc import config as config_lib
 from gdc import models, sharding
 from gdc import tracker as tracker_lib
 from gdc.data.pipeline import EpochIterator
 from gdc.errors import ConfigError
+from gdc.studies.carto import config as carto_config
 from gdc.train import loop
 from gdc.train import step as step_lib
 
@@ -292,7 +292,7 @@ def test_bad_config_names_field(section, values, field):
     c = tiny.get_config("mlp")
     common.update(c, **{section: values})
     with pytest.raises(ConfigError, match=field.replace(".", r"\.")):
-        config_lib.from_mapping(c, device_count=8)
+        carto_config.from_mapping(c, device_count=8)
 
 
 def test_unknown_field_is_rejected():
@@ -301,11 +301,11 @@ def test_unknown_field_is_rejected():
     c = tiny.get_config("mlp").to_dict()
     c["tracker"]["eps"] = 0.5
     with pytest.raises(ConfigError, match=r"tracker\.eps is not a known field.*eps_low"):
-        config_lib.from_mapping(c)
+        carto_config.from_mapping(c)
     c = tiny.get_config("mlp").to_dict()
     c["trainer"] = {}
     with pytest.raises(ConfigError, match="trainer is not a known config section"):
-        config_lib.from_mapping(c)
+        carto_config.from_mapping(c)
 
 
 def test_unknown_override_on_command_line_fails(tmp_path):

@@ -1,10 +1,10 @@
-"""Verdict statistics (gdc/pipelines/verdicts.py) against hand computations, brute force and scipy."""
+"""Verdict statistics (gdc/studies/carto/verdicts.py) against hand computations, brute force and scipy."""
 
 import numpy as np
 import pytest
 from scipy import stats
 
-from gdc.pipelines import verdicts
+from gdc.studies.carto import verdicts
 
 Z = 1.96
 

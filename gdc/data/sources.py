@@ -381,17 +381,17 @@ def _build_synthetic(cfg: DataConfig) -> Dataset:
 
 
 def _build_tabular(cfg: DataConfig) -> Dataset:
-    """An encoded table written by ``gdc.tabular.data.save``: ``x``/``y`` (train) and ``x_heldout``/``y_heldout``.
+    """An encoded table written by ``gdc.studies.tabular.data.save``: ``x``/``y`` (train), ``x_heldout``/``y_heldout``.
 
     The table fixes its own split (``heldout_fraction`` and ``split_seed`` are not used); ``max_examples`` still
     truncates the train rows. The path is checked here (``build_dataset`` runs before anything compiles).
     """
     if not (cfg.path.endswith(".npz") and pathlib.Path(cfg.path).is_file()):
-        _fail("path", cfg.path, "must name an existing .npz table for source='tabular' (gdc.tabular.data.save)")
+        _fail("path", cfg.path, "must name an existing .npz table for source='tabular' (gdc.studies.tabular.data.save)")
     with np.load(cfg.path) as z:
         missing = [k for k in ("x", "y", "x_heldout", "y_heldout") if k not in z.files]
         if missing:
-            _fail("path", cfg.path, f"lacks the arrays {missing}; write it with gdc.tabular.data.save")
+            _fail("path", cfg.path, f"lacks the arrays {missing}; write it with gdc.studies.tabular.data.save")
         x, y, xh, yh = (z[k] for k in ("x", "y", "x_heldout", "y_heldout"))
     if cfg.max_examples:
         x, y = x[: cfg.max_examples], y[: cfg.max_examples]

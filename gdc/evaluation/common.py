@@ -1,4 +1,4 @@
-"""The evaluator protocol, the padded per-example scoring pass, and the explicit ``EVALUATORS`` dict.
+"""The evaluator protocol and the padded per-example scoring pass that every evaluator shares.
 
 An evaluator is a plain function ``EvalContext -> dict[str, float | np.ndarray]``: scalars for the headline
 numbers, numpy arrays for per-example or per-canary values. Invariants:
@@ -12,7 +12,7 @@ numbers, numpy arrays for per-example or per-canary values. Invariants:
 
 import dataclasses
 import functools
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 
 import jax
 import jax.numpy as jnp
@@ -123,34 +123,3 @@ def canary_meta(ctx: EvalContext) -> dict:
             "data.source='pydoc_canaries'."
         )
     return meta
-
-
-# The evaluator modules import this module's protocol, so they are imported only after it is defined.
-# gdc/evaluation/__init__.py imports this module first, which makes the order hold whichever submodule a user
-# imports.
-from gdc.evaluation import exposure, extraction, mia, perplexity  # noqa: E402
-
-EVALUATORS: dict[str, Evaluator] = {
-    "perplexity": perplexity.evaluate,
-    "extraction": extraction.evaluate,
-    "exposure": exposure.evaluate,
-    # The inserted canaries only: half the cost, for studies with many arms (never-trained controls sit at ~2 bits
-    # whatever the arm; the baseline's are in its exploration run).
-    "exposure_inserted": functools.partial(exposure.evaluate, groups=("inserted",)),
-    "mia": mia.evaluate,
-}
-
-
-def evaluate(ctx: EvalContext, names: Sequence[str]) -> Result:
-    """Runs the named evaluators and merges their results (key collisions raise)."""
-    unknown = [n for n in names if n not in EVALUATORS]
-    if unknown:
-        raise ValueError(f"unknown evaluators {unknown}; known: {sorted(EVALUATORS)}.")
-    out: Result = {}
-    for name in names:
-        result = EVALUATORS[name](ctx)
-        clash = out.keys() & result.keys()
-        if clash:
-            raise ValueError(f"evaluator {name!r} returns keys already returned: {sorted(clash)}.")
-        out.update(result)
-    return out

@@ -1,9 +1,9 @@
 """A small MLP denoising diffusion model (DDPM, epsilon prediction) for tabular rows.
 
 Rows are float vectors: standardised numeric columns and one-hot categorical columns, treated as continuous (the
-decoding back to categories is the table's job, ``gdc.tabular.data``). The noise schedule is the cosine schedule of
-Nichol & Dhariwal with ``T`` steps; it is a function of ``T`` only, so it is rebuilt at trace time and never stored as
-a parameter.
+decoding back to categories is the table's job, ``gdc.studies.tabular.data``). The noise schedule is the cosine
+schedule of Nichol & Dhariwal with ``T`` steps; it is a function of ``T`` only, so it is rebuilt at trace time and
+never stored as a parameter.
 
 Invariants:
   * The per-example loss is the mean over the row's D coordinates of ``(eps - eps_hat)^2``.

@@ -10,7 +10,7 @@ import numbers
 from collections.abc import Mapping
 from typing import Any, NoReturn
 
-from gdc import family
+from gdc import config as parse
 
 CLAIMS = ("lower_bound", "stability", "nonconvex")
 CONVEX_MODELS = ("logistic", "softmax")
@@ -127,14 +127,14 @@ class TheoryConfig:
 
 
 def _fail(field: str, value: object, allowed: str) -> NoReturn:
-    family.fail("theory", field, value, allowed)
+    parse.fail("theory", field, value, allowed)
 
 
 def _at_least(cfg: TheoryConfig, name: str, minimum: int) -> None:
-    family.int_at_least("theory", name, getattr(cfg, name), minimum)
+    parse.int_at_least("theory", name, getattr(cfg, name), minimum)
 
 
 def from_mapping(config: Mapping[str, Any]) -> tuple[int, TheoryConfig]:
     """(seed, TheoryConfig) from a ConfigDict or dict with ``seed`` and ``theory``; raises ConfigError."""
-    seed, values = family.seed_and_values(config, "theory")
-    return seed, family.build(TheoryConfig, "theory", values)
+    seed, values = parse.seed_and_values(config, "theory")
+    return seed, parse.build(TheoryConfig, "theory", values)

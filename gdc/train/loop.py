@@ -21,8 +21,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from gdc import checkpoint, fingerprint, lock, logs, models, sharding
-from gdc import config as config_lib
+from gdc import checkpoint, lock, logs, models, sharding
+from gdc import config as parse
 from gdc import tracker as tracker_lib
 from gdc.checkpoint import Checkpointer
 from gdc.data import sources
@@ -39,6 +39,8 @@ from gdc.data.pipeline import (
     tracker_multiple,
 )
 from gdc.errors import ConfigError
+from gdc.train import config as config_lib
+from gdc.train import fingerprint
 from gdc.train import state as state_lib
 from gdc.train.step import jit_chunk_train, jit_resident_score, jit_resident_train, jit_score_chunk, jit_steps
 
@@ -178,7 +180,7 @@ def _holding_workdir(fn: Callable) -> Callable:
 
     @functools.wraps(fn)
     def wrapper(cfg: config_lib.RunConfig, workdir: str, **kwargs):
-        config_lib.check_workdir(workdir)
+        parse.check_workdir(workdir)
         with lock.hold(workdir, enabled=jax.process_index() == 0):
             return fn(cfg, workdir, **kwargs)
 
@@ -216,7 +218,7 @@ def train(
             "data.on_device=1 puts every training row on every device, but data.shards > 1 keeps only a process's "
             "own rows: use one of them (data.shards=1 with on_device, or data.on_device=0 or -1)."
         )
-    config_lib.check_workdir(workdir)
+    parse.check_workdir(workdir)
     fingerprint.check(cfg, workdir)  # a rerun with other result-changing fields is refused here
     if jax.process_index() == 0:
         config_lib.save(cfg, workdir)  # the config of the latest (matching) invocation

@@ -1,1 +1,0 @@
-"""Multi-stage pipelines on the engine; ``study``: probe, score, intervene, retrain, evaluate, report."""

@@ -1,0 +1,268 @@
+"""The SSL localization study: UnitMem / LayerMem of SimCLR encoders on digits, and the hotspot-enrichment test.
+
+Stages (each skipped when its output exists, so ``--mode=all`` resumes):
+  * ``train``: per seed, a random split of digits into S_S, S_C, S_I (and the rest held out); the candidate encoder f
+    trains on S_S + S_C, the independent encoder g on S_S + S_I. All 2 x num_seeds encoders run in one vmapped
+    program. Writes ``train.npz`` (parameters, splits, f's per-epoch score-pass loss matrix).
+  * ``analyze``: per seed, GenDataCarto scores of f's training examples from its loss matrix (gdc.scoring: d = early
+    loss, m = forget share at eps = a percentile of final losses, quadrants); UnitMem of every trunk unit of f; the
+    enrichment of the top units' argmax examples in each quadrant; LayerMem / Delta-LayerMem per layer on S_C, with
+    the same score on S_S (trained on by both encoders) as the null control; a linear-probe accuracy. Writes
+    ``seed_<s>.json`` and ``seed_<s>.npz``.
+  * ``report``: ``results.json``, ``report.md`` and PNGs across seeds.
+"""
+
+import dataclasses
+import functools
+import json
+import os
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from gdc import scoring
+from gdc.studies.ssl import metrics
+from gdc.studies.ssl import model as model_lib
+from gdc.studies.ssl.config import DIGITS, SSLConfig
+
+LAYER_NAMES = lambda depth: [f"h{i + 1}" for i in range(depth)] + ["z"]  # noqa: E731
+HOTSPOT = scoring.QUADRANT_NAMES.index("Hotspot-Memorized")
+
+
+def spec_of(cfg: SSLConfig) -> model_lib.EncoderSpec:
+    names = {f.name for f in dataclasses.fields(model_lib.EncoderSpec)}
+    return model_lib.EncoderSpec(**{k: v for k, v in dataclasses.asdict(cfg).items() if k in names})
+
+
+def load_digits() -> tuple[np.ndarray, np.ndarray]:
+    from sklearn.datasets import load_digits as sk_load
+
+    d = sk_load()
+    return (d.data / 16.0).astype(np.float32), d.target.astype(np.int32)
+
+
+def splits(cfg: SSLConfig, seed: int) -> dict[str, np.ndarray]:
+    perm = np.random.default_rng([seed, 8]).permutation(DIGITS)
+    a, b, c = cfg.num_shared, cfg.num_shared + cfg.num_candidates, cfg.num_shared + 2 * cfg.num_candidates
+    return {"shared": perm[:a], "candidates": perm[a:b], "independent": perm[b:c], "heldout": perm[c:]}
+
+
+def compiler_options(cfg: SSLConfig) -> dict | None:
+    """XLA options: with ``fast_compile`` the CPU backend skips its optimisation passes (smoke tests)."""
+    return (
+        {"xla_backend_optimization_level": 0, "xla_llvm_disable_expensive_passes": True} if cfg.fast_compile else None
+    )
+
+
+def seeds_of(seed: int, cfg: SSLConfig) -> list[int]:
+    return [seed + i for i in range(cfg.num_seeds)]
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# Train.
+# ------------------------------------------------------------------------------------------------------------------
+def train_stage(seed: int, cfg: SSLConfig, workdir: str) -> None:
+    path = os.path.join(workdir, "train.npz")
+    if os.path.exists(path):
+        return
+    x_NxP, _ = load_digits()
+    spec = spec_of(cfg)
+    gdef = model_lib.graphdef(spec)
+    ids, keys = [], []
+    for s in seeds_of(seed, cfg):
+        sp = splits(cfg, s)
+        ids += [np.concatenate([sp["shared"], sp["candidates"]]), np.concatenate([sp["shared"], sp["independent"]])]
+        keys += [jax.random.key(2 * s), jax.random.key(2 * s + 1)]
+    start = time.time()
+    fn = jax.jit(
+        jax.vmap(functools.partial(model_lib.train, spec, gdef, jnp.asarray(x_NxP))),
+        compiler_options=compiler_options(cfg),
+    )
+    params, score_ExM, train_E = jax.device_get(fn(jnp.stack(keys), jnp.asarray(np.stack(ids))))
+    if not np.isfinite(score_ExM).all() or not np.isfinite(train_E).all():
+        raise FloatingPointError("NaN/inf in the SSL losses: lower ssl.lr or raise ssl.temperature.")
+    leaves = jax.tree.leaves(params)
+    print(f"[ssl] trained {len(ids)} encoders in {time.time() - start:.0f} s", flush=True)
+    np.savez(
+        path,
+        ids=np.stack(ids),
+        score_loss=score_ExM,
+        train_loss=train_E,
+        seconds=time.time() - start,
+        **{f"param_{i}": leaf for i, leaf in enumerate(leaves)},
+    )
+
+
+def load_params(spec: model_lib.EncoderSpec, data, j: int):
+    template = model_lib.init(spec, jax.random.key(0))
+    leaves, treedef = jax.tree.flatten(template)
+    return jax.tree.unflatten(treedef, [jnp.asarray(data[f"param_{i}"][j]) for i in range(len(leaves))])
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# Analyze.
+# ------------------------------------------------------------------------------------------------------------------
+def carto(cfg: SSLConfig, loss_ExN: np.ndarray) -> dict:
+    """GenDataCarto d, m and quadrants of one encoder's training examples from its score-pass loss matrix."""
+    d_N = scoring.difficulty(loss_ExN, cfg.early_epochs)
+    eps = scoring.resolve_eps(loss_ExN, "percentile", cfg.eps_percentile)
+    ev = scoring.forget_events(loss_ExN, eps)
+    mem = scoring.memorization(ev["forget_N"], ev["transitions"], ev["ever_learned_N"])
+    quad_N, info = scoring.quadrants(d_N, mem["m_N"], cfg.q_d, cfg.q_m, state_N=mem["state_N"])
+    return {"d_N": d_N, "m_N": mem["m_N"], "quadrant_N": quad_N, "eps": float(eps), "info": info}
+
+
+def _views(spec, key, idx_N, x_NxP, count):
+    return [model_lib.augment_batch(spec, jax.random.fold_in(key, a), idx_N, x_NxP) for a in range(count)]
+
+
+def analyze_seed(seed: int, j: int, cfg: SSLConfig, workdir: str, data) -> dict:
+    path = os.path.join(workdir, f"seed_{seed}.json")
+    if os.path.exists(path):
+        with open(path) as f:
+            return json.load(f)
+    spec = spec_of(cfg)
+    gdef = model_lib.graphdef(spec)
+    names = LAYER_NAMES(cfg.depth)
+    x_all, y_all = load_digits()
+    f_params, g_params = load_params(spec, data, 2 * j), load_params(spec, data, 2 * j + 1)
+    fwd = jax.jit(functools.partial(model_lib.layers, gdef), compiler_options=compiler_options(cfg))
+    ids_f = data["ids"][2 * j]
+    sp = splits(cfg, seed)
+    n_sh = cfg.num_shared
+
+    # GenDataCarto on f's training examples (S_S then S_C, the order of ids_f).
+    c = carto(cfg, data["score_loss"][2 * j])
+    hot_N = c["quadrant_N"] == HOTSPOT
+
+    # UnitMem of f's trunk units on its training examples, augmentations drawn from a fixed analysis key.
+    key = jax.random.key(10_000 + seed)
+    x_f = jnp.asarray(x_all[ids_f])
+    views = _views(spec, key, jnp.asarray(ids_f), x_f, cfg.unit_augs)
+    acts = [jax.device_get(fwd(f_params, v)) for v in views]  # [A][L] of [N, U]
+    unit = {}
+    for li, name in enumerate(names[:-1]):
+        mu_NxU = metrics.unit_mu(np.stack([a[li] for a in acts]))
+        score_U, argmax_U = metrics.unit_mem(mu_NxU, cfg.rest)
+        other_U, _ = metrics.unit_mem(mu_NxU, "mean" if cfg.rest == "median" else "median")
+        alive_U = mu_NxU.max(axis=0) > 0
+        unit[name] = {"score_U": score_U, "argmax_U": argmax_U, "other_U": other_U, "alive_U": alive_U}
+    score_all = np.concatenate([unit[n]["score_U"] for n in names[:-1]])
+    argmax_all = np.concatenate([unit[n]["argmax_U"] for n in names[:-1]])
+    alive_all = np.concatenate([unit[n]["alive_U"] for n in names[:-1]])
+    k = max(1, int(round(cfg.top_units * alive_all.sum())))
+    top = np.argsort(-np.where(alive_all, score_all, -np.inf), kind="stable")[:k]
+    selected_N = np.zeros(ids_f.shape[0], bool)
+    selected_N[argmax_all[top]] = True
+    enrich = {}
+    for q, qname in enumerate(scoring.QUADRANT_NAMES):
+        enrich[qname] = metrics.enrichment(selected_N, c["quadrant_N"] == q, cfg.permutations, seed=seed)
+    per_layer = {}
+    for name in names[:-1]:
+        sel_N = np.zeros(ids_f.shape[0], bool)
+        sel_N[unit[name]["argmax_U"][unit[name]["alive_U"]]] = True
+        per_layer[name] = metrics.enrichment(sel_N, hot_N, cfg.permutations, seed=seed)
+    cand_sel = metrics.enrichment(selected_N, np.arange(ids_f.shape[0]) >= n_sh, cfg.permutations, seed=seed)
+
+    # LayerMem on the candidates, and the same score on shared examples (both encoders trained on them: null).
+    layer = {}
+    for group, gids in (("candidates", sp["candidates"]), ("shared", sp["shared"][: cfg.num_candidates])):
+        xg = jnp.asarray(x_all[gids])
+        aug = _views(spec, jax.random.fold_in(key, 1), jnp.asarray(gids), xg, cfg.layer_augs)
+        out = {}
+        for who, p in (("f", f_params), ("g", g_params)):
+            ref = jax.device_get(fwd(p, xg))
+            augs = [jax.device_get(fwd(p, v)) for v in aug]
+            out[who] = [
+                metrics.alignment_distance(ref[li], np.stack([a[li] for a in augs])) for li in range(len(names))
+            ]
+        res = [metrics.layer_mem(out["f"][li], out["g"][li]) for li in range(len(names))]
+        lm = np.array([r["layer_mem"] for r in res])
+        layer[group] = {
+            "layer_mem": lm.tolist(),
+            "raw_mean": [r["raw_mean"] for r in res],
+            "delta": metrics.delta_layer_mem(lm).tolist(),
+            "frac_positive": [float((r["raw_N"] > 0).mean()) for r in res],
+        }
+
+    # Linear probe on f's last trunk layer: the encoder learned something.
+    from sklearn.linear_model import LogisticRegression
+
+    h_tr = jax.device_get(fwd(f_params, x_f))[-2]
+    h_te = jax.device_get(fwd(f_params, jnp.asarray(x_all[sp["heldout"]])))[-2]
+    probe = LogisticRegression(max_iter=2000).fit(h_tr, y_all[ids_f])
+    probe_acc = float(probe.score(h_te, y_all[sp["heldout"]]))
+
+    res = {
+        "seed": seed,
+        "probe_accuracy": probe_acc,
+        "final_train_loss_f": float(data["train_loss"][2 * j][-1]),
+        "carto": {"eps": c["eps"], "info": _jsonable(c["info"])},
+        "unitmem": {
+            n: {
+                "mean": float(unit[n]["score_U"][unit[n]["alive_U"]].mean()),
+                "median": float(np.median(unit[n]["score_U"][unit[n]["alive_U"]])),
+                "mean_other_rest": float(unit[n]["other_U"][unit[n]["alive_U"]].mean()),
+                "alive": int(unit[n]["alive_U"].sum()),
+                "units": int(unit[n]["alive_U"].size),
+                "distinct_argmax": int(np.unique(unit[n]["argmax_U"][unit[n]["alive_U"]]).size),
+            }
+            for n in names[:-1]
+        },
+        "top_units": {
+            "k": k,
+            "distinct_argmax": int(selected_N.sum()),
+            "per_layer": {n: int(sum(names[:-1][i // cfg.width] == n for i in top)) for n in names[:-1]},
+            "argmax_in_candidates": cand_sel,
+        },
+        "enrichment": enrich,
+        "enrichment_per_layer": per_layer,
+        "layermem": layer,
+        "layers": names,
+    }
+    np.savez(
+        os.path.join(workdir, f"seed_{seed}.npz"),
+        d_N=c["d_N"],
+        m_N=c["m_N"],
+        quadrant_N=c["quadrant_N"],
+        selected_N=selected_N,
+        **{f"unitmem_{n}": unit[n]["score_U"] for n in names[:-1]},
+    )
+    with open(path, "w") as f:
+        json.dump(_jsonable(res), f, indent=1)
+    return res
+
+
+def _jsonable(x):
+    if isinstance(x, dict):
+        return {str(k): _jsonable(v) for k, v in x.items()}
+    if isinstance(x, list | tuple):
+        return [_jsonable(v) for v in x]
+    if isinstance(x, np.ndarray):
+        return x.tolist()
+    if isinstance(x, np.generic):
+        return x.item()
+    return x
+
+
+def run_study(seed: int, cfg: SSLConfig, workdir: str, mode: str = "all", command: str = "") -> dict:
+    os.makedirs(workdir, exist_ok=True)
+    if command:
+        with open(os.path.join(workdir, "commands.txt"), "a") as f:
+            f.write(command + "\n")
+    start = time.time()
+    if mode in ("all", "train"):
+        train_stage(seed, cfg, workdir)
+    results = {}
+    if mode in ("all", "analyze"):
+        data = dict(np.load(os.path.join(workdir, "train.npz")))
+        for j, s in enumerate(seeds_of(seed, cfg)):
+            results[s] = analyze_seed(s, j, cfg, workdir, data)
+            print(f"[ssl] seed {s} analysed", flush=True)
+    if mode in ("all", "report"):
+        from gdc.studies.ssl import report
+
+        return report.write(seed, cfg, workdir, seconds=time.time() - start)
+    return results

@@ -1,0 +1,104 @@
+"""Typed settings of the tabular diffusion study: the ``tabular`` section of ``configs/tabular_ddpm.py``.
+
+Validated before any data is built or anything compiles; a bad field raises ConfigError naming ``tabular.<field>``.
+"""
+
+import dataclasses
+from collections.abc import Mapping
+from typing import Any, NoReturn
+
+from gdc import config as parse
+from gdc.studies.tabular.data import CSV_TABLES, SKLEARN_TABLES
+
+DATASETS = ("synthetic", *SKLEARN_TABLES, *CSV_TABLES)
+ARMS = ("baseline", "tcm", "tcmp", "dynamic_cut", "gdc_prune_m", "gdc_prune_d", "gdc_downweight_d", "random_prune")
+
+
+@dataclasses.dataclass(frozen=True)
+class TabularConfig:
+    seeds: tuple[int, ...] = (0, 1, 2)
+    dataset: str = "synthetic"
+    csv_path: str = ""  # adult / default / shoppers / magic: the CSV file
+    num_rows: int = 400  # synthetic: rows generated before the split
+    num_train: int = 200
+    num_heldout: int = 150
+    sizes: tuple[int, ...] = (50, 100, 200)  # Mem. Ratio against N (each <= num_train; num_train reuses the probe)
+    # DDPM and training (through the engine).
+    width: int = 256
+    depth: int = 3
+    diffusion_steps: int = 50
+    score_draws: int = 8
+    batch_size: int = 25
+    epochs: int = 300
+    learning_rate: float = 2e-3
+    schedule: str = "cosine"  # the engine's train.schedule (cosine: a settled final model to generate from)
+    stops: int = 3  # probe checkpoints (evenly spaced in epochs) where rows are generated: Mem. Ratio vs epochs
+    early_fraction: float = 0.1  # d_i: mean scoring-pass loss over this first fraction of epochs
+    eps_percentile: float = 50.0  # m_i: forget events at this percentile of the final losses
+    # Memorization measurement.
+    generated_factor: float = 2.0  # rows generated per training row
+    dedupe: bool = True  # replica test against distinct training rows (copies share their counts)
+    # Interventions, all at the same budget.
+    arms: tuple[str, ...] = ARMS
+    augment_fraction: float = 0.3  # TCM/TCMP rows added, as a fraction of N (the paper's 30 %)
+    prune_fraction: float = 0.1  # DynamicCut / GenDataCarto / random pruning
+    downweight_alpha: float = 0.5  # gdc_downweight_d: loss weight of the rows gdc_prune_d would remove
+    # Sharpness.
+    sharp_t: int = 1  # step index of the score Jacobian (small t)
+    kappa: float = 1.0
+
+    def validate(self) -> None:
+        if self.dataset not in DATASETS:
+            _fail("dataset", self.dataset, f"is not one of {DATASETS}")
+        if self.dataset in CSV_TABLES and not self.csv_path:
+            _fail("csv_path", self.csv_path, f"must name the {self.dataset} CSV file")
+        if not self.seeds or any(isinstance(s, bool) or not isinstance(s, int) or s < 0 for s in self.seeds):
+            _fail("seeds", self.seeds, "must be a non-empty tuple of integers >= 0")
+        for name in (
+            "num_rows",
+            "num_train",
+            "num_heldout",
+            "width",
+            "depth",
+            "score_draws",
+            "batch_size",
+            "epochs",
+            "stops",
+        ):
+            _at_least(self, name, 1)
+        _at_least(self, "diffusion_steps", 2)
+        if self.num_train < 4:
+            _fail("num_train", self.num_train, "must be >= 4")
+        if not self.sizes or any(not isinstance(s, int) or not 4 <= s <= self.num_train for s in self.sizes):
+            _fail("sizes", self.sizes, f"must be integers in [4, num_train={self.num_train}]")
+        if self.schedule not in ("constant", "cosine"):
+            _fail("schedule", self.schedule, "must be 'constant' or 'cosine'")
+        if self.stops > self.epochs:
+            _fail("stops", self.stops, f"must be <= tabular.epochs={self.epochs}")
+        for name in ("early_fraction", "augment_fraction", "prune_fraction"):
+            if not 0.0 < getattr(self, name) < 1.0:
+                _fail(name, getattr(self, name), "must lie strictly between 0 and 1")
+        if not 0.0 <= self.downweight_alpha < 1.0:
+            _fail("downweight_alpha", self.downweight_alpha, "must be in [0, 1)")
+        if not 0.0 <= self.eps_percentile <= 100.0:
+            _fail("eps_percentile", self.eps_percentile, "must be in 0..100")
+        if not self.learning_rate > 0 or not self.generated_factor > 0 or not self.kappa >= 0:
+            _fail("learning_rate", self.learning_rate, "(and generated_factor) must be > 0, kappa >= 0")
+        if not 0 <= self.sharp_t < self.diffusion_steps:
+            _fail("sharp_t", self.sharp_t, f"must be a step index in [0, diffusion_steps={self.diffusion_steps})")
+        if "baseline" not in self.arms or any(a not in ARMS for a in self.arms):
+            _fail("arms", self.arms, f"must include 'baseline' and be drawn from {ARMS}")
+
+
+def _fail(field: str, value: object, allowed: str) -> NoReturn:
+    parse.fail("tabular", field, value, allowed)
+
+
+def _at_least(cfg: TabularConfig, name: str, minimum: int) -> None:
+    parse.int_at_least("tabular", name, getattr(cfg, name), minimum)
+
+
+def from_mapping(config: Mapping[str, Any]) -> TabularConfig:
+    """TabularConfig from a ConfigDict or dict with ``seed`` and ``tabular``; raises ConfigError."""
+    _, values = parse.seed_and_values(config, "tabular")
+    return parse.build(TabularConfig, "tabular", values, strict_types=True)
