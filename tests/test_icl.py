@@ -181,7 +181,7 @@ def test_config_errors_name_the_field(field, value, match):
 @pytest.mark.slow  # ~50 s on 2 cores; the pieces it chains are tested above
 def test_quick_study_end_to_end(tmp_path):
     from configs import icl_kinetics
-    from gdc import icl
+    from gdc.studies import icl
 
     cfg = icl_kinetics.get_config("quick")
     icl.run(cfg, str(tmp_path), mode="all", command="python launch.py quick")

@@ -253,7 +253,7 @@ def test_config_errors_name_the_field():
 
 
 def test_quick_study_end_to_end(tmp_path):
-    from gdc import lm_audit
+    from gdc.studies import lm_audit
 
     cfg = lm_audit_config.get_config("quick")
     res = lm_audit.run(cfg, str(tmp_path), mode="all", command="pytest")

@@ -184,7 +184,7 @@ def test_config_errors_name_the_field(field, value, match):
 
 def test_quick_study_end_to_end(tmp_path):
     from configs import unitmem_digits
-    from gdc import ssl
+    from gdc.studies import ssl
 
     cfg = unitmem_digits.get_config("quick")
     out = ssl.run(cfg, str(tmp_path), mode="all", command="python launch.py quick")

@@ -287,7 +287,7 @@ def test_tabular_source_needs_an_npz_table(tmp_path):
 
 def test_bad_config_names_the_field(tmp_path):
     from configs import tabular_ddpm
-    from gdc import tabular
+    from gdc.studies import tabular
 
     for field, value in (("dataset", "iris"), ("sizes", (1000,)), ("prune_fraction", 1.5), ("arms", ("tcm",))):
         c = tabular_ddpm.get_config("quick")
@@ -328,7 +328,7 @@ def test_ddpm_trains_through_the_engine_with_fixed_draw_scoring_passes(tmp_path)
 @pytest.mark.slow
 def test_study_quick_end_to_end_and_resume(tmp_path):
     from configs import tabular_ddpm
-    from gdc import tabular
+    from gdc.studies import tabular
 
     config = tabular_ddpm.get_config("quick")
     out = tabular.run(config, str(tmp_path), command="test")
