@@ -5,7 +5,7 @@ quadrants of the target run.
 Modules: ``decode`` (jitted greedy continuation, teacher-forced hidden states), ``metrics`` (longest common
 substring, ROUGE-L, exact match, bootstrap gaps), ``memhunter`` (one-sided Mann-Whitney / Welch test, power, false
 positives), ``probes`` (counterfactual token labels, cross-canary per-layer probes, probe direction), ``study``
-(per-seed train / evaluate), ``report`` (aggregation over seeds, report.md, results.json, PNGs).
+(per-seed train / evaluate), ``report`` (aggregation over seeds, report.md, results.json) and ``plots`` (its PNGs).
 
 ``launch.py --config=configs/lm_audit.py --workdir=DIR --mode=all`` runs ``run`` below. Modes: ``all`` (train,
 evaluate, report), ``train``, ``evaluate`` (trains what is missing first), ``report``. Finished stages are skipped.
