@@ -10,7 +10,7 @@ from conftest import tiny_config
 
 from gdc import interventions as iv
 from gdc.errors import ConfigError
-from gdc.studies.carto import report, study
+from gdc.studies.carto import claims, report, study, verdicts
 from gdc.studies.carto.arms import StudyConfig, build_arms
 from gdc.train import loop
 
@@ -80,9 +80,9 @@ def test_build_arms_controls_match_sizes():
 
 
 def test_wilson_interval():
-    lo, hi = report.wilson(0, 10)
+    lo, hi = verdicts.wilson(0, 10)
     assert lo == pytest.approx(0.0, abs=1e-12) and hi == pytest.approx(0.2775, abs=1e-3)
-    lo, hi = report.wilson(5, 10)
+    lo, hi = verdicts.wilson(5, 10)
     assert lo < 0.5 < hi and lo == pytest.approx(1 - hi)
 
 
@@ -209,7 +209,7 @@ def test_verdicts_from_hand_built_evals():
     # m extracts nothing, each random replicate all 10 canaries, in every seed: only the observed labelling of the
     # 4^3 within-seed relabellings is as low, p = 1/64.
     evals = _study_evals(base=10.0, arm=0.0, random=10.0)
-    got = report.verdicts(evals)
+    got = claims.verdicts(evals)
     assert set(got) == {"A5_greedy", "A5_perplexity"}  # no 10% arm, no digit counts, no down-weight arm
     a5 = got["A5_greedy"]
     assert a5["verdict"] == "reproduced"
@@ -222,18 +222,18 @@ def test_verdicts_from_hand_built_evals():
     ppl = got["A5_perplexity"]
     assert ppl["verdict"] == "reproduced" and ppl["change"] == pytest.approx([0.004] * 3)
     # +1% in every seed: over the +0.5% limit, and the (degenerate) t interval excludes it.
-    assert report.verdicts(_study_evals(10.0, 0.0, 10.0, arm_ppl=5.05))["A5_perplexity"]["verdict"] == "contradicted"
+    assert claims.verdicts(_study_evals(10.0, 0.0, 10.0, arm_ppl=5.05))["A5_perplexity"]["verdict"] == "contradicted"
 
     # m as good as random, 5 of 10 everywhere: the 40% level is missed but inside the Wilson interval of 15/30.
-    got = report.verdicts(_study_evals(base=10.0, arm=5.0, random=5.0))["A5_greedy"]
+    got = claims.verdicts(_study_evals(base=10.0, arm=5.0, random=5.0))["A5_greedy"]
     assert got["verdict"] == "not reproduced" and got["vs_random"]["p_value"] == 1.0
     assert got["arm"]["wilson95"][0] < 0.4 < got["arm"]["wilson95"][1]
     # m keeps every canary: 30/30, whose interval lies above 40%.
-    assert report.verdicts(_study_evals(10.0, 10.0, 10.0))["A5_greedy"]["verdict"] == "contradicted"
+    assert claims.verdicts(_study_evals(10.0, 10.0, 10.0))["A5_greedy"]["verdict"] == "contradicted"
     # A baseline extracting 2 of 10 cannot test a reduction.
-    got = report.verdicts(_study_evals(base=2.0, arm=0.0, random=2.0))["A5_greedy"]
+    got = claims.verdicts(_study_evals(base=2.0, arm=0.0, random=2.0))["A5_greedy"]
     assert got["verdict"] == "not testable" and got["baseline"]["rate"] == pytest.approx(0.2)
-    assert report.verdicts({"prune_m@5": evals["prune_m@5"]}) == {}  # no baseline
+    assert claims.verdicts({"prune_m@5": evals["prune_m@5"]}) == {}  # no baseline
 
 
 def test_arm_tests_pair_each_scored_arm_with_its_random_control():
@@ -247,7 +247,7 @@ def test_arm_tests_pair_each_scored_arm_with_its_random_control():
     evals["downweight_hotspot"] = evals["prune_m@5"]
     evals.update({f"downweight_random#{r}": evals[f"prune_random@5#{r}"] for r in range(3)})
     evals["drop_noisy"] = evals["upsample_hard"] = evals["prune_m@10"] = evals["prune_m@5"]  # no random control
-    got = report.arm_tests(evals)
+    got = claims.arm_tests(evals)
     assert set(got) == {"prune_m@5", "prune_m@5+tm", "downweight_hotspot"}
     assert got["prune_m@5"]["control"] == "prune_random@5"
     assert got["prune_m@5+tm"]["control"] == "prune_random@5+tm"

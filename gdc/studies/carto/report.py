@@ -2,31 +2,36 @@
 
 Extraction counts are pooled over seeds (and over the random controls' replicates) with Wilson 95% intervals; other
 numbers are mean and standard deviation over seeds. Verdicts are computed from the numbers by
-``gdc.studies.carto.verdicts`` (each scored arm against its random replicates, seed by seed), never written by hand.
+``gdc.studies.carto.claims`` (each scored arm against its random replicates, seed by seed, with the statistics of
+``gdc.studies.carto.verdicts``), never written by hand; the figures are ``gdc.studies.carto.plots``. This module
+loads the evaluations, aggregates them into the per-arm table and writes the Markdown.
 """
 
 import collections
 import json
 import os
-import re
 
 import numpy as np
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
 
-from gdc.scoring import QUADRANT_NAMES
-from gdc.studies.carto.config import CartoConfig
-from gdc.studies.carto.verdicts import mean_interval, reduction_verdict, wilson, within_seed_permutation
-
-PAPER_A = (
-    "canary extraction 100% -> 40% after pruning the top 5% by m, validation perplexity +0.5%; >40% reduction at 10%"
+from gdc.studies.carto.claims import (
+    EXTRACTION,
+    PAPER_A,
+    PAPER_B,
+    arm_group,
+    arm_tests,
+    extraction_rate,
+    pooled_extraction,
+    verdicts,
 )
-PAPER_B = "down-weighting hotspots (alpha = 0.5): leakage -30%, MIA AUC -15%, validation perplexity < +1%"
-EXTRACTION = {"greedy": "inserted_extracted_count", "digits": "inserted_rank1_count"}
-EXTRACTION_LABEL = {
-    "greedy": "greedy extraction",
-    "digits": "digit-constrained extraction: the secret is the most likely of all 10^d digit strings",
-}
+from gdc.studies.carto.config import CartoConfig
+from gdc.studies.carto.plots import (
+    plot_data_map,
+    plot_extraction_by_epoch,
+    plot_pruning,
+    plot_sweep,
+    plot_trajectories,
+)
+
 METRICS = {  # key in evals/*.json -> column title
     "inserted_extraction_rate": "extraction",
     "inserted_exposure_mean": "exposure (bits)",
@@ -42,12 +47,8 @@ METRICS = {  # key in evals/*.json -> column title
 }
 
 
-def arm_group(name: str) -> str:
-    """``prune_random@5#2`` -> ``prune_random@5`` (replicates pooled)."""
-    return re.sub(r"#\d+", "", name)
-
-
 def load_evals(workdir: str, seeds) -> dict[str, dict[int, dict]]:
+    """arm -> seed -> its ``evals/<arm>.json``, plus ``inserted_rank1_count`` where the arrays hold secret ranks."""
     out: dict[str, dict[int, dict]] = collections.defaultdict(dict)
     for seed in seeds:
         folder = os.path.join(workdir, f"seed_{seed}", "evals")
@@ -64,6 +65,7 @@ def load_evals(workdir: str, seeds) -> dict[str, dict[int, dict]]:
 
 
 def aggregate(evals: dict[str, dict[int, dict]]) -> dict[str, dict]:
+    """Per arm group: METRICS as mean/std over runs, pooled extraction, perplexity change against the baseline."""
     groups: dict[str, list[tuple[int, dict]]] = collections.defaultdict(list)
     for arm, per_seed in evals.items():
         for seed, rec in per_seed.items():
@@ -77,7 +79,7 @@ def aggregate(evals: dict[str, dict[int, dict]]) -> dict[str, dict]:
             if vals:
                 row[key] = {"mean": float(np.mean(vals)), "std": float(np.std(vals)), "n": len(vals)}
         for kind, key in EXTRACTION.items():
-            pooled = _pooled(evals, group, key)
+            pooled = pooled_extraction(evals, group, key)
             if pooled["total"]:
                 row[f"extraction_{kind}"] = pooled
         rel = [
@@ -98,266 +100,6 @@ def _fmt(row: dict, key: str, pct: bool = False) -> str:
     return f"{100 * m:.1f}% ± {100 * s:.1f}" if pct else f"{m:.3f} ± {s:.3f}"
 
 
-def _extraction(row: dict, kind: str = "greedy") -> tuple[float, float, float]:
-    p = row.get(f"extraction_{kind}")
-    if not p:
-        return float("nan"), float("nan"), float("nan")
-    return p["extracted"] / p["total"], *p["wilson95"]
-
-
-def _per_seed(evals: dict, arm: str, key: str) -> dict[int, float]:
-    return {s: float(r[key]) for s, r in evals.get(arm, {}).items() if key in r}
-
-
-def _replicates(evals: dict, group: str, key: str) -> dict[int, list[float]]:
-    """Per seed, the values of every replicate ``group#r``."""
-    out: dict[int, list[float]] = collections.defaultdict(list)
-    for name in sorted(evals):
-        if arm_group(name) == group and name != group:
-            for s, v in _per_seed(evals, name, key).items():
-                out[s].append(v)
-    return dict(out)
-
-
-def compare(evals: dict, arm: str, control: str, key: str) -> dict:
-    """The arm against its random control's replicates on ``key`` (lower = less memorization), seeds paired."""
-    a, c = _per_seed(evals, arm, key), _replicates(evals, control, key)
-    seeds = sorted(set(a) & set(c))
-    test = within_seed_permutation([a[s] for s in seeds], [c[s] for s in seeds])
-    return {"seeds": seeds, "arm": [a[s] for s in seeds], "control": [c[s] for s in seeds], **test}
-
-
-def _pooled(evals: dict, group: str, count_key: str) -> dict:
-    """Extraction pooled over seeds (and replicates) with its Wilson interval."""
-    recs = [r for name, per in evals.items() if arm_group(name) == group for r in per.values() if count_key in r]
-    k = sum(r[count_key] for r in recs)
-    n = sum(r.get("inserted_num_canaries", 0.0) for r in recs)
-    lo, hi = wilson(k, n)
-    return {"extracted": k, "total": n, "rate": k / n if n else float("nan"), "wilson95": [lo, hi]}
-
-
-def _ppl_claim(evals: dict, arm: str, limit: float) -> dict:
-    """Relative validation-perplexity change of ``arm`` against the baseline, per seed; t-interval; the claim that
-    it is at most ``limit``."""
-    key = "heldout_perplexity_token"
-    base, a = _per_seed(evals, "baseline", key), _per_seed(evals, arm, key)
-    rel = [a[s] / base[s] - 1 for s in sorted(set(a) & set(base))]
-    mean, lo, hi = mean_interval(rel)
-    if not rel:
-        v = "not testable"
-    elif mean <= limit:
-        v = "reproduced"
-    elif np.isfinite(lo) and lo > limit:
-        v = "contradicted"
-    else:
-        v = "not reproduced"
-    return {"verdict": v, "change": rel, "mean": mean, "t95": [lo, hi], "claimed_at_most": limit}
-
-
-CLAIMS_A = {  # fraction -> (claimed post-prune extraction as a share of the baseline's, perplexity limit)
-    "5": (0.4, 0.005),  # body: 100% -> 40%, perplexity +0.5%
-    "10": (0.6, 0.005),  # abstract: "over 40%" reduction at 10% pruning, perplexity < +0.5%
-}
-
-
-def verdicts(evals: dict) -> dict[str, dict]:
-    """Every claim's verdict with the numbers behind it (see ``gdc.studies.carto.verdicts``)."""
-    out: dict[str, dict] = {}
-    if "baseline" not in evals:
-        return out
-    for kind, count_key in EXTRACTION.items():
-        base = _pooled(evals, "baseline", count_key)
-        if not base["total"]:
-            continue
-        for frac, (share, ppl_limit) in CLAIMS_A.items():
-            arm = f"prune_m@{frac}"
-            if arm not in evals:
-                continue
-            pooled, ctrl = _pooled(evals, arm, count_key), _pooled(evals, f"prune_random@{frac}", count_key)
-            test = compare(evals, arm, f"prune_random@{frac}", count_key)
-            claimed = share * base["rate"]
-            v = reduction_verdict(
-                base_rate=base["rate"],
-                rate=pooled["rate"],
-                interval=tuple(pooled["wilson95"]),
-                claimed_rate=claimed,
-                p_vs_random=test["p_value"],
-            )
-            out[f"A{frac}_{kind}"] = {
-                "claim": f"pruning the top {frac}% by m lowers {EXTRACTION_LABEL[kind]} to <= {share:.0%} of the "
-                "baseline's",
-                "verdict": v,
-                "baseline": base,
-                "arm": pooled,
-                "random": ctrl,
-                "claimed_rate": claimed,
-                "vs_random": test,
-            }
-            if kind == "greedy":
-                out[f"A{frac}_perplexity"] = {
-                    "claim": f"pruning the top {frac}% by m costs at most +{ppl_limit:.1%} validation perplexity",
-                    **_ppl_claim(evals, arm, ppl_limit),
-                }
-    if "downweight_hotspot" in evals:
-        out.update(_verdicts_b(evals))
-    return out
-
-
-def _verdicts_b(evals: dict) -> dict[str, dict]:
-    out: dict[str, dict] = {}
-    arm, ctrl = "downweight_hotspot", "downweight_random"
-    base = _pooled(evals, "baseline", EXTRACTION["greedy"])
-    pooled = _pooled(evals, arm, EXTRACTION["greedy"])
-    test = compare(evals, arm, ctrl, EXTRACTION["greedy"])
-    claimed = 0.7 * base["rate"]
-    out["B_leakage"] = {
-        "claim": "down-weighting hotspots (alpha 0.5) lowers greedy extraction by >= 30% (relative)",
-        "verdict": reduction_verdict(
-            base_rate=base["rate"],
-            rate=pooled["rate"],
-            interval=tuple(pooled["wilson95"]),
-            claimed_rate=claimed,
-            p_vs_random=test["p_value"],
-        ),
-        "baseline": base,
-        "arm": pooled,
-        "random": _pooled(evals, ctrl, EXTRACTION["greedy"]),
-        "claimed_rate": claimed,
-        "vs_random": test,
-    }
-    key = "mia_canary_secret_auc"
-    b, a = _per_seed(evals, "baseline", key), _per_seed(evals, arm, key)
-    rel = [a[s] / b[s] - 1 for s in sorted(set(a) & set(b))]
-    mean, lo, hi = mean_interval(rel)
-    test = compare(evals, arm, ctrl, key)
-    if not rel:
-        v = "not testable"
-    elif mean <= -0.15 and np.isfinite(test["p_value"]) and test["p_value"] < 0.05:
-        v = "reproduced"
-    elif np.isfinite(lo) and lo > -0.15:
-        v = "contradicted"
-    else:
-        v = "not reproduced"
-    out["B_mia"] = {
-        "claim": "down-weighting hotspots lowers the canary MIA AUC by >= 15% (relative)",
-        "verdict": v,
-        "change": rel,
-        "mean": mean,
-        "t95": [lo, hi],
-        "vs_random": test,
-    }
-    out["B_perplexity"] = {
-        "claim": "down-weighting hotspots costs under +1% validation perplexity",
-        **_ppl_claim(evals, arm, 0.01),
-    }
-    return out
-
-
-def arm_tests(evals: dict) -> dict[str, dict]:
-    """Every scored prune or down-weight arm against its random control, on greedy extraction and exposure."""
-    out = {}
-    for name in sorted(evals):
-        # Only scored prunes and down-weights have a random control (drop_noisy and upsample_hard have none).
-        if "#" in name or "random" in name or not name.startswith(("prune_", "downweight_")):
-            continue
-        base, tm = name.split("+")[0], "+tm" if name.endswith("+tm") else ""
-        control = (f"prune_random@{base.split('@')[1]}" if "@" in base else "downweight_random") + tm
-        if not _replicates(evals, control, EXTRACTION["greedy"]):
-            continue
-        out[name] = {
-            key: compare(evals, name, control, key)
-            for key in (EXTRACTION["greedy"], "inserted_exposure_mean")
-            if _per_seed(evals, name, key)
-        }
-        out[name]["control"] = control
-    return out
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# Figures.
-# ---------------------------------------------------------------------------------------------------------------
-def _figure(w=5.0, h=4.0):
-    fig = Figure(figsize=(w, h))
-    FigureCanvasAgg(fig)
-    return fig
-
-
-def plot_data_map(scores: dict, is_canary: np.ndarray, path: str) -> None:
-    fig = _figure()
-    ax = fig.add_subplot()
-    rng = np.random.default_rng(0)
-    m = scores["m_N"] + rng.uniform(-0.004, 0.004, len(scores["m_N"]))  # jitter: m is discrete
-    for q, name in enumerate(QUADRANT_NAMES):
-        sel = scores["quadrant_N"] == q
-        ax.scatter(scores["d_N"][sel], m[sel], s=3, alpha=0.4, label=f"{name} ({sel.sum()})")
-    if is_canary.any():
-        ax.scatter(scores["d_N"][is_canary], m[is_canary], s=30, marker="x", c="k", label="canary copies")
-    ax.set(xlabel="difficulty d (mean early loss)", ylabel="memorization m (jittered)", title="data map")
-    ax.legend(fontsize=6, markerscale=2)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-
-
-def plot_trajectories(loss_ExN: np.ndarray, scores: dict, path: str, per: int = 4) -> None:
-    fig = _figure(8, 5)
-    rng = np.random.default_rng(0)
-    for q, name in enumerate(QUADRANT_NAMES):
-        ax = fig.add_subplot(2, 2, q + 1)
-        ids = np.flatnonzero(scores["quadrant_N"] == q)
-        for i in rng.choice(ids, min(per, len(ids)), replace=False) if len(ids) else []:
-            ax.plot(loss_ExN[:, i], lw=1)
-        ax.set(title=f"{name} ({len(ids)})", xlabel="checkpoint", ylabel="loss")
-        ax.title.set_fontsize(8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-
-
-def plot_pruning(table: dict, path: str) -> None:
-    """Extraction (greedy solid, digit-constrained dashed), exposure and perplexity change against the pruned %."""
-    fig = _figure(13, 3.8)
-    axes = [fig.add_subplot(1, 3, i + 1) for i in range(3)]
-    base = table.get("baseline", {})
-    methods = sorted({g.split("@")[0] for g in table if "@" in g and "+tm" not in g})
-    for i, method in enumerate(methods):
-        color = f"C{i}"
-        pts = sorted(
-            (float(g.split("@")[1]), r) for g, r in table.items() if g.startswith(method + "@") and "+tm" not in g
-        )
-        xs = [0.0] + [p for p, _ in pts]
-        for kind, style in (("greedy", "o-"), ("digits", "s--")):
-            if f"extraction_{kind}" in base:
-                ext = [_extraction(base, kind)[0]] + [_extraction(r, kind)[0] for _, r in pts]
-                axes[0].plot(xs, ext, style, color=color, label=f"{method} ({kind})")
-        key = "inserted_exposure_mean"
-        if key in base:
-            exp = [base[key]["mean"]] + [r.get(key, {}).get("mean", np.nan) for _, r in pts]
-            err = [base[key]["std"]] + [r.get(key, {}).get("std", np.nan) for _, r in pts]
-            axes[1].errorbar(xs, exp, yerr=err, fmt="o-", color=color, capsize=3, label=method)
-        ppl = [0.0] + [100 * r.get("perplexity_change", {}).get("mean", np.nan) for _, r in pts]
-        axes[2].plot(xs, ppl, "o-", color=color, label=method)
-    axes[0].set(xlabel="pruned (%)", ylabel="canary extraction rate (pooled over seeds)", ylim=(-0.05, 1.05))
-    axes[1].set(xlabel="pruned (%)", ylabel="mean canary exposure (bits, mean ± sd over seeds)")
-    axes[2].set(xlabel="pruned (%)", ylabel="val. perplexity change vs baseline (%)")
-    for ax in axes:
-        ax.legend(fontsize=6)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-
-
-def plot_sweep(sweep: dict, path: str) -> None:
-    fig = _figure(8, 3.5)
-    ax1, ax2 = fig.add_subplot(1, 2, 1), fig.add_subplot(1, 2, 2)
-    eps = sweep["eps_low_S"]
-    ax1.plot(eps, sweep["frac_m_pos_S"], "o-")
-    ax1.set(xlabel="eps (absolute, nats)", ylabel="share of examples with m > 0")
-    ax2.plot(eps, sweep["spearman_uv_S"], "o-", label="m(eps) vs upward variation")
-    ax2.plot(eps[:-1], sweep["jaccard_adjacent_S"][: len(eps) - 1], "s-", label="top-5% Jaccard, next eps")
-    ax2.set(xlabel="eps", ylabel="agreement", ylim=(-0.1, 1.05))
-    ax2.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-
-
 def extraction_by_epoch(workdir: str, seeds) -> dict[int, list[tuple[int, float]]]:
     """The probe's greedy extraction count after each epoch (``canary_extracted`` in its metrics.jsonl)."""
     out = {}
@@ -375,20 +117,6 @@ def extraction_by_epoch(workdir: str, seeds) -> dict[int, list[tuple[int, float]
     return out
 
 
-def plot_extraction_by_epoch(by_epoch: dict, path: str) -> None:
-    fig = _figure(5, 3.5)
-    ax = fig.add_subplot()
-    for seed, rows in by_epoch.items():
-        ax.plot([e + 1 for e, _ in rows], [c for _, c in rows], "o-", label=f"seed {seed}")
-    ax.set(xlabel="epoch", ylabel="canaries extracted greedily", title="baseline: when memorization appears")
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# Report.
-# ---------------------------------------------------------------------------------------------------------------
 def detectors_over_seeds(workdir: str, seeds) -> dict:
     """Per score: AUROC mean/sd over seeds and, per top-p% cut, "positives/k" of every seed."""
     per_seed = []
@@ -540,7 +268,7 @@ def _markdown(cfg, workdir, table, verdict, tests, by_epoch, score_summary, extr
     for group, row in table.items():
         ext = []
         for kind in EXTRACTION:
-            rate, lo, hi = _extraction(row, kind)
+            rate, lo, hi = extraction_rate(row, kind)
             ext.append(f"{rate:.0%} [{lo:.0%}, {hi:.0%}]" if np.isfinite(rate) else "-")
         ext = " | ".join(ext)
         ppl = row.get("perplexity_change")
