@@ -50,6 +50,11 @@ def chunk_sharding(mesh: jax.sharding.Mesh) -> NamedSharding:
     return NamedSharding(mesh, P(None, DATA))
 
 
+def stacked(sharding: NamedSharding) -> NamedSharding:
+    """G stacked arrays each laid out as ``sharding``: an unsplit leading axis, then ``sharding``'s axes."""
+    return NamedSharding(sharding.mesh, P(None, *sharding.spec))
+
+
 def put_chunk(chunk: HostBatch, mesh: jax.sharding.Mesh) -> dict[str, jax.Array]:
     """``put_batch`` for G stacked batches (this process's rows of each)."""
     sharding = chunk_sharding(mesh)

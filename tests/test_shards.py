@@ -186,3 +186,17 @@ def test_aligned_shards_update_the_sharded_tracker_locally(tmp_path):
     assert a["seen_N"].sum() == 2 * 168  # every example scored once per epoch
     for k in a:
         np.testing.assert_allclose(a[k], b[k], rtol=1e-6, err_msg=k)
+
+
+def test_stacked_sharding_splits_only_the_batch_axis():
+    """``sharding.stacked``: a leading unsplit axis G, then the batch axis over ``data`` (device d holds rows
+    [d*B/D, (d+1)*B/D) of every one of the G batches)."""
+    mesh = sharding.make_mesh()
+    d = len(mesh.devices.flat)
+    x_GxBxF = np.arange(3 * 16 * 2).reshape(3, 16, 2)
+    placed = jax.device_put(x_GxBxF, sharding.stacked(sharding.batch_sharding(mesh)))
+    rows = 16 // d
+    for shard in placed.addressable_shards:
+        i = list(mesh.devices.flat).index(shard.device)
+        np.testing.assert_array_equal(np.asarray(shard.data), x_GxBxF[:, i * rows : (i + 1) * rows])
+    assert sharding.stacked(sharding.batch_sharding(mesh)) == sharding.chunk_sharding(mesh)

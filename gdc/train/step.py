@@ -12,7 +12,7 @@ import jax.numpy as jnp
 import optax
 from jax.sharding import NamedSharding
 
-from gdc import losses
+from gdc import losses, sharding
 from gdc import tracker as tracker_lib
 from gdc.train.state import TrainState
 from gdc.types import Batch, Metrics
@@ -218,7 +218,7 @@ def jit_score_chunk(
 ) -> Callable:
     """Jits ``score_chunk``: chunks are split over ``data`` along their batch axis (``sharding.chunk_sharding``)."""
     mesh = tracker_sharding.mesh
-    chunk_sharding = NamedSharding(mesh, jax.sharding.PartitionSpec(None, "data"))
+    chunk_sharding = sharding.chunk_sharding(mesh)
     repl = state_sharding
     return jax.jit(
         functools.partial(score_chunk, loss_fn=loss_fn, tracker_cfg=tracker_cfg, mesh=mesh, local=local_tracker),
@@ -243,7 +243,7 @@ def jit_resident_score(
     placed once per run, so a scoring pass moves nothing to the device.
     """
     mesh = tracker_sharding.mesh
-    chunk_sharding = NamedSharding(mesh, jax.sharding.PartitionSpec(None, "data"))
+    chunk_sharding = sharding.chunk_sharding(mesh)
     repl = state_sharding
 
     def score(params, tracker, table, ids_GxB, step, epoch):
@@ -332,7 +332,7 @@ def jit_resident_train(
     bound by its dispatch; G steps pay it once.
     """
     repl = state_sharding
-    chunk_sharding = NamedSharding(batch_sharding.mesh, jax.sharding.PartitionSpec(None, *batch_sharding.spec))
+    chunk_sharding = sharding.stacked(batch_sharding)
 
     def step(state, tracker, table, order):
         start = (state.step % steps_per_epoch) * batch_size
