@@ -3,9 +3,10 @@
 Invariants and choices (paper.md §4, §10):
   * NaN means "not observed at that checkpoint". Every score skips NaNs: the forget state machine keeps its state,
     and consecutive differences join consecutive *observed* checkpoints.
-  * ``forget_events`` is the tracker's state machine (gdc/tracker.py) run offline: every example starts not learned,
-    becomes learned when loss < eps_low, is forgotten when, while learned, loss > eps_high. Comparisons are done in
-    the loss matrix's dtype (float32 from the trackers), as the tracker does, so counts match it exactly.
+  * ``forget_events`` is the tracker's state machine run offline, the same rule (``gdc.forgetting.transition``):
+    every example starts not learned, becomes learned when loss < eps_low, is forgotten when, while learned,
+    loss > eps_high. Comparisons are done in the loss matrix's dtype (float32 from the trackers), as the tracker
+    does, so counts match it exactly.
   * m = forget count / (E - 1): the share of checkpoint transitions that are forget events (§10 item 4). Since a
     forget event needs a learn event before it, m <= floor(E / 2) / (E - 1), about 1/2, never 1.
   * Never-learned examples have zero forget events, so m = 0, as for examples learned and never forgotten. They are
@@ -17,6 +18,8 @@ Invariants and choices (paper.md §4, §10):
 import warnings
 
 import numpy as np
+
+from gdc.forgetting import transition
 
 EPS_KINDS = ("absolute", "percentile", "relative")
 FAST_MIN_SIZE = 1 << 18  # eps sweeps over loss matrices with at least this many entries use fast.sweep
@@ -130,14 +133,11 @@ def forget_events(
     observed_N = np.zeros(n, np.int32)
     first_N = np.full(n, -1, np.int32)
     for t, l_N in enumerate(loss_ExN):
-        seen_N = ~np.isnan(l_N)
-        learn_ev_N = seen_N & ~learned_N & (l_N < low_N)
-        forget_ev_N = seen_N & learned_N & (l_N > high_N)
+        learned_N, learn_ev_N, forget_ev_N = transition(learned_N, l_N, low_N, high_N)  # NaN: no event
         first_N = np.where(learn_ev_N & (first_N < 0), t, first_N)
-        learned_N = (learned_N | learn_ev_N) & ~forget_ev_N
         learn_N += learn_ev_N
         forget_N += forget_ev_N
-        observed_N += seen_N
+        observed_N += ~np.isnan(l_N)
     return {
         "forget_N": forget_N,
         "learn_N": learn_N,

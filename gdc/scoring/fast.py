@@ -1,9 +1,10 @@
 """Compiled kernels (numba) for the forget-event state machine on large loss matrices; exact, not approximations.
 
 ``machine``: the tracker's learned/forgotten state machine (hysteresis, per-example thresholds, NaN = unobserved),
-the same comparisons in the loss matrix's dtype as ``cartography.forget_events``, one pass over ``[E, N]`` in
-column blocks that stay in cache. Measured no faster than the numpy loop for one threshold (both stream the matrix),
-so ``forget_events`` keeps the loop; ``sweep`` uses it for its tied columns.
+the rule ``gdc.forgetting.transition`` through its numba copy ``_transition``, with the comparisons in the loss
+matrix's dtype as in ``cartography.forget_events``, one pass over ``[E, N]`` in column blocks that stay in cache.
+Measured no faster than the numpy loop for one threshold (both stream the matrix), so ``forget_events`` keeps the
+loop; ``sweep`` uses it for its tied columns.
 
 ``sweep``: S single thresholds at once. With eps sorted, an observation's state for every threshold is given by one
 number, k = #{eps_j < L} (learned at threshold j iff j >= k, when L equals no eps_j): a step from k_prev to k
@@ -23,6 +24,15 @@ import numpy as np
 BLOCK = 2048  # columns per block: the block's state and rows stay in L1/L2.
 
 
+@numba.njit(inline="always")
+def _transition(was, x, low, high):
+    # numba's copy of gdc.forgetting.transition (loss criterion), which numba cannot call: keep the two equal
+    # (tests/test_forgetting.py). Branch-free, so the kernels' column loops stay vectorised; NaN compares False.
+    learn_ev = ~was & (x < low)
+    forget_ev = was & (x > high)
+    return (was | learn_ev) & ~forget_ev, learn_ev, forget_ev
+
+
 @numba.njit(cache=True, nogil=True)
 def _machine(loss_ExN, low_N, high_N, forget_N, learn_N, learned_N, observed_N, first_N):
     # Branch-free inner loop over a block of columns, so LLVM vectorises it.
@@ -33,14 +43,10 @@ def _machine(loss_ExN, low_N, high_N, forget_N, learn_N, learned_N, observed_N, 
             row = loss_ExN[t]
             for i in range(b0, b1):
                 x = row[i]
-                seen = x == x  # False for NaN: unobserved, the state is kept.
-                was = learned_N[i]
-                learn_ev = seen & ~was & (x < low_N[i])
-                forget_ev = seen & was & (x > high_N[i])
-                learned_N[i] = (was | learn_ev) & ~forget_ev
+                learned_N[i], learn_ev, forget_ev = _transition(learned_N[i], x, low_N[i], high_N[i])
                 learn_N[i] += learn_ev
                 forget_N[i] += forget_ev
-                observed_N[i] += seen
+                observed_N[i] += x == x  # False for NaN: unobserved (the state was kept)
                 f = first_N[i]
                 first_N[i] = t if learn_ev & (f < 0) else f
 
@@ -112,14 +118,10 @@ def _fused(
                     dcount[i] += seen
             for i in range(m):  # the tracker's hysteresis machine
                 x = row[i]
-                seen = x == x
-                was = learned[i]
-                learn_ev = seen & ~was & (x < low_N[b0 + i])
-                forget_ev = seen & was & (x > high_N[b0 + i])
-                learned[i] = (was | learn_ev) & ~forget_ev
+                learned[i], learn_ev, forget_ev = _transition(learned[i], x, low_N[b0 + i], high_N[b0 + i])
                 learn_N[b0 + i] += learn_ev
                 forget_N[b0 + i] += forget_ev
-                observed_N[b0 + i] += seen
+                observed_N[b0 + i] += x == x
                 f = first_N[b0 + i]
                 first_N[b0 + i] = t if learn_ev & (f < 0) else f
             if s == 0:
