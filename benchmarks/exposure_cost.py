@@ -67,10 +67,10 @@ def bench_model(name: str, args, mesh) -> dict:
 
     # Exposure, incremental: whole canaries.
     buf_CxT, len_C = canaries.prefix_buffer(prefixes[:1], 0)
-    tree = exposure._tree_fn(g, d, mesh)
+    tree = exposure._tree_fn(g, d, mesh, None)  # no ablation
     with jax.set_mesh(mesh):
         out["exposure_incremental_compile_s"], out["exposure_incremental_temp_bytes"] = compile_time(
-            tree, placed, jax.device_put(buf_CxT[0], repl), jax.device_put(len_C[0], repl)
+            tree, placed, jax.device_put(buf_CxT[0], repl), jax.device_put(len_C[0], repl), None
         )
     per = timed(lambda: exposure.all_secret_log_likelihoods(g, p, prefixes[:1], d, mesh), args.reps)
     out["exposure_incremental_per_canary_s"] = per
@@ -80,13 +80,13 @@ def bench_model(name: str, args, mesh) -> dict:
     m = 10 ** (d - 1)
     node_R = np.random.default_rng(0).choice(m, rows, replace=False)
     canary_R = np.zeros(rows, np.int64)
-    node_fn = exposure._node_fn(g, d, mesh)
+    node_fn = exposure._node_fn(g, d, mesh, None)
     fbuf, flen = canaries.prefix_buffer(prefixes[:1], d)
     b = extraction.pad_rows(rows, mesh)
     spec = sharding.put_batch({"c": np.zeros(b, np.int32), "s": np.zeros(b, np.int32)}, mesh)
     with jax.set_mesh(mesh):
         out["exposure_forward_compile_s"], out["exposure_forward_temp_bytes"] = compile_time(
-            node_fn, placed, jax.device_put(fbuf, repl), jax.device_put(flen, repl), spec["c"], spec["s"]
+            node_fn, placed, jax.device_put(fbuf, repl), jax.device_put(flen, repl), spec["c"], spec["s"], None
         )
     part = timed(
         lambda: exposure.node_log_likelihoods(g, p, prefixes[:1], d, canary_R, node_R, mesh, batch_size=rows),
@@ -110,9 +110,10 @@ def bench_model(name: str, args, mesh) -> dict:
     plen = np.ones(gb, np.int32)
     plen[: len(prefixes)] = glen
     batch = sharding.put_batch({"buf": pad, "len": plen}, mesh)
-    for method, fn in (("incremental", extraction._step_decode_fn), ("forward", extraction._decode_fn)):
+    for method, fn in extraction.DECODERS.items():
         with jax.set_mesh(mesh):
-            out[f"greedy_{method}_compile_s"], _ = compile_time(fn(g, steps, mesh), placed, batch["buf"], batch["len"])
+            jitted = fn(g, steps, mesh, None)
+            out[f"greedy_{method}_compile_s"], _ = compile_time(jitted, placed, batch["buf"], batch["len"], None)
         out[f"greedy_{method}_s"] = timed(
             lambda method=method: extraction.greedy_decode(g, p, prefixes, steps, mesh, method=method), args.reps
         )

@@ -13,9 +13,10 @@ import pytest
 from flax import nnx
 
 from configs import lm_audit as lm_audit_config
-from gdc import models
+from gdc import models, sharding
 from gdc.errors import ConfigError
-from gdc.studies.lm_audit import decode, memhunter, probes
+from gdc.evaluation import extraction
+from gdc.studies.lm_audit import memhunter, probes, teacher_forcing
 from gdc.studies.lm_audit import metrics as M
 from gdc.studies.lm_audit.config import from_mapping
 
@@ -122,16 +123,21 @@ def _reference_decode(graphdef, params, prefix, steps, ablate=None):
 
 @pytest.mark.parametrize("name", ["lstm", "transformer"])
 def test_jitted_decode_equals_step_by_step(name):
+    """The audit's greedy continuation (the engine's decoder, on the study's one-device mesh) as the host loop."""
     graphdef, params = _model(name)
+    mesh = sharding.make_mesh(jax.devices()[:1])
     rng = np.random.default_rng(4)
     prefix = rng.integers(32, 127, (5, 6)).astype(np.int32)
     u = rng.normal(size=16).astype(np.float32)
     u /= np.linalg.norm(u)
+
+    def greedy(ablate=None, batch_size=None):
+        return extraction.greedy_decode(graphdef, params, prefix, 10, mesh, ablate=ablate, batch_size=batch_size)
+
     for ablate in (None, (1, u, 2.0)):
-        got = decode.greedy_continue(graphdef, params, prefix, 10, ablate=ablate, batch_size=4)  # two chunks
+        got = greedy(ablate, batch_size=4)  # two calls
         np.testing.assert_array_equal(got, _reference_decode(graphdef, params, prefix, 10, ablate))
-    ablated = decode.greedy_continue(graphdef, params, prefix, 10, ablate=(2, u, 50.0))
-    assert not np.array_equal(ablated, decode.greedy_continue(graphdef, params, prefix, 10))
+    assert not np.array_equal(greedy((2, u, 50.0)), greedy())
 
 
 @pytest.mark.parametrize("name", ["lstm", "transformer"])
@@ -150,7 +156,7 @@ def test_hidden_states_and_ablation(name):
         for other in range(layer):  # layers below are untouched
             np.testing.assert_array_equal(hid[other], hidden[other])
     # teacher_forced agrees with the engine's per-example loss.
-    tf = decode.teacher_forced(graphdef, params, np.asarray(tokens))
+    tf = teacher_forcing.teacher_forced(graphdef, params, np.asarray(tokens))
     batch = {"tokens": tokens, "token_mask": jnp.ones((3, 11), bool)}
     loss_B, acc_B = models.per_example_loss(graphdef, params, batch)
     np.testing.assert_allclose(tf["nll_NxL"].mean(axis=1), loss_B, rtol=1e-5)

@@ -51,7 +51,16 @@ from scipy import stats
 from gdc import models, sharding
 from gdc.evaluation import canaries
 from gdc.evaluation.common import EvalContext, canary_meta, place_params
-from gdc.evaluation.extraction import DECODE_METHODS, check_input_len, decode_method, pad_rows
+from gdc.evaluation.extraction import (
+    DECODE_METHODS,
+    ablation_args,
+    check_input_len,
+    decode_method,
+    forward_logits,
+    pad_rows,
+    with_layer,
+)
+from gdc.models.char_lm import Ablation
 
 DIGIT0 = int(canaries.DIGIT_TOKENS[0])
 METHODS = DECODE_METHODS  # "auto", "incremental", "forward" and "recurrent" (incremental's former name)
@@ -66,11 +75,11 @@ def ceiling(num_digits: int) -> float:
 # "forward": any causal model.
 # ------------------------------------------------------------------------------------------------------------
 @functools.cache
-def _node_fn(graphdef: nnx.GraphDef, num_digits: int, mesh: jax.sharding.Mesh) -> Callable:
+def _node_fn(graphdef: nnx.GraphDef, num_digits: int, mesh: jax.sharding.Mesh, layer: int | None) -> Callable:
     rows_sharding = sharding.batch_sharding(mesh)
     j = num_digits - 1  # digits fed per row; the last one is read off the final distribution
 
-    def score(params, buf_CxT, len_C, c_B, s_B):
+    def score(params, buf_CxT, len_C, c_B, s_B, direction):
         b = c_B.shape[0]
         rows_B = jnp.arange(b)
         tokens_BxT = buf_CxT[c_B]
@@ -80,7 +89,7 @@ def _node_fn(graphdef: nnx.GraphDef, num_digits: int, mesh: jax.sharding.Mesh) -
         cols_BxJ = len_B[:, None] + jnp.arange(j)[None, :]
         tokens_BxT = tokens_BxT.at[rows_B[:, None], cols_BxJ].set(DIGIT0 + digits_BxJ)
         tokens_BxT = jax.lax.with_sharding_constraint(tokens_BxT, rows_sharding)
-        logits_BxLxV = models.forward(graphdef, params, {"tokens": tokens_BxT})
+        logits_BxLxV = forward_logits(graphdef, params, tokens_BxT, with_layer(layer, direction))
         pos_BxK = len_B[:, None] - 1 + jnp.arange(num_digits)[None, :]
         logp_BxKxV = jax.nn.log_softmax(logits_BxLxV[rows_B[:, None], pos_BxK], axis=-1)
         logp_BxKx10 = logp_BxKxV[:, :, DIGIT0 : DIGIT0 + 10]
@@ -99,6 +108,8 @@ def node_log_likelihoods(
     node_R: np.ndarray,
     mesh: jax.sharding.Mesh,
     batch_size: int = 2048,
+    *,
+    ablate: Ablation = None,
 ) -> np.ndarray:
     """Log-likelihoods of the 10 secrets ``node * 10 + last`` of canary ``canary_R[r]``, for each row r.
 
@@ -109,6 +120,7 @@ def node_log_likelihoods(
         canary_R, node_R: int row specs.
         mesh: rows are split over it.
         batch_size: rows per jitted call (rounded to the mesh; the last call is padded).
+        ablate: optional ``(layer, u_D, alpha)`` direction ablation (``gdc.models.char_lm.ablate_direction``).
 
     Returns:
         f32 [R, 10].
@@ -117,7 +129,8 @@ def node_log_likelihoods(
     check_input_len(graphdef, params, buf_CxT.shape[1] - 1, f"scoring {num_digits}-digit secrets")
     r = len(canary_R)
     b = pad_rows(min(batch_size, r), mesh)
-    fn = _node_fn(graphdef, num_digits, mesh)
+    layer, direction = ablation_args(ablate)
+    fn = _node_fn(graphdef, num_digits, mesh, layer)
     params = place_params(params, mesh)
     repl = sharding.replicated(mesh)
     buf, lens = jax.device_put(buf_CxT, repl), jax.device_put(len_C, repl)
@@ -129,7 +142,7 @@ def node_log_likelihoods(
             c_B[: min(b, r - start)] = canary_R[start : start + b]
             s_B[: min(b, r - start)] = node_R[start : start + b]
             rows = sharding.put_batch({"c": c_B, "s": s_B}, mesh)
-            parts.append(fn(params, buf, lens, rows["c"], rows["s"]))
+            parts.append(fn(params, buf, lens, rows["c"], rows["s"], direction))
     return np.concatenate(jax.device_get(parts))[:r]
 
 
@@ -137,7 +150,7 @@ def node_log_likelihoods(
 # "incremental": the model's decode carry walked down the digit tree.
 # ------------------------------------------------------------------------------------------------------------
 @functools.cache
-def _tree_fn(graphdef: nnx.GraphDef, num_digits: int, mesh: jax.sharding.Mesh) -> Callable:
+def _tree_fn(graphdef: nnx.GraphDef, num_digits: int, mesh: jax.sharding.Mesh, layer: int | None) -> Callable:
     num_devices = mesh.devices.size
     rows_sharding = sharding.batch_sharding(mesh)
     digits_10 = jnp.asarray(canaries.DIGIT_TOKENS)
@@ -145,8 +158,10 @@ def _tree_fn(graphdef: nnx.GraphDef, num_digits: int, mesh: jax.sharding.Mesh) -
     def digit_logp(logits_NxV):
         return jax.nn.log_softmax(logits_NxV, axis=-1)[:, DIGIT0 : DIGIT0 + 10]
 
-    def tree(params, prefix_T, prefix_len):
-        carry, logits_1xV = models.prefill(graphdef, params, prefix_T[None], prefix_len[None], prefix_T.shape[0])
+    def tree(params, prefix_T, prefix_len, direction):
+        ablate = with_layer(layer, direction)
+        t = prefix_T.shape[0]
+        carry, logits_1xV = models.prefill(graphdef, params, prefix_T[None], prefix_len[None], t, ablate=ablate)
         ll_R = digit_logp(logits_1xV).reshape(10)
         for k in range(1, num_digits):
             n = 10**k
@@ -159,7 +174,7 @@ def _tree_fn(graphdef: nnx.GraphDef, num_digits: int, mesh: jax.sharding.Mesh) -
             # Node r of level k is node r // 10 of level k-1 followed by digit r % 10. The leaves of the new
             # level (every recurrent state; the transformer's newest K/V) are split over the mesh.
             if k < num_digits - 1:
-                carry, logits_NxV = models.branch_step(graphdef, params, carry, digits_10)
+                carry, logits_NxV = models.branch_step(graphdef, params, carry, digits_10, ablate=ablate)
                 carry = jax.tree.map(rows, carry)
                 logp_Nx10 = digit_logp(rows(logits_NxV))
             else:
@@ -167,7 +182,7 @@ def _tree_fn(graphdef: nnx.GraphDef, num_digits: int, mesh: jax.sharding.Mesh) -
                 # activations are a tenth of the level's (XLA's temp estimate at d = 6, width 128: transformer
                 # 1.5 GB -> 0.25 GB, LSTM 0.4 -> 0.07 GB; also faster on CPU).
                 def one_digit(digit, carry=carry, n=n):
-                    _, logits_MxV = models.branch_step(graphdef, params, carry, digit[None])
+                    _, logits_MxV = models.branch_step(graphdef, params, carry, digit[None], ablate=ablate)
                     return digit_logp(rows(logits_MxV, n // 10))
 
                 logp_Nx10 = jnp.swapaxes(jax.lax.map(one_digit, digits_10), 0, 1).reshape(n, 10)
@@ -183,15 +198,18 @@ def _incremental_log_likelihoods(
     prefixes: Sequence[canaries.Prefix],
     num_digits: int,
     mesh: jax.sharding.Mesh,
+    ablate: Ablation,
 ) -> np.ndarray:
     buf_CxT, len_C = canaries.prefix_buffer(prefixes, 0)
     check_input_len(graphdef, params, buf_CxT.shape[1] + num_digits - 1, f"scoring {num_digits}-digit secrets")
-    fn = _tree_fn(graphdef, num_digits, mesh)
+    layer, direction = ablation_args(ablate)
+    fn = _tree_fn(graphdef, num_digits, mesh, layer)
     params = place_params(params, mesh)
     repl = sharding.replicated(mesh)
     with jax.set_mesh(mesh):
         parts = [
-            fn(params, jax.device_put(buf_CxT[c], repl), jax.device_put(len_C[c], repl)) for c in range(len(prefixes))
+            fn(params, jax.device_put(buf_CxT[c], repl), jax.device_put(len_C[c], repl), direction)
+            for c in range(len(prefixes))
         ]
     return np.stack(jax.device_get(parts))
 
@@ -208,21 +226,24 @@ def all_secret_log_likelihoods(
     *,
     method: str = "auto",
     batch_size: int = 2048,
+    ablate: Ablation = None,
 ) -> np.ndarray:
     """Exact log-likelihood (nats) of every d-digit secret after each prefix.
 
     Args:
         prefixes: C prompts: str, raw bytes or 1-D int token arrays.
         method: one of ``METHODS`` (see the module docstring); ``batch_size`` is the rows per call of "forward".
+        ablate: optional ``(layer, u_D, alpha)``: that layer's hidden state has the direction projected out at
+            every position, as in greedy decoding (``extraction.greedy_decode``).
 
     Returns:
         f32 [C, 10^d]; column v is the secret ``f"{v:0{d}d}"``.
     """
     if decode_method(graphdef, params, method) == "incremental":
-        return _incremental_log_likelihoods(graphdef, params, prefixes, num_digits, mesh)
+        return _incremental_log_likelihoods(graphdef, params, prefixes, num_digits, mesh, ablate)
     m = 10 ** (num_digits - 1)
     canary_R, node_R = np.divmod(np.arange(len(prefixes) * m), m)
-    ll = node_log_likelihoods(graphdef, params, prefixes, num_digits, canary_R, node_R, mesh, batch_size)
+    ll = node_log_likelihoods(graphdef, params, prefixes, num_digits, canary_R, node_R, mesh, batch_size, ablate=ablate)
     return ll.reshape(len(prefixes), 10 * m)
 
 

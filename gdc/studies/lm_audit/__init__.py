@@ -2,10 +2,11 @@
 dataset-level membership test, Slonski-style activation probes with direction ablation, each tied to GenDataCarto
 quadrants of the target run.
 
-Modules: ``decode`` (jitted greedy continuation, teacher-forced hidden states), ``metrics`` (longest common
-substring, ROUGE-L, exact match, bootstrap gaps), ``memhunter`` (one-sided Mann-Whitney / Welch test, power, false
-positives), ``probes`` (counterfactual token labels, cross-canary per-layer probes, probe direction), ``study``
-(per-seed train / evaluate), ``report`` (aggregation over seeds, report.md, results.json) and ``plots`` (its PNGs).
+Modules: ``teacher_forcing`` (teacher-forced NLL and hidden states; greedy continuation is the engine's
+``gdc.evaluation.extraction.greedy_decode``), ``metrics`` (longest common substring, ROUGE-L, exact match,
+bootstrap gaps), ``memhunter`` (one-sided Mann-Whitney / Welch test, power, false positives), ``probes``
+(counterfactual token labels, cross-canary per-layer probes, probe direction), ``study`` (per-seed train /
+evaluate), ``report`` (aggregation over seeds, report.md, results.json) and ``plots`` (its PNGs).
 
 ``launch.py --config=configs/lm_audit.py --workdir=DIR --mode=all`` runs ``run`` below. Modes: ``all`` (train,
 evaluate, report), ``train``, ``evaluate`` (trains what is missing first), ``report``. Finished stages are skipped.

@@ -23,7 +23,8 @@ from sklearn.metrics import roc_auc_score
 
 from gdc import scoring, sharding
 from gdc.data import sources
-from gdc.studies.lm_audit import decode, memhunter, probes
+from gdc.evaluation import extraction
+from gdc.studies.lm_audit import memhunter, probes, teacher_forcing
 from gdc.studies.lm_audit import metrics as M
 from gdc.studies.lm_audit.config import AuditConfig
 from gdc.train import config as config_lib
@@ -32,6 +33,7 @@ from gdc.train import loop
 HOTSPOT = 2  # gdc.scoring quadrant code of Hotspot-Memorized (low d, high m)
 GAP_METRICS = ("lcs_chars", "lcs_words", "rouge_p", "rouge_f", "rouge_p_chars", "exact", "exact8")
 TEST_SCORE = "rouge_p_chars"  # the dataset-level test's per-sample score
+DECODE_ROWS = 128  # rows per greedy-decoding call: one compilation per (model, prefix length) whatever the rows
 
 
 def _mesh():
@@ -129,8 +131,9 @@ def _gaps(train: dict, control: dict, rows: np.ndarray, cfg: AuditConfig, seed: 
     return {m: M.bootstrap_gap(train[m][rows], control[m], num_boot=cfg.num_boot, seed=seed) for m in GAP_METRICS}
 
 
-def _extract(model, tokens_NxT: np.ndarray, p: int, c: int, ablate=None) -> dict[str, np.ndarray]:
-    gen = decode.greedy_continue(*model, tokens_NxT[:, :p], c, ablate=ablate)
+def _extract(model, tokens_NxT: np.ndarray, p: int, c: int, mesh, ablate=None) -> dict[str, np.ndarray]:
+    """Greedy continuation of ``c`` tokens after each row's first ``p``, scored against the row's own next ``c``."""
+    gen = extraction.greedy_decode(*model, tokens_NxT[:, :p], c, mesh, ablate=ablate, batch_size=DECODE_ROWS)
     return M.score_pairs(gen, tokens_NxT[:, p : p + c])
 
 
@@ -162,7 +165,7 @@ def evaluate_seed(cfg: AuditConfig, seed: int, sdir: str) -> dict:
     # 1. Extraction protocol: prefix sweep on every train row and the control rows.
     per_prefix = {}
     for p in sorted(set(cfg.prefix_lengths) | {tp}):
-        tr, co = _extract(target, train_NxT, p, c), _extract(target, control_MxT, p, c)
+        tr, co = _extract(target, train_NxT, p, c, mesh), _extract(target, control_MxT, p, c, mesh)
         per_prefix[p] = (tr, co)
         out.setdefault("prefix_sweep", {})[str(p)] = {
             "groups": [_gaps(tr, co, g, cfg, seed) for g in groups_GxS],
@@ -176,10 +179,10 @@ def evaluate_seed(cfg: AuditConfig, seed: int, sdir: str) -> dict:
             tr, co = train_tp, control_tp
         else:
             tr = {k: np.zeros(len(train_NxT)) for k in M.METRICS}
-            part = _extract(loaded[name], train_NxT[canary_rows], tp, c)
+            part = _extract(loaded[name], train_NxT[canary_rows], tp, c, mesh)
             for k in M.METRICS:
                 tr[k][canary_rows] = part[k]
-            co = _extract(loaded[name], control_MxT, tp, c)
+            co = _extract(loaded[name], control_MxT, tp, c, mesh)
         size = f"{cfg.width}x{cfg.depth}" if name == "target" else name[5:]
         out["size_sweep"][size] = [_gaps(tr, co, g, cfg, seed) for g in groups_GxS]
 
@@ -207,8 +210,8 @@ def evaluate_seed(cfg: AuditConfig, seed: int, sdir: str) -> dict:
     }
 
     # 4. Probes on the canaries (every group row): counterfactual labels against the reference model.
-    tf_t = decode.teacher_forced(*target, train_NxT[canary_rows])
-    tf_r = decode.teacher_forced(*loaded["reference"], train_NxT[canary_rows])
+    tf_t = teacher_forcing.teacher_forced(*target, train_NxT[canary_rows])
+    tf_r = teacher_forcing.teacher_forced(*loaded["reference"], train_NxT[canary_rows])
     labels_NxL = probes.token_labels(tf_t["correct_NxL"], tf_r["correct_NxL"])
     kw = dict(folds=cfg.probe_folds, c=cfg.probe_c, seed=seed)
     pr = probes.cross_canary_probes(tf_t["hidden_KxNxLxD"], labels_NxL, **kw)
@@ -244,8 +247,8 @@ def evaluate_seed(cfg: AuditConfig, seed: int, sdir: str) -> dict:
         dirs[f"random{r}"] = v / np.linalg.norm(v)
 
     def measure(ablate):
-        ex = _extract(target, train_NxT[top], tp, c, ablate)
-        nll = decode.teacher_forced(*target, control_MxT, ablate=ablate, with_hidden=False)["nll_NxL"]
+        ex = _extract(target, train_NxT[top], tp, c, mesh, ablate)
+        nll = teacher_forcing.teacher_forced(*target, control_MxT, ablate=ablate, with_hidden=False)["nll_NxL"]
         return {
             "exact": float(ex["exact"].mean()),
             "exact8": float(ex["exact8"].mean()),
@@ -259,7 +262,7 @@ def evaluate_seed(cfg: AuditConfig, seed: int, sdir: str) -> dict:
 
     # 6. Hotspot comparison among ordinary (non-duplicated) rows: extraction gap, earlier significance, probe score.
     # "hotspot" is the Hotspot-Memorized quadrant; "high_m" adds Noisy-Outlier (every row above the m threshold).
-    hid = decode.teacher_forced(*target, train_NxT[ordinary])["hidden_KxNxLxD"][best]
+    hid = teacher_forcing.teacher_forced(*target, train_NxT[ordinary])["hidden_KxNxLxD"][best]
     pscore = np.zeros(len(train_NxT))
     pscore[ordinary] = probes.sequence_scores(probe, hid)
     out["hotspot"] = {}
