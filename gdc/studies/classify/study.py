@@ -12,24 +12,11 @@ import time
 import jax
 import numpy as np
 
+from gdc import jsonio
 from gdc.studies.classify import demem, fairness, mat, plots, report
 from gdc.studies.classify.config import PartConfig, part_of
 
 RUNNERS = {"mat": mat.run_seed, "demem": demem.run_seed, "fairness": fairness.run_seed}
-
-
-def _clean(x):
-    if isinstance(x, dict):
-        return {str(k): _clean(v) for k, v in x.items() if not str(k).startswith("_")}
-    if isinstance(x, list | tuple):
-        return [_clean(v) for v in x]
-    if isinstance(x, np.ndarray):
-        return _clean(x.tolist())
-    if hasattr(x, "item") and getattr(x, "ndim", 1) == 0:
-        x = x.item()
-    if isinstance(x, float) and not np.isfinite(x):
-        return str(x)
-    return x
 
 
 def _arrays(res: dict) -> dict[str, np.ndarray]:
@@ -62,9 +49,8 @@ def run(cfg: PartConfig, workdir: str, command: str = "", keep_command: bool = F
             res = RUNNERS[part](cfg, seed)
             res["seconds"] = time.time() - start
             np.savez_compressed(path.replace(".json", ".npz"), **_arrays(res))
-            res = _clean(res)
-            with open(path, "w") as f:
-                json.dump(res, f, indent=1)
+            res = jsonio.plain(res, drop_private=True)  # in memory as in the file: non-finite floats as strings
+            jsonio.write(path, res)
             print(f"[{part}] seed {seed}: {res['seconds']:.0f} s", flush=True)
         seeds.append(res)
         npz = path.replace(".json", ".npz")
@@ -72,7 +58,7 @@ def run(cfg: PartConfig, workdir: str, command: str = "", keep_command: bool = F
     summary = {"summarize": report.SUMMARIES[part](seeds), "seeds": seeds}
     summary["plots"] = plots.PLOTS[part](seeds, arrays, workdir)
     summary["command"] = command
-    summary["config"] = _clean(cfg.__dict__)
+    summary["config"] = jsonio.plain(cfg.__dict__, drop_private=True)
     summary["environment"] = f"jax {jax.__version__}, {jax.devices()[0].platform}, {os.cpu_count()} CPUs"
     summary["seconds_total"] = float(sum(s.get("seconds", 0.0) for s in seeds))
     path = os.path.join(workdir, "results.json")
@@ -82,9 +68,8 @@ def run(cfg: PartConfig, workdir: str, command: str = "", keep_command: bool = F
             results = json.load(f)
     if keep_command and results.get(part, {}).get("command"):
         summary["command"] = results[part]["command"]
-    results[part] = _clean(summary)
-    with open(path, "w") as f:
-        json.dump(results, f, indent=1)
+    results[part] = jsonio.plain(summary, drop_private=True)
+    jsonio.write(path, results)
     with open(os.path.join(workdir, "report.md"), "w") as f:
         f.write(report.render(results))
     return results[part]
