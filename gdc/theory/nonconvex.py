@@ -1,7 +1,8 @@
 """Claim 3 (issue 5, "beyond convexity"): the same measurements on the small MLP and the character LSTM.
 
 The models are gdc.models' MLP (synthetic blobs with label noise) and CharLSTM (pydoc text), trained by plain SGD
-on a flat float32 parameter vector with the engine's tracker (``gdc.theory.sgd``). There is no exact optimum, so:
+on a flat float32 parameter vector with the engine's tracker (``gdc.theory.sgd``); the tasks, the probe run and the
+vmapped retrains are ``gdc.theory.nonconvex_models``. There is no exact optimum, so:
   * Influence is taken at the final SGD parameters with the damped Gauss-Newton matrix ``G + damping I`` (PSD even
     where the Hessian is not): self-influence ``g_i^T (G + damping I)^-1 g_i`` by CG and by LiSSA on
     ``influence_examples`` examples, self-TracIn over the epoch checkpoints on all of them, and, for the MLP (small
@@ -14,7 +15,6 @@ on a flat float32 parameter vector with the engine's tracker (``gdc.theory.sgd``
     generalization gap with hotspots vs a random set down-weighted vs none.
 """
 
-import dataclasses
 import functools
 from collections.abc import Callable
 
@@ -27,180 +27,14 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import scipy.stats  # noqa: E402
 
-from gdc import influence, losses, models, scoring  # noqa: E402
-from gdc import tracker as tracker_lib  # noqa: E402
-from gdc.data.sources import DataConfig, build_dataset  # noqa: E402
-from gdc.theory import sgd, stats  # noqa: E402
+from gdc import influence, scoring  # noqa: E402
+from gdc.theory import stats  # noqa: E402
 from gdc.theory.config import NONCONVEX_MODELS, TheoryConfig  # noqa: E402
+from gdc.theory.nonconvex_models import Task, make_task, num_examples, probe, retrain  # noqa: E402
 from gdc.theory.stability import hotspots  # noqa: E402
 
 # dattri (Deng et al. 2024) benchmark on an MNIST MLP, quoted by issue 5.
 DATTRI_REFERENCE = {"lds_cg": 0.26, "lds_trak50": 0.45, "loo_corr": 0.02}
-NUM_GAP_TEST = 512
-
-
-@dataclasses.dataclass(frozen=True, eq=False)
-class Task:
-    """One non-convex model and its data; hashable by identity so that jitted helpers can take it as static."""
-
-    name: str
-    loss_fn: Callable  # (theta_P, batch) -> loss_B
-    acc_fn: Callable
-    logits_fn: Callable  # (theta_P, batch) -> logits
-    mean_loss_fn: Callable  # (logits, batch) -> scalar mean loss
-    theta0_P: jax.Array
-    train: dict
-    hessian: dict  # the training examples the Gauss-Newton matrix averages over
-    influence_ids: np.ndarray  # training examples whose self-influence is computed by CG and LiSSA
-    test: dict  # lds_test held-out examples (LDS, LOO)
-    gap_test: dict  # up to NUM_GAP_TEST held-out examples (generalization gap)
-    replacements: dict  # held-out examples used as replace-one substitutes
-    flags_N: np.ndarray | None
-    lr: float
-    epochs: int
-    batch_size: int
-    eps: float
-    eps_absolute: tuple[float, ...]
-
-
-def make_task(name: str, cfg: TheoryConfig, seed: int) -> Task:
-    j = NONCONVEX_MODELS.index(name)
-    if name == "mlp":
-        data_cfg = DataConfig(
-            source="synthetic",
-            num_examples=2 * cfg.mlp_examples,
-            num_features=cfg.mlp_features,
-            num_classes=cfg.mlp_classes,
-            label_noise=cfg.mlp_label_noise,
-            heldout_fraction=0.5,
-            max_examples=cfg.mlp_examples,
-            split_seed=seed,
-        )
-        model_cfg = models.ModelConfig(name="mlp", width=cfg.mlp_width, depth=1)
-        keys = ("x", "y")
-        hyper = (cfg.mlp_lr, cfg.mlp_epochs, cfg.mlp_batch, cfg.mlp_eps, cfg.mlp_eps_absolute)
-    else:
-        data_cfg = DataConfig(source="pydoc", seq_len=cfg.lstm_seq_len, max_examples=cfg.lstm_examples, split_seed=seed)
-        model_cfg = models.ModelConfig(name="lstm", width=cfg.lstm_width, depth=1)
-        keys = ("tokens", "token_mask")
-        hyper = (cfg.lstm_lr, cfg.lstm_epochs, cfg.lstm_batch, cfg.lstm_eps, cfg.lstm_eps_absolute)
-    ds = build_dataset(data_cfg)
-    graphdef, params = models.build(
-        model_cfg,
-        seed=seed,
-        seq_len=data_cfg.seq_len,
-        num_features=data_cfg.num_features,
-        num_classes=data_cfg.num_classes,
-    )
-    theta0_P, unravel = influence.flatten(params)
-
-    def loss_fn(theta_P, batch):
-        return models.per_example_loss(graphdef, unravel(theta_P), batch)[0]
-
-    def acc_fn(theta_P, batch):
-        return models.per_example_loss(graphdef, unravel(theta_P), batch)[1]
-
-    def logits_fn(theta_P, batch):
-        return models.forward(graphdef, unravel(theta_P), batch)
-
-    def mean_loss_fn(logits, batch):
-        if name == "mlp":
-            return losses.classification_nll(logits, batch["y"])[0].mean()
-        return losses.sequence_nll(logits, batch["tokens"][:, 1:], batch["token_mask"])[0].mean()
-
-    held = {k: ds.heldout[k] for k in keys}
-    m, n = ds.num_heldout, ds.num_train
-    if m < cfg.lds_test[j] + cfg.stability_examples:
-        raise ValueError(f"{name}: {m} held-out examples are fewer than lds_test + stability_examples.")
-    pick = lambda lo, hi: {k: jnp.asarray(v[lo:hi]) for k, v in held.items()}  # noqa: E731
-    rng = np.random.default_rng([seed, 5])
-    hess_ids = np.sort(rng.permutation(n)[: cfg.hessian_examples[j] or n])
-    infl_ids = np.sort(rng.permutation(n)[: min(n, cfg.influence_examples[j])])
-    return Task(
-        name=name,
-        loss_fn=loss_fn,
-        acc_fn=acc_fn,
-        logits_fn=logits_fn,
-        mean_loss_fn=mean_loss_fn,
-        theta0_P=theta0_P,
-        train={k: jnp.asarray(ds.train[k]) for k in keys},
-        hessian={k: jnp.asarray(ds.train[k][hess_ids]) for k in keys},
-        influence_ids=infl_ids,
-        test=pick(0, cfg.lds_test[j]),
-        gap_test=pick(0, min(m, NUM_GAP_TEST)),
-        replacements=pick(m - cfg.stability_examples, m),
-        flags_N=ds.train.get("is_noisy"),
-        lr=hyper[0],
-        epochs=hyper[1],
-        batch_size=hyper[2],
-        eps=hyper[3],
-        eps_absolute=hyper[4],
-    )
-
-
-def _n(batch: dict) -> int:
-    return jax.tree.leaves(batch)[0].shape[0]
-
-
-# --------------------------------------------------------------------------------------------------------------
-# Training: the probe run and vmapped retrains.
-# --------------------------------------------------------------------------------------------------------------
-def probe(task: Task) -> dict:
-    tracker_cfg = tracker_lib.TrackerConfig(criterion="loss", eps_low=task.eps, eps_high=task.eps)
-    run = sgd.jit_train(
-        task.loss_fn,
-        lr=task.lr,
-        epochs=task.epochs,
-        batch_size=task.batch_size,
-        tracker_cfg=tracker_cfg,
-        acc_fn=task.acc_fn,
-    )
-    out = run(task.theta0_P, task.train, jax.random.key(0), None)
-    fields = tracker_lib.to_numpy(out["tracker"])
-    loss_CxN = np.asarray(out["loss_CxN"], np.float32)
-    return {
-        "theta_P": out["theta_P"],
-        "thetas_CxP": out["thetas_CxP"],
-        "loss_CxN": loss_CxN,
-        "tracker": fields,
-        "m_N": fields["forget_N"] / max(loss_CxN.shape[0] - 1, 1),
-    }
-
-
-@functools.partial(jax.jit, static_argnums=(0, 1))
-def _retrain(task: Task, normalize: bool, data_R: dict, keys_R: jax.Array, w_RxN: jax.Array) -> jax.Array:
-    """Final parameters ``[R, P]`` of R SGD runs (stacked datasets, keys and weights), one vmap."""
-    train = functools.partial(
-        sgd.train, task.loss_fn, lr=task.lr, epochs=task.epochs, batch_size=task.batch_size, normalize=normalize
-    )
-    return jax.vmap(lambda d, k, w: train(task.theta0_P, d, k, w)["theta_P"])(data_R, keys_R, w_RxN)
-
-
-RETRAIN_CHUNK = 10  # runs per vmapped call: one compiled shape serves every experiment
-
-
-def retrain(task: Task, w_RxN: np.ndarray, *, normalize: bool, keys_R=None, data_R=None) -> jax.Array:
-    """Final parameters ``[R, P]`` of R SGD runs from ``task.theta0_P``, ``RETRAIN_CHUNK`` at a time.
-
-    Args:
-      w_RxN: per-run example weights.
-      normalize: the engine's batch-renormalised weighting (True) or raw weights (False, see gdc.theory.sgd).
-      keys_R: data-order keys (default: key 0, the probe run's order, for every run).
-      data_R: per-run training arrays (default: ``task.train`` for every run).
-    """
-    r = w_RxN.shape[0]
-    keys_R = jnp.stack([jax.random.key(0)] * r) if keys_R is None else keys_R
-    if data_R is None:
-        data_R = jax.tree.map(lambda a: np.broadcast_to(np.asarray(a), (r, *a.shape)), task.train)
-    pad = -r % RETRAIN_CHUNK
-    take = np.concatenate([np.arange(r), np.full(pad, r - 1)])
-    out = []
-    for lo in range(0, r + pad, RETRAIN_CHUNK):
-        ids = take[lo : lo + RETRAIN_CHUNK]
-        chunk = jax.tree.map(lambda a: jnp.asarray(np.asarray(a)[ids]), data_R)  # noqa: B023
-        w = jnp.asarray(np.asarray(w_RxN)[ids], jnp.float32)
-        out.append(_retrain(task, normalize, chunk, keys_R[ids], w))
-    return jnp.concatenate(out)[:r]
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -257,7 +91,7 @@ def analyse(name: str, cfg: TheoryConfig, seed: int) -> tuple[dict, dict]:
     """Every claim-3 statistic for one model; returns (JSON result, arrays for the plot)."""
     task = make_task(name, cfg, seed)
     j = NONCONVEX_MODELS.index(name)
-    n, p = _n(task.train), task.theta0_P.shape[0]
+    n, p = num_examples(task.train), task.theta0_P.shape[0]
     pr = probe(task)
     theta_P = pr["theta_P"]
     rng = np.random.default_rng([seed, 6])
@@ -274,9 +108,9 @@ def analyse(name: str, cfg: TheoryConfig, seed: int) -> tuple[dict, dict]:
         "model": name,
         "num_train": n,
         "num_params": p,
-        "hessian_examples": _n(task.hessian),
+        "hessian_examples": num_examples(task.hessian),
         "influence_examples": len(ids),
-        "lds_test": _n(task.test),
+        "lds_test": num_examples(task.test),
         "gn_eig_max": lam_max,
         "lissa_scale": scale,
     }
@@ -362,7 +196,7 @@ def analyse(name: str, cfg: TheoryConfig, seed: int) -> tuple[dict, dict]:
 
 
 def stability(task: Task, pr: dict, cfg: TheoryConfig, seed: int) -> dict:
-    n = _n(task.train)
+    n = num_examples(task.train)
     hot = hotspots(pr, cfg.stability_examples)
     k = len(hot)
     data = jax.tree.map(lambda a: np.repeat(np.asarray(a)[None], 2 * 2 * k, 0), task.train)
