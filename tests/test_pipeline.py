@@ -17,7 +17,8 @@ from gdc import tracker as tracker_lib
 from gdc.data.pipeline import CallIterator, EpochIterator, Prefetcher, gather, occurrences
 from gdc.errors import ConfigError
 from gdc.studies.carto import config as carto_config
-from gdc.train import loop
+from gdc.train import inputs, loop
+from gdc.train import setup as setup_lib
 from gdc.train import step as step_lib
 
 
@@ -285,8 +286,8 @@ def test_steps_per_call_trains_the_same(tmp_path, monkeypatch, data):
 
     resident = counting(step_lib.jit_resident_train, lambda kw, args: kw.get("steps_per_call", 1))
     chunk = counting(step_lib.jit_chunk_train, lambda kw, args: len(args[2]["index"]))
-    monkeypatch.setattr(loop, "jit_resident_train", resident)
-    monkeypatch.setattr(loop, "jit_chunk_train", chunk)
+    monkeypatch.setattr(inputs, "jit_resident_train", resident)
+    monkeypatch.setattr(inputs, "jit_chunk_train", chunk)
     n = loop.sources.build_dataset(tiny_config("mlp").data).num_train
     np.save(tmp_path / "mult.npy", np.random.default_rng(3).integers(1, 4, n))
     train = dict(num_epochs=4, multiplicity_path=str(tmp_path / "mult.npy"))
@@ -364,14 +365,14 @@ def test_bad_on_device_names_the_field(value):
 def test_on_device_auto_keeps_small_sets_on_the_device(monkeypatch):
     arrays = {"x": np.zeros((100, 8), np.float32), "y": np.zeros(100, np.int32)}  # 3,600 bytes
     data = lambda **kw: tiny_config("mlp", data=kw).data  # noqa: E731
-    assert loop.resolve_on_device(data(), arrays, process_count=1)  # the default is -1, auto
-    assert loop.resolve_on_device(data(shards=2), arrays, process_count=1)
-    assert loop.resolve_on_device(data(), arrays, process_count=2)  # every process holds every row
-    assert not loop.resolve_on_device(data(shards=2), arrays, process_count=2)  # each holds its own ranges
-    assert not loop.resolve_on_device(data(on_device=0), arrays, process_count=1)
-    monkeypatch.setattr(loop, "ON_DEVICE_AUTO_BYTES", 3_599)
-    assert not loop.resolve_on_device(data(), arrays, process_count=1)
-    assert loop.resolve_on_device(data(on_device=1), arrays, process_count=1)
+    assert setup_lib.resolve_on_device(data(), arrays, process_count=1)  # the default is -1, auto
+    assert setup_lib.resolve_on_device(data(shards=2), arrays, process_count=1)
+    assert setup_lib.resolve_on_device(data(), arrays, process_count=2)  # every process holds every row
+    assert not setup_lib.resolve_on_device(data(shards=2), arrays, process_count=2)  # each holds its own ranges
+    assert not setup_lib.resolve_on_device(data(on_device=0), arrays, process_count=1)
+    monkeypatch.setattr(setup_lib, "ON_DEVICE_AUTO_BYTES", 3_599)
+    assert not setup_lib.resolve_on_device(data(), arrays, process_count=1)
+    assert setup_lib.resolve_on_device(data(on_device=1), arrays, process_count=1)
 
 
 @pytest.mark.slow  # ~25 s each: two launch.py processes plus the 1-process reference

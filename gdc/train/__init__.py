@@ -1,1 +1,1 @@
-"""Training: state, the pure step, and the loop."""
+"""Training: state, the pure step, a run's setup, its input paths and the loop."""
