@@ -128,9 +128,9 @@ PREFIXES = [
 
 @pytest.mark.parametrize("name", ["lstm", "gru", "transformer"])
 def test_greedy_decode_with_ablation_matches_numpy_reference(mesh, name):
-    """Five prefixes of five lengths, split over 8 devices in calls of 8 rows (batch_size 3 rounds up to the mesh):
-    each row's tokens and first-byte distribution equal the numpy row-alone reference, with no ablation and with
-    the direction projected out (or overshot, alpha 3) at the embedding, a middle layer and the top layer."""
+    """Five prefixes of five lengths, split over 8 devices (batch_size 3 rounds up to one call of 8 rows): each
+    row's tokens and first-byte distribution equal the numpy row-alone reference, with no ablation and with the
+    direction projected out (or overshot, alpha 3) at the embedding, a middle layer and the top layer."""
     g, p = _lm(name)
     u_D = _direction(1)
     steps = 6
@@ -156,13 +156,14 @@ def test_greedy_decode_with_ablation_matches_numpy_reference(mesh, name):
 
 @pytest.mark.parametrize("name", ["lstm", "transformer"])
 def test_variable_length_prefixes_equal_each_row_alone(mesh, name):
-    """A batch of ragged prefixes decodes each row exactly as that row decoded by itself (its own buffer width,
-    no padding rows of other lengths), with an ablation on and on a one-device mesh too."""
+    """Ten ragged prefixes in two calls of 8 rows over 8 devices (the second padded) decode each row exactly as that
+    row decoded by itself on one device (its own buffer width, no other rows), with an ablation on."""
     g, p = _lm(name)
     ablate = (1, _direction(2), 2.0)
-    together = extraction.greedy_decode(g, p, PREFIXES, 5, mesh, ablate=ablate)
+    together = extraction.greedy_decode(g, p, PREFIXES * 2, 5, mesh, ablate=ablate, batch_size=8)
+    assert together.shape == (2 * len(PREFIXES), 5)
     one_device = sharding.make_mesh(jax.devices()[:1])
-    for row, prefix in enumerate(PREFIXES):
+    for row, prefix in enumerate(PREFIXES * 2):
         alone = extraction.greedy_decode(g, p, [prefix], 5, one_device, ablate=ablate)
         np.testing.assert_array_equal(together[row], alone[0])
 
