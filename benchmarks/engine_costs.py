@@ -5,7 +5,8 @@ tracker vs the anchors' ways of recording dynamics.
   python benchmarks/engine_costs.py                          # MLP and char transformer; writes engine_costs.json
   python benchmarks/engine_costs.py --models=mlp --epochs=2  # quicker
 
-Sections (each on the engine's own jitted steps from gdc.train.step.jit_steps, 1 device, replicated tracker):
+Sections (each on the engine's own calls, built as training builds them by gdc.train.setup.build and
+gdc.train.inputs; 1 device, replicated tracker):
   compile: ``lower().compile()`` time vs the median steady-state step; ``compiled.memory_analysis()``; the jit cache
     size of the train step after --epochs epochs (full and padded final batches) and after a pruned epoch (keep_idx,
     an intervention), which must stay 1; and the same AOT time (vs one call) and memory of the scanned calls that
@@ -34,7 +35,6 @@ Times are medians of --reps repeats (interleaved where compared). The machine ma
 
 import argparse
 import collections
-import functools
 import json
 import os
 import statistics
@@ -45,59 +45,51 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
-def setup(name: str, n: int, batch_size: int, tracker_kw: dict, keep_idx=None):
+def setup(name: str, n: int, batch_size: int, tracker_kw: dict):
+    """The engine's ``Run`` (``gdc.train.setup.build``, as training builds it) on ``n`` random examples and one
+    device with the tracker of ``tracker_kw``, and a train step that also returns the per-example losses (what the
+    anchors' code copies to the host)."""
     import jax
     import jax.numpy as jnp
     import numpy as np
 
-    from gdc import models, sharding
+    from gdc import losses, models, sharding
     from gdc import tracker as tracker_lib
-    from gdc.data.pipeline import EpochIterator
+    from gdc.checkpoint import CheckpointConfig
+    from gdc.data import sources
+    from gdc.logs import LogConfig
+    from gdc.train import setup as setup_lib
     from gdc.train import state as state_lib
-    from gdc.train.step import jit_steps
+    from gdc.train.config import RunConfig
+    from gdc.train.step import example_keys
 
     seq_len = 64
     rng = np.random.default_rng(0)
     if name == "mlp":
         arrays = {"x": rng.normal(size=(n, 32)).astype(np.float32), "y": rng.integers(0, 10, n).astype(np.int32)}
-        cfg = models.ModelConfig(name="mlp", width=128, depth=2)
+        model = models.ModelConfig(name="mlp", width=128, depth=2)
     else:
         arrays = {
             "tokens": rng.integers(0, 256, (n, seq_len + 1)).astype(np.int32),
             "token_mask": np.ones((n, seq_len), bool),
         }
-        cfg = models.ModelConfig(name="transformer", width=64, depth=2, num_heads=4)
-    graphdef, params = models.build(cfg, seed=0, seq_len=seq_len, num_features=32, num_classes=10)
-    mesh = sharding.make_mesh(jax.devices()[:1])
-    repl = sharding.replicated(mesh)
-    it = EpochIterator(arrays, batch_size, 0, keep_idx=keep_idx)
-    tx, schedule = state_lib.make_optimizer(state_lib.TrainConfig(learning_rate=1e-3), 10**6)
-    tcfg = tracker_lib.TrackerConfig(**tracker_kw)
-
-    def loss_fn(p, batch, keys_B):
-        return models.per_example_loss(graphdef, p, batch, keys_B)
-
-    fns = jit_steps(
-        loss_fn=loss_fn,
-        tx=tx,
-        schedule=schedule,
-        tracker_cfg=tcfg,
-        steps_per_epoch=it.steps_per_epoch,
-        unique_ids=True,
-        state_sharding=repl,
-        tracker_sharding=repl,
-        batch_sharding=sharding.batch_sharding(mesh),
+        model = models.ModelConfig(name="transformer", width=64, depth=2, num_heads=4)
+    cfg = RunConfig(
+        seed=0,
+        data=sources.DataConfig(seq_len=seq_len),
+        model=model,
+        train=state_lib.TrainConfig(batch_size=batch_size, learning_rate=1e-3, total_steps=10**6),
+        tracker=tracker_lib.TrackerConfig(**tracker_kw),
+        checkpoint=CheckpointConfig(),
+        log=LogConfig(),
     )
-    state = sharding.put_tree(state_lib.create_train_state(params, tx, 0), repl)
-    tracker = sharding.put_tree(tracker_lib.ExampleTracker.create(n, deferred=tracker_lib.defers(tcfg)), repl)
-    # The engine folds a deferred tracker's records at each epoch's end (and after each scoring pass).
-    fold = jax.jit(lambda t: tracker_lib.fold(t, tcfg), donate_argnums=0)
+    train = {**arrays, "source_id": np.arange(n, dtype=np.int32)}
+    dataset = sources.Dataset(train=train, heldout={}, meta={"num_features": 32, "num_classes": 10})
+    run = setup_lib.build(cfg, dataset, sharding.make_mesh(jax.devices()[:1]))
+    loss_fn, tx = run.engine.loss_fn, run.engine.tx
 
-    # A train step that also returns the per-example losses (what the anchors' code copies to the host).
     def step_with_losses(state, batch):
-        from gdc import losses
-
-        keys_B = jax.vmap(jax.random.fold_in, (None, 0))(jax.random.fold_in(state.key, state.step), batch["index"])
+        keys_B = example_keys(state.key, state.step, batch["index"])
 
         def objective(p):
             loss_B, acc_B = loss_fn(p, batch, keys_B)
@@ -108,18 +100,7 @@ def setup(name: str, n: int, batch_size: int, tracker_kw: dict, keep_idx=None):
         params = jax.tree.map(jnp.add, state.params, updates)
         return state.replace(step=state.step + 1, params=params, opt_state=opt_state), loss_B, acc_B
 
-    with_losses = jax.jit(step_with_losses, donate_argnums=0)
-    return dict(
-        arrays=arrays,
-        it=it,
-        mesh=mesh,
-        fns=fns,
-        fold=fold,
-        state=state,
-        tracker=tracker,
-        with_losses=with_losses,
-        loss_fn=loss_fn,
-    )
+    return run, jax.jit(step_with_losses, donate_argnums=0)
 
 
 def median_time(fn, reps: int) -> float:
@@ -143,18 +124,17 @@ def bench_model(name: str, args) -> dict:
         Prefetcher,
         sequential_batches,
         sequential_chunks,
-        sequential_id_chunks,
     )
+    from gdc.train import inputs
+    from gdc.train import setup as setup_lib
     from gdc.train.loop import SCORE_CHUNK
-    from gdc.train.step import jit_chunk_train, jit_resident_score, jit_resident_train, jit_score_chunk
 
     n, b = (args.n_mlp, 128) if name == "mlp" else (args.n_transformer, 32)
     out = {"n": n, "batch": b}
-    env = setup(name, n, b, {})
-    it, mesh = env["it"], env["mesh"]
-    train_fn, _, eval_fn = env["fns"]
-    fold_fn = env["fold"]
-    state, tracker = env["state"], env["tracker"]
+    run, with_losses = setup(name, n, b, {})
+    arrays, it, mesh = run.train_arrays, run.it, run.mesh
+    train_fn, eval_fn, fold_fn = run.engine.train, run.engine.evaluate, run.engine.fold
+    state, tracker = run.state, run.tracker
     spe = it.steps_per_epoch
     assert n % b, "n must leave a padded final batch"
 
@@ -174,7 +154,7 @@ def bench_model(name: str, args) -> dict:
                 step_times.append(time.perf_counter() - t0)
             tracker = fold_fn(tracker)
         after_epochs = train_fn._cache_size()
-        pruned = EpochIterator(env["arrays"], b, 0, keep_idx=np.arange(0, n, 3))  # an intervention: 1/3 of the ids
+        pruned = EpochIterator(arrays, b, 0, keep_idx=np.arange(0, n, 3))  # an intervention: 1/3 of the ids
         for pos in range(pruned.steps_per_epoch):
             state, tracker, m = train_fn(state, tracker, sharding.put_batch(pruned.batch(0, pos), mesh))
         tracker = fold_fn(tracker)
@@ -198,25 +178,13 @@ def bench_model(name: str, args) -> dict:
         g = args.steps_per_call
         steps = min(spe, args.pipeline_steps) // g * g
         fixed = sharding.put_batch(it.batch(1, 0), mesh)
-        repl = sharding.replicated(mesh)
-        table = sharding.put_tree(env["arrays"], repl)
-        resident = functools.partial(
-            jit_resident_train,
-            train_fn,
-            steps_per_epoch=spe,
-            batch_size=b,
-            num_examples=n,
-            state_sharding=repl,
-            tracker_sharding=repl,
-            batch_sharding=sharding.batch_sharding(mesh),
-        )
-        resident_fn, resident_scan_fn = resident(), resident(steps_per_call=g)
+        repl = run.engine.state_sharding
+        table = inputs.resident_table(run)
+        resident_fn, resident_scan_fn = inputs.jit_resident(run), inputs.jit_resident(run, steps_per_call=g)
 
         # A scan of g steps over a placed chunk of g batches: host chunks placed in the loop, or (the baseline of
         # the scanned paths) chunks placed beforehand.
-        chunk_fn = jit_chunk_train(
-            train_fn, state_sharding=repl, tracker_sharding=repl, chunk_sharding=sharding.chunk_sharding(mesh)
-        )
+        chunk_fn = inputs.jit_host_chunk(run)
         # The block's batches, all placed beforehand, g per chunk: one batch repeated would be loop-invariant, and XLA
         # would hoist its batch-only work (label one-hots, mask sums, the record's indices) out of the scan; and the
         # same few ids every call would keep the tracker rows they touch in cache.
@@ -234,7 +202,7 @@ def bench_model(name: str, args) -> dict:
 
         def run_prefetch():
             nonlocal state, tracker
-            source = EpochIterator(env["arrays"], b, 0, epoch=2)
+            source = EpochIterator(arrays, b, 0, epoch=2)
             with Prefetcher(source, lambda x: sharding.put_batch(x, mesh), 2) as feed:
                 for _ in range(steps):
                     _, _, batch = next(feed)
@@ -251,7 +219,7 @@ def bench_model(name: str, args) -> dict:
 
         def run_prefetch_scan():
             nonlocal state, tracker
-            source = CallIterator(EpochIterator(env["arrays"], b, 0, epoch=2), lambda _: g, 0)
+            source = CallIterator(EpochIterator(arrays, b, 0, epoch=2), lambda _: g, 0)
             with Prefetcher(source, lambda x: (x[0], sharding.put_chunk(x[1], mesh)), 2) as feed:
                 for _ in range(steps // g):
                     _, _, (_, chunk) = next(feed)
@@ -330,12 +298,9 @@ def bench_model(name: str, args) -> dict:
         # The scanned calls a default run makes: AOT compile time vs one call, and their memory (the chunk's g
         # batches and the scan's temporaries).
         order = sharding.put_tree(it.epoch_order(2), repl)
-        fresh_chunk_fn = jit_chunk_train(  # new jitted objects: the timed ones are compiled already
-            train_fn, state_sharding=repl, tracker_sharding=repl, chunk_sharding=sharding.chunk_sharding(mesh)
-        )
-        scanned_calls = {
-            "on_device_scan": (resident(steps_per_call=g), (state, tracker, table, order)),
-            "pipeline_scan": (fresh_chunk_fn, (state, tracker, placed_chunks[0])),
+        scanned_calls = {  # new jitted objects: the timed ones are compiled already
+            "on_device_scan": (inputs.jit_resident(run, steps_per_call=g), (state, tracker, table, order)),
+            "pipeline_scan": (inputs.jit_host_chunk(run), (state, tracker, placed_chunks[0])),
         }
         out["compile"]["scanned"] = {}
         for k_, (fn, fn_args) in scanned_calls.items():
@@ -355,39 +320,31 @@ def bench_model(name: str, args) -> dict:
         # ---------------------------------------------------------------------------------------------------------
         k = args.passes
         placed = [sharding.put_batch(it.batch(3, pos), mesh) for pos in range(spe)]
-        seq = [sharding.put_batch(x, mesh) for x in sequential_batches(env["arrays"], b)]
+        seq = [sharding.put_batch(x, mesh) for x in sequential_batches(arrays, b)]
         chunk_size = min(SCORE_CHUNK, len(seq))
-        score_chunk_fn = jit_score_chunk(
-            loss_fn=env["loss_fn"], tracker_cfg=tracker_lib.TrackerConfig(), state_sharding=repl, tracker_sharding=repl
-        )
+        score_chunk_fn = run.engine.score_chunk
         tmp = tempfile.mkdtemp()
         positions = {max(1, round((i + 1) * spe / k)) for i in range(k)}
 
-        resident_score_fn = jit_resident_score(
-            loss_fn=env["loss_fn"],
-            tracker_cfg=tracker_lib.TrackerConfig(),
-            num_examples=n,
-            state_sharding=repl,
-            tracker_sharding=repl,
-        )
-        score_ids = [sharding.put_tree(ids_GxB, repl) for ids_GxB in sequential_id_chunks(n, b, chunk_size)]
+        resident_score_fn = inputs.jit_resident_scorer(run)
+        score_ids = inputs.score_id_chunks(run, chunk_size)
         # The passes feed a tracker of their own (the loop's train step leaves the tracker to them when K > 0; here
         # the train step is the same in both epochs, so the difference is the passes' work alone).
-        passes_tracker = sharding.put_tree(tracker_lib.ExampleTracker.create(n, deferred=True), repl)
+        passes_tracker = setup_lib.initial_tracker(run.cfg, n, mesh, it.max_occurrences)
 
         def epoch(with_passes: bool, on_device: bool = False):
             nonlocal state, tracker, passes_tracker
             pt = passes_tracker
             for pos in range(spe):
                 state, tracker, m = train_fn(state, tracker, placed[pos])
-                if with_passes and pos + 1 in positions:  # as gdc/train/loop.py's scoring_pass, host batches included
+                if with_passes and pos + 1 in positions:  # as the loop's scoring_pass, host batches included
                     s_arr, e_arr = jax.numpy.int32(0), jax.numpy.int32(0)
                     parts = []
                     if on_device:  # data.on_device: rows gathered from the device table
                         for ids_GxB in score_ids:
                             pt, loss_GxB = resident_score_fn(state.params, pt, table, ids_GxB, s_arr, e_arr)
                             parts.append(loss_GxB.reshape(-1))
-                    for chunk in [] if on_device else sequential_chunks(env["arrays"], b, chunk_size):
+                    for chunk in [] if on_device else sequential_chunks(arrays, b, chunk_size):
                         pt, loss_GxB = score_chunk_fn(state.params, pt, sharding.put_chunk(chunk, mesh), s_arr, e_arr)
                         parts.append(loss_GxB.reshape(-1))
                     pt = fold_fn(pt)  # the pass's fold
@@ -433,12 +390,12 @@ def bench_model(name: str, args) -> dict:
         # ---------------------------------------------------------------------------------------------------------
         # Ours vs the anchors' ways of recording dynamics (one epoch each).
         # ---------------------------------------------------------------------------------------------------------
-        off = setup(name, n, b, {"enabled": False})
-        off_train, _, off_eval = off["fns"]
-        off_state, off_tracker = off["state"], off["tracker"]
-        ws = env["with_losses"]
-        ws_state = setup(name, n, b, {"enabled": False})["state"]  # its own copy: the step donates it
-        per_ex = jax.jit(lambda p, batch: off["loss_fn"](p, batch, None))
+        off, _ = setup(name, n, b, {"enabled": False})
+        off_train = off.engine.train
+        off_state, off_tracker = off.state, off.tracker
+        ws = with_losses
+        ws_state = setup(name, n, b, {"enabled": False})[0].state  # its own copy: the step donates it
+        per_ex = jax.jit(lambda p, batch: off.engine.loss_fn(p, batch, None))
 
         def ours():
             nonlocal state, tracker
