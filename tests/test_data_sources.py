@@ -9,7 +9,8 @@ import pytest
 import tensorflow_datasets as tfds
 
 from gdc.data import canaries, sources
-from gdc.data.sources import DataConfig, build_dataset
+from gdc.data.config import SOURCES, DataConfig
+from gdc.data.sources import build_dataset
 from gdc.errors import ConfigError
 
 SEQ_LEN = 64
@@ -323,7 +324,7 @@ def test_validate_names_field(field: str, overrides: dict) -> None:
 
 
 def test_defaults_validate() -> None:
-    for source in sources.SOURCES:
+    for source in SOURCES:
         if source != "text_files":
             DataConfig(source=source).validate()
     DataConfig(source="pydoc_canaries", seq_len=35).validate()  # the canary just fits
