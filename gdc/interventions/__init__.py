@@ -6,12 +6,12 @@ through ``train.keep_idx_path`` / ``train.weights_path`` / ``train.multiplicity_
 """
 
 import dataclasses
-import json
 import os
 from typing import Any
 
 import numpy as np
 
+from gdc import jsonio
 from gdc.scoring import cartography
 
 HOTSPOT = cartography.QUADRANT_NAMES.index("Hotspot-Memorized")
@@ -87,17 +87,12 @@ def write(artefact: Artefact, folder: str) -> dict[str, str]:
             path = os.path.join(os.path.abspath(folder), f"{field}.npy")
             np.save(path, arr)
             paths[key] = path
-    with open(os.path.join(folder, "artefact.json"), "w") as f:
-        json.dump(
-            {
-                "name": artefact.name,
-                "num_examples": artefact.num_examples,
-                "paths": paths,
-                "affected": int(len(artefact.affected_ids)),
-                "info": artefact.info,
-            },
-            f,
-            indent=2,
-            default=str,
-        )
+    record = {
+        "name": artefact.name,
+        "num_examples": artefact.num_examples,
+        "paths": paths,
+        "affected": int(len(artefact.affected_ids)),
+        "info": artefact.info,
+    }
+    jsonio.write(os.path.join(folder, "artefact.json"), record, indent=2)
     return paths

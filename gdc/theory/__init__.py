@@ -8,7 +8,6 @@ a JSON-able result with a ``verdict`` and draws its PNGs; ``run`` below collects
 """
 
 import dataclasses
-import json
 import os
 import time
 from collections.abc import Mapping
@@ -16,6 +15,7 @@ from typing import Any
 
 import jax
 
+from gdc import jsonio
 from gdc.theory import config as theory_config
 from gdc.theory import report
 
@@ -24,29 +24,6 @@ def _modules():
     from gdc.theory import lower_bound, nonconvex, stability
 
     return {"lower_bound": lower_bound, "stability": stability, "nonconvex": nonconvex}
-
-
-def _clean(x: Any) -> Any:
-    """JSON-safe copy: numpy scalars to Python, NaN/inf to strings."""
-    if isinstance(x, dict):
-        return {str(k): _clean(v) for k, v in x.items()}
-    if isinstance(x, list | tuple):
-        return [_clean(v) for v in x]
-    if hasattr(x, "item") and getattr(x, "ndim", 1) == 0:
-        x = x.item()
-    if isinstance(x, float) and (x != x or x in (float("inf"), float("-inf"))):
-        return str(x)
-    return x
-
-
-def _restore(x: Any) -> Any:
-    if isinstance(x, dict):
-        return {k: _restore(v) for k, v in x.items()}
-    if isinstance(x, list):
-        return [_restore(v) for v in x]
-    if x in ("nan", "inf", "-inf"):
-        return float(x)
-    return x
 
 
 MODES = ("verify",)
@@ -70,8 +47,7 @@ def run(config: Mapping[str, Any], workdir: str, mode: str = "verify", command: 
     path = os.path.join(workdir, "verify.json")
     results = {}
     if os.path.exists(path):
-        with open(path) as f:
-            results = _restore(json.load(f))
+        results = jsonio.read(path)
     env = f"jax {jax.__version__}, {jax.device_count()} {jax.devices()[0].platform} device(s), {os.cpu_count()} CPUs"
     modules = _modules()
     for name in cfg.claims:
@@ -85,10 +61,9 @@ def run(config: Mapping[str, Any], workdir: str, mode: str = "verify", command: 
             command=command,
             environment=env,
         )
-        results[name] = _restore(_clean(res))
+        results[name] = jsonio.roundtrip(res)
         print(f"[verify] {name}: {res['verdict']} ({res['seconds']:.0f} s)", flush=True)
-        with open(path, "w") as f:
-            json.dump(_clean(results), f, indent=1)
+        jsonio.write(path, results)
     ordered = {k: results[k] for k in theory_config.CLAIMS if k in results}
     with open(os.path.join(workdir, "verify.md"), "w") as f:
         f.write(report.render(ordered))

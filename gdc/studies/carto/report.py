@@ -13,6 +13,7 @@ import os
 
 import numpy as np
 
+from gdc import jsonio
 from gdc.studies.carto.claims import (
     EXTRACTION,
     PAPER_A,
@@ -54,7 +55,7 @@ def load_evals(workdir: str, seeds) -> dict[str, dict[int, dict]]:
         folder = os.path.join(workdir, f"seed_{seed}", "evals")
         for fname in sorted(os.listdir(folder)) if os.path.isdir(folder) else []:
             if fname.endswith(".json"):
-                rec = json.load(open(os.path.join(folder, fname)))
+                rec = jsonio.read(os.path.join(folder, fname))
                 arrays = os.path.join(folder, fname[:-5] + ".npz")
                 if os.path.exists(arrays):
                     with np.load(arrays) as z:
@@ -123,7 +124,7 @@ def detectors_over_seeds(workdir: str, seeds) -> dict:
     for seed in seeds:
         path = os.path.join(workdir, f"seed_{seed}", "probe", "scores", "sweep.json")
         if os.path.exists(path):
-            per_seed.append(json.load(open(path)).get("detectors") or {})
+            per_seed.append(jsonio.read(path).get("detectors") or {})
     out = {}
     for name in per_seed[0] if per_seed else []:
         aurocs = [d[name]["auroc"] for d in per_seed]
@@ -153,7 +154,7 @@ def write_report(cfg: CartoConfig, workdir: str) -> dict:
     probe = os.path.join(first, "probe")
     scores = dict(np.load(os.path.join(probe, "scores", "scores.npz")))
     score_summary = json.load(open(os.path.join(probe, "scores", "scores.json")))
-    extra = json.load(open(os.path.join(probe, "scores", "sweep.json")))
+    extra = jsonio.read(os.path.join(probe, "scores", "sweep.json"))
     extra["detectors"] = detectors_over_seeds(workdir, seeds)
     meta = json.load(open(os.path.join(probe, "dataset.json")))
     is_canary = np.zeros(len(scores["m_N"]), bool)
@@ -189,8 +190,7 @@ def write_report(cfg: CartoConfig, workdir: str) -> dict:
         "detectors": extra.get("detectors"),
         "paper": {"A": PAPER_A, "B": PAPER_B},
     }
-    with open(os.path.join(workdir, "results.json"), "w") as f:
-        json.dump(results, f, indent=2, default=str)
+    jsonio.write(os.path.join(workdir, "results.json"), results, indent=2)
     with open(os.path.join(workdir, "report.md"), "w") as f:
         f.write(_markdown(cfg, workdir, table, verdict, tests, curves_by_epoch, score_summary, extra, loss_meta))
     return results

@@ -29,7 +29,7 @@ import numpy as np
 
 from gdc import config as parse
 from gdc import interventions as iv
-from gdc import lock, scoring, sharding
+from gdc import jsonio, lock, scoring, sharding
 from gdc.errors import ConfigError, StageInputError
 from gdc.scoring.workdir import check_finished, stale_scores
 from gdc.studies.carto.arms import build_arms
@@ -147,8 +147,7 @@ def stage_score(cfg: CartoConfig, workdir: str) -> None:
                 "low_final_loss": -arrays["final_loss_N"],
             }
             extra["detectors"] = scoring.detector_table(named, is_canary, s.prune_fractions)
-        with open(os.path.join(probe, "scores", "sweep.json"), "w") as f:
-            json.dump(extra, f, indent=2, default=_json_default)
+        jsonio.write(os.path.join(probe, "scores", "sweep.json"), extra, indent=2)
 
 
 def _same_artefact(folder: str, art: iv.Artefact) -> bool:
@@ -189,8 +188,7 @@ def stage_intervene(cfg: CartoConfig, workdir: str) -> None:
                 }
             )
         _log(f"seed {seed}: {len(index)} arms")
-        with open(os.path.join(arms_dir, "index.json"), "w") as f:
-            json.dump(index, f, indent=2)
+        jsonio.write(os.path.join(arms_dir, "index.json"), index, indent=2)
 
 
 def _arms(workdir: str, seed: int, methods: tuple) -> list[dict]:
@@ -203,8 +201,7 @@ def _arms(workdir: str, seed: int, methods: tuple) -> list[dict]:
             f"{path} is missing: run --mode=intervene (after train and score) before retrain or evaluate, or "
             "--mode=all; with --config.study.methods='()' only the baseline is evaluated."
         )
-    with open(path) as f:
-        return json.load(f)
+    return jsonio.read(path)
 
 
 def _probe_steps(workdir: str, seed: int) -> int:
@@ -271,11 +268,9 @@ def stage_evaluate(cfg: CartoConfig, workdir: str) -> None:
                 pruned = np.setdiff1d(np.arange(dataset.num_train), np.load(keep))
                 scalars.update(canary_eval.prune_canary_fraction(pruned, dataset))
             np.savez(out.replace(".json", ".npz"), **{k: np.asarray(v) for k, v in result.items() if np.ndim(v)})
-            with open(out, "w") as f:
-                json.dump(scalars, f, indent=2)
+            jsonio.write(out, scalars, indent=2)
             os.makedirs(os.path.dirname(record), exist_ok=True)
-            with open(record, "w") as f:
-                json.dump({"runs": _run_stamps(read)}, f)
+            jsonio.write(record, {"runs": _run_stamps(read)}, indent=None)
 
 
 def _run_stamps(run_dirs: list[str]) -> list[list[int]]:
@@ -287,8 +282,7 @@ def _stale_eval(record: str, run_dirs: list[str]) -> bool:
     """Whether the runs an evaluation read were retrained since (False without a record, or without the runs)."""
     if not os.path.exists(record) or not all(os.path.exists(os.path.join(d, "summary.json")) for d in run_dirs):
         return False
-    with open(record) as f:
-        return json.load(f)["runs"] != _run_stamps(run_dirs)
+    return jsonio.read(record)["runs"] != _run_stamps(run_dirs)
 
 
 def stage_report(cfg: CartoConfig, workdir: str) -> None:
@@ -327,11 +321,3 @@ def run(cfg: CartoConfig, workdir: str, mode: str = "all") -> None:
         for stage in STAGES if mode == "all" else (mode,):
             _log(f"stage {stage}")
             STAGE_FNS[stage](cfg, workdir)
-
-
-def _json_default(x):
-    if isinstance(x, np.ndarray):
-        return x.tolist()
-    if isinstance(x, np.generic):
-        return x.item()
-    return str(x)

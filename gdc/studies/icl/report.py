@@ -1,7 +1,6 @@
 """results.json, report.md and PNGs of the ICL-kinetics study."""
 
 import dataclasses
-import json
 import math
 import os
 
@@ -11,23 +10,10 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from gdc import jsonio  # noqa: E402
 from gdc.studies.icl.config import ICLConfig  # noqa: E402
 
 PAPER_NU = 0.7
-
-
-def _clean(x):
-    if isinstance(x, dict):
-        return {str(k): _clean(v) for k, v in x.items()}
-    if isinstance(x, list | tuple):
-        return [_clean(v) for v in x]
-    if isinstance(x, np.ndarray):
-        return _clean(x.tolist())
-    if isinstance(x, np.generic):
-        x = x.item()
-    if isinstance(x, float) and not math.isfinite(x):
-        return str(x)
-    return x
 
 
 def _f(x, d: int = 2) -> str:
@@ -51,8 +37,7 @@ def write(res: dict, cfg: ICLConfig, workdir: str) -> dict:
     res = dict(res, config=dataclasses.asdict(cfg), commands=commands, paper={"nu": PAPER_NU, "slope": 1 / PAPER_NU})
     res["train_seconds"] = sum(p["train_seconds"] for p in res["per_n"].values())
     _plots(res, cfg, workdir)
-    with open(os.path.join(workdir, "results.json"), "w") as f:
-        json.dump(_clean(res), f, indent=1)
+    jsonio.write(os.path.join(workdir, "results.json"), res)
     with open(os.path.join(workdir, "report.md"), "w") as f:
         f.write(_markdown(res, cfg))
     return res

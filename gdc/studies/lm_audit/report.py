@@ -1,11 +1,11 @@
 """Aggregates the seeds' eval.json into results.json, report.md and PNGs (mean and sd over seeds; the figures are
 drawn by ``plots``)."""
 
-import json
 import os
 
 import numpy as np
 
+from gdc import jsonio
 from gdc.studies.lm_audit.config import AuditConfig
 from gdc.studies.lm_audit.plots import plots
 
@@ -124,30 +124,18 @@ def _hotspot(hs: list[dict]) -> dict:
     return out
 
 
-def _clean(x):
-    if isinstance(x, dict):
-        return {str(k): _clean(v) for k, v in x.items()}
-    if isinstance(x, list | tuple):
-        return [_clean(v) for v in x]
-    if isinstance(x, float) and not np.isfinite(x):
-        return str(x)
-    return x
-
-
 def write(cfg: AuditConfig, workdir: str, command: str = "") -> dict:
     seeds = []
     for seed in cfg.seeds:
         path = os.path.join(workdir, f"seed_{seed}", "eval.json")
         if not os.path.exists(path):
             raise FileNotFoundError(f"{path} is missing: run --mode=evaluate (or all) first.")
-        with open(path) as f:
-            seeds.append(json.load(f))
+        seeds.append(jsonio.read(path))
     res = aggregate(cfg, seeds)
     res["command"] = command
     res["config"] = {k: getattr(cfg, k) for k in cfg.__dataclass_fields__}
     files = plots(cfg, res, workdir)
-    with open(os.path.join(workdir, "results.json"), "w") as f:
-        json.dump(_clean(res), f, indent=1)
+    jsonio.write(os.path.join(workdir, "results.json"), res)
     with open(os.path.join(workdir, "report.md"), "w") as f:
         f.write(render(cfg, res, files))
     return res

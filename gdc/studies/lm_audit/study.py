@@ -13,7 +13,6 @@ All models train through ``gdc.train.loop.train`` on one device; the hotspot qua
 own tracker artefacts (``gdc.scoring.score_run``, eps at a percentile of the final losses).
 """
 
-import json
 import os
 
 import jax
@@ -21,7 +20,7 @@ import numpy as np
 from scipy import stats
 from sklearn.metrics import roc_auc_score
 
-from gdc import scoring, sharding
+from gdc import jsonio, scoring, sharding
 from gdc.data import sources
 from gdc.evaluation import extraction
 from gdc.studies.lm_audit import memhunter, probes, teacher_forcing
@@ -145,8 +144,7 @@ def evaluate_seed(cfg: AuditConfig, seed: int, sdir: str) -> dict:
     """Every measurement of one seed (JSON-able); written to eval.json."""
     path = os.path.join(sdir, "eval.json")
     if os.path.exists(path):
-        with open(path) as f:
-            return json.load(f)
+        return jsonio.read(path)
     split = make_split(cfg, seed, sdir)
     runs = models_of(cfg, seed, sdir)
     mesh = _mesh()
@@ -288,6 +286,5 @@ def evaluate_seed(cfg: AuditConfig, seed: int, sdir: str) -> dict:
         out["hotspot"][name] = hs
     out["m_rouge_spearman"] = float(stats.spearmanr(sc["m_N"][ordinary], score_N[ordinary]).statistic)
     out["m_probe_spearman"] = float(stats.spearmanr(sc["m_N"][ordinary], pscore[ordinary]).statistic)
-    with open(path, "w") as f:
-        json.dump(out, f, indent=1, default=float)
+    jsonio.write(path, out)
     return out

@@ -1,7 +1,6 @@
 """results.json, report.md and PNGs of the SSL localization study, from the per-seed results in the workdir."""
 
 import dataclasses
-import json
 import os
 
 import matplotlib
@@ -11,7 +10,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from scipy import stats  # noqa: E402
 
-from gdc import scoring  # noqa: E402
+from gdc import jsonio, scoring  # noqa: E402
 from gdc.studies.ssl.config import SSLConfig  # noqa: E402
 
 
@@ -29,8 +28,7 @@ def write(seed: int, cfg: SSLConfig, workdir: str, seconds: float = 0.0) -> dict
     seeds = [seed + i for i in range(cfg.num_seeds)]
     per = []
     for s in seeds:
-        with open(os.path.join(workdir, f"seed_{s}.json")) as f:
-            per.append(json.load(f))
+        per.append(jsonio.read(os.path.join(workdir, f"seed_{s}.json")))
     names = per[0]["layers"]
     trunk = names[:-1]
     train = np.load(os.path.join(workdir, "train.npz"))
@@ -95,8 +93,7 @@ def write(seed: int, cfg: SSLConfig, workdir: str, seconds: float = 0.0) -> dict
         else "not enriched in every seed"
     )
     _plots(workdir, per, names, seeds)
-    with open(os.path.join(workdir, "results.json"), "w") as f:
-        json.dump(out, f, indent=1)
+    jsonio.write(os.path.join(workdir, "results.json"), out)
     with open(os.path.join(workdir, "report.md"), "w") as f:
         f.write(_markdown(out, cfg, names))
     return out

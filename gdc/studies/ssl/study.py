@@ -14,7 +14,6 @@ Stages (each skipped when its output exists, so ``--mode=all`` resumes):
 
 import dataclasses
 import functools
-import json
 import os
 import time
 
@@ -22,7 +21,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from gdc import scoring
+from gdc import jsonio, scoring
 from gdc.studies.ssl import metrics
 from gdc.studies.ssl import model as model_lib
 from gdc.studies.ssl.config import DIGITS, SSLConfig
@@ -121,8 +120,7 @@ def _views(spec, key, idx_N, x_NxP, count):
 def analyze_seed(seed: int, j: int, cfg: SSLConfig, workdir: str, data) -> dict:
     path = os.path.join(workdir, f"seed_{seed}.json")
     if os.path.exists(path):
-        with open(path) as f:
-            return json.load(f)
+        return jsonio.read(path)
     spec = spec_of(cfg)
     gdef = model_lib.graphdef(spec)
     names = LAYER_NAMES(cfg.depth)
@@ -199,7 +197,7 @@ def analyze_seed(seed: int, j: int, cfg: SSLConfig, workdir: str, data) -> dict:
         "seed": seed,
         "probe_accuracy": probe_acc,
         "final_train_loss_f": float(data["train_loss"][2 * j][-1]),
-        "carto": {"eps": c["eps"], "info": _jsonable(c["info"])},
+        "carto": {"eps": c["eps"], "info": jsonio.roundtrip(c["info"])},
         "unitmem": {
             n: {
                 "mean": float(unit[n]["score_U"][unit[n]["alive_U"]].mean()),
@@ -230,21 +228,8 @@ def analyze_seed(seed: int, j: int, cfg: SSLConfig, workdir: str, data) -> dict:
         selected_N=selected_N,
         **{f"unitmem_{n}": unit[n]["score_U"] for n in names[:-1]},
     )
-    with open(path, "w") as f:
-        json.dump(_jsonable(res), f, indent=1)
+    jsonio.write(path, res)
     return res
-
-
-def _jsonable(x):
-    if isinstance(x, dict):
-        return {str(k): _jsonable(v) for k, v in x.items()}
-    if isinstance(x, list | tuple):
-        return [_jsonable(v) for v in x]
-    if isinstance(x, np.ndarray):
-        return x.tolist()
-    if isinstance(x, np.generic):
-        return x.item()
-    return x
 
 
 def run_study(seed: int, cfg: SSLConfig, workdir: str, mode: str = "all", command: str = "") -> dict:

@@ -6,13 +6,13 @@ TabCutMix / TabCutMixPlus / DynamicCut, GenDataCarto scores and a sharpness scor
 """
 
 import dataclasses
-import json
 import os
 from collections.abc import Mapping
 from typing import Any
 
 import jax
 
+from gdc import jsonio
 from gdc.studies.tabular import config as tabular_config
 
 MODES = ("all",)
@@ -36,8 +36,7 @@ def run(config: Mapping[str, Any], workdir: str, mode: str = "all", command: str
         "aggregate": report.aggregate(per_seed),
         "per_seed": per_seed,
     }
-    with open(os.path.join(workdir, "results.json"), "w") as f:
-        json.dump(results, f, indent=1)
+    jsonio.write(os.path.join(workdir, "results.json"), results)
     report.plots(per_seed, workdir)
     with open(os.path.join(workdir, "report.md"), "w") as f:
         f.write(report.render(per_seed, cfg_dict, command))

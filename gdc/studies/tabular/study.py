@@ -16,7 +16,6 @@ Per seed, under ``workdir/seed_S/``:
 Seeds change the model's initialisation, data order, noise draws and augmentation; the table is the same.
 """
 
-import json
 import os
 import time
 
@@ -28,6 +27,7 @@ from sklearn.ensemble import RandomForestClassifier
 from sklearn.metrics import roc_auc_score
 
 from gdc import interventions as iv
+from gdc import jsonio
 from gdc.data import sources
 from gdc.models import ddpm
 from gdc.scoring import cartography as carto
@@ -73,18 +73,6 @@ def engine_config(
             "log": {"every_steps": 1000, "progress": False, "tensorboard": False},
         }
     )
-
-
-def _json(x):
-    if isinstance(x, dict):
-        return {str(k): _json(v) for k, v in x.items()}
-    if isinstance(x, list | tuple):
-        return [_json(v) for v in x]
-    if isinstance(x, np.generic):
-        x = x.item()
-    if isinstance(x, float) and not np.isfinite(x):
-        return None
-    return x
 
 
 def _dedupe(table: data.Table) -> tuple[data.Table, np.ndarray]:
@@ -147,8 +135,7 @@ def run_seed(cfg: TabularConfig, seed: int, workdir: str) -> dict:
     out_dir = os.path.join(workdir, f"seed_{seed}")
     result_path = os.path.join(out_dir, "result.json")
     if os.path.exists(result_path):
-        with open(result_path) as f:
-            return json.load(f)
+        return jsonio.read(result_path)
     os.makedirs(out_dir, exist_ok=True)
     start = time.time()
     table = data.load(cfg.dataset, num_rows=cfg.num_rows, seed=0, csv_path=cfg.csv_path)
@@ -320,7 +307,5 @@ def run_seed(cfg: TabularConfig, seed: int, workdir: str) -> dict:
             res["arms"][arm]["removed_rows"] = int(len(removed))
             res["arms"][arm]["removed_baseline_counts"] = int(counts_N[removed].sum())
     res["seconds"] = time.time() - start
-    res = _json(res)
-    with open(result_path, "w") as f:
-        json.dump(res, f, indent=1)
-    return res
+    jsonio.write(result_path, res)
+    return jsonio.roundtrip(res)
