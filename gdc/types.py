@@ -1,14 +1,40 @@
 """Type aliases and the shape-letter legend used in array names (``loss_B``, ``logits_BxLxV``).
 
-Letters:
+A name's suffix lists its axes, separated by ``x``. Each axis is one capital letter, or, for a rarer axis, a capital
+and a lowercase letter (never ``x``); a digit is a literal size (``img_8x8``, ``acc_te_Ex2``). Each token has one
+meaning:
+  A: groups of a sensitive attribute (fairness: P(f = c | A = a)).
   B: batch (global, including padding rows).
+  C: canaries (one per inserted or control secret).
+  D: width: features, hidden units, embedding or model width. A second width in one expression is marked:
+     Dh (one attention head, D / H), Dg (a recurrent cell's gate pre-activations, 3D or 4D), Di / Do (a layer's
+     input / output), Df (the frequencies of a sinusoidal embedding).
+  E: snapshots through training, in order: epochs, or the scoring passes / checkpoints a run records.
+  F: numeric columns of a table row; Fc: its categorical columns.
+  G: steps grouped into one dispatch or scan (stacked batches).
+  H: attention heads.
+  I: examples taken out or replaced one at a time (leave-one-out, replace-one).
+  J: digit positions of a secret.
+  K: classes (ICL: the task's K item classes).
+  L: sequence length (targets per example; a sequence of L positions).
+  Ly: layers.
+  M: a second set of examples or vectors, beside the N training examples (test points, probes, controls, the
+     members of one run, the copies of the canaries in their rows).
   N: training examples in the dataset (ids 0..N-1; padding rows carry id N).
-  L: sequence length (targets per example).
-  V: vocabulary size.
-  D: width (features or hidden units).
-  E: epochs.
-  K: classes.
   P: parameters (flattened).
+  Q: query rows (synthetic rows searched against the training set).
+  R: runs of one procedure, trained or drawn together (retrains, shadow models, random replicates, permutations).
+  S: settings of a sweep (eps thresholds, down-weighting alphas, swept K or N values); Sd: seeds.
+  T: time steps: token positions as fed or decoded (a training row has L + 1 tokens), diffusion steps.
+  U: units of a layer, scored one by one (UnitMem).
+  V: vocabulary size.
+  X: copies of a canary (each inserted copy).
+  Y: true labels (beside K, the predicted class).
+  Z: random draws per example (diffusion noise and step, augmented views).
+
+Keys already stored in artefacts keep the names they were written with, so some predate this legend: verify.json's
+``divergence_IxA`` and ``ratio_mean_A`` (A: the swept alphas, S here), the ICL study's ``item_loss_ExT`` (T: the
+tracked items, M here) and ``k_star_SxN`` (seeds x swept N: SdxS here).
 """
 
 from typing import Any

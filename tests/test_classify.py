@@ -48,10 +48,10 @@ def test_rates_match_definitions():
     pred, y, a, _ = _population(3000, seed=1)
     r = fairness.rates(pred, y, a)
     sp, conf, fpr = _rates_reference(pred, y, a)
-    np.testing.assert_allclose(r["sp_AxC"], sp, atol=1e-15)
-    np.testing.assert_allclose(r["conf_AxYxC"], conf, atol=1e-15)
-    np.testing.assert_allclose(r["fpr_AxC"], fpr, atol=1e-15)
-    np.testing.assert_allclose(r["tpr_AxC"], np.stack([np.diag(conf[0]), np.diag(conf[1])]), atol=1e-15)
+    np.testing.assert_allclose(r["sp_AxK"], sp, atol=1e-15)
+    np.testing.assert_allclose(r["conf_AxYxK"], conf, atol=1e-15)
+    np.testing.assert_allclose(r["fpr_AxK"], fpr, atol=1e-15)
+    np.testing.assert_allclose(r["tpr_AxK"], np.stack([np.diag(conf[0]), np.diag(conf[1])]), atol=1e-15)
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
@@ -59,12 +59,12 @@ def test_identities_exact_on_lookup_memorizer(seed):
     pred, y, a, d = _population(seed=seed)
     predicted = fairness.predicted_rates(pred, y, a, d)
     measured = fairness.rates(fairness.lookup(pred, y, d), y, a)
-    assert predicted["sp_AxC"].dtype == np.float64
-    for key in ("sp_AxC", "conf_AxYxC", "tpr_AxC", "fpr_AxC"):
+    assert predicted["sp_AxK"].dtype == np.float64
+    for key in ("sp_AxK", "conf_AxYxK", "tpr_AxK", "fpr_AxK"):
         np.testing.assert_allclose(predicted[key], measured[key], rtol=0, atol=1e-12)
     # The prediction must use only D's composition and f on D^c: changing f on D changes nothing.
     pred_other = np.where(d, (pred + 1) % 3, pred)
-    for key in ("sp_AxC", "conf_AxYxC", "fpr_AxC"):
+    for key in ("sp_AxK", "conf_AxYxK", "fpr_AxK"):
         np.testing.assert_array_equal(fairness.predicted_rates(pred_other, y, a, d)[key], predicted[key])
     # ... and memorization moves the rates: the identity is not trivially the base rates.
     assert fairness.max_abs_diff(predicted, fairness.rates(pred, y, a)) > 1e-2
@@ -75,12 +75,12 @@ def test_identity_whole_cell_memorized_and_unmemorized_form():
     d = (y == 1) & (a == 1)  # a whole cell: pi is 0/0 there, with a zero coefficient
     predicted = fairness.predicted_rates(pred, y, a, d)
     measured = fairness.rates(fairness.lookup(pred, y, d), y, a)
-    np.testing.assert_allclose(predicted["conf_AxYxC"], measured["conf_AxYxC"], atol=1e-12)
-    assert predicted["tpr_AxC"][1, 1] == 1.0
+    np.testing.assert_allclose(predicted["conf_AxYxK"], measured["conf_AxYxK"], atol=1e-12)
+    assert predicted["tpr_AxK"][1, 1] == 1.0
     # Un-memorized form with D empty is the base rates; with D random and f independent of D it is close to them.
     empty = np.zeros_like(d)
     base = fairness.rates(pred, y, a)
-    np.testing.assert_allclose(fairness.predicted_rates(pred, y, a, empty, memorized=False)["sp_AxC"], base["sp_AxC"])
+    np.testing.assert_allclose(fairness.predicted_rates(pred, y, a, empty, memorized=False)["sp_AxK"], base["sp_AxK"])
     rand = np.random.default_rng(0).random(len(y)) < 0.3
     un = fairness.predicted_rates(pred, y, a, rand, memorized=False)
     assert fairness.max_abs_diff(un, base) < 0.05
@@ -89,7 +89,7 @@ def test_identity_whole_cell_memorized_and_unmemorized_form():
 def test_minimal_mass_equalises_tpr():
     pred, y, a, _ = _population(seed=4)
     mm = fairness.minimal_mass(pred, y, a, c=0, seed=0)
-    t = fairness.rates(pred, y, a)["tpr_AxC"][:, 0]
+    t = fairness.rates(pred, y, a)["tpr_AxK"][:, 0]
     low, high = np.argmin(t), np.argmax(t)
     p_cell = np.mean((y == 0) & (a == low))
     assert mm["group"] == low
@@ -98,7 +98,7 @@ def test_minimal_mass_equalises_tpr():
     assert mm["mass_uniform"] > mm["mass_misclassified"]
     d = mm["in_D_N"]
     assert np.all(pred[d] != 0) and np.all((y[d] == 0) & (a[d] == low))
-    after = fairness.rates(fairness.lookup(pred, y, d), y, a)["tpr_AxC"][:, 0]
+    after = fairness.rates(fairness.lookup(pred, y, d), y, a)["tpr_AxK"][:, 0]
     n_cell = np.sum((y == 0) & (a == low))
     assert after[low] >= t[high] - 1e-12 and after[low] - t[high] < 1.0 / n_cell  # equalised up to one point
     assert abs(mm["realised_mass"] - mm["mass_misclassified"]) <= 1.0 / len(y)

@@ -81,15 +81,15 @@ def test_chunks_never_hold_all_gradients():
 
 def test_tracin_matches_explicit_sum():
     loss_fn, theta_P, batch, test = _logistic()
-    thetas_CxP = jnp.stack([theta_P, 0.5 * theta_P, -theta_P])
-    lrs_C = jnp.asarray([0.1, 0.2, 0.3])
+    thetas_ExP = jnp.stack([theta_P, 0.5 * theta_P, -theta_P])
+    lrs_E = jnp.asarray([0.1, 0.2, 0.3])
     want_NxM = sum(
         lr * _loop_grads(loss_fn, t, batch) @ _loop_grads(loss_fn, t, test).T
-        for t, lr in zip(thetas_CxP, lrs_C, strict=True)
+        for t, lr in zip(thetas_ExP, lrs_E, strict=True)
     )
-    np.testing.assert_allclose(influence.tracin(loss_fn, thetas_CxP, lrs_C, batch, test, 16), want_NxM, rtol=1e-10)
-    want_N = sum(lr * (_loop_grads(loss_fn, t, batch) ** 2).sum(1) for t, lr in zip(thetas_CxP, lrs_C, strict=True))
-    np.testing.assert_allclose(influence.tracin(loss_fn, thetas_CxP, lrs_C, batch), want_N, rtol=1e-10)
+    np.testing.assert_allclose(influence.tracin(loss_fn, thetas_ExP, lrs_E, batch, test, 16), want_NxM, rtol=1e-10)
+    want_N = sum(lr * (_loop_grads(loss_fn, t, batch) ** 2).sum(1) for t, lr in zip(thetas_ExP, lrs_E, strict=True))
+    np.testing.assert_allclose(influence.tracin(loss_fn, thetas_ExP, lrs_E, batch), want_N, rtol=1e-10)
 
 
 @pytest.mark.parametrize("model", ["logistic", "mlp"])

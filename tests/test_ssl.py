@@ -58,7 +58,7 @@ def test_unit_mem_bad_input():
         metrics.unit_mem(np.ones((3, 2)), "max")
     with pytest.raises(ValueError, match="at least 2"):
         metrics.unit_mem(np.ones((1, 2)))
-    with pytest.raises(ValueError, match=r"\[A, N, U\]"):
+    with pytest.raises(ValueError, match=r"\[Z, N, U\]"):
         metrics.unit_mu(np.ones((3, 2)))
 
 

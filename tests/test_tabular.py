@@ -27,7 +27,7 @@ def _table(n: int, seed: int, cards=(3, 4), num_numeric: int = 3, num_classes: i
 
 def _brute_force(gen: data.Table, train: data.Table):
     """The reference code's loop: per query, min-max the numeric distances, add mismatches, divide by M."""
-    m = train.num_NxF.shape[1] + train.cat_NxC.shape[1] + 1
+    m = train.num_NxF.shape[1] + train.cat_NxFc.shape[1] + 1
     d1, d2, nn1 = [], [], []
     for q in range(len(gen)):
         e = np.sqrt(((train.num_NxF - gen.num_NxF[q]) ** 2).sum(1))
@@ -49,7 +49,7 @@ def test_replica_metric_matches_brute_force():
     # A third of the queries are near-copies of training rows: replicas by construction.
     copies = np.arange(0, 30, 3)
     gen.num_NxF[copies] = train.num_NxF[copies] + 0.01
-    gen.cat_NxC[copies], gen.y_N[copies] = train.cat_NxC[copies], train.y_N[copies]
+    gen.cat_NxFc[copies], gen.y_N[copies] = train.cat_NxFc[copies], train.y_N[copies]
     d1, d2, nn1 = metrics.nearest_two(gen, train, chunk=8)  # several chunks and a padded last one
     r1, r2, rn = _brute_force(gen, train)
     np.testing.assert_allclose(d1, r1, atol=1e-5)
@@ -95,8 +95,8 @@ def _distinct_table(n: int, num_classes: int = 2) -> data.Table:
 
 def _parents(new: data.Table, table: data.Table, a, b):
     f_num = table.num_NxF.shape[1]
-    from_b = np.concatenate([new.num_NxF == table.num_NxF[b], new.cat_NxC == table.cat_NxC[b]], axis=1)
-    from_a = np.concatenate([new.num_NxF == table.num_NxF[a], new.cat_NxC == table.cat_NxC[a]], axis=1)
+    from_b = np.concatenate([new.num_NxF == table.num_NxF[b], new.cat_NxFc == table.cat_NxFc[b]], axis=1)
+    from_a = np.concatenate([new.num_NxF == table.num_NxF[a], new.cat_NxFc == table.cat_NxFc[a]], axis=1)
     return from_a, from_b, f_num
 
 
@@ -158,11 +158,11 @@ def test_dynamic_cut_prunes_the_most_replicated_rows():
 def test_tables_encode_decode_and_csv(tmp_path):
     for name in data.SKLEARN_TABLES:
         t = data.sklearn_table(name)
-        assert t.cat_NxC.shape[1] >= 2 and t.num_classes >= 2 and np.isfinite(t.num_NxF).all()
+        assert t.cat_NxFc.shape[1] >= 2 and t.num_classes >= 2 and np.isfinite(t.num_NxF).all()
         enc = data.Encoder.fit(t)
         back = enc.decode(enc.encode(t))
         np.testing.assert_allclose(back.num_NxF, t.num_NxF, rtol=1e-5, atol=1e-4)
-        np.testing.assert_array_equal(back.cat_NxC, t.cat_NxC)
+        np.testing.assert_array_equal(back.cat_NxFc, t.cat_NxFc)
         np.testing.assert_array_equal(back.y_N, t.y_N)
     syn = data.synthetic_table(200, seed=0)
     assert len(syn) == 200 and syn.flags["duplicate"].sum() == 30 and syn.flags["outlier"].sum() == 6
@@ -176,7 +176,7 @@ def test_tables_encode_decode_and_csv(tmp_path):
     lines.append("x,1,2,3,4,5,6,7,8,9,g")  # unparsable numeric: dropped
     path.write_text("\n".join(lines) + "\n")
     t = data.csv_table(str(path), "magic")
-    assert t.num_NxF.shape == (12, 10) and t.cat_NxC.shape == (12, 0) and t.num_classes == 2
+    assert t.num_NxF.shape == (12, 10) and t.cat_NxFc.shape == (12, 0) and t.num_classes == 2
     assert t.y_N.tolist() == [1 if i % 3 == 0 else 0 for i in range(12)]  # codes of sorted levels: g=0, h=1
     adult = tmp_path / "adult.csv"
     adult.write_text(
@@ -189,7 +189,7 @@ def test_tables_encode_decode_and_csv(tmp_path):
         + "\n"
     )
     t = data.csv_table(str(adult), "adult")
-    assert t.num_NxF.shape == (6, 6) and t.cat_NxC.shape == (6, 8) and t.cards[-2] == 2
+    assert t.num_NxF.shape == (6, 6) and t.cat_NxFc.shape == (6, 8) and t.cards[-2] == 2
     with pytest.raises(ConfigError, match="tabular.csv_path"):
         data.csv_table(str(tmp_path / "missing.csv"), "adult")
 

@@ -52,9 +52,9 @@ def test_sgd_tracker_counts_match_offline_state_machine():
             convex.loss_fn(2), lr=0.5, epochs=8, batch_size=4, checkpoints_per_epoch=2, tracker_cfg=cfg
         )(jnp.zeros(5), convex.model_batch(train), jax.random.key(0), None)
     fields = tracker_lib.to_numpy(out["tracker"])
-    loss_CxN = np.asarray(out["loss_CxN"], np.float32)
-    assert loss_CxN.shape == (16, 40) and out["thetas_CxP"].shape == (16, 5)
-    ev = scoring.forget_events(loss_CxN, 0.4, 0.5)
+    loss_ExN = np.asarray(out["loss_ExN"], np.float32)
+    assert loss_ExN.shape == (16, 40) and out["thetas_ExP"].shape == (16, 5)
+    ev = scoring.forget_events(loss_ExN, 0.4, 0.5)
     np.testing.assert_array_equal(fields["forget_N"], ev["forget_N"])
     np.testing.assert_array_equal(fields["learn_N"], ev["learn_N"])
     np.testing.assert_array_equal(fields["seen_N"], np.full(40, 16))
@@ -77,9 +77,9 @@ def test_divergence_ratio_at_half_weight():
 
 
 def test_hotspots_are_the_top_m():
-    loss_CxN = np.array([[0.1, 0.9, 0.1, 0.1], [0.9, 0.1, 0.9, 0.1], [0.1, 0.9, 0.1, 0.1], [0.9, 0.1, 0.1, 0.1]])
-    m_N = scoring.forget_events(loss_CxN, 0.5)["forget_N"] / 3
-    ids = stability.hotspots({"loss_CxN": loss_CxN, "m_N": m_N}, 2)
+    loss_ExN = np.array([[0.1, 0.9, 0.1, 0.1], [0.9, 0.1, 0.9, 0.1], [0.1, 0.9, 0.1, 0.1], [0.9, 0.1, 0.1, 0.1]])
+    m_N = scoring.forget_events(loss_ExN, 0.5)["forget_N"] / 3
+    ids = stability.hotspots({"loss_ExN": loss_ExN, "m_N": m_N}, 2)
     np.testing.assert_array_equal(m_N * 3, [2, 1, 1, 0])
     assert ids[0] == 0 and ids[1] in (1, 2)  # 1 and 2 tie on m and on upward variation: a seeded draw
 
@@ -104,10 +104,10 @@ def test_bound_stats_hand_values():
 
 def test_sweep_and_verdicts():
     rng = np.random.default_rng(0)
-    loss_CxN = rng.uniform(0, 1, size=(10, 50)).astype(np.float32)
+    loss_ExN = rng.uniform(0, 1, size=(10, 50)).astype(np.float32)
     infl_N = rng.uniform(0.1, 1, size=50)
     rows = stats.sweep(
-        loss_CxN,
+        loss_ExN,
         {"a": infl_N},
         stats.settings_for((0.3, 0.6), (50.0,), 1.25),
         bound_c=2.0,
@@ -121,8 +121,8 @@ def test_sweep_and_verdicts():
         ("absolute", 0.6, 1.25),
         ("percentile", 50.0, 1.25),
     ]
-    m = stats.memorization_at(loss_CxN, "absolute", 0.3, 1.25)
-    ev = scoring.forget_events(loss_CxN, 0.3 / 1.25, 0.3 * 1.25)
+    m = stats.memorization_at(loss_ExN, "absolute", 0.3, 1.25)
+    ev = scoring.forget_events(loss_ExN, 0.3 / 1.25, 0.3 * 1.25)
     np.testing.assert_allclose(m["m_N"], ev["forget_N"] / 9)
     fake = [{"a": {"holds": h}} for h in (True, False)]
     assert stats.sweep_verdict(fake, "a") == "holds only for some eps"

@@ -106,12 +106,12 @@ def _wide(a: jax.Array) -> jax.Array:
     return a.astype(jnp.promote_types(a.dtype, jnp.float32))
 
 
-def _dense_sq_norm(x_TxI: jax.Array, d_TxO: jax.Array) -> jax.Array:
+def _dense_sq_norm(x_TxDi: jax.Array, d_TxDo: jax.Array) -> jax.Array:
     """``||X^T D||_F^2``: via the two T x T Gram matrices, or forming X^T D when Din * Dout <= T^2."""
-    t, i = x_TxI.shape
-    if i * d_TxO.shape[1] <= t * t:
-        return jnp.sum((x_TxI.T @ d_TxO) ** 2)
-    return jnp.sum((x_TxI @ x_TxI.T) * (d_TxO @ d_TxO.T))
+    t, i = x_TxDi.shape
+    if i * d_TxDo.shape[1] <= t * t:
+        return jnp.sum((x_TxDi.T @ d_TxDo) ** 2)
+    return jnp.sum((x_TxDi @ x_TxDi.T) * (d_TxDo @ d_TxDo.T))
 
 
 def _embed_sq_norm(ids_T: jax.Array, d_TxD: jax.Array, num_embeddings: int) -> jax.Array:
@@ -133,15 +133,15 @@ def _rows(arrays: list, lead_shapes: list, feature: bool = True) -> jax.Array:
 def _module_sq_norm(module, kind: str, xs: list, ds: list) -> jax.Array:
     """One module's per-example squared gradient norm from all its calls' inputs and output gradients."""
     leads = [d.shape[:-1] for d in ds]
-    d_TxO = _wide(_rows(ds, leads))
+    d_TxDo = _wide(_rows(ds, leads))
     if kind == "embed":
-        return _embed_sq_norm(_rows(xs, leads, feature=False), d_TxO, module.num_embeddings)
-    bias = jnp.sum(jnp.sum(d_TxO, axis=0) ** 2) if getattr(module, "bias", None) is not None else 0.0
+        return _embed_sq_norm(_rows(xs, leads, feature=False), d_TxDo, module.num_embeddings)
+    bias = jnp.sum(jnp.sum(d_TxDo, axis=0) ** 2) if getattr(module, "bias", None) is not None else 0.0
     if kind == "dense":
-        return _dense_sq_norm(_wide(_rows(xs, leads)), d_TxO) + bias
+        return _dense_sq_norm(_wide(_rows(xs, leads)), d_TxDo) + bias
     # layernorm: y = xhat * scale + bias, so the per-example scale gradient is sum_t xhat_t * d_t (a [D] vector).
     xhat_TxD = _wide(_rows([_layernorm_xhat(module, x) for x in xs], leads))
-    scale = jnp.sum(jnp.sum(xhat_TxD * d_TxO, axis=0) ** 2) if module.scale is not None else 0.0
+    scale = jnp.sum(jnp.sum(xhat_TxD * d_TxDo, axis=0) ** 2) if module.scale is not None else 0.0
     return scale + bias
 
 
@@ -158,19 +158,19 @@ def _module_clipped_grads(module, kind: str, xs: list, ds: list, c_N: jax.Array)
             out.append(jnp.broadcast_to(a, target).reshape((n, -1) + target[len(lead) :]))
         return jnp.concatenate(out, axis=1)
 
-    cd_NxTxO = rows(ds) * c_N.astype(ds[0].dtype)[:, None, None]
+    cd_NxTxDo = rows(ds) * c_N.astype(ds[0].dtype)[:, None, None]
     out = {}
     if getattr(module, "bias", None) is not None:
-        out["bias"] = jnp.sum(cd_NxTxO, axis=(0, 1))
+        out["bias"] = jnp.sum(cd_NxTxDo, axis=(0, 1))
     if kind == "dense":
-        out["kernel"] = jnp.einsum("nti,nto->io", rows(xs), cd_NxTxO)
+        out["kernel"] = jnp.einsum("nti,nto->io", rows(xs), cd_NxTxDo)
     elif kind == "embed":
         ids = rows(xs, feature=False).reshape(-1)
         out["embedding"] = jax.ops.segment_sum(
-            cd_NxTxO.reshape(ids.shape[0], -1), ids, num_segments=module.num_embeddings
+            cd_NxTxDo.reshape(ids.shape[0], -1), ids, num_segments=module.num_embeddings
         )
     elif module.scale is not None:
-        out["scale"] = jnp.einsum("ntd,ntd->d", rows([_layernorm_xhat(module, x) for x in xs]), cd_NxTxO)
+        out["scale"] = jnp.einsum("ntd,ntd->d", rows([_layernorm_xhat(module, x) for x in xs]), cd_NxTxDo)
     return out
 
 

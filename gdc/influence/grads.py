@@ -104,8 +104,8 @@ def self_influence(
 
 def tracin(
     loss_fn: LossFn,
-    thetas_CxP: jax.Array,
-    lrs_C: jax.Array,
+    thetas_ExP: jax.Array,
+    lrs_E: jax.Array,
     batch: Batch,
     test_batch: Batch | None = None,
     batch_size: int = 64,
@@ -113,8 +113,8 @@ def tracin(
     """TracIn (Pruthi et al. 2020) over C saved checkpoints: ``sum_c lr_c g_i(theta_c) . g_t(theta_c)``.
 
     Args:
-      thetas_CxP: checkpoint parameters.
-      lrs_C: learning rate in effect at each checkpoint.
+      thetas_ExP: checkpoint parameters.
+      lrs_E: learning rate in effect at each checkpoint.
       batch: the N training examples.
       test_batch: M test examples; None gives self-TracIn ``sum_c lr_c ||g_i(theta_c)||^2``.
 
@@ -132,5 +132,5 @@ def tracin(
         return total + one(*xs), None
 
     shape = (_num_examples(batch),) if test_batch is None else (_num_examples(batch), _num_examples(test_batch))
-    total, _ = jax.lax.scan(body, jnp.zeros(shape, thetas_CxP.dtype), (thetas_CxP, lrs_C.astype(thetas_CxP.dtype)))
+    total, _ = jax.lax.scan(body, jnp.zeros(shape, thetas_ExP.dtype), (thetas_ExP, lrs_E.astype(thetas_ExP.dtype)))
     return total

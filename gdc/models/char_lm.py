@@ -69,7 +69,7 @@ class RecurrentLM(nnx.Module):
         self.width = width
         self.dropout_rate = dropout_rate
 
-    def _cell(self, state, gates_BxG: jax.Array, layer: int):
+    def _cell(self, state, gates_BxDg: jax.Array, layer: int):
         raise NotImplementedError
 
     def _output(self, state) -> jax.Array:
@@ -89,13 +89,13 @@ class RecurrentLM(nnx.Module):
         x_BxLxD = ablate_direction(self.embed(inputs_BxL), 0, ablate)
         hidden = [x_BxLxD]
         for i, w_in in enumerate(self.w_in):
-            gates_LxBxG = jnp.swapaxes(w_in(x_BxLxD), 0, 1)
+            gates_LxBxDg = jnp.swapaxes(w_in(x_BxLxD), 0, 1)
 
-            def cell(state, g_BxG, i=i):
-                state = self._cell(state, g_BxG, i)
+            def cell(state, g_BxDg, i=i):
+                state = self._cell(state, g_BxDg, i)
                 return state, self._output(state)
 
-            _, h_LxBxD = jax.lax.scan(cell, self._zero(inputs_BxL.shape[0], gates_LxBxG.dtype), gates_LxBxG)
+            _, h_LxBxD = jax.lax.scan(cell, self._zero(inputs_BxL.shape[0], gates_LxBxDg.dtype), gates_LxBxDg)
             x_BxLxD = ablate_direction(jnp.swapaxes(h_LxBxD, 0, 1), i + 1, ablate)
             hidden.append(x_BxLxD)
             x_BxLxD = dropout(x_BxLxD, self.dropout_rate, keys_B, salt=i)
@@ -106,16 +106,16 @@ class RecurrentLM(nnx.Module):
         """The all-zero state of every layer, as ``__call__`` starts from."""
         return tuple(self._zero(batch, jnp.float32) for _ in self.w_in)
 
-    def step(self, carry: tuple, gates0_BxG: jax.Array, ablate: Ablation = None) -> tuple[tuple, jax.Array]:
+    def step(self, carry: tuple, gates0_BxDg: jax.Array, ablate: Ablation = None) -> tuple[tuple, jax.Array]:
         """One time step of every layer (no dropout), for decoding with the state carried along.
 
-        ``gates0_BxG`` is the first layer's input projection ``w_in[0](embed(tokens_B))`` (with any layer-0
+        ``gates0_BxDg`` is the first layer's input projection ``w_in[0](embed(tokens_B))`` (with any layer-0
         ablation already applied to the embedding); callers feeding few distinct tokens can compute it once per
         token. Returns (carry, the top layer's hidden state after its ablation, as fed to ``head``).
         """
         new, x_BxD = [], None
         for i, (state, w_in) in enumerate(zip(carry, self.w_in, strict=True)):
-            state = self._cell(state, gates0_BxG if i == 0 else w_in(x_BxD), i)
+            state = self._cell(state, gates0_BxDg if i == 0 else w_in(x_BxD), i)
             new.append(state)
             x_BxD = ablate_direction(self._output(state), i + 1, ablate)
         return tuple(new), x_BxD
@@ -187,14 +187,14 @@ class Block(nnx.Module):
     def __call__(self, x_BxLxD: jax.Array, keys_B: jax.Array | None, salt: int) -> jax.Array:
         b, length, d = x_BxLxD.shape
         h = self.num_heads
-        qkv_BxLx3HxK = self.qkv(self.ln1(x_BxLxD)).reshape(b, length, 3 * h, d // h)
-        q_BxLxHxK, k_BxLxHxK, v_BxLxHxK = jnp.split(qkv_BxLx3HxK, 3, axis=2)
-        scores_BxHxLxL = jnp.einsum("bqhk,bthk->bhqt", q_BxLxHxK, k_BxLxHxK).astype(jnp.float32)
+        qkv_BxLx3HxDh = self.qkv(self.ln1(x_BxLxD)).reshape(b, length, 3 * h, d // h)
+        q_BxLxHxDh, k_BxLxHxDh, v_BxLxHxDh = jnp.split(qkv_BxLx3HxDh, 3, axis=2)
+        scores_BxHxLxL = jnp.einsum("bqhk,bthk->bhqt", q_BxLxHxDh, k_BxLxHxDh).astype(jnp.float32)
         scores_BxHxLxL = scores_BxHxLxL / jnp.sqrt(d // h)
         causal_LxL = jnp.tril(jnp.ones((length, length), jnp.bool_))
         scores_BxHxLxL = jnp.where(causal_LxL, scores_BxHxLxL, jnp.finfo(jnp.float32).min)
-        attn_BxHxLxL = jax.nn.softmax(scores_BxHxLxL, axis=-1).astype(v_BxLxHxK.dtype)
-        y_BxLxD = jnp.einsum("bhqt,bthk->bqhk", attn_BxHxLxL, v_BxLxHxK).reshape(b, length, d)
+        attn_BxHxLxL = jax.nn.softmax(scores_BxHxLxL, axis=-1).astype(v_BxLxHxDh.dtype)
+        y_BxLxD = jnp.einsum("bhqt,bthk->bqhk", attn_BxHxLxL, v_BxLxHxDh).reshape(b, length, d)
         x_BxLxD = x_BxLxD + dropout(self.proj(y_BxLxD), self.dropout_rate, keys_B, salt=2 * salt)
         y_BxLxD = self.out(jax.nn.gelu(self.fc(self.ln2(x_BxLxD))))
         return x_BxLxD + dropout(y_BxLxD, self.dropout_rate, keys_B, salt=2 * salt + 1)

@@ -35,8 +35,8 @@ def alpha_bar(num_steps: int) -> np.ndarray:
 def time_features(t_B: jax.Array, num_steps: int, dim: int = 16) -> jax.Array:
     """Sinusoidal features ``[B, dim]`` of the step index (0..T-1)."""
     freqs = jnp.exp(-math.log(1000.0) * jnp.arange(dim // 2) / (dim // 2))
-    angle_BxF = (t_B.astype(jnp.float32)[:, None] / num_steps * 1000.0) * freqs[None]
-    return jnp.concatenate([jnp.sin(angle_BxF), jnp.cos(angle_BxF)], axis=-1)
+    angle_BxDf = (t_B.astype(jnp.float32)[:, None] / num_steps * 1000.0) * freqs[None]
+    return jnp.concatenate([jnp.sin(angle_BxDf), jnp.cos(angle_BxDf)], axis=-1)
 
 
 class DDPM(nnx.Module):
@@ -56,7 +56,7 @@ class DDPM(nnx.Module):
 
 
 def _draws(model: DDPM, idx_B: jax.Array, keys_B: jax.Array | None) -> tuple[jax.Array, jax.Array]:
-    """(t_BxK int32, noise_BxKxD): K = 1 in training, ``score_draws`` stratified fixed draws otherwise."""
+    """(t_BxZ int32, noise_BxZxD): Z = 1 in training, ``score_draws`` stratified fixed draws otherwise."""
     d, steps = model.num_features, model.num_steps
     if keys_B is not None:
 
@@ -69,9 +69,9 @@ def _draws(model: DDPM, idx_B: jax.Array, keys_B: jax.Array | None) -> tuple[jax
 
     def fixed(i):
         k_t, k_n = jax.random.split(jax.random.fold_in(jax.random.PRNGKey(SCORE_KEY), i))
-        u_K = jax.random.uniform(k_t, (k,))
-        t_K = jnp.floor((jnp.arange(k) + u_K) / k * steps).astype(jnp.int32)  # one draw per stratum of t
-        return jnp.clip(t_K, 0, steps - 1), jax.random.normal(k_n, (k, d))
+        u_Z = jax.random.uniform(k_t, (k,))
+        t_Z = jnp.floor((jnp.arange(k) + u_Z) / k * steps).astype(jnp.int32)  # one draw per stratum of t
+        return jnp.clip(t_Z, 0, steps - 1), jax.random.normal(k_n, (k, d))
 
     return jax.vmap(fixed)(idx_B)
 
@@ -79,12 +79,12 @@ def _draws(model: DDPM, idx_B: jax.Array, keys_B: jax.Array | None) -> tuple[jax
 def per_example_loss(model: DDPM, batch: dict, keys_B: jax.Array | None) -> tuple[jax.Array, jax.Array]:
     """Denoising loss per example (f32 ``[B]``), and a zero "accuracy" (diffusion has none; use the loss criterion)."""
     x_BxD = batch["x"].astype(jnp.float32)
-    t_BxK, eps_BxKxD = _draws(model, batch["index"], keys_B)
-    ab_BxK = jnp.asarray(alpha_bar(model.num_steps), jnp.float32)[t_BxK]
-    xt_BxKxD = jnp.sqrt(ab_BxK)[..., None] * x_BxD[:, None] + jnp.sqrt(1.0 - ab_BxK)[..., None] * eps_BxKxD
-    b, k, d = eps_BxKxD.shape
-    pred = model(xt_BxKxD.reshape(b * k, d), t_BxK.reshape(b * k)).reshape(b, k, d)
-    loss_B = jnp.mean((pred.astype(jnp.float32) - eps_BxKxD) ** 2, axis=(1, 2))
+    t_BxZ, eps_BxZxD = _draws(model, batch["index"], keys_B)
+    ab_BxZ = jnp.asarray(alpha_bar(model.num_steps), jnp.float32)[t_BxZ]
+    xt_BxZxD = jnp.sqrt(ab_BxZ)[..., None] * x_BxD[:, None] + jnp.sqrt(1.0 - ab_BxZ)[..., None] * eps_BxZxD
+    b, k, d = eps_BxZxD.shape
+    pred = model(xt_BxZxD.reshape(b * k, d), t_BxZ.reshape(b * k)).reshape(b, k, d)
+    loss_B = jnp.mean((pred.astype(jnp.float32) - eps_BxZxD) ** 2, axis=(1, 2))
     return loss_B, jnp.zeros_like(loss_B)
 
 

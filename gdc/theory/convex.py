@@ -149,7 +149,7 @@ def probe(num_classes: int, label_noise: float, cfg, seed: int) -> dict:
 
     Returns:
       train, test (numpy dicts), batch, test_batch (device), theta_sgd_P, theta_hat_P (float64), fit (L-BFGS info),
-      loss_CxN (float32 scoring-pass losses), tracker (``gdc.tracker.to_numpy`` fields), tracker_cfg, m_N (from the
+      loss_ExN (float32 scoring-pass losses), tracker (``gdc.tracker.to_numpy`` fields), tracker_cfg, m_N (from the
       tracker).
     """
     return _probe(num_classes, label_noise, task_view(cfg), seed)
@@ -177,7 +177,7 @@ def _probe(num_classes: int, label_noise: float, cfg, seed: int) -> dict:
     p = num_params(cfg.num_features, num_classes)
     out = run(jnp.zeros((p,), jnp.float64), batch, jax.random.key(seed), None)
     fields = tracker_lib.to_numpy(out["tracker"])
-    loss_CxN = np.asarray(out["loss_CxN"], np.float32)
+    loss_ExN = np.asarray(out["loss_ExN"], np.float32)
     theta_sgd_P = np.asarray(out["theta_P"])
     theta_hat_P, fit = influence.fit_lbfgs(
         objective(num_classes, cfg.l2), theta_sgd_P, jnp.ones((cfg.num_train,)), batch, gtol=cfg.gtol
@@ -188,11 +188,11 @@ def _probe(num_classes: int, label_noise: float, cfg, seed: int) -> dict:
         "batch": batch,
         "test_batch": test_batch,
         "theta_sgd_P": theta_sgd_P,
-        "thetas_CxP": np.asarray(out["thetas_CxP"]),
+        "thetas_ExP": np.asarray(out["thetas_ExP"]),
         "theta_hat_P": theta_hat_P,
         "fit": fit,
-        "loss_CxN": loss_CxN,
+        "loss_ExN": loss_ExN,
         "tracker": fields,
         "tracker_cfg": tracker_cfg,
-        "m_N": fields["forget_N"] / max(loss_CxN.shape[0] - 1, 1),
+        "m_N": fields["forget_N"] / max(loss_ExN.shape[0] - 1, 1),
     }

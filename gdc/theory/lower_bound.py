@@ -110,20 +110,20 @@ def analyse(model: str, label_noise: float, cfg: TheoryConfig, seed: int) -> tup
     k = classes(model, cfg)
     probe = convex.probe(k, label_noise, cfg, seed)
     ex = exact_influence(probe, cfg, k)
-    loss_CxN = probe["loss_CxN"]
-    offline = scoring.forget_events(loss_CxN, cfg.eps, cfg.eps)
+    loss_ExN = probe["loss_ExN"]
+    offline = scoring.forget_events(loss_ExN, cfg.eps, cfg.eps)
     influences = {"self_influence": ex["self_influence_N"], "loo": ex["loo_self_N"]}
     kw = {"bound_c": cfg.bound_c, "max_violation": cfg.max_violation}
     noisy_N = probe["train"]["is_noisy"] if label_noise > 0 else None
     rows = stats.sweep(
-        loss_CxN,
+        loss_ExN,
         influences,
         stats.settings_for(cfg.eps_absolute, cfg.eps_percentile, cfg.hysteresis),
         flags_N=noisy_N,
         **kw,
     )
-    uv_N, uv_norm_N = scoring.upward_variation(loss_CxN)
-    d_N = scoring.difficulty(loss_CxN, 1)
+    uv_N, uv_norm_N = scoring.upward_variation(loss_ExN)
+    d_N = scoring.difficulty(loss_ExN, 1)
     eps_free = {
         name: {k2: stats.bound_stats(s_N, v, **kw) for k2, v in influences.items()}
         for name, s_N in (("upward_variation", uv_N), ("upward_variation_norm", uv_norm_N), ("difficulty", d_N))
@@ -137,7 +137,7 @@ def analyse(model: str, label_noise: float, cfg: TheoryConfig, seed: int) -> tup
         "label_noise": label_noise,
         "num_train": cfg.num_train,
         "num_params": int(probe["theta_hat_P"].size),
-        "checkpoints": int(loss_CxN.shape[0]),
+        "checkpoints": int(loss_ExN.shape[0]),
         "fit_grad_norm": probe["fit"]["grad_norm"],
         "loo_grad_norm_max": ex["loo_grad_norm_max"],
         "hessian_eig_min": ex["hessian_eig_min"],

@@ -80,10 +80,10 @@ def _exact_gn(task: Task, theta_P: jax.Array) -> tuple[jax.Array, jax.Array]:
     return 0.5 * (g_PxP + g_PxP.T), jnp.linalg.eigvalsh(0.5 * (h_PxP + h_PxP.T))
 
 
-def lds(attr_NxM: np.ndarray, masks_SxN: np.ndarray, actual_SxM: np.ndarray) -> float:
+def lds(attr_NxM: np.ndarray, masks_RxN: np.ndarray, actual_RxM: np.ndarray) -> float:
     """Mean over test examples of Spearman(-sum_{i in S} attr_i, retrained test loss) across subsets S."""
-    pred_SxM = -masks_SxN @ attr_NxM
-    rhos = [stats.spearman(pred_SxM[:, m], actual_SxM[:, m])[0] for m in range(actual_SxM.shape[1])]
+    pred_RxM = -masks_RxN @ attr_NxM
+    rhos = [stats.spearman(pred_RxM[:, m], actual_RxM[:, m])[0] for m in range(actual_RxM.shape[1])]
     return float(np.nanmean(rhos))
 
 
@@ -102,7 +102,7 @@ def analyse(name: str, cfg: TheoryConfig, seed: int) -> tuple[dict, dict]:
     infl = {
         "cg": np.asarray(_self_influence(task, "cg", cfg.damping, cfg.cg_maxiter[j], 0.0, theta_P, sub)),
         "lissa": np.asarray(_self_influence(task, "lissa", cfg.damping, cfg.lissa_depth[j], scale, theta_P, sub)),
-        "tracin": np.asarray(influence.tracin(task.loss_fn, pr["thetas_CxP"], jnp.full((task.epochs,), task.lr), sub)),
+        "tracin": np.asarray(influence.tracin(task.loss_fn, pr["thetas_ExP"], jnp.full((task.epochs,), task.lr), sub)),
     }
     result: dict = {
         "model": name,
@@ -141,7 +141,7 @@ def analyse(name: str, cfg: TheoryConfig, seed: int) -> tuple[dict, dict]:
     result["cg_vs_lissa_spearman"] = stats.spearman(infl["cg"], infl["lissa"])[0]
 
     # m against influence, on the examples the iterative solvers cover.
-    loss_sub = pr["loss_CxN"][:, ids]
+    loss_sub = pr["loss_ExN"][:, ids]
     flags = None if task.flags_N is None else task.flags_N[ids]
     rows = stats.sweep(
         loss_sub,
@@ -157,7 +157,7 @@ def analyse(name: str, cfg: TheoryConfig, seed: int) -> tuple[dict, dict]:
         tracker_eps=task.eps,
         tracker={k: stats.bound_stats(pr["m_N"][ids], v, **kw) for k, v in infl.items()},
         tracker_frac_m_pos=float((pr["m_N"] > 0).mean()),
-        final_train_loss=float(pr["loss_CxN"][-1].mean()),
+        final_train_loss=float(pr["loss_ExN"][-1].mean()),
         heldout_loss=float(task.loss_fn(theta_P, task.gap_test).mean()),
         sweep=rows,
         eps_free={"upward_variation": {k: stats.bound_stats(uv_N, v, **kw) for k, v in infl.items()}},
@@ -167,14 +167,14 @@ def analyse(name: str, cfg: TheoryConfig, seed: int) -> tuple[dict, dict]:
     # Attribution quality: LDS and LOO.
     tau = {k: np.asarray(influence.grad_dots(task.loss_fn, theta_P, task.train, v)) for k, v in u.items()}
     tau["tracin"] = np.asarray(
-        influence.tracin(task.loss_fn, pr["thetas_CxP"], jnp.full((task.epochs,), task.lr), task.train, task.test)
+        influence.tracin(task.loss_fn, pr["thetas_ExP"], jnp.full((task.epochs,), task.lr), task.train, task.test)
     )
-    masks_SxN = np.zeros((cfg.lds_subsets, n), np.float32)
+    masks_RxN = np.zeros((cfg.lds_subsets, n), np.float32)
     for s in range(cfg.lds_subsets):
-        masks_SxN[s, np.random.default_rng([seed, s, 9]).permutation(n)[: n // 2]] = 1.0
-    thetas_SxP = retrain(task, masks_SxN, normalize=True)
-    actual_SxM = np.asarray(jax.vmap(lambda t: task.loss_fn(t, task.test))(thetas_SxP))
-    result["lds"] = {k: lds(v, masks_SxN, actual_SxM) for k, v in tau.items()}
+        masks_RxN[s, np.random.default_rng([seed, s, 9]).permutation(n)[: n // 2]] = 1.0
+    thetas_RxP = retrain(task, masks_RxN, normalize=True)
+    actual_RxM = np.asarray(jax.vmap(lambda t: task.loss_fn(t, task.test))(thetas_RxP))
+    result["lds"] = {k: lds(v, masks_RxN, actual_RxM) for k, v in tau.items()}
     loo_ids = np.sort(rng.permutation(n)[: min(n, cfg.loo_examples)])
     w_IxN = np.ones((len(loo_ids) + 1, n), np.float32)  # row 0: the full-data retrain
     w_IxN[1 + np.arange(len(loo_ids)), loo_ids] = 0.0
@@ -210,11 +210,11 @@ def stability(task: Task, pr: dict, cfg: TheoryConfig, seed: int) -> dict:
             w[half + k + j, i] = 0.5
     thetas = np.asarray(retrain(task, w, normalize=False, data_R=jax.tree.map(jnp.asarray, data)))
     div = np.linalg.norm(thetas[: 2 * k] - thetas[2 * k :], axis=1).reshape(2, k)
-    ratio_K = div[1] / div[0]
+    ratio_I = div[1] / div[0]
     out = {
-        "ratio_half_mean": float(ratio_K.mean()),
-        "ratio_half_min": float(ratio_K.min()),
-        "ratio_half_max": float(ratio_K.max()),
+        "ratio_half_mean": float(ratio_I.mean()),
+        "ratio_half_min": float(ratio_I.min()),
+        "ratio_half_max": float(ratio_I.max()),
         "divergence_alpha1_mean": float(div[0].mean()),
     }
     num_hot = max(1, round(cfg.hotspot_fraction * n))

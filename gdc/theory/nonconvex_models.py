@@ -139,13 +139,13 @@ def probe(task: Task) -> dict:
     )
     out = run(task.theta0_P, task.train, jax.random.key(0), None)
     fields = tracker_lib.to_numpy(out["tracker"])
-    loss_CxN = np.asarray(out["loss_CxN"], np.float32)
+    loss_ExN = np.asarray(out["loss_ExN"], np.float32)
     return {
         "theta_P": out["theta_P"],
-        "thetas_CxP": out["thetas_CxP"],
-        "loss_CxN": loss_CxN,
+        "thetas_ExP": out["thetas_ExP"],
+        "loss_ExN": loss_ExN,
         "tracker": fields,
-        "m_N": fields["forget_N"] / max(loss_CxN.shape[0] - 1, 1),
+        "m_N": fields["forget_N"] / max(loss_ExN.shape[0] - 1, 1),
     }
 
 

@@ -9,8 +9,8 @@ Invariants:
     and datasets); ``n // batch_size`` steps per epoch, the remainder of the permutation is skipped.
   * With ``tracker_cfg`` set, ``checkpoints_per_epoch`` times per epoch the loss of every example is computed at
     fixed parameters (a scoring pass, paper.md §10 item 5) and folded into ``gdc.tracker`` with
-    ``epoch = checkpoint index``; the same losses come back as ``loss_CxN`` so thresholds can be swept offline, and
-    the parameters at each checkpoint as ``thetas_CxP`` (for TracIn).
+    ``epoch = checkpoint index``; the same losses come back as ``loss_ExN`` so thresholds can be swept offline, and
+    the parameters at each checkpoint as ``thetas_ExP`` (for TracIn).
 """
 
 import functools
@@ -61,8 +61,8 @@ def train(
       acc_fn: per-example accuracy for the tracker's accuracy criterion (None: zeros; the loss criterion ignores it).
 
     Returns:
-      ``theta_P``; with a tracker also ``tracker`` (gdc.tracker.ExampleTracker), ``loss_CxN`` (the scoring-pass
-      losses, C = epochs x checkpoints_per_epoch) and ``thetas_CxP``.
+      ``theta_P``; with a tracker also ``tracker`` (gdc.tracker.ExampleTracker), ``loss_ExN`` (the scoring-pass
+      losses, E = epochs x checkpoints_per_epoch) and ``thetas_ExP``.
     """
     n = _num_examples(data)
     steps = n // batch_size
@@ -87,8 +87,8 @@ def train(
         theta_P, tracker = carry
         epoch, part = c // k, c % k
         perm_N = jax.random.permutation(jax.random.fold_in(key, epoch), n)
-        idx_SxB = jax.lax.dynamic_slice_in_dim(perm_N, part * seg * batch_size, seg * batch_size)
-        theta_P, _ = jax.lax.scan(step, theta_P, idx_SxB.reshape(seg, batch_size))
+        idx_GxB = jax.lax.dynamic_slice_in_dim(perm_N, part * seg * batch_size, seg * batch_size)
+        theta_P, _ = jax.lax.scan(step, theta_P, idx_GxB.reshape(seg, batch_size))
         if tracker_cfg is None:
             return (theta_P, tracker), None
         loss_N = loss_fn(theta_P, data)
@@ -110,8 +110,8 @@ def train(
     (theta_P, tracker), ys = jax.lax.scan(segment, (theta0_P, tracker), jnp.arange(epochs * k))
     if tracker_cfg is None:
         return {"theta_P": theta_P}
-    loss_CxN, thetas_CxP = ys
-    return {"theta_P": theta_P, "tracker": tracker, "loss_CxN": loss_CxN, "thetas_CxP": thetas_CxP}
+    loss_ExN, thetas_ExP = ys
+    return {"theta_P": theta_P, "tracker": tracker, "loss_ExN": loss_ExN, "thetas_ExP": thetas_ExP}
 
 
 @functools.cache

@@ -33,7 +33,7 @@ from gdc.theory.lower_bound import classes  # noqa: E402
 
 def hotspots(probe: dict, count: int) -> np.ndarray:
     """The ``count`` examples with the highest tracker m (ties: higher upward variation first)."""
-    uv_N, _ = scoring.upward_variation(probe["loss_CxN"])
+    uv_N, _ = scoring.upward_variation(probe["loss_ExN"])
     ids, _ = scoring.top_fraction(probe["m_N"], count / len(probe["m_N"]), tie_break_N=uv_N)
     return ids
 
@@ -78,39 +78,39 @@ def scaling(probe: dict, num_classes: int, cfg: TheoryConfig, seed: int) -> dict
     xr, yr = _replace(train, ids, {k: v[ids] for k, v in repl.items()})
     alphas = np.asarray(cfg.alphas)
     i_n, a_n = len(ids), len(alphas)
-    w_IxAxN = np.ones((i_n, a_n, n))
-    w_IxAxN[np.arange(i_n)[:, None], np.arange(a_n)[None], ids[:, None]] = alphas[None]
+    w_IxSxN = np.ones((i_n, a_n, n))
+    w_IxSxN[np.arange(i_n)[:, None], np.arange(a_n)[None], ids[:, None]] = alphas[None]
     x = np.concatenate([np.repeat(train["x"][None], i_n * a_n, 0), np.repeat(xr, a_n, 0)])
     y = np.concatenate([np.repeat(train["y"][None], i_n * a_n, 0), np.repeat(yr, a_n, 0)])
-    w = np.concatenate([w_IxAxN.reshape(-1, n)] * 2)
+    w = np.concatenate([w_IxSxN.reshape(-1, n)] * 2)
     keys = jnp.stack([jax.random.key(seed)] * len(x))
     thetas = np.asarray(
         _train_many(num_classes, convex.task_view(cfg), jnp.asarray(x), jnp.asarray(y), keys, jnp.asarray(w))
     )
     half = i_n * a_n
-    div_IxA = np.linalg.norm(thetas[:half] - thetas[half:], axis=1).reshape(i_n, a_n)
+    div_IxS = np.linalg.norm(thetas[:half] - thetas[half:], axis=1).reshape(i_n, a_n)
     ref = list(cfg.alphas).index(1.0)
-    ratio_IxA = div_IxA / div_IxA[:, ref : ref + 1]
+    ratio_IxS = div_IxS / div_IxS[:, ref : ref + 1]
     lip, beta = convex.lipschitz_smoothness(np.concatenate([train["x"], repl["x"]]), num_classes, cfg.l2)
-    bound_A = 2 * lip * alphas * cfg.lr * cfg.epochs / cfg.batch_size  # (2L/n) w sum_t lr_t
+    bound_S = 2 * lip * alphas * cfg.lr * cfg.epochs / cfg.batch_size  # (2L/n) w sum_t lr_t
     half_i = list(cfg.alphas).index(0.5)
-    return {
+    return {  # the stored keys keep their names: their A is the swept alphas (S in gdc.types' legend)
         "ids": ids.tolist(),
         "alphas": alphas.tolist(),
-        "divergence_IxA": div_IxA.tolist(),
-        "ratio_mean_A": ratio_IxA.mean(0).tolist(),
-        "ratio_min_A": ratio_IxA.min(0).tolist(),
-        "ratio_max_A": ratio_IxA.max(0).tolist(),
-        "ratio_half_mean": float(ratio_IxA[:, half_i].mean()),
-        "ratio_half_min": float(ratio_IxA[:, half_i].min()),
-        "ratio_half_max": float(ratio_IxA[:, half_i].max()),
+        "divergence_IxA": div_IxS.tolist(),
+        "ratio_mean_A": ratio_IxS.mean(0).tolist(),
+        "ratio_min_A": ratio_IxS.min(0).tolist(),
+        "ratio_max_A": ratio_IxS.max(0).tolist(),
+        "ratio_half_mean": float(ratio_IxS[:, half_i].mean()),
+        "ratio_half_min": float(ratio_IxS[:, half_i].min()),
+        "ratio_half_max": float(ratio_IxS[:, half_i].max()),
         "lipschitz": lip,
         "smoothness": beta,
         "lr_max_for_bound": 2.0 / beta,
         "lr_ok": bool(cfg.lr <= 2.0 / beta),
-        "bound_A": bound_A.tolist(),
-        "bound_tightness_max": float(np.max(div_IxA / np.where(bound_A > 0, bound_A, np.inf))),
-        "bound_ok": bool(np.all(div_IxA <= bound_A + 1e-12)),
+        "bound_A": bound_S.tolist(),
+        "bound_tightness_max": float(np.max(div_IxS / np.where(bound_S > 0, bound_S, np.inf))),
+        "bound_ok": bool(np.all(div_IxS <= bound_S + 1e-12)),
     }
 
 

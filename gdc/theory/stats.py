@@ -65,15 +65,15 @@ def bound_stats(
     return out
 
 
-def memorization_at(loss_CxN: np.ndarray, kind: str, value: float, hysteresis: float) -> dict:
+def memorization_at(loss_ExN: np.ndarray, kind: str, value: float, hysteresis: float) -> dict:
     """m (forget events / (C - 1)) at one threshold; hysteresis h > 1 uses the band (eps / h, eps * h).
 
     Returns:
       m_N, eps_low, eps_high (mean over examples for per-example thresholds), never_learned (count).
     """
-    eps = scoring.resolve_eps(loss_CxN, kind, value)
+    eps = scoring.resolve_eps(loss_ExN, kind, value)
     low, high = (eps, eps) if hysteresis == 1.0 else (eps / hysteresis, eps * hysteresis)
-    ev = scoring.forget_events(loss_CxN, low, high)
+    ev = scoring.forget_events(loss_ExN, low, high)
     m = scoring.memorization(ev["forget_N"], ev["transitions"], ev["ever_learned_N"])
     return {
         "m_N": m["m_N"],
@@ -84,7 +84,7 @@ def memorization_at(loss_CxN: np.ndarray, kind: str, value: float, hysteresis: f
 
 
 def sweep(
-    loss_CxN: np.ndarray,
+    loss_ExN: np.ndarray,
     influences: dict[str, np.ndarray],
     settings: list[tuple[str, float, float]],
     *,
@@ -96,20 +96,20 @@ def sweep(
     """One row per (kind, value, hysteresis) setting: m's bound statistics against each influence estimate.
 
     Args:
-      loss_CxN: checkpoint losses.
+      loss_ExN: checkpoint losses.
       influences: name -> ``[N]`` influence values (e.g. exact self-influence, LOO loss change).
       settings: (kind, value, hysteresis) triples; hysteresis 1.0 is the single-threshold rule.
       flags_N: optional bool marks (e.g. flipped labels): each row reports their share of the top ``top`` by m.
     """
     rows = []
     for kind, value, h in settings:
-        mem = memorization_at(loss_CxN, kind, value, h)
+        mem = memorization_at(loss_ExN, kind, value, h)
         row = {k: v for k, v in mem.items() if k != "m_N"}
         row.update(kind=kind, value=float(value), hysteresis=float(h), frac_m_pos=float((mem["m_N"] > 0).mean()))
         for name, infl_N in influences.items():
             row[name] = bound_stats(mem["m_N"], infl_N, bound_c=bound_c, max_violation=max_violation)
         if flags_N is not None:
-            ids, _ = scoring.top_fraction(mem["m_N"], top, tie_break_N=scoring.upward_variation(loss_CxN)[0])
+            ids, _ = scoring.top_fraction(mem["m_N"], top, tie_break_N=scoring.upward_variation(loss_ExN)[0])
             row["flagged_in_top"] = float(np.asarray(flags_N)[ids].mean()) if len(ids) else float("nan")
         rows.append(row)
     return rows

@@ -36,18 +36,18 @@ def wilson(k: float, n: float, z: float = 1.96) -> tuple[float, float]:
     return max(0.0, float(mid - half)), min(1.0, float(mid + half))
 
 
-def within_seed_permutation(arm_S: Sequence[float], controls_SxR: Sequence[Sequence[float]]) -> dict[str, float]:
+def within_seed_permutation(arm_Sd: Sequence[float], controls_SdxR: Sequence[Sequence[float]]) -> dict[str, float]:
     """Exact one-sided test that the arm's values lie BELOW its random controls', seed by seed.
 
     Args:
-        arm_S: the arm's value per seed.
-        controls_SxR: the R random replicates' values per seed (R may differ between seeds).
+        arm_Sd: the arm's value per seed.
+        controls_SdxR: the R random replicates' values per seed (R may differ between seeds).
 
     Returns:
         ``statistic`` (sum over seeds of arm - mean of the replicates), ``p_value`` (share of within-seed
         relabellings whose statistic is <= the observed one, the observed labelling included), ``relabellings``.
     """
-    groups = [np.concatenate([[a], np.asarray(c, np.float64)]) for a, c in zip(arm_S, controls_SxR, strict=True)]
+    groups = [np.concatenate([[a], np.asarray(c, np.float64)]) for a, c in zip(arm_Sd, controls_SdxR, strict=True)]
     if not groups or any(len(g) < 2 for g in groups):
         nan = float("nan")
         return {"statistic": nan, "p_value": nan, "relabellings": 0.0}

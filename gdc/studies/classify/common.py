@@ -91,7 +91,7 @@ def probe(
     quadrant_N, info = scoring.quadrants(d_N, mem["m_N"], state_N=mem["state_N"])
     return {
         "theta_P": out["theta_P"],
-        "loss_ExN": np.asarray(out["loss_CxN"], np.float32),
+        "loss_ExN": np.asarray(out["loss_ExN"], np.float32),
         "d_N": d_N,
         "m_N": mem["m_N"],
         "forget_N": fields["forget_N"],

@@ -143,14 +143,14 @@ def run_seed(cfg: DememConfig, seed: int) -> dict:
     hard_N = pool["is_noisy"] | pool["is_atypical"]
 
     in_RxN = halves(cfg.pool, cfg.models, seed)
-    ids_RxH = np.stack([np.flatnonzero(row) for row in in_RxN])
+    ids_RxM = np.stack([np.flatnonzero(row) for row in in_RxN])
     keys_R = jax.random.split(jax.random.key(seed + 1000), cfg.models)
 
     def stacked(flag_N):
         return {
-            "x": jnp.asarray(pool["x"][ids_RxH]),
-            "y": jnp.asarray(pool["y"][ids_RxH]),
-            "flag": jnp.asarray(flag_N[ids_RxH].astype(np.float32)),
+            "x": jnp.asarray(pool["x"][ids_RxM]),
+            "y": jnp.asarray(pool["y"][ids_RxM]),
+            "flag": jnp.asarray(flag_N[ids_RxM].astype(np.float32)),
         }
 
     arms = {"erm": None, "demem_loss": top_loss_N, "demem_hotspot": hotspot_N}

@@ -47,17 +47,17 @@ def _cond(num: np.ndarray, den: np.ndarray) -> np.ndarray:
 
 
 def rates(pred_N, y_N, a_N, num_classes: int = 3, num_groups: int = 2) -> dict[str, np.ndarray]:
-    """Measured rates (float64): sp_AxC P(f=c|a), conf_AxYxC P(f=c|y,a), tpr_AxC, fpr_AxC P(f=c|Y!=c,a)."""
+    """Measured rates (float64): sp_AxK P(f=c|a), conf_AxYxK P(f=c|y,a), tpr_AxK, fpr_AxK P(f=c|Y!=c,a)."""
     pred_N, y_N, a_N = (np.asarray(v) for v in (pred_N, y_N, a_N))
-    count_AxYxC = np.zeros((num_groups, num_classes, num_classes))
-    np.add.at(count_AxYxC, (a_N, y_N, pred_N), 1.0)
-    cell_AxY = count_AxYxC.sum(axis=2)
-    conf = _cond(count_AxYxC, cell_AxY[:, :, None])
-    sp = _cond(count_AxYxC.sum(axis=1), cell_AxY.sum(axis=1)[:, None])
-    off_AxYxC = count_AxYxC * (1.0 - np.eye(num_classes))[None]
-    neg_AxC = cell_AxY.sum(axis=1)[:, None] - cell_AxY
-    fpr = _cond(off_AxYxC.sum(axis=1), neg_AxC)
-    return {"sp_AxC": sp, "conf_AxYxC": conf, "tpr_AxC": np.einsum("ayy->ay", conf), "fpr_AxC": fpr}
+    count_AxYxK = np.zeros((num_groups, num_classes, num_classes))
+    np.add.at(count_AxYxK, (a_N, y_N, pred_N), 1.0)
+    cell_AxY = count_AxYxK.sum(axis=2)
+    conf = _cond(count_AxYxK, cell_AxY[:, :, None])
+    sp = _cond(count_AxYxK.sum(axis=1), cell_AxY.sum(axis=1)[:, None])
+    off_AxYxK = count_AxYxK * (1.0 - np.eye(num_classes))[None]
+    neg_AxK = cell_AxY.sum(axis=1)[:, None] - cell_AxY
+    fpr = _cond(off_AxYxK.sum(axis=1), neg_AxK)
+    return {"sp_AxK": sp, "conf_AxYxK": conf, "tpr_AxK": np.einsum("ayy->ay", conf), "fpr_AxK": fpr}
 
 
 def lookup(pred_N, y_N, in_D_N) -> np.ndarray:
@@ -77,33 +77,33 @@ def predicted_rates(
     np.add.at(n_AxY, (a_N, y_N), 1.0)
     nd_AxY = np.zeros((g, k))
     np.add.at(nd_AxY, (a_N[d_N], y_N[d_N]), 1.0)
-    out_AxYxC = np.zeros((g, k, k))  # base predictions on D^c
-    np.add.at(out_AxYxC, (a_N[~d_N], y_N[~d_N], pred_N[~d_N]), 1.0)
+    out_AxYxK = np.zeros((g, k, k))  # base predictions on D^c
+    np.add.at(out_AxYxK, (a_N[~d_N], y_N[~d_N], pred_N[~d_N]), 1.0)
     m_AxY = _cond(nd_AxY, n_AxY)  # P(D | y, a)
-    pi = _cond(out_AxYxC, out_AxYxC.sum(axis=2)[:, :, None])  # P(f=c | y, a, D^c)
+    pi = _cond(out_AxYxK, out_AxYxK.sum(axis=2)[:, :, None])  # P(f=c | y, a, D^c)
     p_y_AxY = _cond(n_AxY, n_AxY.sum(axis=1)[:, None])  # P(Y=y | a)
     eye = np.eye(k)[None]
     if memorized:
         m_A = _cond(nd_AxY.sum(axis=1), n_AxY.sum(axis=1))
-        q_AxC = _cond(nd_AxY, nd_AxY.sum(axis=1)[:, None])  # P(Y=c | D, a)
-        r_AxC = _cond(out_AxYxC.sum(axis=1), out_AxYxC.sum(axis=(1, 2))[:, None])  # P(f=c | D^c, a)
-        sp = m_A[:, None] * q_AxC + (1.0 - m_A[:, None]) * r_AxC
+        q_AxK = _cond(nd_AxY, nd_AxY.sum(axis=1)[:, None])  # P(Y=c | D, a)
+        r_AxK = _cond(out_AxYxK.sum(axis=1), out_AxYxK.sum(axis=(1, 2))[:, None])  # P(f=c | D^c, a)
+        sp = m_A[:, None] * q_AxK + (1.0 - m_A[:, None]) * r_AxK
         conf = m_AxY[:, :, None] * eye + (1.0 - m_AxY[:, :, None]) * pi
     else:
         conf = pi
         sp = np.einsum("ay,ayc->ac", p_y_AxY, pi)
-    w_AxYxC = p_y_AxY[:, :, None] * (1.0 - eye)  # P(Y=y | a) for y != c
-    fpr = _cond((w_AxYxC * conf).sum(axis=1), w_AxYxC.sum(axis=1))
-    return {"sp_AxC": sp, "conf_AxYxC": conf, "tpr_AxC": np.einsum("ayy->ay", conf), "fpr_AxC": fpr}
+    w_AxYxK = p_y_AxY[:, :, None] * (1.0 - eye)  # P(Y=y | a) for y != c
+    fpr = _cond((w_AxYxK * conf).sum(axis=1), w_AxYxK.sum(axis=1))
+    return {"sp_AxK": sp, "conf_AxYxK": conf, "tpr_AxK": np.einsum("ayy->ay", conf), "fpr_AxK": fpr}
 
 
 def gaps(r: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """Group 0 minus group 1, per class: sp, tpr, fpr."""
-    return {name: r[f"{name}_AxC"][0] - r[f"{name}_AxC"][1] for name in ("sp", "tpr", "fpr")}
+    return {name: r[f"{name}_AxK"][0] - r[f"{name}_AxK"][1] for name in ("sp", "tpr", "fpr")}
 
 
 def max_abs_diff(r1: dict, r2: dict) -> float:
-    return float(max(np.abs(r1[k] - r2[k]).max() for k in ("sp_AxC", "conf_AxYxC", "fpr_AxC")))
+    return float(max(np.abs(r1[k] - r2[k]).max() for k in ("sp_AxK", "conf_AxYxK", "fpr_AxK")))
 
 
 def minimal_mass(pred_N, y_N, a_N, c: int, seed: int = 0) -> dict:
@@ -113,7 +113,7 @@ def minimal_mass(pred_N, y_N, a_N, c: int, seed: int = 0) -> dict:
     misclassified (Y=c, A=a) points, seeded choice) and its mass.
     """
     pred_N, y_N, a_N = (np.asarray(v) for v in (pred_N, y_N, a_N))
-    t = rates(pred_N, y_N, a_N)["tpr_AxC"][:, c]
+    t = rates(pred_N, y_N, a_N)["tpr_AxK"][:, c]
     low = int(np.argmin(t))
     t_a, t_b = float(t[low]), float(t[1 - low])
     cell_N = (y_N == c) & (a_N == low)
@@ -231,9 +231,9 @@ def run_seed(cfg: FairnessConfig, seed: int) -> dict:
     c = int(np.argmax(np.abs(gaps(base)["tpr"])))
     mm = minimal_mass(pred_f, y, a, c, seed)
     in_D_N = mm.pop("in_D_N")
-    after = rates(lookup(pred_f, y, in_D_N), y, a)["tpr_AxC"][:, c]
+    after = rates(lookup(pred_f, y, in_D_N), y, a)["tpr_AxK"][:, c]
     theta_m, rounds, acc_d = _memorize(net, pr["theta_P"], data, in_D_N, jax.random.fold_in(key, 2), cfg)
-    measured = rates(_predict(net, theta_m, tr["x"]), y, a)["tpr_AxC"][:, c]
+    measured = rates(_predict(net, theta_m, tr["x"]), y, a)["tpr_AxK"][:, c]
     out["minimal_mass"] = {
         **mm,
         "size": int(in_D_N.sum()),

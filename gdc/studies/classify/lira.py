@@ -27,12 +27,12 @@ def logit_confidence(logits_NxK: jax.Array, y_N: jax.Array) -> jax.Array:
     return z_y - jax.nn.logsumexp(others_NxK, axis=1)
 
 
-def _side_stats(phi_SxN: np.ndarray, mask_SxN: np.ndarray) -> tuple[np.ndarray, float]:
-    count_N = mask_SxN.sum(axis=0)
-    total_N = np.where(mask_SxN, phi_SxN, 0.0).sum(axis=0)
+def _side_stats(phi_RxN: np.ndarray, mask_RxN: np.ndarray) -> tuple[np.ndarray, float]:
+    count_N = mask_RxN.sum(axis=0)
+    total_N = np.where(mask_RxN, phi_RxN, 0.0).sum(axis=0)
     fallback = total_N.sum() / max(count_N.sum(), 1)
     mu_N = np.where(count_N > 0, total_N / np.maximum(count_N, 1), fallback)
-    resid = (phi_SxN - mu_N[None, :])[mask_SxN]
+    resid = (phi_RxN - mu_N[None, :])[mask_RxN]
     return mu_N, float(max(resid.std(), 1e-6)) if resid.size else 1.0
 
 

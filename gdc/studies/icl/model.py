@@ -41,15 +41,15 @@ class ICLNet(nnx.Module):
         self.mlp = nnx.List([nnx.Linear(t, width, rngs=rngs), nnx.Linear(width, width, rngs=rngs)])
         self.out = nnx.Linear(width, 1, rngs=rngs)
 
-    def __call__(self, tokens_BxLxT: jax.Array) -> jax.Array:
-        h_BxLxT = self.norm(tokens_BxLxT)
-        q_BxT = self.q(h_BxLxT[:, -1])
-        k_BxLxT, v_BxLxT = self.k(h_BxLxT), self.v(h_BxLxT)
-        att_BxL = jax.nn.softmax(jnp.einsum("bt,blt->bl", q_BxT, k_BxLxT) / jnp.sqrt(q_BxT.shape[-1]), axis=-1)
-        y_BxT = h_BxLxT[:, -1] + jnp.einsum("bl,blt->bt", att_BxL, v_BxLxT)
+    def __call__(self, tokens_BxLxD: jax.Array) -> jax.Array:
+        h_BxLxD = self.norm(tokens_BxLxD)
+        q_BxD = self.q(h_BxLxD[:, -1])
+        k_BxLxD, v_BxLxD = self.k(h_BxLxD), self.v(h_BxLxD)
+        att_BxL = jax.nn.softmax(jnp.einsum("bt,blt->bl", q_BxD, k_BxLxD) / jnp.sqrt(q_BxD.shape[-1]), axis=-1)
+        y_BxD = h_BxLxD[:, -1] + jnp.einsum("bl,blt->bt", att_BxL, v_BxLxD)
         for layer in self.mlp:
-            y_BxT = jax.nn.relu(layer(y_BxT))
-        return self.out(y_BxT)[:, 0].astype(jnp.float32)
+            y_BxD = jax.nn.relu(layer(y_BxD))
+        return self.out(y_BxD)[:, 0].astype(jnp.float32)
 
 
 def graphdef(spec: RunSpec) -> nnx.GraphDef:
@@ -99,7 +99,7 @@ def train(spec: RunSpec, gdef: nnx.GraphDef, key: jax.Array, k: jax.Array) -> di
     )
 
     def checkpoint(carry, e):
-        carry, loss_S = jax.lax.scan(step, carry, e * spec.steps_per_checkpoint + jnp.arange(spec.steps_per_checkpoint))
+        carry, loss_G = jax.lax.scan(step, carry, e * spec.steps_per_checkpoint + jnp.arange(spec.steps_per_checkpoint))
         params = carry[0]
         iwl, icl = task.eval_accuracy(
             lambda toks: predict(params, toks),
@@ -113,7 +113,7 @@ def train(spec: RunSpec, gdef: nnx.GraphDef, key: jax.Array, k: jax.Array) -> di
             spec.eval_size,
         )
         item_loss = jnp.where(t_ids < k, task.logistic_loss(predict(params, item_toks), item_tgt), jnp.nan)
-        return carry, {"iwl_E": iwl, "icl_E": icl, "train_loss_E": loss_S.mean(), "item_loss_ExT": item_loss}
+        return carry, {"iwl_E": iwl, "icl_E": icl, "train_loss_E": loss_G.mean(), "item_loss_ExT": item_loss}
 
     _, out = jax.lax.scan(checkpoint, (params, opt_state), jnp.arange(spec.checkpoints))
     return out

@@ -68,34 +68,34 @@ def train_stage(seed: int, cfg: ICLConfig, workdir: str) -> None:
 # ------------------------------------------------------------------------------------------------------------------
 # Analysis (numpy).
 # ------------------------------------------------------------------------------------------------------------------
-def k_star(k_values, acc_K, threshold: float) -> tuple[float, str]:
-    """(K*, status): the K where ``acc_K`` crosses ``threshold`` for good, log-linearly interpolated.
+def k_star(k_values, acc_S, threshold: float) -> tuple[float, str]:
+    """(K*, status): the K where ``acc_S`` crosses ``threshold`` for good, log-linearly interpolated.
 
     status is "ok", "below_grid" (already >= threshold at the smallest K) or "above_grid" (the largest K is below
     it); K* is NaN unless "ok".
     """
-    logk_K = np.log(np.asarray(k_values, np.float64))
-    acc_K = np.asarray(acc_K, np.float64)
-    above_K = acc_K >= threshold
-    if not above_K[-1]:
+    logk_S = np.log(np.asarray(k_values, np.float64))
+    acc_S = np.asarray(acc_S, np.float64)
+    above_S = acc_S >= threshold
+    if not above_S[-1]:
         return math.nan, "above_grid"
-    j = len(acc_K) - 1
-    while j > 0 and above_K[j - 1]:
+    j = len(acc_S) - 1
+    while j > 0 and above_S[j - 1]:
         j -= 1
     if j == 0:
         return math.nan, "below_grid"
-    a0, a1 = acc_K[j - 1], acc_K[j]
+    a0, a1 = acc_S[j - 1], acc_S[j]
     t = (threshold - a0) / (a1 - a0)
-    return float(np.exp(logk_K[j - 1] + t * (logk_K[j] - logk_K[j - 1]))), "ok"
+    return float(np.exp(logk_S[j - 1] + t * (logk_S[j] - logk_S[j - 1]))), "ok"
 
 
-def fit_slope(n_P, kstar_P) -> dict:
+def fit_slope(n_S, kstar_S) -> dict:
     """Least-squares slope of log K* on log N over the finite points, with its 95% t interval."""
-    n_P, kstar_P = np.asarray(n_P, np.float64), np.asarray(kstar_P, np.float64)
-    ok_P = np.isfinite(kstar_P)
-    x, y = np.log(n_P[ok_P]), np.log(kstar_P[ok_P])
+    n_S, kstar_S = np.asarray(n_S, np.float64), np.asarray(kstar_S, np.float64)
+    ok_S = np.isfinite(kstar_S)
+    x, y = np.log(n_S[ok_S]), np.log(kstar_S[ok_S])
     if np.unique(x).size < 2:
-        return {"slope": math.nan, "ci95": [math.nan, math.nan], "points": int(ok_P.sum())}
+        return {"slope": math.nan, "ci95": [math.nan, math.nan], "points": int(ok_S.sum())}
     fit = stats.linregress(x, y)
     dof = x.size - 2
     half = stats.t.ppf(0.975, dof) * fit.stderr if dof > 0 else math.nan
@@ -105,21 +105,21 @@ def fit_slope(n_P, kstar_P) -> dict:
         "stderr": float(fit.stderr) if dof > 0 else math.nan,
         "ci95": [float(fit.slope - half), float(fit.slope + half)],
         "r": float(fit.rvalue),
-        "points": int(ok_P.sum()),
+        "points": int(ok_S.sum()),
     }
 
 
-def bootstrap_slope(contexts, kstar_SxN, reps: int = 2000, seed: int = 0) -> list[float]:
+def bootstrap_slope(contexts, kstar_SdxS, reps: int = 2000, seed: int = 0) -> list[float]:
     """95% percentile interval of the slope fitted to seed-mean log K*, resampling seeds per N with replacement."""
     rng = np.random.default_rng(seed)
-    logk_SxN = np.log(np.asarray(kstar_SxN, np.float64))
-    s, n = logk_SxN.shape
+    logk_SdxS = np.log(np.asarray(kstar_SdxS, np.float64))
+    s, n = logk_SdxS.shape
     x = np.log(np.asarray(contexts, np.float64))
     slopes = []
     for _ in range(reps):
         with warnings.catch_warnings():  # a resample with only censored K* gives NaN for that N, then skipped
             warnings.simplefilter("ignore", RuntimeWarning)
-            y = np.array([np.nanmean(logk_SxN[rng.integers(0, s, s), j]) for j in range(n)])
+            y = np.array([np.nanmean(logk_SdxS[rng.integers(0, s, s), j]) for j in range(n)])
         ok = np.isfinite(y)
         if ok.sum() >= 2:
             slopes.append(np.polyfit(x[ok], y[ok], 1)[0])
@@ -128,14 +128,14 @@ def bootstrap_slope(contexts, kstar_SxN, reps: int = 2000, seed: int = 0) -> lis
     return [float(np.percentile(slopes, 2.5)), float(np.percentile(slopes, 97.5))]
 
 
-def item_forgetting(item_loss_ExT: np.ndarray) -> dict:
+def item_forgetting(item_loss_ExM: np.ndarray) -> dict:
     """Per-item forget events of the IWL loss (eps = log 2: the item's sign is right) via gdc.scoring."""
-    valid_T = ~np.all(np.isnan(item_loss_ExT), axis=0)
-    loss = item_loss_ExT[:, valid_T]
+    valid_M = ~np.all(np.isnan(item_loss_ExM), axis=0)
+    loss = item_loss_ExM[:, valid_M]
     ev = scoring.forget_events(loss, np.log(2.0))
     mem = scoring.memorization(ev["forget_N"], ev["transitions"], ev["ever_learned_N"])
     return {
-        "items": int(valid_T.sum()),
+        "items": int(valid_M.sum()),
         "forget_mean": float(ev["forget_N"].mean()),
         "m_mean": float(mem["m_N"].mean()),
         "ever_learned": float(ev["ever_learned_N"].mean()),
@@ -148,41 +148,41 @@ def analyze(seed: int, cfg: ICLConfig, workdir: str) -> dict:
     runs = {n: dict(np.load(os.path.join(workdir, f"run_N{n}.npz"))) for n in cfg.contexts}
     seeds, ks = seeds_of(seed, cfg), list(cfg.k_values)
     f = cfg.final_checkpoints
-    per_n, kstar_SxN = {}, np.full((len(seeds), len(cfg.contexts)), np.nan)
+    per_n, kstar_SdxS = {}, np.full((len(seeds), len(cfg.contexts)), np.nan)
     for j, n in enumerate(cfg.contexts):
         r = runs[n]
-        icl_SxK = r["icl_E"][:, :, -f:].mean(-1)
-        iwl_SxK = r["iwl_E"][:, :, -f:].mean(-1)
+        icl_SdxS = r["icl_E"][:, :, -f:].mean(-1)
+        iwl_SdxS = r["iwl_E"][:, :, -f:].mean(-1)
         ks_rows = []
         for i in range(len(seeds)):
-            value, status = k_star(ks, icl_SxK[i], cfg.threshold)
-            kstar_SxN[i, j] = value
+            value, status = k_star(ks, icl_SdxS[i], cfg.threshold)
+            kstar_SdxS[i, j] = value
             ks_rows.append({"seed": seeds[i], "k_star": value, "status": status})
-        mean_value, mean_status = k_star(ks, icl_SxK.mean(0), cfg.threshold)
+        mean_value, mean_status = k_star(ks, icl_SdxS.mean(0), cfg.threshold)
         # ICL onset: first checkpoint whose ICL accuracy reaches the threshold (-1: never).
-        hit_SxKxE = r["icl_E"] >= cfg.threshold
-        onset_SxK = np.where(hit_SxKxE.any(-1), hit_SxKxE.argmax(-1), -1)
+        hit_SdxSxE = r["icl_E"] >= cfg.threshold
+        onset_SdxS = np.where(hit_SdxSxE.any(-1), hit_SdxSxE.argmax(-1), -1)
         forget = [[item_forgetting(r["item_loss_ExT"][i, kk]) for kk in range(len(ks))] for i in range(len(seeds))]
         per_n[n] = {
-            "icl_final": icl_SxK.tolist(),
-            "iwl_final": iwl_SxK.tolist(),
+            "icl_final": icl_SdxS.tolist(),
+            "iwl_final": iwl_SdxS.tolist(),
             "k_star_per_seed": ks_rows,
             "k_star_of_mean_curve": {"k_star": mean_value, "status": mean_status},
-            "icl_onset_checkpoint": onset_SxK.tolist(),
+            "icl_onset_checkpoint": onset_SdxS.tolist(),
             "forget": forget,
             "train_seconds": float(r["seconds"]),
         }
     pooled_n = [n for _ in seeds for n in cfg.contexts]
     fits = {
-        "pooled": fit_slope(pooled_n, kstar_SxN.reshape(-1)),
-        "per_seed": [fit_slope(cfg.contexts, kstar_SxN[i]) for i in range(len(seeds))],
+        "pooled": fit_slope(pooled_n, kstar_SdxS.reshape(-1)),
+        "per_seed": [fit_slope(cfg.contexts, kstar_SdxS[i]) for i in range(len(seeds))],
         "mean_curve": fit_slope(cfg.contexts, [per_n[n]["k_star_of_mean_curve"]["k_star"] for n in cfg.contexts]),
-        "bootstrap_ci95": bootstrap_slope(cfg.contexts, kstar_SxN, seed=seed),
+        "bootstrap_ci95": bootstrap_slope(cfg.contexts, kstar_SdxS, seed=seed),
     }
     slopes = np.array([p["slope"] for p in fits["per_seed"]], np.float64)
     fits["per_seed_mean"] = float(np.nanmean(slopes)) if np.isfinite(slopes).any() else math.nan
     fits["per_seed_std"] = float(np.nanstd(slopes, ddof=1)) if np.isfinite(slopes).sum() > 1 else math.nan
-    return {"seeds": seeds, "k_values": ks, "per_n": per_n, "k_star_SxN": kstar_SxN.tolist(), "slope": fits}
+    return {"seeds": seeds, "k_values": ks, "per_n": per_n, "k_star_SxN": kstar_SdxS.tolist(), "slope": fits}
 
 
 def run_study(seed: int, cfg: ICLConfig, workdir: str, mode: str = "all", command: str = "") -> dict:

@@ -32,19 +32,19 @@ def tokens(x_LxD: jax.Array, label_L: jax.Array) -> jax.Array:
     return jnp.concatenate([x_LxD, label_L[:, None]], axis=1)
 
 
-def _burst(key: jax.Array, ctx_N: jax.Array, q: jax.Array, copies: int) -> jax.Array:
-    pos = jax.random.permutation(key, ctx_N.shape[0])[:copies]
-    return ctx_N.at[pos].set(q)
+def _burst(key: jax.Array, ctx_M: jax.Array, q: jax.Array, copies: int) -> jax.Array:
+    pos = jax.random.permutation(key, ctx_M.shape[0])[:copies]
+    return ctx_M.at[pos].set(q)
 
 
 def train_sequence(key, x_KxD, label_K, k, n: int, copies: int, p_bursty: float):
     """One training sequence: (tokens_Lx(D+1), target, query id, bursty flag) with L = n + 1."""
     k_q, k_c, k_b, k_p = jax.random.split(key, 4)
     q = jax.random.randint(k_q, (), 0, k)
-    ctx_N = jax.random.randint(k_c, (n,), 0, k)
+    ctx_M = jax.random.randint(k_c, (n,), 0, k)
     bursty = jax.random.bernoulli(k_b, p_bursty)
-    ctx_N = jnp.where(bursty, _burst(k_p, ctx_N, q, copies), ctx_N)
-    ids_L = jnp.concatenate([ctx_N, q[None]])
+    ctx_M = jnp.where(bursty, _burst(k_p, ctx_M, q, copies), ctx_M)
+    ids_L = jnp.concatenate([ctx_M, q[None]])
     return tokens(x_KxD[ids_L], label_K[ids_L]), label_K[q], q, bursty
 
 
@@ -52,19 +52,19 @@ def iwl_sequence(key, x_KxD, label_K, k, n: int, q=None):
     """IWL probe: query q (random if None) from the K items, context from the other K - 1 (never a copy of q)."""
     k_q, k_c = jax.random.split(key)
     q = jax.random.randint(k_q, (), 0, k) if q is None else q
-    ctx_N = (q + 1 + jax.random.randint(k_c, (n,), 0, jnp.maximum(k - 1, 1))) % k
-    ids_L = jnp.concatenate([ctx_N, jnp.asarray(q)[None]])
+    ctx_M = (q + 1 + jax.random.randint(k_c, (n,), 0, jnp.maximum(k - 1, 1))) % k
+    ids_L = jnp.concatenate([ctx_M, jnp.asarray(q)[None]])
     return tokens(x_KxD[ids_L], label_K[ids_L]), label_K[q]
 
 
 def icl_sequence(key, n: int, dim: int, copies: int):
     """ICL probe: novel items, fresh labels; the query item sits at exactly ``copies`` of the n context positions."""
     k_i, k_p = jax.random.split(key)
-    x_NxD, label_N = items(k_i, n + 1, dim)  # item n is the query; items 0..n-1 fill the other positions
+    x_LxD, label_L = items(k_i, n + 1, dim)  # item n is the query; items 0..n-1 fill the other positions
     q = jnp.asarray(n)
-    ctx_N = _burst(k_p, jnp.arange(n), q, copies)
-    ids_L = jnp.concatenate([ctx_N, q[None]])
-    return tokens(x_NxD[ids_L], label_N[ids_L]), label_N[q]
+    ctx_M = _burst(k_p, jnp.arange(n), q, copies)
+    ids_L = jnp.concatenate([ctx_M, q[None]])
+    return tokens(x_LxD[ids_L], label_L[ids_L]), label_L[q]
 
 
 def batch(fn, key: jax.Array, size: int, *args):

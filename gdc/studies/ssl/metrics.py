@@ -18,12 +18,12 @@ import numpy as np
 REST = ("median", "mean")
 
 
-def unit_mu(act_AxNxU: np.ndarray) -> np.ndarray:
-    """mu_NxU: each unit's activation averaged over the A augmentations of each of the N examples."""
-    act_AxNxU = np.asarray(act_AxNxU, np.float64)
-    if act_AxNxU.ndim != 3:
-        raise ValueError(f"need activations [A, N, U], got shape {act_AxNxU.shape}.")
-    return act_AxNxU.mean(axis=0)
+def unit_mu(act_ZxNxU: np.ndarray) -> np.ndarray:
+    """mu_NxU: each unit's activation averaged over the Z augmentations of each of the N examples."""
+    act_ZxNxU = np.asarray(act_ZxNxU, np.float64)
+    if act_ZxNxU.ndim != 3:
+        raise ValueError(f"need activations [Z, N, U], got shape {act_ZxNxU.shape}.")
+    return act_ZxNxU.mean(axis=0)
 
 
 def unit_mem(mu_NxU: np.ndarray, rest: str = "median") -> tuple[np.ndarray, np.ndarray]:
@@ -59,12 +59,12 @@ def _unit_rows(h_BxD: np.ndarray) -> np.ndarray:
     return np.divide(h_BxD, norm_B, out=np.zeros_like(h_BxD), where=norm_B > 0)
 
 
-def alignment_distance(h_NxD: np.ndarray, h_aug_AxNxD: np.ndarray) -> np.ndarray:
-    """d_N = mean over the A augmentations of ||normalise(h(x)) - normalise(h(aug x))||_2 (flattened layer output)."""
+def alignment_distance(h_NxD: np.ndarray, h_aug_ZxNxD: np.ndarray) -> np.ndarray:
+    """d_N = mean over the Z augmentations of ||normalise(h(x)) - normalise(h(aug x))||_2 (flattened layer output)."""
     ref_NxD = _unit_rows(h_NxD)
-    h_aug_AxNxD = np.asarray(h_aug_AxNxD)
-    dist_AxN = np.stack([np.linalg.norm(_unit_rows(h) - ref_NxD, axis=1) for h in h_aug_AxNxD])
-    return dist_AxN.mean(axis=0)
+    h_aug_ZxNxD = np.asarray(h_aug_ZxNxD)
+    dist_ZxN = np.stack([np.linalg.norm(_unit_rows(h) - ref_NxD, axis=1) for h in h_aug_ZxNxD])
+    return dist_ZxN.mean(axis=0)
 
 
 def layer_mem(d_f_N: np.ndarray, d_g_N: np.ndarray) -> dict[str, np.ndarray | float]:
@@ -80,10 +80,10 @@ def layer_mem(d_f_N: np.ndarray, d_g_N: np.ndarray) -> dict[str, np.ndarray | fl
     return {"raw_N": raw_N, "score_N": score_N, "layer_mem": float(score_N.mean()), "raw_mean": float(raw_N.mean())}
 
 
-def delta_layer_mem(layer_mem_L: np.ndarray) -> np.ndarray:
+def delta_layer_mem(layer_mem_Ly: np.ndarray) -> np.ndarray:
     """Delta-LayerMem_l = LayerMem_l - LayerMem_{l-1}, with LayerMem_0 = 0 (the first layer keeps its own score)."""
-    x_L = np.asarray(layer_mem_L, np.float64)
-    return np.diff(x_L, prepend=0.0)
+    x_Ly = np.asarray(layer_mem_Ly, np.float64)
+    return np.diff(x_Ly, prepend=0.0)
 
 
 def odds_ratio(selected_N: np.ndarray, group_N: np.ndarray) -> tuple[float, np.ndarray]:
@@ -122,8 +122,8 @@ def enrichment(selected_N: np.ndarray, group_N: np.ndarray, permutations: int = 
     count, done, chunk = 0, 0, 1000
     while done < permutations:  # chunks keep the [chunk, N] permutation matrix small
         m = min(chunk, permutations - done)
-        perm_MxN = rng.permuted(np.broadcast_to(grp_N, (m, grp_N.size)), axis=1)
-        count += int(np.sum(perm_MxN[:, sel_ids].sum(axis=1) >= observed))
+        perm_RxN = rng.permuted(np.broadcast_to(grp_N, (m, grp_N.size)), axis=1)
+        count += int(np.sum(perm_RxN[:, sel_ids].sum(axis=1) >= observed))
         done += m
     expected = sel_N.sum() * grp_N.sum() / max(sel_N.size, 1)
     return {

@@ -41,8 +41,8 @@ class Encoder(nnx.Module):
         self.trunk = nnx.List([nnx.Linear(a, b, rngs=rngs) for a, b in zip(dims[:-1], dims[1:], strict=True)])
         self.head = nnx.Linear(spec.width, spec.proj_dim, rngs=rngs)
 
-    def __call__(self, x_BxP: jax.Array) -> list[jax.Array]:
-        outs, h_BxD = [], x_BxP
+    def __call__(self, x_BxD: jax.Array) -> list[jax.Array]:
+        outs, h_BxD = [], x_BxD
         for layer in self.trunk:
             h_BxD = jax.nn.relu(layer(h_BxD))
             outs.append(h_BxD)
@@ -58,25 +58,25 @@ def init(spec: EncoderSpec, key: jax.Array) -> nnx.State:
     return nnx.split(Encoder(spec, rngs=nnx.Rngs(params=key)), nnx.Param)[1]
 
 
-def layers(gdef: nnx.GraphDef, params: nnx.State, x_BxP: jax.Array) -> list[jax.Array]:
+def layers(gdef: nnx.GraphDef, params: nnx.State, x_BxD: jax.Array) -> list[jax.Array]:
     """Every layer's output (trunk layers, then the projection)."""
-    return nnx.merge(gdef, params)(x_BxP)
+    return nnx.merge(gdef, params)(x_BxD)
 
 
-def augment(spec: EncoderSpec, key: jax.Array, x_P: jax.Array) -> jax.Array:
+def augment(spec: EncoderSpec, key: jax.Array, x_D: jax.Array) -> jax.Array:
     """One augmented view of one flattened 8x8 image in [0, 1]."""
     k_shift, k_scale, k_noise = jax.random.split(key, 3)
     s = spec.shift
-    img_HxW = jnp.pad(x_P.reshape(8, 8), s)
+    img_8x8 = jnp.pad(x_D.reshape(8, 8), s)
     dy, dx = jax.random.randint(k_shift, (2,), 0, 2 * s + 1)
-    img_HxW = jax.lax.dynamic_slice(img_HxW, (dy, dx), (8, 8))
+    img_8x8 = jax.lax.dynamic_slice(img_8x8, (dy, dx), (8, 8))
     scale = 1.0 + spec.brightness * jax.random.uniform(k_scale, (), minval=-1.0, maxval=1.0)
-    return (scale * img_HxW).reshape(64) + spec.noise * jax.random.normal(k_noise, (64,))
+    return (scale * img_8x8).reshape(64) + spec.noise * jax.random.normal(k_noise, (64,))
 
 
-def augment_batch(spec: EncoderSpec, key: jax.Array, idx_B: jax.Array, x_BxP: jax.Array) -> jax.Array:
+def augment_batch(spec: EncoderSpec, key: jax.Array, idx_B: jax.Array, x_BxD: jax.Array) -> jax.Array:
     keys_B = jax.vmap(jax.random.fold_in, (None, 0))(key, idx_B)
-    return jax.vmap(functools.partial(augment, spec))(keys_B, x_BxP)
+    return jax.vmap(functools.partial(augment, spec))(keys_B, x_BxD)
 
 
 def nt_xent(z1_BxD: jax.Array, z2_BxD: jax.Array, temperature: float) -> jax.Array:
@@ -91,8 +91,8 @@ def nt_xent(z1_BxD: jax.Array, z2_BxD: jax.Array, temperature: float) -> jax.Arr
     return 0.5 * (loss_2B[:b] + loss_2B[b:])
 
 
-def train(spec: EncoderSpec, gdef: nnx.GraphDef, x_NxP: jax.Array, key: jax.Array, ids_M: jax.Array):
-    """Trains one encoder on the examples ``ids_M`` of ``x_NxP`` (vmap this over keys and id sets).
+def train(spec: EncoderSpec, gdef: nnx.GraphDef, x_NxD: jax.Array, key: jax.Array, ids_M: jax.Array):
+    """Trains one encoder on the examples ``ids_M`` of ``x_NxD`` (vmap this over keys and id sets).
 
     Returns:
       (params, score_loss_ExM: per-epoch NT-Xent of each training example under fixed views (after the epoch's
@@ -104,10 +104,10 @@ def train(spec: EncoderSpec, gdef: nnx.GraphDef, x_NxP: jax.Array, key: jax.Arra
     k_init, k_train, k_score, k_perm = jax.random.split(key, 4)
     params = init(spec, k_init)
     opt_state = tx.init(params)
-    xm_MxP = x_NxP[ids_M]
+    xm_MxD = x_NxD[ids_M]
     score_views = (
-        augment_batch(spec, jax.random.fold_in(k_score, 0), ids_M, xm_MxP),
-        augment_batch(spec, jax.random.fold_in(k_score, 1), ids_M, xm_MxP),
+        augment_batch(spec, jax.random.fold_in(k_score, 0), ids_M, xm_MxD),
+        augment_batch(spec, jax.random.fold_in(k_score, 1), ids_M, xm_MxD),
     )
 
     def loss_fn(params, v1, v2):
@@ -117,10 +117,10 @@ def train(spec: EncoderSpec, gdef: nnx.GraphDef, x_NxP: jax.Array, key: jax.Arra
     def step_fn(carry, s):
         params, opt_state, perm_M, epoch = carry
         pos_B = jax.lax.dynamic_slice(perm_M, (s * spec.batch_size,), (spec.batch_size,))
-        idx_B, x_BxP = ids_M[pos_B], xm_MxP[pos_B]
+        idx_B, x_BxD = ids_M[pos_B], xm_MxD[pos_B]
         k = jax.random.fold_in(k_train, epoch * steps + s)
-        v1 = augment_batch(spec, jax.random.fold_in(k, 0), idx_B, x_BxP)
-        v2 = augment_batch(spec, jax.random.fold_in(k, 1), idx_B, x_BxP)
+        v1 = augment_batch(spec, jax.random.fold_in(k, 0), idx_B, x_BxD)
+        v2 = augment_batch(spec, jax.random.fold_in(k, 1), idx_B, x_BxD)
         loss, grads = jax.value_and_grad(loss_fn)(params, v1, v2)
         updates, opt_state = tx.update(grads, opt_state, params)
         return (optax.apply_updates(params, updates), opt_state, perm_M, epoch), loss
@@ -128,10 +128,10 @@ def train(spec: EncoderSpec, gdef: nnx.GraphDef, x_NxP: jax.Array, key: jax.Arra
     def epoch_fn(carry, epoch):
         params, opt_state = carry
         perm_M = jax.random.permutation(jax.random.fold_in(k_perm, epoch), m)
-        (params, opt_state, _, _), loss_S = jax.lax.scan(step_fn, (params, opt_state, perm_M, epoch), jnp.arange(steps))
+        (params, opt_state, _, _), loss_G = jax.lax.scan(step_fn, (params, opt_state, perm_M, epoch), jnp.arange(steps))
         z1 = layers(gdef, params, score_views[0])[-1]
         z2 = layers(gdef, params, score_views[1])[-1]
-        return (params, opt_state), (nt_xent(z1, z2, spec.temperature), loss_S.mean())
+        return (params, opt_state), (nt_xent(z1, z2, spec.temperature), loss_G.mean())
 
     (params, _), (score_ExM, train_E) = jax.lax.scan(epoch_fn, (params, opt_state), jnp.arange(spec.epochs))
     return params, score_ExM, train_E

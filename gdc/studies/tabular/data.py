@@ -6,7 +6,7 @@ generator with planted exact duplicates and outliers, and a CSV loader for the T
 Default, Shoppers, Magic) when the user has the files, with the reference code's column roles.
 
 Invariants:
-  * ``Table.num_NxF`` holds numeric columns in their own units; ``cat_NxC`` int codes 0..card-1; ``y_N`` the label.
+  * ``Table.num_NxF`` holds numeric columns in their own units; ``cat_NxFc`` int codes 0..card-1; ``y_N`` the label.
   * The encoding is ``[standardised numerics | one-hot categoricals | one-hot label]``; ``decode`` maps any real
     vector back to a table (argmax per one-hot block), so generated rows become tables the metrics can read.
   * Standardisation statistics come from the training rows only.
@@ -32,7 +32,7 @@ CSV_TABLES = {  # the reference code's column roles (0-based column indices of t
 @dataclasses.dataclass(frozen=True)
 class Table:
     num_NxF: np.ndarray  # float64 numeric columns
-    cat_NxC: np.ndarray  # int32 categorical codes
+    cat_NxFc: np.ndarray  # int32 categorical codes
     y_N: np.ndarray  # int32 class label
     cards: tuple[int, ...]  # categories per categorical column
     num_classes: int
@@ -44,16 +44,16 @@ class Table:
     @property
     def num_columns(self) -> int:
         """Columns the distance counts: numeric + categorical + the label (as in the reference code)."""
-        return self.num_NxF.shape[1] + self.cat_NxC.shape[1] + 1
+        return self.num_NxF.shape[1] + self.cat_NxFc.shape[1] + 1
 
     def cat_with_label(self) -> np.ndarray:
-        return np.concatenate([self.cat_NxC, self.y_N[:, None]], axis=1).astype(np.int32)
+        return np.concatenate([self.cat_NxFc, self.y_N[:, None]], axis=1).astype(np.int32)
 
     def take(self, rows: np.ndarray) -> "Table":
         rows = np.asarray(rows)
         flags = {k: v[rows] for k, v in self.flags.items()}
         return dataclasses.replace(
-            self, num_NxF=self.num_NxF[rows], cat_NxC=self.cat_NxC[rows], y_N=self.y_N[rows], flags=flags
+            self, num_NxF=self.num_NxF[rows], cat_NxFc=self.cat_NxFc[rows], y_N=self.y_N[rows], flags=flags
         )
 
     def append(self, other: "Table") -> "Table":
@@ -61,7 +61,7 @@ class Table:
         return dataclasses.replace(
             self,
             num_NxF=np.concatenate([self.num_NxF, other.num_NxF]),
-            cat_NxC=np.concatenate([self.cat_NxC, other.cat_NxC]),
+            cat_NxFc=np.concatenate([self.cat_NxFc, other.cat_NxFc]),
             y_N=np.concatenate([self.y_N, other.y_N]),
             flags=flags,
         )
@@ -88,9 +88,9 @@ def from_columns(x_NxF: np.ndarray, y_N: np.ndarray, cat_cols: dict[int, int]) -
             else _quantile_bins(x_NxF[:, j], bins)
         )
     keep = [j for j in range(x_NxF.shape[1]) if j not in cat_cols]
-    cat_NxC = np.stack(cats, axis=1) if cats else np.zeros((len(x_NxF), 0), np.int32)
+    cat_NxFc = np.stack(cats, axis=1) if cats else np.zeros((len(x_NxF), 0), np.int32)
     y_N = np.unique(y_N, return_inverse=True)[1].astype(np.int32)
-    return Table(x_NxF[:, keep], cat_NxC, y_N, tuple(int(c.max()) + 1 for c in cats), int(y_N.max()) + 1)
+    return Table(x_NxF[:, keep], cat_NxFc, y_N, tuple(int(c.max()) + 1 for c in cats), int(y_N.max()) + 1)
 
 
 def sklearn_table(name: str) -> Table:
@@ -138,22 +138,22 @@ def synthetic_table(
     loading_F = rng.uniform(0.4, 0.9, num_numeric)
     num_NxF = means_KxF[y_N] + latent_N[:, None] * loading_F + 0.6 * rng.normal(size=(n_base, num_numeric))
     cards = (levels,) * num_categorical
-    cat_NxC = np.zeros((n_base, num_categorical), np.int32)
+    cat_NxFc = np.zeros((n_base, num_categorical), np.int32)
     for j, card in enumerate(cards):
         src = num_NxF[:, j % num_numeric] + 0.5 * rng.normal(size=n_base)
-        cat_NxC[:, j] = np.clip(np.floor((src + 2.0) / 4.0 * card), 0, card - 1).astype(np.int32)
+        cat_NxFc[:, j] = np.clip(np.floor((src + 2.0) / 4.0 * card), 0, card - 1).astype(np.int32)
     outlier_N = np.zeros(n_base, bool)
     out = rng.choice(n_base, int(round(outlier_fraction * num_rows)), replace=False)
     outlier_N[out] = True
     num_NxF[out] += 6.0 * rng.choice([-1.0, 1.0], size=(len(out), num_numeric))
-    cat_NxC[out] = np.stack([rng.integers(0, c, len(out)) for c in cards], axis=1)
+    cat_NxFc[out] = np.stack([rng.integers(0, c, len(out)) for c in cards], axis=1)
     dup_src = rng.choice(np.flatnonzero(~outlier_N), n_dup, replace=False)
     rows = np.concatenate([np.arange(n_base), np.repeat(dup_src, duplicate_copies - 1)])
     dup_N = np.isin(rows, dup_src)
     rows_order = rng.permutation(len(rows))
     rows, dup_N = rows[rows_order], dup_N[rows_order]
     return Table(
-        num_NxF[rows], cat_NxC[rows], y_N[rows], cards, num_classes, {"duplicate": dup_N, "outlier": outlier_N[rows]}
+        num_NxF[rows], cat_NxFc[rows], y_N[rows], cards, num_classes, {"duplicate": dup_N, "outlier": outlier_N[rows]}
     )
 
 
@@ -189,8 +189,8 @@ def csv_table(path: str, name: str) -> Table:
 
     cats = [codes(j) for j in roles["categorical"]]
     y_N, k = codes(roles["target"])
-    cat_NxC = np.stack([c for c, _ in cats], axis=1) if cats else np.zeros((len(good), 0), np.int32)
-    return Table(num_NxF, cat_NxC, y_N, tuple(c for _, c in cats), k)
+    cat_NxFc = np.stack([c for c, _ in cats], axis=1) if cats else np.zeros((len(good), 0), np.int32)
+    return Table(num_NxF, cat_NxFc, y_N, tuple(c for _, c in cats), k)
 
 
 def load(name: str, *, num_rows: int, seed: int, csv_path: str = "", **synthetic_kw) -> Table:
@@ -231,7 +231,7 @@ class Encoder:
         """``[N, width]`` float32: standardised numerics, one-hot categoricals, one-hot label."""
         parts = [(table.num_NxF - self.mean_F) / self.std_F]
         for j, card in enumerate(self.cards):
-            parts.append(np.eye(card)[table.cat_NxC[:, j]])
+            parts.append(np.eye(card)[table.cat_NxFc[:, j]])
         parts.append(np.eye(self.num_classes)[table.y_N])
         return np.concatenate(parts, axis=1).astype(np.float32)
 
@@ -245,8 +245,8 @@ class Encoder:
             cats.append(np.argmax(x_NxD[:, at : at + card], axis=1))
             at += card
         y = np.argmax(x_NxD[:, at : at + self.num_classes], axis=1).astype(np.int32)
-        cat_NxC = np.stack(cats, axis=1).astype(np.int32) if cats else np.zeros((len(x_NxD), 0), np.int32)
-        return Table(num, cat_NxC, y, self.cards, self.num_classes)
+        cat_NxFc = np.stack(cats, axis=1).astype(np.int32) if cats else np.zeros((len(x_NxD), 0), np.int32)
+        return Table(num, cat_NxFc, y, self.cards, self.num_classes)
 
 
 def save(path: str, x_train: np.ndarray, y_train: np.ndarray, x_heldout: np.ndarray, y_heldout: np.ndarray) -> str:

@@ -20,14 +20,14 @@ AUC_THRESHOLDS = np.linspace(0.0, 1.0, 10)
 
 
 @functools.partial(jax.jit, static_argnames=("num_columns",))
-def _top2(qnum_BxF, qcat_BxC, tnum_NxF, tcat_NxC, num_columns: int):
+def _top2(qnum_BxF, qcat_BxFc, tnum_NxF, tcat_NxFc, num_columns: int):
     diff_BxNxF = qnum_BxF[:, None, :] - tnum_NxF[None, :, :]
     e_BxN = jnp.sqrt(jnp.sum(diff_BxNxF * diff_BxNxF, axis=-1))
     lo_B, hi_B = e_BxN.min(axis=1, keepdims=True), e_BxN.max(axis=1, keepdims=True)
     norm_BxN = jnp.where(hi_B > lo_B, (e_BxN - lo_B) / jnp.where(hi_B > lo_B, hi_B - lo_B, 1.0), 0.0)
     if qnum_BxF.shape[1] == 0:
         norm_BxN = jnp.zeros_like(norm_BxN)
-    mismatch_BxN = jnp.sum(qcat_BxC[:, None, :] != tcat_NxC[None, :, :], axis=-1).astype(jnp.float32)
+    mismatch_BxN = jnp.sum(qcat_BxFc[:, None, :] != tcat_NxFc[None, :, :], axis=-1).astype(jnp.float32)
     d_BxN = (norm_BxN + mismatch_BxN) / num_columns
     neg_Bx2, idx_Bx2 = jax.lax.top_k(-d_BxN, 2)
     return -neg_Bx2, idx_Bx2

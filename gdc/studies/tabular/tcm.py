@@ -46,8 +46,8 @@ def correlation_ratio(cat_N: np.ndarray, num_N: np.ndarray) -> float:
 
 def association(table: Table) -> np.ndarray:
     """``[F, F]`` feature-feature association in [0, 1] (1 on the diagonal)."""
-    f_num, f_cat = table.num_NxF.shape[1], table.cat_NxC.shape[1]
-    cols = [table.num_NxF[:, j] for j in range(f_num)] + [table.cat_NxC[:, j] for j in range(f_cat)]
+    f_num, f_cat = table.num_NxF.shape[1], table.cat_NxFc.shape[1]
+    cols = [table.num_NxF[:, j] for j in range(f_num)] + [table.cat_NxFc[:, j] for j in range(f_cat)]
     f = f_num + f_cat
     a = np.eye(f)
     for i in range(f):
@@ -65,7 +65,7 @@ def association(table: Table) -> np.ndarray:
 
 def feature_clusters(table: Table, cut: float = CLUSTER_CUT) -> list[np.ndarray]:
     """Average-linkage clusters of ``1 - |assoc|`` cut at distance ``cut``: a list of feature-index arrays."""
-    f = table.num_NxF.shape[1] + table.cat_NxC.shape[1]
+    f = table.num_NxF.shape[1] + table.cat_NxFc.shape[1]
     if f == 1:
         return [np.array([0])]
     dist = np.clip(1.0 - association(table), 0.0, 1.0)
@@ -86,14 +86,14 @@ def _partners(table: Table, rng: np.random.Generator, num_new: int) -> tuple[np.
 def _mix(table: Table, a: np.ndarray, b: np.ndarray, swap_NxF: np.ndarray) -> Table:
     f_num = table.num_NxF.shape[1]
     num = np.where(swap_NxF[:, :f_num], table.num_NxF[b], table.num_NxF[a])
-    cat = np.where(swap_NxF[:, f_num:], table.cat_NxC[b], table.cat_NxC[a])
+    cat = np.where(swap_NxF[:, f_num:], table.cat_NxFc[b], table.cat_NxFc[a])
     return Table(num, cat.astype(np.int32), table.y_N[a].copy(), table.cards, table.num_classes)
 
 
 def tabcutmix(table: Table, num_new: int, seed: int) -> tuple[Table, np.ndarray, np.ndarray]:
     """``num_new`` TabCutMix rows. Returns (new rows, parent A ids, parent B ids); labels are A's (= B's)."""
     rng = np.random.default_rng([seed, 31])
-    f = table.num_NxF.shape[1] + table.cat_NxC.shape[1]
+    f = table.num_NxF.shape[1] + table.cat_NxFc.shape[1]
     a, b = _partners(table, rng, num_new)
     swap = np.zeros((num_new, f), bool)
     for i in range(num_new):
@@ -107,7 +107,7 @@ def tabcutmix_plus(
     """``num_new`` TabCutMixPlus rows: whole feature clusters come from B. Returns (rows, A ids, B ids)."""
     rng = np.random.default_rng([seed, 37])
     clusters = feature_clusters(table) if clusters is None else clusters
-    f = table.num_NxF.shape[1] + table.cat_NxC.shape[1]
+    f = table.num_NxF.shape[1] + table.cat_NxFc.shape[1]
     a, b = _partners(table, rng, num_new)
     swap = np.zeros((num_new, f), bool)
     for i in range(num_new):
