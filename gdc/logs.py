@@ -15,6 +15,7 @@ from collections.abc import Callable
 import jax
 import tqdm
 
+from gdc import jsonio
 from gdc.errors import ConfigError
 
 
@@ -58,7 +59,7 @@ class RunLogger:
     def write(self, step: int, scalars: dict[str, float], *, to_bar: bool = True) -> None:
         record = {"step": step, **{k: float(v) for k, v in scalars.items()}}
         if self.metrics_file is not None:
-            self.metrics_file.write(json.dumps(record) + "\n")
+            self.metrics_file.write(jsonio.dumps(record, indent=None) + "\n")
             self.metrics_file.flush()
         if self.tb is not None:
             for k, v in scalars.items():
@@ -88,7 +89,7 @@ def _truncate_after(path: str, step: int) -> None:
     with open(path) as f:
         for line in f:
             try:
-                if json.loads(line)["step"] <= step:
+                if jsonio.loads(line)["step"] <= step:
                     kept.append(line)
             except (json.JSONDecodeError, KeyError):  # a line cut short by a kill
                 continue

@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from gdc import jsonio
 from gdc.errors import StageInputError
 from gdc.scoring import cartography as carto
 
@@ -30,8 +31,7 @@ def _tracker_config(workdir: str) -> dict[str, Any]:
     """The run's tracker section, with ``upsampled``: whether its training repeated ids within an epoch."""
     path = os.path.join(workdir, "config.json")
     try:
-        with open(path) as f:
-            config = json.load(f)
+        config = jsonio.read(path)
     except FileNotFoundError as e:
         raise FileNotFoundError(f"{path} is missing: score a workdir written by a training run.") from e
     tracker = config.get("tracker")
@@ -268,14 +268,6 @@ def compute_scores(
     return arrays, summary
 
 
-def _jsonable(x: Any) -> Any:
-    if isinstance(x, np.generic):
-        return x.item()
-    if isinstance(x, np.ndarray):
-        return x.tolist()
-    raise TypeError(f"{type(x)} is not JSON serialisable.")
-
-
 def input_files(workdir: str) -> dict[str, Any]:
     """What scores are computed from: the run's loss files and summary.json, as a digest of (name, size, mtime)."""
     files = _listing(workdir, _EPOCH_RE) + _listing(workdir, _PASS_RE)
@@ -289,8 +281,7 @@ def input_files(workdir: str) -> dict[str, Any]:
 def stale_scores(workdir: str) -> str | None:
     """Why ``scores/scores.json`` no longer matches the run's files (None: it does, or it predates the record)."""
     path = os.path.join(workdir, "scores", "scores.json")
-    with open(path) as f:
-        recorded = json.load(f).get("inputs")
+    recorded = jsonio.read(path).get("inputs")
     now = input_files(workdir)
     if recorded is None or recorded == now:
         return None
@@ -306,8 +297,7 @@ def check_finished(workdir: str, stage: str = "train") -> None:
             f"{workdir} has not finished training (no summary.json): run --mode={stage} first (it resumes from the "
             "latest checkpoint), then score."
         )
-    with open(os.path.join(workdir, "dataset.json")) as f:
-        meta = json.load(f)
+    meta = jsonio.read(os.path.join(workdir, "dataset.json"))
     trained = meta["total_steps"] // meta["steps_per_epoch"]
     epochs = [key[0] for key, _ in _listing(workdir, _EPOCH_RE)]
     missing = sorted(set(range(trained)) - set(epochs))
@@ -325,8 +315,7 @@ def write_scores(workdir: str, arrays: dict[str, np.ndarray], summary: dict[str,
     os.makedirs(folder, exist_ok=True)
     npz, js = os.path.join(folder, "scores.npz"), os.path.join(folder, "scores.json")
     np.savez(npz, **arrays)
-    with open(js, "w") as f:
-        json.dump({**summary, "inputs": input_files(workdir)}, f, indent=2, default=_jsonable)
+    jsonio.write(js, {**summary, "inputs": input_files(workdir)}, indent=2)
     return npz, js
 
 

@@ -6,13 +6,13 @@ allowed.
 """
 
 import dataclasses
-import json
 import os
 import typing
 from collections.abc import Mapping
 from typing import Any, TypeVar
 
 from gdc import config as parse
+from gdc import jsonio
 from gdc.checkpoint import CheckpointConfig
 from gdc.data.sources import DataConfig
 from gdc.errors import ConfigError
@@ -95,5 +95,4 @@ def check_devices(cfg: RunConfig, device_count: int) -> None:
 
 
 def save(cfg: RunConfig, workdir: str) -> None:
-    with open(os.path.join(workdir, "config.json"), "w") as f:
-        json.dump(cfg.to_dict(), f, indent=2, sort_keys=True)
+    jsonio.write(os.path.join(workdir, "config.json"), cfg.to_dict(), indent=2, sort_keys=True)

@@ -15,7 +15,6 @@ the epoch, when ``tracker.scoring_passes`` > 0), ``summary.json``.
 import contextlib
 import dataclasses
 import functools
-import json
 import os
 from collections.abc import Callable
 from typing import Any
@@ -24,7 +23,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from gdc import checkpoint, lock, logs, sharding
+from gdc import checkpoint, jsonio, lock, logs, sharding
 from gdc import config as parse
 from gdc import tracker as tracker_lib
 from gdc.checkpoint import Checkpointer
@@ -139,13 +138,10 @@ def train(
     last = epochs.last
     summary_path = os.path.join(workdir, "summary.json")
     if step == start and os.path.exists(summary_path):  # a rerun of a finished run: nothing trained, keep its metrics
-        with open(summary_path) as f:
-            last = {k: v for k, v in json.load(f).items() if k not in ("step", "epochs", "num_train")}
+        last = {k: v for k, v in jsonio.read(summary_path).items() if k not in ("step", "epochs", "num_train")}
     elif is_writer and step == run.total_steps:
-        with open(summary_path, "w") as f:
-            json.dump(
-                {"step": step, "epochs": step / run.steps_per_epoch, "num_train": run.num_train, **last}, f, indent=2
-            )
+        summary = {"step": step, "epochs": step / run.steps_per_epoch, "num_train": run.num_train, **last}
+        jsonio.write(summary_path, summary, indent=2)
     done = feed.consumed()
     epochs_done = done["epoch"] + (done["position"] == run.steps_per_epoch)
     return TrainResult(state=state, tracker=tracker, last_metrics=last, epochs_done=epochs_done)
@@ -161,9 +157,8 @@ def _resume(run: setup_lib.Run, ckpt: Checkpointer, workdir: str):
         return step, state, tracker
     if jax.process_index() == 0:
         config_lib.save(run.cfg, workdir)
-        with open(os.path.join(workdir, "dataset.json"), "w") as f:
-            sizes = {"steps_per_epoch": run.steps_per_epoch, "total_steps": run.total_steps}
-            json.dump({**run.dataset.meta, **sizes}, f, indent=2)
+        sizes = {"steps_per_epoch": run.steps_per_epoch, "total_steps": run.total_steps}
+        jsonio.write(os.path.join(workdir, "dataset.json"), {**run.dataset.meta, **sizes}, indent=2)
     return None, run.state, run.tracker
 
 

@@ -110,7 +110,7 @@ def extraction_by_epoch(workdir: str, seeds) -> dict[int, list[tuple[int, float]
             continue
         rows = {}
         for line in open(path):
-            rec = json.loads(line)
+            rec = jsonio.loads(line)
             if "canary_extracted" in rec:
                 rows[int(rec["epoch"])] = float(rec["canary_extracted"])
         if rows:
@@ -153,10 +153,10 @@ def write_report(cfg: CartoConfig, workdir: str) -> dict:
     first = os.path.join(workdir, f"seed_{seeds[0]}")
     probe = os.path.join(first, "probe")
     scores = dict(np.load(os.path.join(probe, "scores", "scores.npz")))
-    score_summary = json.load(open(os.path.join(probe, "scores", "scores.json")))
+    score_summary = jsonio.read(os.path.join(probe, "scores", "scores.json"))
     extra = jsonio.read(os.path.join(probe, "scores", "sweep.json"))
     extra["detectors"] = detectors_over_seeds(workdir, seeds)
-    meta = json.load(open(os.path.join(probe, "dataset.json")))
+    meta = jsonio.read(os.path.join(probe, "dataset.json"))
     is_canary = np.zeros(len(scores["m_N"]), bool)
     for c in meta.get("canaries", {}).get("inserted", []):
         is_canary[c["ids"]] = True

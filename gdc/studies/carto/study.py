@@ -20,7 +20,6 @@ initialisation, data order and tie breaking.
 """
 
 import dataclasses
-import json
 import os
 from collections.abc import Callable
 
@@ -134,7 +133,7 @@ def stage_score(cfg: CartoConfig, workdir: str) -> None:
         scoring.write_scores(probe, arrays, summary)
         np.savez(os.path.join(probe, "scores", "sweep.npz"), **sweep)
         extra = {"eps_sweep": {k: v for k, v in sweep.items() if not k.endswith("N")}}
-        dataset_meta = json.load(open(os.path.join(probe, "dataset.json")))
+        dataset_meta = jsonio.read(os.path.join(probe, "dataset.json"))
         if dataset_meta.get("canaries"):
             is_canary = np.zeros(len(arrays["m_N"]), bool)
             for c in dataset_meta["canaries"]["inserted"]:
@@ -207,7 +206,7 @@ def _arms(workdir: str, seed: int, methods: tuple) -> list[dict]:
 def _probe_steps(workdir: str, seed: int) -> int:
     path = os.path.join(seed_dir(workdir, seed), "probe", "summary.json")
     _require(path, "train", f"seed {seed}'s finished probe, whose steps token-matched arms train")
-    return json.load(open(path))["step"]
+    return jsonio.read(path)["step"]
 
 
 def _arm_config(cfg, workdir, seed, arm) -> CartoConfig:
