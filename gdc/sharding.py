@@ -15,6 +15,9 @@ from jax.sharding import PartitionSpec as P
 from gdc.types import HostBatch, PyTree
 
 DATA = "data"
+# The two partition specs of shard_map'd code (the tracker's fold, vmapped ensembles): split over ``data``, or whole.
+SPLIT = P(DATA)
+WHOLE = P()
 
 
 def make_mesh(devices: Sequence[jax.Device] | None = None) -> jax.sharding.Mesh:

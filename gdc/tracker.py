@@ -33,8 +33,8 @@ so ``gdc.tracker`` is the whole tracker API.
 
 import jax
 import jax.numpy as jnp
-from jax.sharding import PartitionSpec as P
 
+from gdc import sharding
 from gdc.forgetting import CRITERIA, transition
 from gdc.sharding import DATA
 from gdc.tracker_state import (
@@ -163,8 +163,8 @@ def update(
         table, pending = jax.shard_map(
             per_device,
             mesh=mesh,
-            in_specs=(P(DATA),) * 7 + (P(), P()),
-            out_specs=(P(DATA), P(DATA)),
+            in_specs=(sharding.SPLIT,) * 7 + (sharding.WHOLE, sharding.WHOLE),
+            out_specs=(sharding.SPLIT, sharding.SPLIT),
         )(tracker.table, tracker.pending, *args, valid_B, step, epoch)
     return ExampleTracker(table=table, pending=pending, num_examples=n)
 
