@@ -8,7 +8,7 @@ import optax
 import pytest
 import scipy.stats
 
-from gdc import models
+from gdc import models, sharding
 from gdc.data import canaries
 from gdc.influence import counterfactual as cf
 from gdc.train.state import TrainConfig
@@ -102,6 +102,9 @@ def test_ensemble_equals_separate_runs(setup):
     _allclose_tree(ens.params, seq.params, rtol=1e-4, atol=1e-6)
     np.testing.assert_allclose(ens.loss_KxE, seq.loss_KxE, rtol=1e-5)
     assert ens.loss_KxE.shape == (k, 2)
+    if setup == "mlp":  # groups of 3 of the 4 models: a group of 3, then a remainder of 1
+        grouped = cf.train_ensemble(graphdef, params_K, data, in_KxN, cfg, seed=7, vmap_size=3)
+        _allclose_tree(grouped.params, seq.params, rtol=1e-4, atol=1e-6)
     assert all(not np.allclose(a[0], a[1]) for a in jax.tree.leaves(ens.params))  # the models differ
 
 
@@ -143,6 +146,29 @@ def test_one_model_matches_a_hand_written_step_loop():
         loss_E.append(total / 9)
     _allclose_tree(jax.tree.map(lambda a: a[1], got.params), params, rtol=1e-5, atol=1e-7)
     np.testing.assert_allclose(got.loss_KxE[1], loss_E, rtol=1e-5)
+
+
+def test_models_split_over_devices_train_as_on_one():
+    graphdef, params_K, data = _mlp_setup(k=8, n=40)
+    in_KxN = cf.subset_masks(4, 8, 40)
+    cfg = TrainConfig(batch_size=8, num_epochs=2, learning_rate=1e-2)
+    mesh = sharding.make_mesh(jax.devices()[:4])  # two models per device
+    split = cf.train_ensemble(graphdef, params_K, data, in_KxN, cfg, seed=1, mesh=mesh)
+    one = cf.train_ensemble(graphdef, params_K, data, in_KxN, cfg, seed=1)
+    assert jax.tree.leaves(split.params)[0].sharding.spec == jax.sharding.PartitionSpec(sharding.DATA)
+    _allclose_tree(split.params, one.params, rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(split.loss_KxE, one.loss_KxE, rtol=1e-5)
+    perf_split, perf_one = cf.performance(graphdef, split.params, data), cf.performance(graphdef, one.params, data)
+    np.testing.assert_allclose(perf_split["loss_KxN"], perf_one["loss_KxN"], rtol=1e-5)
+    one_at_a_time = cf.train_ensemble(graphdef, params_K, data, in_KxN, cfg, seed=1, mesh=mesh, vmap_size=1)
+    _allclose_tree(one_at_a_time.params, one.params, rtol=1e-5, atol=1e-7)
+    placed = cf._place(mesh, params_K, in_KxN, cf.model_keys(1, 8), data)
+    steps = cf.steps_per_epoch(in_KxN, 8)
+    lowered = cf._ensemble_program.lower(*placed, graphdef=graphdef, cfg=cfg, steps=steps, vmap_size=0, mesh=mesh)
+    hlo = lowered.compile().as_text()
+    assert not [op for op in ("all-gather", "all-reduce", "all-to-all", "collective-permute") if op in hlo]
+    with pytest.raises(ValueError, match="split evenly"):
+        cf.train_ensemble(graphdef, params_K, data, in_KxN, cfg, seed=1, mesh=sharding.make_mesh(jax.devices()[:3]))
 
 
 def test_non_members_never_touch_a_model():

@@ -13,7 +13,10 @@ Invariants:
     its members in random order, then padding rows (id N, mask False). A partly padded batch averages its real rows
     (``gdc.losses.weighted_mean``); an all-padding batch leaves parameters and optimizer state unchanged, so each
     model makes exactly ``ceil(|S_k| / B)`` updates per epoch and its schedule advances with its own updates.
-  * ``train_ensemble`` vmaps over K the very function ``train_sequential`` jits for one model.
+  * ``train_ensemble`` vmaps over K (or over groups of ``vmap_size`` models, one group after another) the very function
+    ``train_sequential`` jits for one model. Given a mesh, the K axis is split over its ``data`` axis by
+    ``shard_map`` (each device trains its K / devices models, the data table replicated): the models never
+    communicate, so the program has no collective.
   * Sign: ``estimate`` returns in minus out for a score where higher is better (accuracy), out minus in for one where
     lower is better (loss, ``lower_is_better=True``): larger always means more memorized.
 """
@@ -31,7 +34,7 @@ import optax
 import scipy.stats
 from flax import nnx
 
-from gdc import losses, models
+from gdc import losses, models, sharding
 from gdc.train.state import TrainConfig, make_optimizer
 
 Data = Mapping[str, jax.Array | np.ndarray]  # model inputs with a leading N axis: x and y, or tokens and token_mask
@@ -118,12 +121,29 @@ def _train_one(params, in_N, key, data, *, graphdef, cfg: TrainConfig, steps: in
     return params, loss_sum_T.reshape(epochs, steps).sum(axis=1) / jnp.maximum(in_N.sum(), 1)
 
 
-@functools.partial(jax.jit, static_argnames=("graphdef", "cfg", "steps", "vmapped"))
-def _program(params, in_N, key, data, *, graphdef, cfg, steps, vmapped):
+@functools.partial(jax.jit, static_argnames=("graphdef", "cfg", "steps"))
+def _single_program(params, in_N, key, data, *, graphdef, cfg, steps):
+    return _train_one(params, in_N, key, data, graphdef=graphdef, cfg=cfg, steps=steps)
+
+
+@functools.partial(jax.jit, static_argnames=("graphdef", "cfg", "steps", "vmap_size", "mesh"))
+def _ensemble_program(params, in_KxN, keys, data, *, graphdef, cfg, steps, vmap_size, mesh):
     train = functools.partial(_train_one, graphdef=graphdef, cfg=cfg, steps=steps)
-    if vmapped:
-        train = jax.vmap(train, in_axes=(0, 0, 0, None))
-    return train(params, in_N, key, data)
+
+    def local(params, in_KxN, keys, data):  # this device's models
+        k = in_KxN.shape[0]
+        if vmap_size == 0 or vmap_size >= k:
+            return jax.vmap(train, in_axes=(0, 0, 0, None))(params, in_KxN, keys, data)
+        return jax.lax.map(lambda xs: train(*xs, data), (params, in_KxN, keys), batch_size=vmap_size)
+
+    if mesh is None:
+        return local(params, in_KxN, keys, data)
+    split = jax.sharding.PartitionSpec(sharding.DATA)
+    specs = (split, split, split, jax.sharding.PartitionSpec())
+    # check_vma off: fresh counters in the scan carry are device-invariant, their updates device-varying; the
+    # models share nothing, so there is no collective for the check to guard.
+    shard = jax.shard_map(local, mesh=mesh, in_specs=specs, out_specs=(split, split), check_vma=False)
+    return shard(params, in_KxN, keys, data)
 
 
 def _check(cfg: TrainConfig, data: Data, in_KxN: np.ndarray, params_K: nnx.State) -> None:
@@ -138,8 +158,31 @@ def _check(cfg: TrainConfig, data: Data, in_KxN: np.ndarray, params_K: nnx.State
         raise ValueError(f"data rows {n}, params' leading axes {k} and in_KxN {in_KxN.shape} must agree as [K, N].")
 
 
+def _place(mesh, params_K, in_KxN, keys, data):
+    """The K axis split over the mesh's devices (leading axis over ``data``), the data table on every device."""
+    if mesh is None:
+        return params_K, jnp.asarray(in_KxN), keys, jax.device_put(dict(data))
+    if in_KxN.shape[0] % mesh.size:
+        raise ValueError(f"K={in_KxN.shape[0]} models do not split evenly over {mesh.size} devices.")
+    k_sharding = sharding.batch_sharding(mesh)
+    return (
+        sharding.put_tree(params_K, k_sharding),
+        jax.device_put(jnp.asarray(in_KxN), k_sharding),
+        jax.device_put(keys, k_sharding),
+        jax.device_put(dict(data), sharding.replicated(mesh)),
+    )
+
+
 def train_ensemble(
-    graphdef: nnx.GraphDef, params_K: nnx.State, data: Data, in_KxN: np.ndarray, cfg: TrainConfig, *, seed: int
+    graphdef: nnx.GraphDef,
+    params_K: nnx.State,
+    data: Data,
+    in_KxN: np.ndarray,
+    cfg: TrainConfig,
+    *,
+    seed: int,
+    mesh: jax.sharding.Mesh | None = None,
+    vmap_size: int = 0,
 ) -> Ensemble:
     """Trains the K models of ``params_K``, model k on the examples of ``in_KxN[k]``, as one jitted vmapped scan.
 
@@ -149,6 +192,11 @@ def train_ensemble(
       in_KxN: bool subsets (``subset_masks``).
       cfg: batch size, epochs and optimizer (``make_optimizer``); sample-shaping fields must be left at default.
       seed: the models' keys (``model_keys``).
+      mesh: None runs on the default device; a ``gdc.sharding.make_mesh`` mesh splits the K models over its
+        devices (K must divide by their count).
+      vmap_size: models trained side by side in one vmap on each device, the device's groups of them one after
+        another (``lax.map``); 0: all its models at once. On CPU large models run faster in small groups (a K-fold
+        working set misses the caches, benchmarks/README.md); small ones gain from wide vmaps.
 
     Returns:
       ``Ensemble(params, loss_KxE)``.
@@ -156,10 +204,11 @@ def train_ensemble(
     in_KxN = np.asarray(in_KxN, bool)
     _check(cfg, data, in_KxN, params_K)
     steps = steps_per_epoch(in_KxN, cfg.batch_size)
-    data = jax.device_put(dict(data))
-    keys = model_keys(seed, in_KxN.shape[0])
-    params, loss_KxE = _program(
-        params_K, jnp.asarray(in_KxN), keys, data, graphdef=graphdef, cfg=cfg, steps=steps, vmapped=True
+    placed = _place(mesh, params_K, in_KxN, model_keys(seed, in_KxN.shape[0]), data)
+    if vmap_size < 0:
+        raise ValueError(f"vmap_size={vmap_size}: use 0 (all models at once) or a group size >= 1.")
+    params, loss_KxE = _ensemble_program(
+        *placed, graphdef=graphdef, cfg=cfg, steps=steps, vmap_size=vmap_size, mesh=mesh
     )
     return Ensemble(params, np.asarray(loss_KxE))
 
@@ -177,9 +226,7 @@ def train_sequential(
     for k in range(in_KxN.shape[0]):
         params_k = jax.tree.map(lambda a, k=k: a[k], params_K)
         outs.append(
-            _program(
-                params_k, jnp.asarray(in_KxN[k]), keys[k], data, graphdef=graphdef, cfg=cfg, steps=steps, vmapped=False
-            )
+            _single_program(params_k, jnp.asarray(in_KxN[k]), keys[k], data, graphdef=graphdef, cfg=cfg, steps=steps)
         )
     params = jax.tree.map(lambda *a: jnp.stack(a), *[p for p, _ in outs])
     return Ensemble(params, np.stack([np.asarray(loss_E) for _, loss_E in outs]))
