@@ -21,8 +21,9 @@ MODES = ("run", "all", *study.STAGES)
 def run(config: Mapping[str, Any], workdir: str, mode: str = "all", command: str = "") -> None:
     """``--mode=run``: one training run in ``workdir``; otherwise the study's stage(s) ``mode`` (``all``: every one).
 
-    ``command`` (the launching command line) is appended to ``commands.txt``, which the report cites. The caller
-    holds the workdir lock for the study modes; ``loop.train`` takes it itself.
+    ``command`` (the launching command line) is appended to ``commands.txt``, which the report cites, except by
+    ``report``: it computes nothing, so re-rendering a report leaves it byte-identical. The caller holds the workdir
+    lock for the study modes; ``loop.train`` takes it itself.
     """
     cfg = carto_config.from_mapping(config, device_count=jax.device_count())  # validated before any compute
     parse.check_workdir(workdir)
@@ -30,7 +31,7 @@ def run(config: Mapping[str, Any], workdir: str, mode: str = "all", command: str
         result = loop.train(cfg, workdir)
         print(f"done: step {int(result.state.step)}, metrics {result.last_metrics}")
         return
-    if command and jax.process_index() == 0:
+    if command and mode != "report" and jax.process_index() == 0:
         with open(os.path.join(workdir, "commands.txt"), "a") as f:
             f.write(command + "\n")
     study.run(cfg, workdir, mode)
