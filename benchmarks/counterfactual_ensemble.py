@@ -60,12 +60,26 @@ def setup(name: str, n: int, seq_len: int):
 
 
 def timed(fn):
+    """(wall seconds, this process's CPU seconds, result) of one call, blocked on."""
     import jax
 
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     out = fn()
     jax.block_until_ready(out.params)
-    return time.perf_counter() - start, out
+    return time.perf_counter() - start, time.process_time() - cpu, out
+
+
+def busy_processes() -> list[str]:
+    """Other Python processes using CPU now (``ps``), to say what shared the machine: "%cpu command" (truncated)."""
+    import subprocess
+
+    rows = subprocess.run(["ps", "-eo", "pid,pcpu,args", "--sort=-pcpu"], capture_output=True, text=True).stdout
+    out = []
+    for line in rows.splitlines()[1:]:
+        pid, pcpu, cmd = line.split(None, 2)
+        if int(pid) != os.getpid() and float(pcpu) >= 5 and "python" in cmd.split()[0]:
+            out.append(f"{pcpu}% {cmd[:120]}")
+    return out
 
 
 def bench_model(name: str, args) -> dict:
@@ -97,12 +111,14 @@ def bench_model(name: str, args) -> dict:
         mesh = sharding.make_mesh()
         runs["vmap_split"] = ensemble(mesh=mesh)
         runs["map_split"] = ensemble(mesh=mesh, vmap_size=1)
-    first, outs, times = {}, {}, {k: [] for k in runs}
+    first, outs, times, cpus = {}, {}, {k: [] for k in runs}, {k: [] for k in runs}
     for variant, fn in runs.items():
-        first[variant], outs[variant] = timed(fn)
+        first[variant], _, outs[variant] = timed(fn)
     for _ in range(args.repeats):
         for variant, fn in runs.items():
-            times[variant].append(timed(fn)[0])
+            wall, cpu, _ = timed(fn)
+            times[variant].append(wall)
+            cpus[variant].append(cpu)
 
     def diff(variant):
         pairs = zip(jax.tree.leaves(outs[variant].params), jax.tree.leaves(outs["sequential"].params), strict=True)
@@ -123,6 +139,7 @@ def bench_model(name: str, args) -> dict:
         res[variant] = {
             "seconds": times[variant],
             "median_s": med,
+            "cpu_seconds": cpus[variant],  # this process's CPU time per call (all its threads)
             "examples_per_s": examples / med,
             "compile_s": first[variant] - med,
             "ratio": statistics.median(times["sequential"]) / med,
@@ -159,6 +176,7 @@ def main():
         "xla_flags": os.environ.get("XLA_FLAGS", ""),
         "args": vars(args),
         "load_average_before": os.getloadavg(),
+        "busy_processes_before": busy_processes(),
         "models": {},
     }
     for name in args.models.split(","):
@@ -174,6 +192,7 @@ def main():
                     flush=True,
                 )
     results["load_average_after"] = os.getloadavg()
+    results["busy_processes_after"] = busy_processes()
     with open(args.out, "w") as f:
         json.dump(results, f, indent=2)
     print(f"wrote {args.out}")

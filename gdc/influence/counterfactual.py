@@ -195,8 +195,10 @@ def train_ensemble(
       mesh: None runs on the default device; a ``gdc.sharding.make_mesh`` mesh splits the K models over its
         devices (K must divide by their count).
       vmap_size: models trained side by side in one vmap on each device, the device's groups of them one after
-        another (``lax.map``); 0: all its models at once. On CPU large models run faster in small groups (a K-fold
-        working set misses the caches, benchmarks/README.md); small ones gain from wide vmaps.
+        another (``lax.map``); 0: all its models at once. On CPU the character models run faster in small groups
+        (a K-fold working set misses the caches), and a mesh over several host devices
+        (``--xla_force_host_platform_device_count``) puts the cores to work on different models at once
+        (benchmarks/README.md, counterfactual ensembles).
 
     Returns:
       ``Ensemble(params, loss_KxE)``.
