@@ -117,19 +117,19 @@ def test_branch_steps_walk_the_token_tree(name):
     fn = _jitted(name)
     prefixes_BxP = _tokens(2, 5, seed=3)
     len_B = np.array([5, 2], np.int32)
-    children_M = np.array([4, 0, 17], np.int32)
+    children_Vc = np.array([4, 0, 17], np.int32)
     carry, _ = fn["prefill"](params, jnp.asarray(prefixes_BxP), jnp.asarray(len_B), 5)
     for level in range(1, 4):
-        carry, logits_NxV = fn["branch"](params, carry, jnp.asarray(children_M))
-        m = len(children_M) ** level
-        assert logits_NxV.shape == (2 * m, VOCAB)
-        paths_NxJ = np.stack(np.unravel_index(np.arange(m), (len(children_M),) * level), axis=1)
+        carry, logits_NtxV = fn["branch"](params, carry, jnp.asarray(children_Vc))
+        m = len(children_Vc) ** level
+        assert logits_NtxV.shape == (2 * m, VOCAB)
+        paths_NdxJ = np.stack(np.unravel_index(np.arange(m), (len(children_Vc),) * level), axis=1)
         for root in range(2):
-            seq_MxL = np.concatenate(
-                [np.repeat(prefixes_BxP[root : root + 1, : len_B[root]], m, axis=0), children_M[paths_NxJ]], axis=1
+            seq_NdxL = np.concatenate(
+                [np.repeat(prefixes_BxP[root : root + 1, : len_B[root]], m, axis=0), children_Vc[paths_NdxJ]], axis=1
             )
-            want_MxV = np.asarray(fn["forward"](params, seq_MxL))[:, -1]
-            np.testing.assert_allclose(logits_NxV[root * m : (root + 1) * m], want_MxV, rtol=RTOL, atol=ATOL)
+            want_NdxV = np.asarray(fn["forward"](params, seq_NdxL))[:, -1]
+            np.testing.assert_allclose(logits_NtxV[root * m : (root + 1) * m], want_NdxV, rtol=RTOL, atol=ATOL)
 
 
 @pytest.mark.parametrize("name", LM_NAMES)

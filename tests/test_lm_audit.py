@@ -161,7 +161,7 @@ def test_hidden_states_and_ablation(name):
     loss_B, acc_B = models.per_example_loss(graphdef, params, batch)
     np.testing.assert_allclose(tf["nll_NxL"].mean(axis=1), loss_B, rtol=1e-5)
     np.testing.assert_allclose(tf["correct_NxL"].mean(axis=1), acc_B, rtol=1e-6)
-    assert tf["hidden_KxNxLxD"].shape == (3, 3, 11, 16)
+    assert tf["hidden_LyxNxLxD"].shape == (3, 3, 11, 16)
 
 
 # ----------------------------------------------------------------------------------------------------------------

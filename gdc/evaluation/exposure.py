@@ -90,11 +90,11 @@ def _node_fn(graphdef: nnx.GraphDef, num_digits: int, mesh: jax.sharding.Mesh, l
         tokens_BxT = tokens_BxT.at[rows_B[:, None], cols_BxJ].set(DIGIT0 + digits_BxJ)
         tokens_BxT = jax.lax.with_sharding_constraint(tokens_BxT, rows_sharding)
         logits_BxLxV = forward_logits(graphdef, params, tokens_BxT, with_layer(layer, direction))
-        pos_BxK = len_B[:, None] - 1 + jnp.arange(num_digits)[None, :]
-        logp_BxKxV = jax.nn.log_softmax(logits_BxLxV[rows_B[:, None], pos_BxK], axis=-1)
-        logp_BxKx10 = logp_BxKxV[:, :, DIGIT0 : DIGIT0 + 10]
-        fed_BxJ = jnp.take_along_axis(logp_BxKx10[:, :j], digits_BxJ[:, :, None], axis=-1)[:, :, 0]
-        return fed_BxJ.sum(axis=1)[:, None] + logp_BxKx10[:, j]
+        pos_BxJ = len_B[:, None] - 1 + jnp.arange(num_digits)[None, :]
+        logp_BxJxV = jax.nn.log_softmax(logits_BxLxV[rows_B[:, None], pos_BxJ], axis=-1)
+        logp_BxJx10 = logp_BxJxV[:, :, DIGIT0 : DIGIT0 + 10]
+        fed_BxJ = jnp.take_along_axis(logp_BxJx10[:, :j], digits_BxJ[:, :, None], axis=-1)[:, :, 0]
+        return fed_BxJ.sum(axis=1)[:, None] + logp_BxJx10[:, j]
 
     return jax.jit(score, out_shardings=rows_sharding)
 
@@ -104,30 +104,30 @@ def node_log_likelihoods(
     params: nnx.State,
     prefixes: Sequence[canaries.Prefix],
     num_digits: int,
-    canary_R: np.ndarray,
-    node_R: np.ndarray,
+    canary_Br: np.ndarray,
+    node_Br: np.ndarray,
     mesh: jax.sharding.Mesh,
     batch_size: int = 2048,
     *,
     ablate: Ablation = None,
 ) -> np.ndarray:
-    """Log-likelihoods of the 10 secrets ``node * 10 + last`` of canary ``canary_R[r]``, for each row r.
+    """Log-likelihoods of the 10 secrets ``node * 10 + last`` of canary ``canary_Br[r]``, for each row r.
 
     Args:
         graphdef, params: a causal byte LM.
         prefixes: the C canary prefixes (str, raw bytes or 1-D token arrays).
-        num_digits: d; ``node_R`` are (d-1)-digit values (all 0 when d = 1).
-        canary_R, node_R: int row specs.
+        num_digits: d; ``node_Br`` are (d-1)-digit values (all 0 when d = 1).
+        canary_Br, node_Br: int row specs.
         mesh: rows are split over it.
         batch_size: rows per jitted call (rounded to the mesh; the last call is padded).
         ablate: optional ``(layer, u_D, alpha)`` direction ablation (``gdc.models.char_lm.ablate_direction``).
 
     Returns:
-        f32 [R, 10].
+        f32 [Br, 10].
     """
     buf_CxT, len_C = canaries.prefix_buffer(prefixes, num_digits)
     check_input_len(graphdef, params, buf_CxT.shape[1] - 1, f"scoring {num_digits}-digit secrets")
-    r = len(canary_R)
+    r = len(canary_Br)
     b = pad_rows(min(batch_size, r), mesh)
     layer, direction = ablation_args(ablate)
     fn = _node_fn(graphdef, num_digits, mesh, layer)
@@ -139,8 +139,8 @@ def node_log_likelihoods(
         for start in range(0, r, b):
             c_B = np.zeros(b, np.int32)
             s_B = np.zeros(b, np.int32)
-            c_B[: min(b, r - start)] = canary_R[start : start + b]
-            s_B[: min(b, r - start)] = node_R[start : start + b]
+            c_B[: min(b, r - start)] = canary_Br[start : start + b]
+            s_B[: min(b, r - start)] = node_Br[start : start + b]
             rows = sharding.put_batch({"c": c_B, "s": s_B}, mesh)
             parts.append(fn(params, buf, lens, rows["c"], rows["s"], direction))
     return np.concatenate(jax.device_get(parts))[:r]
@@ -155,14 +155,14 @@ def _tree_fn(graphdef: nnx.GraphDef, num_digits: int, mesh: jax.sharding.Mesh, l
     rows_sharding = sharding.batch_sharding(mesh)
     digits_10 = jnp.asarray(canaries.DIGIT_TOKENS)
 
-    def digit_logp(logits_NxV):
-        return jax.nn.log_softmax(logits_NxV, axis=-1)[:, DIGIT0 : DIGIT0 + 10]
+    def digit_logp(logits_NtxV):
+        return jax.nn.log_softmax(logits_NtxV, axis=-1)[:, DIGIT0 : DIGIT0 + 10]
 
     def tree(params, prefix_T, prefix_len, direction):
         ablate = with_layer(layer, direction)
         t = prefix_T.shape[0]
         carry, logits_1xV = models.prefill(graphdef, params, prefix_T[None], prefix_len[None], t, ablate=ablate)
-        ll_R = digit_logp(logits_1xV).reshape(10)
+        ll_Nt = digit_logp(logits_1xV).reshape(10)
         for k in range(1, num_digits):
             n = 10**k
 
@@ -174,20 +174,20 @@ def _tree_fn(graphdef: nnx.GraphDef, num_digits: int, mesh: jax.sharding.Mesh, l
             # Node r of level k is node r // 10 of level k-1 followed by digit r % 10. The leaves of the new
             # level (every recurrent state; the transformer's newest K/V) are split over the mesh.
             if k < num_digits - 1:
-                carry, logits_NxV = models.branch_step(graphdef, params, carry, digits_10, ablate=ablate)
+                carry, logits_NtxV = models.branch_step(graphdef, params, carry, digits_10, ablate=ablate)
                 carry = jax.tree.map(rows, carry)
-                logp_Nx10 = digit_logp(rows(logits_NxV))
+                logp_Ntx10 = digit_logp(rows(logits_NtxV))
             else:
                 # The last and largest level, whose carry is not needed: one digit at a time (lax.map), so its
                 # activations are a tenth of the level's (XLA's temp estimate at d = 6, width 128: transformer
                 # 1.5 GB -> 0.25 GB, LSTM 0.4 -> 0.07 GB; also faster on CPU).
                 def one_digit(digit, carry=carry, n=n):
-                    _, logits_MxV = models.branch_step(graphdef, params, carry, digit[None], ablate=ablate)
-                    return digit_logp(rows(logits_MxV, n // 10))
+                    _, logits_NaxV = models.branch_step(graphdef, params, carry, digit[None], ablate=ablate)
+                    return digit_logp(rows(logits_NaxV, n // 10))
 
-                logp_Nx10 = jnp.swapaxes(jax.lax.map(one_digit, digits_10), 0, 1).reshape(n, 10)
-            ll_R = (ll_R.reshape(n, 1) + logp_Nx10).reshape(10 * n)
-        return ll_R
+                logp_Ntx10 = jnp.swapaxes(jax.lax.map(one_digit, digits_10), 0, 1).reshape(n, 10)
+            ll_Nt = (ll_Nt.reshape(n, 1) + logp_Ntx10).reshape(10 * n)
+        return ll_Nt
 
     return jax.jit(tree)
 
@@ -242,22 +242,24 @@ def all_secret_log_likelihoods(
     if decode_method(graphdef, params, method) == "incremental":
         return _incremental_log_likelihoods(graphdef, params, prefixes, num_digits, mesh, ablate)
     m = 10 ** (num_digits - 1)
-    canary_R, node_R = np.divmod(np.arange(len(prefixes) * m), m)
-    ll = node_log_likelihoods(graphdef, params, prefixes, num_digits, canary_R, node_R, mesh, batch_size, ablate=ablate)
+    canary_Br, node_Br = np.divmod(np.arange(len(prefixes) * m), m)
+    ll = node_log_likelihoods(
+        graphdef, params, prefixes, num_digits, canary_Br, node_Br, mesh, batch_size, ablate=ablate
+    )
     return ll.reshape(len(prefixes), 10 * m)
 
 
-def rank_exposure(ll_R: np.ndarray, secret: int) -> dict[str, float]:
-    """Exact rank and exposure of secret index ``secret`` among all log-likelihoods ``ll_R`` of the space."""
-    true = ll_R[secret]
-    if not np.isfinite(ll_R).all():  # a diverged model: NaN compares False and would rank first
+def rank_exposure(ll_Cs: np.ndarray, secret: int) -> dict[str, float]:
+    """Exact rank and exposure of secret index ``secret`` among all log-likelihoods ``ll_Cs`` of the space."""
+    true = ll_Cs[secret]
+    if not np.isfinite(ll_Cs).all():  # a diverged model: NaN compares False and would rank first
         nan = float("nan")
         return {"rank": nan, "ties": nan, "exposure": nan, "secret_nll": float(-true)}
-    rank = 1 + int((ll_R > true).sum())
+    rank = 1 + int((ll_Cs > true).sum())
     return {
         "rank": float(rank),
-        "ties": float((ll_R == true).sum() - 1),
-        "exposure": float(np.log2(len(ll_R)) - np.log2(rank)),
+        "ties": float((ll_Cs == true).sum() - 1),
+        "exposure": float(np.log2(len(ll_Cs)) - np.log2(rank)),
         "secret_nll": float(-true),
     }
 
@@ -306,30 +308,30 @@ def evaluate(
         secret_C = np.array([int(r["secret"]) for r in records])
         sample = min(size, skewnorm_sample)
         if d <= max_exact_digits:
-            ll_CxR = all_secret_log_likelihoods(
+            ll_CxCs = all_secret_log_likelihoods(
                 ctx.graphdef, ctx.params, prefixes, d, ctx.mesh, method=method, batch_size=batch_size
             )
-            res = [rank_exposure(ll_R, s) for ll_R, s in zip(ll_CxR, secret_C, strict=True)]
-            nll_sample_CxS = -np.stack([ll_R[rng.choice(size, sample, replace=False)] for ll_R in ll_CxR])
+            res = [rank_exposure(ll_Cs, s) for ll_Cs, s in zip(ll_CxCs, secret_C, strict=True)]
+            nll_sample_CxCs = -np.stack([ll_Cs[rng.choice(size, sample, replace=False)] for ll_Cs in ll_CxCs])
         else:
-            secrets_CxS = rng.integers(0, size, size=(len(records), sample))
-            all_CxS = np.concatenate([secret_C[:, None], secrets_CxS], axis=1)
-            canary_R = np.repeat(np.arange(len(records)), sample + 1)
-            ll_Rx10 = node_log_likelihoods(
+            secrets_CxCs = rng.integers(0, size, size=(len(records), sample))
+            all_CxCs = np.concatenate([secret_C[:, None], secrets_CxCs], axis=1)
+            canary_Br = np.repeat(np.arange(len(records)), sample + 1)
+            ll_Brx10 = node_log_likelihoods(
                 ctx.graphdef,
                 ctx.params,
                 prefixes,
                 d,
-                canary_R,
-                all_CxS.reshape(-1) // 10,
+                canary_Br,
+                all_CxCs.reshape(-1) // 10,
                 ctx.mesh,
                 batch_size,
             )
-            ll_CxS = ll_Rx10[np.arange(len(canary_R)), all_CxS.reshape(-1) % 10].reshape(all_CxS.shape)
+            ll_CxCs = ll_Brx10[np.arange(len(canary_Br)), all_CxCs.reshape(-1) % 10].reshape(all_CxCs.shape)
             nan = float("nan")
-            res = [{"rank": nan, "ties": nan, "exposure": nan, "secret_nll": -float(ll[0])} for ll in ll_CxS]
-            nll_sample_CxS = -ll_CxS[:, 1:]
-        skew_C = np.array([skewnorm_exposure(r["secret_nll"], s) for r, s in zip(res, nll_sample_CxS, strict=True)])
+            res = [{"rank": nan, "ties": nan, "exposure": nan, "secret_nll": -float(ll[0])} for ll in ll_CxCs]
+            nll_sample_CxCs = -ll_CxCs[:, 1:]
+        skew_C = np.array([skewnorm_exposure(r["secret_nll"], s) for r, s in zip(res, nll_sample_CxCs, strict=True)])
         exposure_C = np.array([r["exposure"] for r in res]) if d <= max_exact_digits else skew_C
         out[f"{group}_exposure"] = exposure_C
         out[f"{group}_exposure_mean"] = float(exposure_C.mean())

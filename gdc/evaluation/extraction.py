@@ -105,10 +105,10 @@ def _incremental_fn(graphdef: nnx.GraphDef, num_steps: int, mesh: jax.sharding.M
             next_C = jnp.argmax(logits_CxV, axis=-1).astype(jnp.int32)
             return models.decode_step(graphdef, params, carry, next_C, ablate=ablate), next_C
 
-        (_, last_logits_CxV), out_SxC = jax.lax.scan(step, (carry, first_logits_CxV), None, length=num_steps - 1)
+        (_, last_logits_CxV), out_TxC = jax.lax.scan(step, (carry, first_logits_CxV), None, length=num_steps - 1)
         last_C = jnp.argmax(last_logits_CxV, axis=-1).astype(jnp.int32)
-        out_CxS = jnp.concatenate([out_SxC.T, last_C[:, None]], axis=1)
-        return out_CxS, jax.nn.softmax(first_logits_CxV, axis=-1)
+        out_CxT = jnp.concatenate([out_TxC.T, last_C[:, None]], axis=1)
+        return out_CxT, jax.nn.softmax(first_logits_CxV, axis=-1)
 
     return jax.jit(decode, out_shardings=(rows_sharding, rows_sharding))
 
@@ -134,8 +134,8 @@ def _forward_fn(graphdef: nnx.GraphDef, num_steps: int, mesh: jax.sharding.Mesh,
         first_CxV = jax.nn.softmax(first_logits_CxV.astype(jnp.float32), axis=-1)
         buf_CxT = write(0, buf_CxT, first_logits_CxV)
         buf_CxT = jax.lax.fori_loop(1, num_steps, lambda k, buf: write(k, buf, next_logits(k, buf)), buf_CxT)
-        cols_CxS = prefix_len_C[:, None] + jnp.arange(num_steps)[None, :]
-        return jnp.take_along_axis(buf_CxT, cols_CxS, axis=1), first_CxV
+        cols_CxT = prefix_len_C[:, None] + jnp.arange(num_steps)[None, :]
+        return jnp.take_along_axis(buf_CxT, cols_CxT, axis=1), first_CxV
 
     return jax.jit(decode, out_shardings=(rows_sharding, rows_sharding))
 
@@ -190,9 +190,9 @@ def greedy_decode(
             n = min(rows, c - start)
             buf = np.zeros((rows, buf_CxT.shape[1]), np.int32)
             buf[:n] = buf_CxT[start : start + n]
-            len_R = np.ones(rows, np.int32)  # padding rows: a one-byte prefix of 0
-            len_R[:n] = len_C[start : start + n]
-            batch = sharding.put_batch({"buf": buf, "len": len_R}, mesh)
+            len_B = np.ones(rows, np.int32)  # padding rows: a one-byte prefix of 0
+            len_B[:n] = len_C[start : start + n]
+            batch = sharding.put_batch({"buf": buf, "len": len_B}, mesh)
             parts.append((fn(params, batch["buf"], batch["len"], direction), n))
     out = np.concatenate([np.asarray(jax.device_get(o))[:n] for (o, _), n in parts])
     if not with_first_probs:
@@ -200,9 +200,9 @@ def greedy_decode(
     return out, np.concatenate([np.asarray(jax.device_get(f))[:n] for (_, f), n in parts])
 
 
-def decode_text(tokens_CxS: np.ndarray) -> np.ndarray:
+def decode_text(tokens_CxT: np.ndarray) -> np.ndarray:
     """Bytes to strings (invalid utf-8 replaced), as a numpy string array."""
-    return np.array([bytes(row.astype(np.uint8).tolist()).decode("utf-8", errors="replace") for row in tokens_CxS])
+    return np.array([bytes(row.astype(np.uint8).tolist()).decode("utf-8", errors="replace") for row in tokens_CxT])
 
 
 def evaluate(ctx: EvalContext) -> dict[str, float | np.ndarray]:
@@ -229,21 +229,21 @@ def evaluate(ctx: EvalContext) -> dict[str, float | np.ndarray]:
             continue
         ctxs = canaries.decode_contexts(ctx.dataset, group, ctx.seed)
         which_X = ctxs["canary"]
-        tokens_XxS, first_XxV = greedy_decode(ctx.graphdef, ctx.params, ctxs["contexts"], d + 1, ctx.mesh, True)
-        secrets_CxD = np.stack([canaries.encode(r["secret"]) for r in records])
-        secrets_XxD = secrets_CxD[which_X]
+        tokens_XxT, first_XxV = greedy_decode(ctx.graphdef, ctx.params, ctxs["contexts"], d + 1, ctx.mesh, True)
+        secrets_CxJ = np.stack([canaries.encode(r["secret"]) for r in records])
+        secrets_XxJ = secrets_CxJ[which_X]
         out[f"{group}_first_digit_mass"] = float(first_XxV[:, canaries.encode("0123456789")].sum(axis=1).mean())
-        out[f"{group}_first_secret_prob"] = float(first_XxV[np.arange(len(which_X)), secrets_XxD[:, 0]].mean())
-        correct_XxD = tokens_XxS[:, :d] == secrets_XxD
-        copy_X = correct_XxD.all(axis=1)
+        out[f"{group}_first_secret_prob"] = float(first_XxV[np.arange(len(which_X)), secrets_XxJ[:, 0]].mean())
+        correct_XxJ = tokens_XxT[:, :d] == secrets_XxJ
+        copy_X = correct_XxJ.all(axis=1)
         extracted_C = np.zeros(len(records), bool)
         np.logical_or.at(extracted_C, which_X, copy_X)
         out[f"{group}_extraction_rate"] = float(extracted_C.mean())
         out[f"{group}_extracted_count"] = float(extracted_C.sum())
         out[f"{group}_copy_extraction_rate"] = float(copy_X.mean())
         out[f"{group}_contexts"] = float(len(which_X))
-        out[f"{group}_digit_accuracy"] = float(correct_XxD.mean())
+        out[f"{group}_digit_accuracy"] = float(correct_XxJ.mean())
         out[f"{group}_extracted"] = extracted_C
-        out[f"{group}_decoded"] = decode_text(tokens_XxS)
+        out[f"{group}_decoded"] = decode_text(tokens_XxT)
         out[f"{group}_context_canary"] = np.asarray(which_X, np.int32)
     return out

@@ -22,15 +22,15 @@ from gdc.scoring.cartography import (
 )
 
 
-def _spearman_matrix(x_KxN: np.ndarray) -> np.ndarray:
+def _spearman_matrix(x_SxN: np.ndarray) -> np.ndarray:
     """Spearman correlations between rows (NaN where a row is constant)."""
-    k = x_KxN.shape[0]
+    k = x_SxN.shape[0]
     if k == 1:
         return np.ones((1, 1))
-    ranks_KxN = scipy.stats.rankdata(x_KxN, axis=1)
+    ranks_SxN = scipy.stats.rankdata(x_SxN, axis=1)
     with warnings.catch_warnings(), np.errstate(all="ignore"):  # constant rows (every m = 0): NaN, as documented.
         warnings.simplefilter("ignore")
-        rho = np.corrcoef(ranks_KxN)
+        rho = np.corrcoef(ranks_SxN)
     return np.asarray(rho, np.float64).reshape(k, k)
 
 

@@ -20,28 +20,28 @@ from scipy import stats
 TESTS = ("mannwhitney", "welch")
 
 
-def dataset_test(scores_S: np.ndarray, scores_C: np.ndarray) -> dict[str, float | np.ndarray]:
-    """One-sided p-values that S scores higher than the control C.
+def dataset_test(scores_N: np.ndarray, scores_M: np.ndarray) -> dict[str, float | np.ndarray]:
+    """One-sided p-values that the candidate set S (``scores_N``) scores higher than the control C (``scores_M``).
 
-    Batched: ``scores_S`` [..., n] and ``scores_C`` [..., m] test every leading index at once (last axis = samples).
+    Batched: ``scores_N`` [..., n] and ``scores_M`` [..., m] test every leading index at once (last axis = samples).
     """
-    scores_S, scores_C = np.asarray(scores_S, np.float64), np.asarray(scores_C, np.float64)
-    if scores_S.shape[-1] < 2 or scores_C.shape[-1] < 2:
-        raise ValueError(f"need >= 2 samples per set, got |S|={scores_S.shape[-1]}, |C|={scores_C.shape[-1]}.")
-    mw = stats.mannwhitneyu(scores_S, scores_C, alternative="greater", method="asymptotic", axis=-1)
+    scores_N, scores_M = np.asarray(scores_N, np.float64), np.asarray(scores_M, np.float64)
+    if scores_N.shape[-1] < 2 or scores_M.shape[-1] < 2:
+        raise ValueError(f"need >= 2 samples per set, got |S|={scores_N.shape[-1]}, |C|={scores_M.shape[-1]}.")
+    mw = stats.mannwhitneyu(scores_N, scores_M, alternative="greater", method="asymptotic", axis=-1)
     with np.errstate(all="ignore"), warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # constant samples: Welch's p is NaN (not rejected)
-        welch = stats.ttest_ind(scores_S, scores_C, equal_var=False, alternative="greater", axis=-1)
+        welch = stats.ttest_ind(scores_N, scores_M, equal_var=False, alternative="greater", axis=-1)
     out = {"mannwhitney": mw.pvalue, "welch": welch.pvalue}
-    if scores_S.ndim == 1:
+    if scores_N.ndim == 1:
         out = {k: float(v) for k, v in out.items()}
-        out.update(mean_S=float(scores_S.mean()), mean_C=float(scores_C.mean()))
+        out.update(mean_S=float(scores_N.mean()), mean_C=float(scores_M.mean()))
     return out
 
 
 def rejection_rate(
-    pool_S: np.ndarray,
-    pool_C: np.ndarray | None,
+    pool_N: np.ndarray,
+    pool_M: np.ndarray | None,
     size: int,
     *,
     reps: int,
@@ -51,8 +51,8 @@ def rejection_rate(
     """Fraction of ``reps`` random draws in which each test rejects H0 at ``alpha``.
 
     Args:
-        pool_S: candidate-set scores (the sets S are drawn from it).
-        pool_C: control scores; None draws S and the control disjointly from ``pool_S`` (a never-trained pool: the
+        pool_N: candidate-set scores (the sets S are drawn from it).
+        pool_M: control scores; None draws S and the control disjointly from ``pool_N`` (a never-trained pool: the
             rate is then the false-positive rate).
         size: |S| = |control| per draw.
         reps: draws.
@@ -62,27 +62,27 @@ def rejection_rate(
     Returns:
         test name -> rejection rate, plus ``<test>_p`` (all p-values, as a list) for uniformity checks.
     """
-    pool_S = np.asarray(pool_S, np.float64)
-    need_S = 2 * size if pool_C is None else size
-    if len(pool_S) < need_S or (pool_C is not None and len(pool_C) < size):
-        raise ValueError(f"size={size} needs {need_S} candidate and {size} control samples in the pools.")
+    pool_N = np.asarray(pool_N, np.float64)
+    need = 2 * size if pool_M is None else size
+    if len(pool_N) < need or (pool_M is not None and len(pool_M) < size):
+        raise ValueError(f"size={size} needs {need} candidate and {size} control samples in the pools.")
     rng = np.random.default_rng(seed)
-    if pool_C is None:
-        perm_RxN = rng.permuted(np.tile(np.arange(len(pool_S)), (reps, 1)), axis=1)
-        s_RxS, c_RxS = pool_S[perm_RxN[:, :size]], pool_S[perm_RxN[:, size : 2 * size]]
+    if pool_M is None:
+        perm_RxN = rng.permuted(np.tile(np.arange(len(pool_N)), (reps, 1)), axis=1)
+        s_RxN, c_RxM = pool_N[perm_RxN[:, :size]], pool_N[perm_RxN[:, size : 2 * size]]
     else:
-        pool_C = np.asarray(pool_C, np.float64)
-        s_RxS = pool_S[rng.permuted(np.tile(np.arange(len(pool_S)), (reps, 1)), axis=1)[:, :size]]
-        c_RxS = pool_C[rng.permuted(np.tile(np.arange(len(pool_C)), (reps, 1)), axis=1)[:, :size]]
-    p = dataset_test(s_RxS, c_RxS)
+        pool_M = np.asarray(pool_M, np.float64)
+        s_RxN = pool_N[rng.permuted(np.tile(np.arange(len(pool_N)), (reps, 1)), axis=1)[:, :size]]
+        c_RxM = pool_M[rng.permuted(np.tile(np.arange(len(pool_M)), (reps, 1)), axis=1)[:, :size]]
+    p = dataset_test(s_RxN, c_RxM)
     out: dict[str, float] = {name: float(np.mean(np.nan_to_num(p[name], nan=1.0) < alpha)) for name in TESTS}
     out.update({f"{name}_p": np.asarray(p[name]).tolist() for name in TESTS})
     return out
 
 
 def power_curve(
-    pool_S: np.ndarray,
-    pool_C: np.ndarray | None,
+    pool_N: np.ndarray,
+    pool_M: np.ndarray | None,
     sizes: Sequence[int],
     *,
     reps: int,
@@ -90,12 +90,12 @@ def power_curve(
     seed: int = 0,
 ) -> dict[str, list[float]]:
     """``rejection_rate`` at every |S| in ``sizes`` (sizes too big for the pools are skipped)."""
-    n_S = len(pool_S) // 2 if pool_C is None else len(pool_S)
-    n_C = n_S if pool_C is None else len(pool_C)
-    ok = [s for s in sizes if 2 <= s <= min(n_S, n_C)]
+    num_candidates = len(pool_N) // 2 if pool_M is None else len(pool_N)
+    num_controls = num_candidates if pool_M is None else len(pool_M)
+    ok = [s for s in sizes if 2 <= s <= min(num_candidates, num_controls)]
     out: dict[str, list[float]] = {"sizes": [float(s) for s in ok], **{name: [] for name in TESTS}}
     for i, s in enumerate(ok):
-        res = rejection_rate(pool_S, pool_C, s, reps=reps, alpha=alpha, seed=seed + 1000 * i)
+        res = rejection_rate(pool_N, pool_M, s, reps=reps, alpha=alpha, seed=seed + 1000 * i)
         for name in TESTS:
             out[name].append(res[name])
     return out

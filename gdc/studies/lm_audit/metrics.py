@@ -54,7 +54,7 @@ METRICS = ("lcs_chars", "lcs_words", "rouge_p", "rouge_r", "rouge_f", "rouge_p_c
 EXACT_HEAD = 8  # "exact8": the first 8 generated characters equal the reference's
 
 
-def score_pairs(generated_NxS: np.ndarray, reference_NxS: np.ndarray) -> dict[str, np.ndarray]:
+def score_pairs(generated_NxT: np.ndarray, reference_NxT: np.ndarray) -> dict[str, np.ndarray]:
     """Every metric of ``METRICS`` per row, comparing generated and reference byte tokens.
 
     Returns:
@@ -63,8 +63,8 @@ def score_pairs(generated_NxS: np.ndarray, reference_NxS: np.ndarray) -> dict[st
         characters, the byte-level model's own tokens), ``exact`` (0/1) and ``exact8`` (0/1: the first
         ``EXACT_HEAD`` characters match).
     """
-    out = {name: np.zeros(len(generated_NxS)) for name in METRICS}
-    for i, (gen, ref) in enumerate(zip(generated_NxS, reference_NxS, strict=True)):
+    out = {name: np.zeros(len(generated_NxT)) for name in METRICS}
+    for i, (gen, ref) in enumerate(zip(generated_NxT, reference_NxT, strict=True)):
         g, r = to_text(gen), to_text(ref)
         gw, rw = g.split(), r.split()
         out["lcs_chars"][i] = longest_common_substring(g, r)

@@ -39,7 +39,7 @@ def _auroc(y: np.ndarray, s: np.ndarray) -> float:
 
 
 def cross_canary_probes(
-    hidden_KxNxLxD: np.ndarray,
+    hidden_LyxNxLxD: np.ndarray,
     labels_NxL: np.ndarray,
     *,
     folds: int = 4,
@@ -49,7 +49,7 @@ def cross_canary_probes(
     """Per-layer probe AUROC on held-out canaries.
 
     Args:
-        hidden_KxNxLxD: activations of K layers for N canaries of L positions (position t predicts token t + 1).
+        hidden_LyxNxLxD: activations of Ly layers for N canaries of L positions (position t predicts token t + 1).
         labels_NxL: ``token_labels`` of the predicted tokens.
         folds: GroupKFold folds over canaries (clipped to the number of canaries with a labelled token).
         c: inverse L2 strength of the logistic regression.
@@ -58,9 +58,10 @@ def cross_canary_probes(
     Returns:
         ``auroc_K`` (memorized vs predictable, pooled out-of-fold), ``auroc_wrong_K`` (memorized vs tokens the target
         gets wrong, scored by the same out-of-fold probes), ``oof_score_KxNxL`` (out-of-fold memorization probability
-        of every token; NaN where the canary had no labelled token), ``num_pos``, ``num_neg``, ``folds``.
+        of every token; NaN where the canary had no labelled token), ``num_pos``, ``num_neg``, ``folds``. These keys
+        predate the legend: their K is the Ly layers (``gdc.types``).
     """
-    k, n, length, d = hidden_KxNxLxD.shape
+    num_layers, n, length, d = hidden_LyxNxLxD.shape
     labels_NxL = np.asarray(labels_NxL)
     seq_N = np.arange(n)
     has_N = (labels_NxL >= 0).any(axis=1)
@@ -69,11 +70,11 @@ def cross_canary_probes(
         raise ValueError("probes need memorized and predictable tokens in at least two canaries.")
     flat_y = labels_NxL.reshape(-1)
     groups = np.repeat(seq_N, length)
-    oof = np.full((k, n * length), np.nan)
+    oof = np.full((num_layers, n * length), np.nan)
     splitter = GroupKFold(n_splits=folds)
     train_rows = np.flatnonzero(flat_y >= 0)
-    for layer in range(k):
-        x = hidden_KxNxLxD[layer].reshape(n * length, d)
+    for layer in range(num_layers):
+        x = hidden_LyxNxLxD[layer].reshape(n * length, d)
         for tr, _ in splitter.split(train_rows, flat_y[train_rows], groups[train_rows]):
             fit_rows = train_rows[tr]
             if len(np.unique(flat_y[fit_rows])) < 2:
@@ -84,7 +85,7 @@ def cross_canary_probes(
     pos, neg = flat_y == MEMORIZED, flat_y == PREDICTABLE
     wrong = flat_y == EXCLUDED
     auroc, auroc_wrong = [], []
-    for layer in range(k):
+    for layer in range(num_layers):
         ok = ~np.isnan(oof[layer])
         sel = ok & (pos | neg)
         auroc.append(_auroc(pos[sel].astype(int), oof[layer][sel]))
@@ -93,7 +94,7 @@ def cross_canary_probes(
     return {
         "auroc_K": np.array(auroc),
         "auroc_wrong_K": np.array(auroc_wrong),
-        "oof_score_KxNxL": oof.reshape(k, n, length),
+        "oof_score_KxNxL": oof.reshape(num_layers, n, length),
         "num_pos": int(pos.sum()),
         "num_neg": int(neg.sum()),
         "folds": folds,

@@ -6,7 +6,7 @@ Per seed, in ``WORKDIR/seed_S/``:
   the engine.
 * ``target/``: the target model (``lm_audit.model`` at width x depth), trained on every train row with the groups
   duplicated; ``reference/``: the same model trained without any group row (``train.keep_idx_path``), for the
-  counterfactual token labels; ``size_WxD/``: the model-size sweep, trained like the target.
+  counterfactual token labels; ``size_{width}x{depth}/``: the model-size sweep, trained like the target.
 * ``eval.json``: every number of the seed. A stage whose output exists is not redone.
 
 All models train through ``gdc.train.loop.train`` on one device; the hotspot quadrant comes from the target run's
@@ -80,14 +80,14 @@ def make_split(cfg: AuditConfig, seed: int, sdir: str) -> dict[str, np.ndarray]:
     if cfg.num_control > n_held:
         raise ValueError(f"lm_audit.num_control={cfg.num_control} exceeds the {n_held} held-out rows.")
     rng = np.random.default_rng([seed, 7])
-    groups_GxS = rng.permutation(n)[: len(cfg.dup_counts) * cfg.group_size].reshape(len(cfg.dup_counts), -1)
+    groups_GdxM = rng.permutation(n)[: len(cfg.dup_counts) * cfg.group_size].reshape(len(cfg.dup_counts), -1)
     mult_N = np.ones(n, np.int64)
     for g, k in enumerate(cfg.dup_counts):
-        mult_N[groups_GxS[g]] = k
+        mult_N[groups_GdxM[g]] = k
     in_group_N = np.zeros(n, bool)
-    in_group_N[groups_GxS.reshape(-1)] = True
+    in_group_N[groups_GdxM.reshape(-1)] = True
     split = {
-        "groups_GxS": groups_GxS,
+        "groups_GxS": groups_GdxM,
         "dup_counts_G": np.asarray(cfg.dup_counts),
         "multiplicity_N": mult_N,
         "reference_keep": np.flatnonzero(~in_group_N),
@@ -154,8 +154,8 @@ def evaluate_seed(cfg: AuditConfig, seed: int, sdir: str) -> dict:
         loaded[name] = (graphdef, params)
     train_NxT = dataset.train["tokens"]
     control_MxT = dataset.heldout["tokens"][split["control"]]
-    groups_GxS, ordinary = split["groups_GxS"], split["ordinary"]
-    canary_rows = groups_GxS.reshape(-1)
+    groups_GdxM, ordinary = split["groups_GxS"], split["ordinary"]
+    canary_rows = groups_GdxM.reshape(-1)
     out: dict = {"seed": seed, "dup_counts": [int(k) for k in cfg.dup_counts]}
     target = loaded["target"]
     c, tp = cfg.continuation, cfg.test_prefix
@@ -166,7 +166,7 @@ def evaluate_seed(cfg: AuditConfig, seed: int, sdir: str) -> dict:
         tr, co = _extract(target, train_NxT, p, c, mesh), _extract(target, control_MxT, p, c, mesh)
         per_prefix[p] = (tr, co)
         out.setdefault("prefix_sweep", {})[str(p)] = {
-            "groups": [_gaps(tr, co, g, cfg, seed) for g in groups_GxS],
+            "groups": [_gaps(tr, co, g, cfg, seed) for g in groups_GdxM],
             "ordinary": _gaps(tr, co, ordinary, cfg, seed),
             "control_mean": {m: float(co[m].mean()) for m in GAP_METRICS},
         }
@@ -182,13 +182,13 @@ def evaluate_seed(cfg: AuditConfig, seed: int, sdir: str) -> dict:
                 tr[k][canary_rows] = part[k]
             co = _extract(loaded[name], control_MxT, tp, c, mesh)
         size = f"{cfg.width}x{cfg.depth}" if name == "target" else name[5:]
-        out["size_sweep"][size] = [_gaps(tr, co, g, cfg, seed) for g in groups_GxS]
+        out["size_sweep"][size] = [_gaps(tr, co, g, cfg, seed) for g in groups_GdxM]
 
     # 2. Dataset-level test on ROUGE-L precision (over the model's tokens, characters) at the test prefix.
-    score_N, score_C = train_tp[TEST_SCORE], control_tp[TEST_SCORE]
+    score_N, score_M = train_tp[TEST_SCORE], control_tp[TEST_SCORE]
     reps = dict(reps=cfg.power_reps, alpha=cfg.alpha, seed=seed)
-    out["power"] = [memhunter.power_curve(score_N[g], score_C, cfg.power_sizes, **reps) for g in groups_GxS]
-    fpr = memhunter.rejection_rate(score_C, None, cfg.fpr_size, reps=cfg.fpr_reps, alpha=cfg.alpha, seed=seed)
+    out["power"] = [memhunter.power_curve(score_N[g], score_M, cfg.power_sizes, **reps) for g in groups_GdxM]
+    fpr = memhunter.rejection_rate(score_M, None, cfg.fpr_size, reps=cfg.fpr_reps, alpha=cfg.alpha, seed=seed)
     out["fpr"] = {
         "size": cfg.fpr_size,
         "reps": cfg.fpr_reps,
@@ -203,7 +203,7 @@ def evaluate_seed(cfg: AuditConfig, seed: int, sdir: str) -> dict:
     sc = np.load(os.path.join(sdir, "target", "scores", "scores.npz"))
     quad_N = sc["quadrant_N"]
     out["quadrants"] = {
-        "groups": [[int((quad_N[g] == q).sum()) for q in range(4)] for g in groups_GxS],
+        "groups": [[int((quad_N[g] == q).sum()) for q in range(4)] for g in groups_GdxM],
         "ordinary": [int((quad_N[ordinary] == q).sum()) for q in range(4)],
     }
 
@@ -212,10 +212,10 @@ def evaluate_seed(cfg: AuditConfig, seed: int, sdir: str) -> dict:
     tf_r = teacher_forcing.teacher_forced(*loaded["reference"], train_NxT[canary_rows])
     labels_NxL = probes.token_labels(tf_t["correct_NxL"], tf_r["correct_NxL"])
     kw = dict(folds=cfg.probe_folds, c=cfg.probe_c, seed=seed)
-    pr = probes.cross_canary_probes(tf_t["hidden_KxNxLxD"], labels_NxL, **kw)
+    pr = probes.cross_canary_probes(tf_t["hidden_LyxNxLxD"], labels_NxL, **kw)
     # Control: the same labels probed in the reference model, which never saw the canaries. What it separates is
     # token identity / predictability structure, not memorization.
-    pr_ref = probes.cross_canary_probes(tf_r["hidden_KxNxLxD"], labels_NxL, **kw)
+    pr_ref = probes.cross_canary_probes(tf_r["hidden_LyxNxLxD"], labels_NxL, **kw)
     s = cfg.group_size
     out["probe"] = {
         "auroc": pr["auroc_K"].tolist(),
@@ -224,22 +224,24 @@ def evaluate_seed(cfg: AuditConfig, seed: int, sdir: str) -> dict:
         "num_memorized": pr["num_pos"],
         "num_predictable": pr["num_neg"],
         "memorized_frac_by_group": [
-            float((labels_NxL[g * s : (g + 1) * s] == 1).mean()) for g in range(len(groups_GxS))
+            float((labels_NxL[g * s : (g + 1) * s] == 1).mean()) for g in range(len(groups_GdxM))
         ],
-        "target_acc_by_group": [float(tf_t["correct_NxL"][g * s : (g + 1) * s].mean()) for g in range(len(groups_GxS))],
+        "target_acc_by_group": [
+            float(tf_t["correct_NxL"][g * s : (g + 1) * s].mean()) for g in range(len(groups_GdxM))
+        ],
         "reference_acc_by_group": [
-            float(tf_r["correct_NxL"][g * s : (g + 1) * s].mean()) for g in range(len(groups_GxS))
+            float(tf_r["correct_NxL"][g * s : (g + 1) * s].mean()) for g in range(len(groups_GdxM))
         ],
     }
-    auroc_K = pr["auroc_K"]  # all NaN only when no held-out fold had both classes (tiny smoke runs)
-    best = int(np.nanargmax(auroc_K)) if np.isfinite(auroc_K).any() else len(auroc_K) - 1
-    u_D, probe = probes.probe_direction(tf_t["hidden_KxNxLxD"][best], labels_NxL, c=cfg.probe_c, seed=seed)
+    auroc_Ly = pr["auroc_K"]  # all NaN only when no held-out fold had both classes (tiny smoke runs)
+    best = int(np.nanargmax(auroc_Ly)) if np.isfinite(auroc_Ly).any() else len(auroc_Ly) - 1
+    u_D, probe = probes.probe_direction(tf_t["hidden_LyxNxLxD"][best], labels_NxL, c=cfg.probe_c, seed=seed)
     out["probe"]["best_layer"] = best
 
     # 5. Ablation trade-off at the best layer: canaries of the most duplicated group vs validation perplexity.
-    top = groups_GxS[int(np.argmax(cfg.dup_counts))]
+    top = groups_GdxM[int(np.argmax(cfg.dup_counts))]
     rng = np.random.default_rng([seed, 11])
-    dirs = {"probe": u_D, "meandiff": probes.mean_difference_direction(tf_t["hidden_KxNxLxD"][best], labels_NxL)}
+    dirs = {"probe": u_D, "meandiff": probes.mean_difference_direction(tf_t["hidden_LyxNxLxD"][best], labels_NxL)}
     for r in range(cfg.random_directions):
         v = rng.normal(size=u_D.shape).astype(np.float32)
         dirs[f"random{r}"] = v / np.linalg.norm(v)
@@ -260,7 +262,7 @@ def evaluate_seed(cfg: AuditConfig, seed: int, sdir: str) -> dict:
 
     # 6. Hotspot comparison among ordinary (non-duplicated) rows: extraction gap, earlier significance, probe score.
     # "hotspot" is the Hotspot-Memorized quadrant; "high_m" adds Noisy-Outlier (every row above the m threshold).
-    hid = teacher_forcing.teacher_forced(*target, train_NxT[ordinary])["hidden_KxNxLxD"][best]
+    hid = teacher_forcing.teacher_forced(*target, train_NxT[ordinary])["hidden_LyxNxLxD"][best]
     pscore = np.zeros(len(train_NxT))
     pscore[ordinary] = probes.sequence_scores(probe, hid)
     out["hotspot"] = {}
@@ -275,8 +277,8 @@ def evaluate_seed(cfg: AuditConfig, seed: int, sdir: str) -> dict:
                 m: M.bootstrap_gap(train_tp[m][hot], train_tp[m][rest], num_boot=cfg.num_boot, seed=seed)
                 for m in ("lcs_chars", TEST_SCORE)
             }
-            hs["power_hot"] = memhunter.power_curve(score_N[hot], score_C, cfg.power_sizes, **reps)
-            hs["power_random"] = memhunter.power_curve(score_N[ordinary], score_C, cfg.power_sizes, **reps)
+            hs["power_hot"] = memhunter.power_curve(score_N[hot], score_M, cfg.power_sizes, **reps)
+            hs["power_random"] = memhunter.power_curve(score_N[ordinary], score_M, cfg.power_sizes, **reps)
             hs["min_size_hot"] = memhunter.min_significant_size(hs["power_hot"])
             hs["min_size_random"] = memhunter.min_significant_size(hs["power_random"])
             hs["probe_hot_mean"] = float(pscore[hot].mean())

@@ -54,7 +54,7 @@ def teacher_forced(
 
     Returns:
         ``nll_NxL`` f32 per-token NLL (nats), ``correct_NxL`` bool (greedy argmax reproduces the token) and, with
-        ``with_hidden``, ``hidden_KxNxLxD`` f32 (K = depth + 1 layers; position t has read tokens 0..t and predicts
+        ``with_hidden``, ``hidden_LyxNxLxD`` f32 (Ly = depth + 1 layers; position t has read tokens 0..t and predicts
         token t + 1).
     """
     tokens_NxT = np.asarray(tokens_NxT, np.int32)
@@ -69,5 +69,5 @@ def teacher_forced(
             hidden.append(out[2][:, :n])
     res = {"nll_NxL": np.concatenate(nll), "correct_NxL": np.concatenate(correct)}
     if with_hidden:
-        res["hidden_KxNxLxD"] = np.concatenate(hidden, axis=1)
+        res["hidden_LyxNxLxD"] = np.concatenate(hidden, axis=1)
     return res

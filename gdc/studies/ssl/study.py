@@ -66,7 +66,7 @@ def train_stage(seed: int, cfg: SSLConfig, workdir: str) -> None:
     path = os.path.join(workdir, "train.npz")
     if os.path.exists(path):
         return
-    x_NxP, _ = load_digits()
+    x_NxD, _ = load_digits()
     spec = spec_of(cfg)
     gdef = model_lib.graphdef(spec)
     ids, keys = [], []
@@ -76,7 +76,7 @@ def train_stage(seed: int, cfg: SSLConfig, workdir: str) -> None:
         keys += [jax.random.key(2 * s), jax.random.key(2 * s + 1)]
     start = time.time()
     fn = jax.jit(
-        jax.vmap(functools.partial(model_lib.train, spec, gdef, jnp.asarray(x_NxP))),
+        jax.vmap(functools.partial(model_lib.train, spec, gdef, jnp.asarray(x_NxD))),
         compiler_options=compiler_options(cfg),
     )
     params, score_ExM, train_E = jax.device_get(fn(jnp.stack(keys), jnp.asarray(np.stack(ids))))
@@ -113,8 +113,8 @@ def carto(cfg: SSLConfig, loss_ExN: np.ndarray) -> dict:
     return {"d_N": d_N, "m_N": mem["m_N"], "quadrant_N": quad_N, "eps": float(eps), "info": info}
 
 
-def _views(spec, key, idx_N, x_NxP, count):
-    return [model_lib.augment_batch(spec, jax.random.fold_in(key, a), idx_N, x_NxP) for a in range(count)]
+def _views(spec, key, idx_N, x_NxD, count):
+    return [model_lib.augment_batch(spec, jax.random.fold_in(key, a), idx_N, x_NxD) for a in range(count)]
 
 
 def analyze_seed(seed: int, j: int, cfg: SSLConfig, workdir: str, data) -> dict:
