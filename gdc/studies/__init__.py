@@ -12,7 +12,7 @@ from types import ModuleType
 from typing import Any
 
 from gdc import theory
-from gdc.studies import carto, classify, icl, lm_audit, ssl, tabular
+from gdc.studies import carto, classify, icl, lm_audit, scores, ssl, tabular
 
 # The section a config holds -> the family that runs it.
 FAMILIES: dict[str, ModuleType] = {
@@ -22,6 +22,7 @@ FAMILIES: dict[str, ModuleType] = {
     "ssl": ssl,
     "icl": icl,
     "tabular": tabular,
+    "scores": scores,
 }
 
 

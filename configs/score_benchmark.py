@@ -1,0 +1,46 @@
+"""The score benchmark: which per-example score finds what a model memorizes, against counterfactual memorization.
+
+  python launch.py --config=configs/score_benchmark.py --workdir=runs/scores --mode=all
+  cp runs/scores/{report.md,results.json,*.png} docs/results/scores/
+
+Per seed (3) and setting: one tracked engine run scored by cartography (m, m over the eps sweep, upward variation,
+d, final loss) and the alternatives (EL2N early and final, GraNd, AUM for the classifier, loss-trace features, a
+random control), each timed against the run's training; 32 models on random halves for counterfactual
+memorization (CM). ``lm``: a 1-layer 64-unit character GRU, 400 pydoc sequences of 48 characters with 8 keyed
+canaries x 4 copies, 30 epochs; ``mlp``: a 2x64 MLP on 480 blobs with 10% flipped labels, 30 epochs.
+Runtime and result: see docs/results/scores/report.md (its command and measured seconds). ``:quick`` is the
+seconds-long version the tests run.
+"""
+
+import dataclasses
+
+import ml_collections
+
+from gdc.studies.scores.config import ScoresConfig
+
+
+def get_config(arg: str = "") -> ml_collections.ConfigDict:
+    cfg = ScoresConfig()
+    if arg == "quick":
+        cfg = dataclasses.replace(
+            cfg,
+            seeds=(0, 1),
+            models=8,
+            n_boot=20,
+            sweep=3,
+            early_epoch=1,
+            lm_width=16,
+            lm_examples=48,
+            lm_canaries=3,
+            lm_repeats=2,
+            lm_epochs=2,
+            lm_batch_size=16,
+            mlp_examples=80,
+            mlp_width=8,
+            mlp_depth=1,
+            mlp_epochs=3,
+            mlp_batch_size=16,
+        )
+    elif arg:
+        raise ValueError(f"configs/score_benchmark.py: unknown arg {arg!r}; use '' or 'quick'.")
+    return ml_collections.ConfigDict({"seed": 0, "scores": dataclasses.asdict(cfg)})
