@@ -6,6 +6,7 @@ References are numpy loops written from the contracts (``losses.span_nll``, ``tr
 """
 
 import functools
+import json
 
 import jax
 import numpy as np
@@ -18,7 +19,7 @@ from gdc.data import sources
 from gdc.errors import ConfigError
 from gdc.scoring import workdir as scoring
 from gdc.tracker import ExampleTracker, TrackerConfig
-from gdc.train import loop
+from gdc.train import fingerprint, loop
 from gdc.train import setup as setup_lib
 
 CFG = TrackerConfig(criterion="loss", eps_low=0.75, eps_high=1.25, early_epochs=2)
@@ -286,3 +287,16 @@ def test_upsampled_deferred_spans_equal_immediate_updates(tmp_path, on_device):
     assert (a["seen_N"] > 2).any()  # some secret was read more than once an epoch
     for k in a:
         np.testing.assert_array_equal(a[k], b[k], err_msg=k)
+
+
+def test_workdir_recorded_before_spans_refuses_a_span_run(tmp_path):
+    """A workdir whose fingerprint predates ``tracker.spans`` ran without spans: a span run there is refused (its
+    checkpoints hold one tracker), a run without spans is not."""
+    fingerprint.check(_span_config(spans="none"), str(tmp_path))
+    path = tmp_path / fingerprint.FILE
+    recorded = json.loads(path.read_text())
+    del recorded["fields"]["tracker.spans"]
+    path.write_text(json.dumps(recorded))
+    with pytest.raises(ConfigError, match="tracker.spans: 'none' -> 'canary_secrets'"):
+        fingerprint.check(_span_config(), str(tmp_path))
+    fingerprint.check(_span_config(spans="none"), str(tmp_path))
