@@ -16,6 +16,7 @@ from conftest import tiny_config
 from gdc import losses, models, sharding
 from gdc import tracker as tracker_lib
 from gdc.data import sources
+from gdc.data.pipeline import EpochIterator
 from gdc.errors import ConfigError
 from gdc.scoring import workdir as scoring
 from gdc.tracker import ExampleTracker, TrackerConfig
@@ -202,6 +203,16 @@ def test_span_run_artefacts_and_scores(tmp_path):
     np.testing.assert_allclose(arrays["span_m_N"], m_want)
     np.testing.assert_allclose(arrays["span_m_mean_N"], m_want)
     assert summary["spans"]["examples_with_spans"] == has_N.sum()
+    # The logged span_loss of each step: the mean over its batch's spans of the loss the epoch file holds for them
+    # (each id is visited once an epoch, at the step whose pre-update loss the file keeps).
+    it = EpochIterator({"x": np.zeros((n, 1))}, cfg.train.batch_size, cfg.seed)
+    logged = {m["step"]: m for m in map(json.loads, open(tmp_path / "metrics.jsonl")) if "span_loss" in m}
+    for epoch in range(3):
+        for t in range(it.steps_per_epoch):
+            idx_B = it.batch(epoch, t)["index"]
+            losses_B = loss_ExNxSp[epoch, idx_B[idx_B < n], 0]
+            want = np.nanmean(losses_B) if np.isfinite(losses_B).any() else 0.0
+            np.testing.assert_allclose(logged[epoch * it.steps_per_epoch + t + 1]["span_loss"], want, rtol=1e-6)
 
 
 def test_span_tracker_same_on_one_and_eight_devices_and_sharded(tmp_path):
@@ -251,6 +262,7 @@ def test_span_config_errors():
         tiny_config("lstm", tracker=dict(spans="canary_secrets", scoring_passes=2))
 
 
+@pytest.mark.slow  # 22 s on 2 cores
 def test_span_tracker_with_aligned_shards_equals_replicated(tmp_path):
     # data.shards = 8 = devices: each device's batch rows are its own rows of both trackers (no exchange at all).
     shards = dict(num_canaries=4, canary_repeats=3, shards=8)
@@ -264,6 +276,7 @@ def test_span_tracker_with_aligned_shards_equals_replicated(tmp_path):
         np.testing.assert_array_equal(a[k], b[k], err_msg=k)
 
 
+@pytest.mark.slow  # 30 s on 2 cores
 @pytest.mark.parametrize("on_device", [0, 1])
 def test_upsampled_deferred_spans_equal_immediate_updates(tmp_path, on_device):
     """Canary rows visited 1-3 times an epoch (copies sometimes in one batch): the deferred span tracker records each

@@ -104,6 +104,12 @@ def train_step(
         "learning_rate": jnp.asarray(schedule(state.step), jnp.float32),
         "examples": count,
     }
+    if len(out) > 2:  # spans: the mean loss and token accuracy of the batch's spans (0 without any)
+        loss_BxSp, acc_BxSp, valid_BxSp = out[2]
+        w_BxSp = (mask_B[:, None] & valid_BxSp).astype(jnp.float32)
+        spans = jnp.maximum(w_BxSp.sum(), 1.0)
+        metrics["span_loss"] = (w_BxSp * loss_BxSp).sum() / spans
+        metrics["span_accuracy"] = (w_BxSp * acc_BxSp).sum() / spans
     new_state = TrainState(step=state.step + 1, params=params, opt_state=opt_state, key=state.key)
     return new_state, tracker, metrics
 
