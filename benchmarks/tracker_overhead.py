@@ -27,6 +27,12 @@ With ``--sharding=data`` the engine's sharded update (``tracker.update(..., mesh
 ids and losses, each device writes the rows it holds) is timed beside XLA's own partitioning of the same immediate
 update ("XLA-partitioned") and beside the exchange-free update of aligned data shards ("local": record, and
 deferred / step).
+
+With ``--spans`` Sp > 0 (language models) the span tracker of ``tracker.spans`` is timed too: a third step ("spans,
+min") computes the span losses beside ``loss_B`` and records into both trackers (every row has Sp spans, all valid:
+the most work), and its pieces alone: the span record of B x Sp rows ("span rec."), the fold of the N x Sp span
+table ("span fold"), "span def./step" = (span record + span fold / steps per epoch) / fastest step, and its ratio
+to the sequence tracker's "deferred / step" ("span/seq").
 """
 
 import argparse
@@ -48,6 +54,7 @@ def parse_args():
     p.add_argument("--blocks", type=int, default=7)
     p.add_argument("--steps", type=int, default=30, help="steps per timed block")
     p.add_argument("--slots", type=int, default=2, help="record slots of the up-sampled columns (most copies of an id)")
+    p.add_argument("--spans", type=int, default=0, help="Sp > 0: also time a span tracker with Sp spans per example")
     p.add_argument("--out", default="", help="write the rows to this JSON file")
     return p.parse_args()
 
@@ -65,6 +72,7 @@ def main():
         jax.config.update("jax_cpu_enable_async_dispatch", False)
     from gdc import models, sharding
     from gdc import tracker as tracker_lib
+    from gdc.train import setup as setup_lib
     from gdc.train import state as state_lib
     from gdc.train.step import jit_steps
 
@@ -82,6 +90,8 @@ def main():
     )
     if args.sharding == "data":
         header += f"{'XLA-part. us':>14}{'local rec. us':>15}{'local def./step':>17}"
+    if args.spans:
+        header += f"{'spans, min':>12}{'span rec. us':>14}{'span fold ms':>14}{'span def./step':>16}{'span/seq':>10}"
     print(header + "   (step times in ms)")
     b, d = args.batch_size, jax.device_count()
     rows = []
@@ -102,7 +112,13 @@ def main():
             }
         tx, schedule = state_lib.make_optimizer(state_lib.TrainConfig(learning_rate=1e-3), 10**6)
 
-        def loss_fn(p, batch, keys_B, graphdef=graphdef):
+        spans = args.spans if name != "mlp" else 0
+        if spans:  # span ids 1..Sp over consecutive stretches of each row
+            inputs["span"] = np.repeat(np.arange(1, spans + 1), -(-seq_len // spans))[:seq_len][None].repeat(b, 0)
+
+        def loss_fn(p, batch, keys_B, graphdef=graphdef, spans=spans):
+            if spans and "span" in batch:
+                return models.per_example_span_loss(graphdef, p, batch, keys_B, spans)
             return models.per_example_loss(graphdef, p, batch, keys_B)
 
         for n in [int(float(s)) for s in args.sizes.split(",")]:
@@ -112,8 +128,8 @@ def main():
                 host = {**inputs, "index": idx, "mask": np.ones(b, bool)}
                 batches.append(sharding.put_batch(host, mesh))
             runners, spe = {}, -(-n // b)
-            for enabled in (False, True):
-                tcfg = tracker_lib.TrackerConfig(enabled=enabled, sharding=args.sharding)
+            for enabled in (False, True, "spans") if spans else (False, True):
+                tcfg = tracker_lib.TrackerConfig(enabled=bool(enabled), sharding=args.sharding)
                 tsh = sharding.tracker_sharding(mesh, args.sharding)
                 train_fn, _, _ = jit_steps(
                     loss_fn=loss_fn,
@@ -130,21 +146,26 @@ def main():
                 state = state_lib.create_train_state(host_params, tx, 0)
                 deferred, copies = tracker_lib.defers(tcfg), tracker_lib.pending_copies(tcfg, d, False)
                 tracker = tracker_lib.ExampleTracker.create(n, d, deferred=deferred, copies=copies)
+                if enabled == "spans":
+                    span = tracker_lib.ExampleTracker.create(n * spans, d * spans, deferred=True, copies=copies)
+                    tracker = (tracker, span)
                 runners[enabled] = [train_fn, sharding.put_tree(state, repl), sharding.put_tree(tracker, tsh)]
             fold_fn = jax.jit(
-                lambda t: tracker_lib.fold(t, tracker_lib.TrackerConfig(sharding=args.sharding)),
+                lambda t: setup_lib.fold_trackers(t, tracker_lib.TrackerConfig(sharding=args.sharding)),
                 in_shardings=tsh,
                 out_shardings=tsh,
                 donate_argnums=0,
             )
-            times, done = {False: [], True: []}, {False: 0, True: 0}
+            times, done = {k: [] for k in runners}, dict.fromkeys(runners, 0)
+            plain = [{k: v for k, v in x.items() if k != "span"} for x in batches]
             with jax.set_mesh(mesh):
                 for block in range(args.blocks + 1):
-                    for enabled in (False, True) if block % 2 else (True, False):
+                    for enabled in list(runners) if block % 2 else list(runners)[::-1]:
                         fn, state, tracker = runners[enabled]
+                        feed = batches if enabled == "spans" else plain
                         t0 = time.perf_counter()
                         for s in range(args.steps):
-                            state, tracker, m = fn(state, tracker, batches[s % 4])
+                            state, tracker, m = fn(state, tracker, feed[s % 4])
                             done[enabled] += 1
                             if enabled and done[enabled] % spe == 0:  # the epoch's end: the engine folds
                                 tracker = fold_fn(tracker)
@@ -169,13 +190,24 @@ def main():
             local = time_update_alone(n, b, args.sharding, mesh, local=True, defer=True) if sharded else None
             local_fold = time_fold(n, args.sharding, mesh) if sharded else None
             local_deferred = (local + local_fold / spe) / off_min if sharded else None
+            if spans:
+                spans_min = min(times["spans"])
+                span_record = time_update_alone(n, b, args.sharding, mesh, defer=True, spans=spans)
+                span_fold = time_fold(n * spans, args.sharding, mesh, copies)
+                span_deferred = (span_record + span_fold / spe) / off_min
             print(
                 f"{name:<12}{n:>10}{off * 1e3:>10.3f}{on * 1e3:>9.3f}{on / off - 1:>+8.1%}"
                 f"{off_min * 1e3:>10.3f}{on_min * 1e3:>9.3f}{on_min / off_min - 1:>+8.1%}"
                 f"{immediate * 1e6:>11.1f}{record * 1e6:>11.1f}{fold * 1e3:>9.2f}{fold / spe * 1e6:>12.2f}"
                 f"{deferred:>15.2%}{scatter * 1e6:>12.1f}{rows_gs * 1e6:>9.1f}{record / scatter:>16.1f}"
                 f"{grouped * 1e6:>12.1f}{up_record * 1e6:>13.1f}{up_fold * 1e3:>13.2f}{up_deferred:>15.2%}"
-                + (f"{xla * 1e6:>14.1f}{local * 1e6:>15.1f}{local_deferred:>17.2%}" if sharded else ""),
+                + (f"{xla * 1e6:>14.1f}{local * 1e6:>15.1f}{local_deferred:>17.2%}" if sharded else "")
+                + (
+                    f"{spans_min * 1e3:>12.3f}{span_record * 1e6:>14.1f}{span_fold * 1e3:>14.2f}"
+                    f"{span_deferred:>16.2%}{span_deferred / deferred:>10.2f}"
+                    if spans
+                    else ""
+                ),
                 flush=True,
             )
             rows.append(
@@ -205,6 +237,18 @@ def main():
                     "immediate_xla_partitioned_us": None if xla is None else xla * 1e6,
                     "local_record_us": None if local is None else local * 1e6,
                     "local_deferred_over_step": local_deferred,
+                    **(
+                        {
+                            "spans": spans,
+                            "step_spans_min_ms": spans_min * 1e3,
+                            "span_record_us": span_record * 1e6,
+                            "span_fold_ms": span_fold * 1e3,
+                            "span_deferred_over_step": span_deferred,
+                            "span_over_sequence": span_deferred / deferred,
+                        }
+                        if spans
+                        else {}
+                    ),
                 }
             )
             if args.out:  # after every row, so a run cut short keeps what it measured
@@ -223,6 +267,7 @@ def time_update_alone(
     defer: bool = False,
     unique: bool = True,
     slots: int = 1,
+    spans: int = 0,
     inner: int = 200,
     reps: int = 5,
 ) -> float:
@@ -233,7 +278,8 @@ def time_update_alone(
     multiple of the device count), so the update exchanges nothing. ``defer``: the deferred record (ids stay
     unique between folds: 200 x B < N, or they wrap, which only changes the recorded values, not the work).
     ``unique`` False: the immediate update's grouping sort for repeated ids. ``slots`` > 1: the deferred record of
-    an up-sampled run, each row into slot ``i % slots``.
+    an up-sampled run, each row into slot ``i % slots``. ``spans`` Sp > 0: the span tracker's update
+    (``tracker.update_spans``: B x Sp rows, all valid) on an N x Sp table.
     """
     import jax
     import jax.numpy as jnp
@@ -258,6 +304,13 @@ def time_update_alone(
     def body(i, tracker):
         # New ids every update (nothing can be hoisted out of the loop), each in its device's row block.
         idx_B = jax.lax.with_sharding_constraint(offset_B + (idx0_B + i * 7919) % limit_B, batch_sh)
+        if spans:
+            loss_BxSp = jnp.broadcast_to(loss_B[:, None], (b, spans))
+            valid_BxSp = jnp.ones((b, spans), bool)
+            kw = {"unique": unique, "mesh": mesh if explicit else None, "local": local}
+            return tracker_lib.update_spans(
+                tracker, idx_B, loss_BxSp, loss_BxSp, valid_BxSp, valid_BxSp[:, 0], i, i // 10, cfg, **kw
+            )
         return tracker_lib.update(
             tracker,
             idx_B,
@@ -275,7 +328,8 @@ def time_update_alone(
 
     run = jax.jit(lambda t: jax.lax.fori_loop(0, inner, body, t), in_shardings=tsh, out_shardings=tsh, donate_argnums=0)
     copies = tracker_lib.pending_copies(cfg, d, local) if defer and explicit else 1
-    tracker = tracker_lib.ExampleTracker.create(n, d, deferred=defer, copies=copies, slots=slots)
+    rows = max(spans, 1)  # a span tracker: Sp rows per example
+    tracker = tracker_lib.ExampleTracker.create(n * rows, d * rows, deferred=defer, copies=copies, slots=slots)
     return _best_of(run, sharding.put_tree(tracker, tsh), mesh, inner, reps)
 
 

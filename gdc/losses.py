@@ -31,6 +31,30 @@ def token_nll(logits_BxLxV: jax.Array, targets_BxL: jax.Array) -> jax.Array:
     return -jnp.take_along_axis(logp_BxLxV, targets_BxL[..., None], axis=-1)[..., 0]
 
 
+def span_nll(
+    logits_BxLxV: jax.Array, targets_BxL: jax.Array, token_mask_BxL: jax.Array, span_BxL: jax.Array, num_spans: int
+) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """Mean token NLL and token accuracy over each marked span's valid tokens (``span_BxL``: 0 none, s in
+    1..``num_spans`` the token's span).
+
+    Returns:
+      (loss_BxSp, acc_BxSp, valid_BxSp): f32, f32 and bool (the span has a valid token in the example; the loss and
+      accuracy of a span without one are 0).
+    """
+    logits_BxLxV = logits_BxLxV.astype(jnp.float32)
+    nll_BxL = token_nll(logits_BxLxV, targets_BxL)
+    correct_BxL = (jnp.argmax(logits_BxLxV, axis=-1) == targets_BxL).astype(jnp.float32)
+    ids_Sp = jnp.arange(1, num_spans + 1, dtype=jnp.int32)
+    w_BxLxSp = ((span_BxL.astype(jnp.int32)[..., None] == ids_Sp[None, None, :]) & token_mask_BxL[..., None]).astype(
+        jnp.float32
+    )
+    count_BxSp = w_BxLxSp.sum(axis=1)
+    denom_BxSp = jnp.maximum(count_BxSp, 1.0)
+    loss_BxSp = (nll_BxL[..., None] * w_BxLxSp).sum(axis=1) / denom_BxSp
+    acc_BxSp = (correct_BxL[..., None] * w_BxLxSp).sum(axis=1) / denom_BxSp
+    return loss_BxSp, acc_BxSp, count_BxSp > 0
+
+
 def classification_nll(logits_BxK: jax.Array, labels_B: jax.Array) -> tuple[jax.Array, jax.Array]:
     """Cross-entropy and 0/1 accuracy per example. Returns (loss_B, acc_B), f32."""
     logits_BxK = logits_BxK.astype(jnp.float32)

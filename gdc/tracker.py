@@ -69,6 +69,7 @@ __all__ = [
     "record_slots",
     "to_numpy",
     "update",
+    "update_spans",
 ]
 
 
@@ -167,6 +168,34 @@ def update(
             out_specs=(sharding.SPLIT, sharding.SPLIT),
         )(tracker.table, tracker.pending, *args, valid_B, step, epoch)
     return ExampleTracker(table=table, pending=pending, num_examples=n)
+
+
+def update_spans(
+    span_tracker: ExampleTracker,
+    idx_B: jax.Array,
+    loss_BxSp: jax.Array,
+    acc_BxSp: jax.Array,
+    valid_BxSp: jax.Array,
+    mask_B: jax.Array,
+    step: jax.Array,
+    epoch: jax.Array,
+    cfg: TrackerConfig,
+    unique: bool = False,
+    mesh: jax.sharding.Mesh | None = None,
+    local: bool = False,
+    occ_B: jax.Array | None = None,
+) -> ExampleTracker:
+    """``update`` of a span tracker: an ``ExampleTracker`` over N x Sp rows, row ``i * Sp + s - 1`` for span s of
+    example i, fed the batch's flattened span losses; a span without a valid token in its example (``valid_BxSp``
+    False) or a padding row records nothing. Its capacity is Sp times the example tracker's (``create`` with
+    ``multiple_of`` times Sp), so each device's row block holds the spans of its example rows and ``local`` holds for
+    both."""
+    b, sp = loss_BxSp.shape
+    rows_BxSp = idx_B.astype(jnp.int32)[:, None] * sp + jnp.arange(sp, dtype=jnp.int32)[None, :]
+    occ = None if occ_B is None else jnp.broadcast_to(occ_B[:, None], (b, sp)).reshape(-1)
+    valid = (mask_B[:, None] & valid_BxSp).reshape(-1)
+    flat = (rows_BxSp.reshape(-1), loss_BxSp.reshape(-1), acc_BxSp.reshape(-1), valid)
+    return update(span_tracker, *flat, step, epoch, cfg, unique=unique, mesh=mesh, local=local, occ_B=occ)
 
 
 def _record(pending, idx_B, occ_B, loss_B, acc_B, valid_B, step, epoch) -> jax.Array:

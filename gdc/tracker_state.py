@@ -16,6 +16,7 @@ from gdc.forgetting import CRITERIA
 from gdc.sharding import to_host
 
 SHARDINGS = ("replicated", "data")
+SPANS = ("none", "canary_secrets")  # tracker.spans: which marked spans of each example get a tracker of their own
 
 
 @dataclasses.dataclass(frozen=True)
@@ -32,6 +33,7 @@ class TrackerConfig:
     scoring_passes: int = 0  # K fixed-parameter scoring passes per epoch; 0: the tracker reads in-step losses.
     defer: bool = True  # record per step, fold once per epoch (``defers``); False: update the table every step.
     enabled: bool = True  # False only for overhead benchmarks: the step then skips the update.
+    spans: str = "none"  # "canary_secrets": a second tracker over the secret digits of every canary copy.
 
     def validate(self) -> None:
         if self.criterion not in CRITERIA:
@@ -52,6 +54,13 @@ class TrackerConfig:
             raise ConfigError(f"tracker.sharding={self.sharding!r} is not one of {SHARDINGS}.")
         if self.scoring_passes < 0:
             raise ConfigError(f"tracker.scoring_passes={self.scoring_passes}: must be >= 0 (0 disables them).")
+        if self.spans not in SPANS:
+            raise ConfigError(f"tracker.spans={self.spans!r} is not one of {SPANS}.")
+        if self.spans != "none" and self.scoring_passes:
+            raise ConfigError(
+                f"tracker.spans={self.spans!r} reads the in-step span losses, so it needs tracker.scoring_passes=0 "
+                f"(got {self.scoring_passes})."
+            )
 
 
 # One int32 column per statistic (f32 columns are stored bit-cast). The immediate layout packs them into one row per

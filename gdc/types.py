@@ -30,6 +30,7 @@ meaning:
   Q: query rows (synthetic rows searched against the training set).
   R: runs of one procedure, trained or drawn together (retrains, shadow models, random replicates, permutations).
   S: settings of a sweep (eps thresholds, down-weighting alphas, swept K or N values); Sd: seeds.
+  Sp: marked spans inside an example (span ids 1..Sp, ``tracker.spans``; e.g. the secret digits of a canary copy).
   T: time steps: token positions as fed or decoded (a training row has L + 1 tokens), diffusion steps; a KV
      cache's slots. Tk: the keys a token-tree node attends to (its root's T cache slots, one entry per earlier
      level, its own).

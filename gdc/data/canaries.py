@@ -134,3 +134,17 @@ def find_canary_rows(tokens_NxL: np.ndarray, canary_text: str | bytes) -> np.nda
         return np.zeros(0, dtype=np.int64)
     windows = np.lib.stride_tricks.sliding_window_view(tokens_NxL, needle.size, axis=1)
     return np.flatnonzero((windows == needle).all(axis=-1).any(axis=-1))
+
+
+def secret_spans(meta: dict, num_rows: int, seq_len: int) -> np.ndarray:
+    """Span ids ``[num_rows, seq_len]`` int8 over the LM targets (target t predicts token t + 1): the secret digits of
+    every inserted copy (``meta``: ``insert_canaries``'s), each copy its own span in its row, numbered 1, 2, ... by
+    offset within the row; 0 elsewhere. A row holds at most one copy, so the span ids are 0 and 1."""
+    span_NxL = np.zeros((num_rows, seq_len), np.int8)
+    next_NxL = np.ones(num_rows, np.int8)
+    copies = sorted((row, off, c) for c in meta["inserted"] for row, off in zip(c["ids"], c["offsets"], strict=True))
+    for row, offset, canary in copies:
+        first = offset + len(canary["prefix"]) - 1  # the target predicting the first secret digit
+        span_NxL[row, first : first + len(canary["secret"])] = next_NxL[row]
+        next_NxL[row] += 1
+    return span_NxL

@@ -56,6 +56,20 @@ class Dataset:
         return self.meta["kind"]
 
 
+def span_ids(dataset: Dataset, spans: str) -> np.ndarray | None:
+    """The ``tracker.spans`` span ids of the training rows, ``[N, seq_len]`` int8 (0: no span, s: the token's target
+    belongs to span s), or None for ``"none"``. ``"canary_secrets"``: the secret digits of every inserted canary copy
+    (``canaries.secret_spans``)."""
+    if spans == "none":
+        return None
+    if spans == "canary_secrets":
+        meta = dataset.meta.get("canaries")
+        if meta is None:
+            raise ConfigError("tracker.spans='canary_secrets' needs data.source='pydoc_canaries'.")
+        return canaries.secret_spans(meta, dataset.num_train, dataset.train["token_mask"].shape[1])
+    raise ConfigError(f"tracker.spans={spans!r} is not a span kind.")
+
+
 def build_dataset(cfg: DataConfig) -> Dataset:
     """Validates `cfg` and builds its dataset (see the module docstring for the array contract).
 

@@ -102,3 +102,15 @@ def per_example_loss(
     if "y" in batch:
         return losses.classification_nll(logits, batch["y"])
     return losses.sequence_nll(logits, batch["tokens"][:, 1:], batch["token_mask"])
+
+
+def per_example_span_loss(
+    graphdef: nnx.GraphDef, params: nnx.State, batch: dict, keys_B: jax.Array | None, num_spans: int
+) -> tuple[jax.Array, jax.Array, tuple[jax.Array, jax.Array, jax.Array]]:
+    """``per_example_loss`` of a language model plus its marked spans' losses from the same logits (``batch["span"]``:
+    int ``[B, L]`` span ids over the targets): ``(loss_B, acc_B, (loss_BxSp, acc_BxSp, valid_BxSp))``
+    (``losses.span_nll``)."""
+    logits = forward(graphdef, params, batch, keys_B)
+    targets_BxL, mask_BxL = batch["tokens"][:, 1:], batch["token_mask"]
+    loss_B, acc_B = losses.sequence_nll(logits, targets_BxL, mask_BxL)
+    return loss_B, acc_B, losses.span_nll(logits, targets_BxL, mask_BxL, batch["span"], num_spans)

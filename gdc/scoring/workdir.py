@@ -20,11 +20,13 @@ import numpy as np
 from gdc import jsonio
 from gdc.errors import StageInputError
 from gdc.scoring import cartography as carto
+from gdc.scoring.spans import compute_span_scores
 
 TRAINING_PASS = "training pass (pre-update, in-step)"
 SCORING_PASS = "fixed-parameter scoring pass"
 _EPOCH_RE = re.compile(r"^epoch_(\d+)\.npz$")
 _PASS_RE = re.compile(r"^epoch_(\d+)_pass_at_(\d+)\.npy$")
+_SPAN_RE = re.compile(r"^span_epoch_(\d+)\.npz$")
 
 
 def _tracker_config(workdir: str) -> dict[str, Any]:
@@ -125,6 +127,21 @@ def load_loss_matrix(workdir: str, source: str = "epoch") -> tuple[np.ndarray, d
         "upsampled": tracker["upsampled"],
     }
     return _cached_matrix(workdir, source, [path for _, path in files], read), meta
+
+
+def load_span_loss_matrix(workdir: str) -> np.ndarray | None:
+    """Stacks a run's per-epoch span losses (``trackers/span_epoch_XXXX.npz``, ``loss_NxSp``; ``tracker.spans``) into
+    an ``[E, N, Sp]`` float32 matrix (NaN: the span was not seen in that epoch); None for a run without spans."""
+    files = _listing(workdir, _SPAN_RE)
+    if not files:
+        return None
+    epochs = [key[0] for key, _ in files]
+    if epochs != list(range(len(epochs))):
+        raise StageInputError(
+            f"{os.path.join(workdir, 'trackers')} has span loss files for epochs {epochs}: a gap between epochs "
+            "would be skipped silently. Restore the missing files, or retrain the run in a new workdir."
+        )
+    return np.stack([np.load(path)["loss_NxSp"] for _, path in files]).astype(np.float32)
 
 
 def load_tracker(workdir: str, epoch: int | None = None) -> dict[str, np.ndarray]:
@@ -270,7 +287,7 @@ def compute_scores(
 
 def input_files(workdir: str) -> dict[str, Any]:
     """What scores are computed from: the run's loss files and summary.json, as a digest of (name, size, mtime)."""
-    files = _listing(workdir, _EPOCH_RE) + _listing(workdir, _PASS_RE)
+    files = _listing(workdir, _EPOCH_RE) + _listing(workdir, _PASS_RE) + _listing(workdir, _SPAN_RE)
     names = [os.path.join("trackers", os.path.basename(path)) for _, path in files]  # relative: a copy matches
     names += ["summary.json"] if os.path.exists(os.path.join(workdir, "summary.json")) else []
     stats = [(n, os.stat(os.path.join(workdir, n))) for n in sorted(names)]
@@ -327,10 +344,17 @@ def score_run(workdir: str, *, source: str = "auto", **kw: Any) -> tuple[dict[st
       source: which rows (``load_loss_matrix``).
       **kw: ``compute_scores`` keywords (eps, kind, hysteresis, early, q_d, q_m, tie_break, never_learned, seed).
 
+    With span files (``tracker.spans``) the arrays also hold ``compute_span_scores``'s and the summary ``spans``.
+
     Returns:
       (arrays, summary) as written.
     """
     loss_ExN, meta = load_loss_matrix(workdir, source)
     arrays, summary = compute_scores(loss_ExN, meta, load_tracker(workdir), **kw)
+    loss_ExNxSp = load_span_loss_matrix(workdir)
+    if loss_ExNxSp is not None:  # tracker.spans: the same scores per span, and their max and mean per example
+        span_kw = {k: kw[k] for k in ("eps", "kind", "hysteresis", "early") if k in kw}
+        span_arrays, summary["spans"] = compute_span_scores(loss_ExNxSp, meta, **span_kw)
+        arrays.update(span_arrays)
     write_scores(workdir, arrays, summary)
     return arrays, summary

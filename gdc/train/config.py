@@ -76,6 +76,11 @@ def from_mapping(config: Mapping[str, Any], *, device_count: int | None = None, 
             f"{data_kind} data; use model.name='mlp' with data.source='synthetic', 'ddpm' with 'tabular', "
             "'lstm'/'gru'/'transformer' otherwise."
         )
+    if cfg.tracker.spans == "canary_secrets" and cfg.data.source != "pydoc_canaries":
+        raise ConfigError(
+            f"tracker.spans='canary_secrets' tracks the secret digits of inserted canaries, so it needs "
+            f"data.source='pydoc_canaries' (got {cfg.data.source!r}); use tracker.spans='none'."
+        )
     if cfg.train.total_steps == 0 and cfg.tracker.early_epochs > cfg.train.num_epochs:
         raise ConfigError(
             f"tracker.early_epochs={cfg.tracker.early_epochs} > train.num_epochs={cfg.train.num_epochs}: difficulty "

@@ -39,6 +39,9 @@ STUDY_EXTENSIONS = tuple(
     f"study.{f}" for f in ("seeds", "methods", "prune_fractions", "random_controls", "evaluators", "token_matched")
 )
 ARTEFACT_PATHS = ("train.keep_idx_path", "train.weights_path", "train.multiplicity_path")
+# Fields added after workdirs were recorded, with the value those workdirs ran with: a workdir recorded without one
+# compares as if it held that value (its checkpoints hold one tracker, which a span run could not resume).
+ADDED_FIELDS = {"tracker.spans": "none"}
 
 
 def fields(config: dict[str, Any], *, study: bool = False) -> dict[str, Any]:
@@ -110,6 +113,8 @@ def check(cfg: config_lib.RunConfig, workdir: str, *, study: bool = False) -> No
     if jax.process_count() > 1:
         check_processes_agree(current, h)
     before = recorded(workdir, study=study)
+    if before is not None:
+        before = {**ADDED_FIELDS, **before}
     diff = {} if before is None else {k: [before[k], current[k]] for k in before.keys() & current.keys()}
     diff = {k: v for k, v in sorted(diff.items()) if v[0] != v[1]}
     if diff and cfg.checkpoint.resume_mismatch != "ok":

@@ -8,6 +8,7 @@ from an input path of ``gdc.train.inputs``; ``_EpochLoop`` runs the calls and wh
 
 Workdir layout: ``config.json``, ``dataset.json`` (split sizes, canaries), ``metrics.jsonl``, ``tb/``,
 ``checkpoints/``, ``trackers/epoch_XXXX.npz`` (tracker fields and that epoch's ``loss_N``),
+``trackers/span_epoch_XXXX.npz`` (with ``tracker.spans``: the span tracker's fields and ``loss_NxSp``),
 ``trackers/epoch_XXXX_pass_at_PPPPP.npy`` (``[N]`` losses of a fixed-parameter scoring pass run after PPPPP batches of
 the epoch, when ``tracker.scoring_passes`` > 0), ``summary.json``.
 """
@@ -73,6 +74,7 @@ class TrainResult:
     tracker: tracker_lib.ExampleTracker
     last_metrics: dict[str, float]
     epochs_done: int
+    span_tracker: tracker_lib.ExampleTracker | None = None  # N x Sp rows with tracker.spans (update_spans)
 
 
 def _holding_workdir(fn: Callable) -> Callable:
@@ -144,7 +146,10 @@ def train(
         jsonio.write(summary_path, summary, indent=2)
     done = feed.consumed()
     epochs_done = done["epoch"] + (done["position"] == run.steps_per_epoch)
-    return TrainResult(state=state, tracker=tracker, last_metrics=last, epochs_done=epochs_done)
+    tracker, span_tracker = setup_lib.split_trackers(tracker)
+    return TrainResult(
+        state=state, tracker=tracker, last_metrics=last, epochs_done=epochs_done, span_tracker=span_tracker
+    )
 
 
 def _resume(run: setup_lib.Run, ckpt: Checkpointer, workdir: str):
@@ -245,7 +250,9 @@ class _EpochLoop:
         ``epoch_metrics`` hook's scalars."""
         run = self.run
         tracker = run.engine.fold(tracker)
-        fields = tracker_lib.to_numpy(tracker)
+        example_tracker, span_tracker = setup_lib.split_trackers(tracker)
+        fields = tracker_lib.to_numpy(example_tracker)
+        span_fields = None if span_tracker is None else tracker_lib.to_numpy(span_tracker)
         if self.is_writer:
             np.savez(
                 os.path.join(self.workdir, "trackers", f"epoch_{epoch:04d}.npz"),
@@ -253,6 +260,15 @@ class _EpochLoop:
                 epoch=epoch,
                 step=step,
                 **fields,
+            )
+        if self.is_writer and span_fields is not None:  # the span tracker's rows as [N, Sp]
+            shape = (run.num_train, run.num_spans)
+            np.savez(
+                os.path.join(self.workdir, "trackers", f"span_epoch_{epoch:04d}.npz"),
+                loss_NxSp=tracker_lib.epoch_losses(span_fields, epoch).reshape(shape),
+                epoch=epoch,
+                step=step,
+                **{f"{k[:-2]}_NxSp": v.reshape(shape) for k, v in span_fields.items()},
             )
         extra = self.epoch_metrics(run.graphdef, params, run.dataset, run.mesh) if self.epoch_metrics else {}
         self.logger.write(step, {"epoch": epoch, **self.evaluate(params), **extra}, to_bar=False)

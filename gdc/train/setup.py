@@ -189,11 +189,16 @@ def build_engine(
     steps_per_epoch: int,
     total_steps: int,
     unique_ids: bool,
+    num_spans: int = 0,
 ) -> Engine:
     """Jits the run's step, eval, fold and scoring calls for ``mesh``. ``unique_ids``: no id repeats in an epoch
-    (no up-sampling), which lets the tracker skip its grouping sort."""
+    (no up-sampling), which lets the tracker skip its grouping sort. ``num_spans`` Sp > 0 (``tracker.spans``): the
+    training batches carry ``span`` ids, the loss also returns their losses and the tracker is a pair (example
+    tracker, span tracker), each folded alike."""
 
     def loss_fn(params, batch, keys_B):
+        if num_spans and "span" in batch:  # training batches only: held-out ones have no span ids
+            return models.per_example_span_loss(graphdef, params, batch, keys_B, num_spans)
         return models.per_example_loss(graphdef, params, batch, keys_B)
 
     tx, schedule = state_lib.make_optimizer(cfg.train, total_steps)
@@ -205,7 +210,7 @@ def build_engine(
     # Deferred updates are folded into the table at each epoch's end, after each scoring pass and when the loop
     # stops (tracker.fold); checkpoints keep the records pending in between.
     fold = jax.jit(
-        functools.partial(tracker_lib.fold, cfg=cfg.tracker),
+        functools.partial(fold_trackers, cfg=cfg.tracker),
         in_shardings=tracker_sh,
         out_shardings=tracker_sh,
         donate_argnums=0,
@@ -228,12 +233,27 @@ def build_engine(
     return Engine(loss_fn, tx, train, evaluate, fold, score_chunk, repl, tracker_sh, local)
 
 
-def initial_tracker(cfg: config_lib.RunConfig, num_examples: int, mesh: jax.sharding.Mesh, max_occurrences: int):
-    """A fresh ``ExampleTracker`` for ``num_examples`` ids, placed with the run's tracker sharding.
+def fold_trackers(tracker, cfg: tracker_lib.TrackerConfig):
+    """``tracker.fold`` of the run's tracker, or of both trackers of a (example tracker, span tracker) pair."""
+    if isinstance(tracker, tuple):
+        return tuple(tracker_lib.fold(t, cfg) for t in tracker)
+    return tracker_lib.fold(tracker, cfg)
+
+
+def split_trackers(tracker) -> tuple[tracker_lib.ExampleTracker, tracker_lib.ExampleTracker | None]:
+    """(example tracker, span tracker or None) of the run's tracker."""
+    return tracker if isinstance(tracker, tuple) else (tracker, None)
+
+
+def initial_tracker(
+    cfg: config_lib.RunConfig, num_examples: int, mesh: jax.sharding.Mesh, max_occurrences: int, num_spans: int = 0
+):
+    """A fresh ``ExampleTracker`` for ``num_examples`` ids, placed with the run's tracker sharding; with
+    ``num_spans`` Sp > 0 the pair (it, a span tracker over N x Sp rows, ``tracker.update_spans``).
 
     Its capacity is a multiple of the data ranges or devices (``tracker_multiple``); a deferred tracker keeps a pending
     copy per device when its batches are not aligned with its rows, and a record slot per occurrence of an up-sampled
-    id in an epoch (``max_occurrences``).
+    id in an epoch (``max_occurrences``). The span tracker has the same layout, Sp rows per example row.
     """
     n_dev = mesh.devices.size
     multiple = tracker_multiple(cfg.data.shards, n_dev)
@@ -241,6 +261,11 @@ def initial_tracker(cfg: config_lib.RunConfig, num_examples: int, mesh: jax.shar
     copies = tracker_lib.pending_copies(cfg.tracker, n_dev, aligned_tracker(cfg, n_dev))
     slots = tracker_lib.record_slots(cfg.tracker, max_occurrences)  # > 1: up-sampled copies get a slot each
     tracker = tracker_lib.ExampleTracker.create(num_examples, multiple, deferred, copies, slots)
+    if num_spans:
+        span = tracker_lib.ExampleTracker.create(
+            num_examples * num_spans, multiple * num_spans, deferred, copies, slots
+        )
+        tracker = (tracker, span)
     return sharding.put_tree(tracker, sharding.tracker_sharding(mesh, cfg.tracker.sharding))
 
 
@@ -262,10 +287,11 @@ class Run:
     score_positions: frozenset[int]  # batches into an epoch after which a scoring pass runs
     on_device: bool  # the training arrays live on every device (data.on_device)
     steps_per_call: int  # the most steps one call runs (train.steps_per_call)
+    num_spans: int  # Sp: the most marked spans of an example (tracker.spans; 0: none, and no span tracker)
     graphdef: Any
     engine: Engine
     state: state_lib.TrainState  # initial, replicated
-    tracker: tracker_lib.ExampleTracker  # initial, placed
+    tracker: Any  # initial, placed: an ExampleTracker, or (example tracker, span tracker) with num_spans
 
 
 def build(
@@ -282,6 +308,10 @@ def build(
     procs = processes()
     rows = row_range(n, cfg.data.shards, **procs)
     train_arrays = {k: v[rows.start : rows.stop] for k, v in dataset.train.items() if k in MODEL_INPUTS}
+    span_NxL = sources.span_ids(dataset, cfg.tracker.spans) if cfg.tracker.enabled else None
+    num_spans = 0 if span_NxL is None else int(span_NxL.max(initial=0))
+    if num_spans:  # the batches carry each row's span ids
+        train_arrays["span"] = span_NxL[rows.start : rows.stop]
     if cfg.data.shards > 1:
         train_arrays = {k: np.ascontiguousarray(v) for k, v in train_arrays.items()}
         dataset = dataset if keep_split else dataclasses.replace(dataset, train={})
@@ -304,7 +334,9 @@ def build(
 
     graphdef, params = build_model(cfg, dataset)
     unique = interventions["multiplicity_N"] is None
-    engine = build_engine(cfg, graphdef, mesh, steps_per_epoch=spe, total_steps=total_steps, unique_ids=unique)
+    engine = build_engine(
+        cfg, graphdef, mesh, steps_per_epoch=spe, total_steps=total_steps, unique_ids=unique, num_spans=num_spans
+    )
     state = sharding.put_tree(state_lib.create_train_state(params, engine.tx, cfg.seed), engine.state_sharding)
     return Run(
         cfg=cfg,
@@ -320,8 +352,9 @@ def build(
         score_positions=score_positions,
         on_device=on_device,
         steps_per_call=per_call,
+        num_spans=num_spans,
         graphdef=graphdef,
         engine=engine,
         state=state,
-        tracker=initial_tracker(cfg, n, mesh, it.max_occurrences),
+        tracker=initial_tracker(cfg, n, mesh, it.max_occurrences, num_spans),
     )

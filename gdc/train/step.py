@@ -17,7 +17,7 @@ from gdc import tracker as tracker_lib
 from gdc.train.state import TrainState
 from gdc.types import Batch, Metrics
 
-# (params, batch, keys_B or None) -> (loss_B, acc_B)
+# (params, batch, keys_B or None) -> (loss_B, acc_B); with span ids in the batch, (loss_B, acc_B, span losses)
 LossFn = Callable[..., tuple[jax.Array, jax.Array]]
 
 
@@ -42,6 +42,10 @@ def train_step(
 ) -> tuple[TrainState, tracker_lib.ExampleTracker, Metrics]:
     """One optimizer update on ``sum(w*mask*loss_B) / sum(w*mask)``; folds the pre-update ``loss_B`` into the tracker.
 
+    With ``tracker.spans`` the tracker is a pair (example tracker, span tracker), the batch has ``span`` ids and
+    ``loss_fn`` returns the span losses as a third output (``models.per_example_span_loss``), which the span tracker
+    reads (``tracker.update_spans``); without, nothing of this runs.
+
     The tracker is updated here only when ``tracker_cfg.enabled`` and no scoring passes are configured (then the loop
     feeds it fixed-parameter losses from ``score_step`` instead). ``unique_ids``: no id repeats inside a batch (no
     up-sampling), which lets the tracker skip its grouping sort. A tracker created deferred (``tracker.defers``) only
@@ -53,14 +57,30 @@ def train_step(
     mask_B = batch["mask"]
 
     def objective(params):
-        loss_B, acc_B = loss_fn(params, batch, keys_B)
-        return losses.weighted_mean(loss_B, mask_B, batch.get("weight")), (loss_B, acc_B)
+        out = loss_fn(params, batch, keys_B)  # (loss_B, acc_B), and the span losses when the batch has "span"
+        return losses.weighted_mean(out[0], mask_B, batch.get("weight")), out
 
-    (loss, (loss_B, acc_B)), grads = jax.value_and_grad(objective, has_aux=True)(state.params)
+    (loss, out), grads = jax.value_and_grad(objective, has_aux=True)(state.params)
+    loss_B, acc_B = out[:2]
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
     if tracker_cfg.enabled and tracker_cfg.scoring_passes == 0:
         epoch = state.step // steps_per_epoch
+        tracker, span_tracker = tracker if isinstance(tracker, tuple) else (tracker, None)
+        if span_tracker is not None:
+            span_tracker = tracker_lib.update_spans(
+                span_tracker,
+                batch["index"],
+                *out[2],
+                mask_B,
+                state.step,
+                epoch,
+                tracker_cfg,
+                unique=unique_ids,
+                mesh=mesh,
+                local=local,
+                occ_B=batch.get("occurrence"),
+            )
         tracker = tracker_lib.update(
             tracker,
             batch["index"],
@@ -75,6 +95,7 @@ def train_step(
             local=local,
             occ_B=batch.get("occurrence"),
         )
+        tracker = tracker if span_tracker is None else (tracker, span_tracker)
     count = mask_B.sum()
     metrics = {
         "loss": loss,
@@ -83,6 +104,12 @@ def train_step(
         "learning_rate": jnp.asarray(schedule(state.step), jnp.float32),
         "examples": count,
     }
+    if len(out) > 2:  # spans: the mean loss and token accuracy of the batch's spans (0 without any)
+        loss_BxSp, acc_BxSp, valid_BxSp = out[2]
+        w_BxSp = (mask_B[:, None] & valid_BxSp).astype(jnp.float32)
+        spans = jnp.maximum(w_BxSp.sum(), 1.0)
+        metrics["span_loss"] = (w_BxSp * loss_BxSp).sum() / spans
+        metrics["span_accuracy"] = (w_BxSp * acc_BxSp).sum() / spans
     new_state = TrainState(step=state.step + 1, params=params, opt_state=opt_state, key=state.key)
     return new_state, tracker, metrics
 
