@@ -172,11 +172,15 @@ def _verdict_md(name: str, entry: dict) -> list[str]:
     b = entry["best"]
     if not b:
         return [f"`{name}`: no score has a finite Spearman.", ""]
-    also = ", ".join(f"`{n}`" for n in b["includes"]) or "no other score's mean"
+    also = "the means of " + ", ".join(f"`{n}`" for n in b["includes"]) if b["includes"] else "no other score's mean"
     lines = [
         f"**Best by Spearman with counterfactual memorization (`{name}`): `{b['best']}`**, {b['value']:.3f} "
-        f"[{b['lo']:.3f}, {b['hi']:.3f}] (mean over seeds, 95% t-interval); that interval also includes the means of "
-        f"{also}."
+        f"[{b['lo']:.3f}, {b['hi']:.3f}] (mean over seeds, 95% t-interval); that interval also includes {also}"
+        + (
+            ": the random control among them, so no score is told apart from chance here."
+            if "random" in b["includes"]
+            else "."
+        )
     ]
     for key in ("m", "random"):
         if key in b:
@@ -191,10 +195,12 @@ def _verdict_md(name: str, entry: dict) -> list[str]:
             )
     a = entry.get("best_auroc") or {}
     if a:
-        also = ", ".join(f"`{n}`" for n in a["includes"]) or "no other score's mean"
+        also = "the means of " + ", ".join(f"`{n}`" for n in a["includes"]) if a["includes"] else "no other mean"
+        m = a.get("m")
         lines.append(
             f"Best AUROC for the positives: `{a['best']}`, {a['value']:.3f} [{a['lo']:.3f}, {a['hi']:.3f}] (its "
-            f"interval includes {also})" + (f"; `m` {a['m']['value']:.3f}, rank {a['m']['rank']}." if "m" in a else ".")
+            f"interval includes {also})"
+            + (f"; `m` {m['value']:.3f} [{m['lo']:.3f}, {m['hi']:.3f}], rank {m['rank']} of {m['of']}." if m else ".")
         )
     return [" ".join(lines), ""]
 
