@@ -15,7 +15,7 @@ from gdc.studies import FAMILIES, family_of
 from gdc.studies.scores import config as scores_config
 from gdc.studies.scores import report, study, truth
 
-# The scores every quick run must report (AUM only for the classifier; span m / d only with a span tracker).
+# The scores every quick run must report (AUM only for the classifier; span m / d on the canary copies only).
 COMMON = {
     "m",
     "m_sweep",
@@ -33,7 +33,7 @@ COMMON = {
     "trace_variance",
     "random",
 }
-EXPECTED = {"lm": COMMON, "lm_span": COMMON, "mlp": COMMON | {"aum"}}
+EXPECTED = {"lm": COMMON, "lm_span": COMMON | {"span_m", "span_d"}, "mlp": COMMON | {"aum"}}
 
 
 def _quick(**overrides) -> dict:
@@ -55,6 +55,7 @@ def _quick(**overrides) -> dict:
         ("mlp_label_noise", 0.0),
         ("early_epoch", 99),
         ("grand_lm", 1),
+        ("spans", "yes"),
         ("n_boot", 2),
     ],
 )

@@ -29,6 +29,7 @@ class ScoresConfig:
     eps_percentile: float = 50.0  # m: single threshold at this percentile of the final losses
     sweep: int = 10  # m over the eps sweep: thresholds at this many quantiles (5%..95%) of the final losses
     early_epoch: int = 2  # EL2N at the params after this many epochs (Paul et al.: early in training)
+    spans: bool = True  # LM: the engine's span tracker on the canaries' secret digits (span_m, span_d join lm_span)
     grand_lm: bool = True  # GraNd on the LM (per-example gradients of the recurrent or attention model)
     n_boot: int = 1000  # bootstrap draws of every per-seed interval
     # LM setting (data.source = pydoc_canaries).

@@ -41,7 +41,9 @@ def seed_tables(cfg: ScoresConfig, info: dict, arrays: dict[str, np.ndarray]) ->
     """The per-seed leaderboards of one setting (``lm`` and ``lm_span``, or ``mlp``)."""
     kw = dict(cost=info["score_seconds"], train_cost=info["train_seconds"], n_boot=cfg.n_boot, seed=info["seed"])
     setting = info["setting"]
-    out = {setting: leaderboard.table(_scores(arrays), arrays["cm_loss_N"], arrays["positive_N"], **kw)}
+    # Span scores exist on canary copies only (NaN elsewhere): they enter the canary-only table, not the full one.
+    full = {k: v for k, v in _scores(arrays).items() if not k.startswith("span_")}
+    out = {setting: leaderboard.table(full, arrays["cm_loss_N"], arrays["positive_N"], **kw)}
     if setting == "lm":
         rows_N = arrays["positive_N"] & np.isfinite(arrays["cm_span_N"])
         out["lm_span"] = leaderboard.table(_scores(arrays, rows_N), arrays["cm_span_N"][rows_N], None, **kw)

@@ -53,8 +53,8 @@ SCORES = {
     "trace_drop_epoch": "epoch of that drop (late = learned late; never dropped: E)",
     "trace_final_minus_min": "last loss minus the lowest",
     "trace_variance": "variance of the loss trace",
-    "span_m": "m on the span tracker's losses (when the run's scores hold span_m_N)",
-    "span_d": "d on the span tracker's losses (when the run's scores hold span_d_N)",
+    "span_m": "m of the secret digits (the span tracker's losses), the max over a copy's spans; canary copies only",
+    "span_d": "d of the secret digits (the span tracker's losses), the max over a copy's spans; canary copies only",
     "random": "control: uniform random",
 }
 CHUNK = 128  # examples per forward call of the hook and the final-params scores
@@ -97,7 +97,13 @@ def run_config(cfg: ScoresConfig, setting: str, seed: int) -> config_lib.RunConf
                     decay_fraction=0.25,
                     grad_clip=1.0,
                 ),
-                "tracker": dict(criterion="loss", eps_low=1.0, eps_high=1.2, early_epochs=cfg.early_epoch),
+                "tracker": dict(
+                    criterion="loss",
+                    eps_low=1.0,
+                    eps_high=1.2,
+                    early_epochs=cfg.early_epoch,
+                    spans="canary_secrets" if cfg.spans else "none",
+                ),
                 **common,
             }
         )
