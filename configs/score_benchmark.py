@@ -9,10 +9,10 @@ random control), each timed against the run's training; 32 models on random halv
 memorization (CM). ``lm``: a 1-layer 64-unit character GRU, 400 pydoc sequences of 48 characters with 8 keyed
 canaries x 4 copies, 30 epochs; ``mlp``: a 2x64 MLP on 480 blobs with 10% flipped labels, 30 epochs.
 Runtime: 7 minutes wall on the 2-core machine shared with other jobs (2026-12-05 at 1420dea; 17.5 minutes at load
-average 9-12), most of it the LM's 32 counterfactual GRUs (1-2 minutes per seed, 5.8 training runs). Expected (docs/results/scores/):
-against counterfactual memorization of the loss, d leads on the LM (Spearman 0.51 [0.45, 0.58]) and the loss-trace
-area on the MLP (0.71 [0.51, 0.91]); m is below the random control in both (-0.17 and -0.45). ``:quick`` is the
-seconds-long version the tests run.
+average 9-12), most of it the LM's 32 counterfactual GRUs (1-2 minutes per seed, 5.8 training runs).
+Expected (docs/results/scores/): against counterfactual memorization of the loss, d leads on the LM (Spearman 0.51
+[0.45, 0.58]) and the loss-trace area on the MLP (0.71 [0.51, 0.91]); m is below the random control in both (-0.17
+and -0.45). ``:quick`` is the seconds-long version the tests run.
 """
 
 import dataclasses
