@@ -205,10 +205,10 @@ def train_ensemble(
     """
     in_KxN = np.asarray(in_KxN, bool)
     _check(cfg, data, in_KxN, params_K)
-    steps = steps_per_epoch(in_KxN, cfg.batch_size)
-    placed = _place(mesh, params_K, in_KxN, model_keys(seed, in_KxN.shape[0]), data)
     if vmap_size < 0:
         raise ValueError(f"vmap_size={vmap_size}: use 0 (all models at once) or a group size >= 1.")
+    steps = steps_per_epoch(in_KxN, cfg.batch_size)
+    placed = _place(mesh, params_K, in_KxN, model_keys(seed, in_KxN.shape[0]), data)
     params, loss_KxE = _ensemble_program(
         *placed, graphdef=graphdef, cfg=cfg, steps=steps, vmap_size=vmap_size, mesh=mesh
     )
