@@ -18,7 +18,8 @@ meaning:
   H: attention heads.
   I: examples taken out or replaced one at a time (leave-one-out, replace-one).
   J: digit positions of a secret.
-  K: classes (ICL: the task's K item classes).
+  K: classes (ICL: the task's K item classes). gdc.influence.counterfactual keeps the papers' K for the models of
+     an ensemble (``in_KxN``, ``params_K``), as its docstring says; elsewhere a set of runs is R.
   L: sequence length (targets per example; a sequence of L positions).
   Ly: layers.
   M: a second set of examples or vectors, beside the N training examples (test points, probes, controls, the
