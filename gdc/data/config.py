@@ -48,7 +48,7 @@ class DataConfig:
     # CPU (there the thread competes with XLA for the same cores and measured slower, benchmarks/README.md).
     prefetch: int = -1
     # The training arrays uploaded once, each step gathering its rows on the device (nothing crosses per step): 1 on,
-    # 0 off, -1 = auto: on up to 512 MiB when each process holds every row (gdc.train.loop.resolve_on_device).
+    # 0 off, -1 = auto: on up to 512 MiB when each process holds every row (gdc.train.setup.resolve_on_device).
     on_device: int = -1
 
     def validate(self) -> None:
