@@ -119,3 +119,21 @@ def test_early_epochs_within_num_epochs():
     # A fixed step count (token-matched retrains) decides the epochs itself: num_epochs is not compared.
     cfg = tiny_config("mlp", train=dict(num_epochs=1, total_steps=40), tracker=dict(early_epochs=2))
     assert isinstance(cfg, config_lib.RunConfig)
+
+
+@pytest.mark.parametrize(
+    "config, stage",
+    [("icl_kinetics", "train"), ("unitmem_digits", "analyze"), ("lm_audit", "evaluate")],
+)
+def test_family_report_on_an_empty_workdir_names_the_mode_to_run(tmp_path, config, stage):
+    """--mode=report computes nothing: with its inputs missing it stops with a StageInputError (launch's "missing
+    input:", status 1) naming the missing file and the mode that makes it, not a traceback."""
+    import importlib
+
+    from gdc import studies
+    from gdc.errors import StageInputError
+
+    c = importlib.import_module(f"configs.{config}").get_config("quick")
+    _, family = studies.family_of(c)
+    with pytest.raises(StageInputError, match=rf"{re.escape(str(tmp_path))}.* is missing: run --mode={stage}"):
+        family.run(c, str(tmp_path), mode="report")

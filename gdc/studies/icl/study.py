@@ -24,6 +24,7 @@ import numpy as np
 from scipy import stats
 
 from gdc import scoring
+from gdc.errors import StageInputError
 from gdc.studies.icl import model as model_lib
 from gdc.studies.icl.config import ICLConfig
 
@@ -195,6 +196,9 @@ def run_study(seed: int, cfg: ICLConfig, workdir: str, mode: str = "all", comman
     if mode in ("all", "report"):
         from gdc.studies.icl import report
 
-        res = analyze(seed, cfg, workdir)
+        try:
+            res = analyze(seed, cfg, workdir)
+        except FileNotFoundError as e:
+            raise StageInputError(f"{e.filename} is missing: run --mode=train (or all) first.") from e
         return report.write(res, cfg, workdir)
     return {}

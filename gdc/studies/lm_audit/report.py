@@ -6,6 +6,7 @@ import os
 import numpy as np
 
 from gdc import jsonio
+from gdc.errors import StageInputError
 from gdc.studies.lm_audit.config import AuditConfig
 from gdc.studies.lm_audit.plots import plots
 
@@ -129,7 +130,7 @@ def write(cfg: AuditConfig, workdir: str, command: str = "") -> dict:
     for seed in cfg.seeds:
         path = os.path.join(workdir, f"seed_{seed}", "eval.json")
         if not os.path.exists(path):
-            raise FileNotFoundError(f"{path} is missing: run --mode=evaluate (or all) first.")
+            raise StageInputError(f"{path} is missing: run --mode=evaluate (or all) first.")
         seeds.append(jsonio.read(path))
     res = aggregate(cfg, seeds)
     res["command"] = command

@@ -22,6 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from gdc import jsonio, scoring
+from gdc.errors import StageInputError
 from gdc.studies.ssl import metrics
 from gdc.studies.ssl import model as model_lib
 from gdc.studies.ssl.config import DIGITS, SSLConfig
@@ -249,5 +250,8 @@ def run_study(seed: int, cfg: SSLConfig, workdir: str, mode: str = "all", comman
     if mode in ("all", "report"):
         from gdc.studies.ssl import report
 
-        return report.write(seed, cfg, workdir, seconds=time.time() - start)
+        try:
+            return report.write(seed, cfg, workdir, seconds=time.time() - start)
+        except FileNotFoundError as e:
+            raise StageInputError(f"{e.filename} is missing: run --mode=analyze (or all) first.") from e
     return results
