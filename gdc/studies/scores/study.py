@@ -6,6 +6,8 @@
     errors, ``positive_N``) and ``result.json`` (seconds per score, the run's training seconds, the ensemble's
     seconds, the truths' split-half curves, what each score was computed from). A seed whose ``result.json``
     exists is skipped.
+  * ``intervene`` (``gdc.studies.scores.interventions``): per seed and setting, prune / down-weight the top
+    ``scores.prune_fraction`` by the best score, m, d and random, retrain each arm and evaluate it beside the run.
   * ``report`` (``gdc.studies.scores.report``): the leaderboard, pooled over seeds.
 
 Scores, each oriented higher = flagged as memorized (``SCORES`` documents each): cartography's m (the study's
@@ -355,6 +357,10 @@ def run_study(cfg: ScoresConfig, workdir: str, mode: str = "all", command: str =
         for seed in cfg.seeds:
             for setting in cfg.settings:
                 run_setting(cfg, setting, seed, setting_dir(workdir, seed, setting))
+    if mode in ("all", "intervene"):
+        from gdc.studies.scores import interventions
+
+        interventions.run(cfg, workdir)
     if mode in ("all", "report"):
         from gdc.studies.scores import report
 
