@@ -60,6 +60,8 @@ def _quick(**overrides) -> dict:
         ("grand_lm", 1),
         ("spans", "yes"),
         ("n_boot", 2),
+        ("prune_fraction", 1.0),
+        ("alpha", 1.5),
     ],
 )
 def test_config_errors_name_the_field(field, value):
