@@ -114,7 +114,7 @@ def run_setting(cfg: ScoresConfig, setting: str, seed: int, out_dir: str, best: 
         if art is not None:
             paths = interventions.write(art, folder)
             arm_rc = dataclasses.replace(rc, train=dataclasses.replace(rc.train, **paths))
-            study._log(f"seed {seed} {setting}: retraining {name}")
+            study.log(f"seed {seed} {setting}: retraining {name}")
             loop.train(arm_rc, run_dir, mesh=mesh)
         graphdef, params, dataset, _ = loop.restore_params(arm_rc, run_dir, mesh)
         kept_N = np.ones(n, bool)
@@ -137,7 +137,7 @@ def run_setting(cfg: ScoresConfig, setting: str, seed: int, out_dir: str, best: 
 def run(cfg: ScoresConfig, workdir: str) -> None:
     for setting in cfg.settings:
         best = best_score(cfg, workdir, setting)
-        study._log(f"{setting}: interventions by the best score {best!r} beside m, d and random")
+        study.log(f"{setting}: interventions by the best score {best!r} beside m, d and random")
         for seed in cfg.seeds:
             run_setting(cfg, setting, seed, study.setting_dir(workdir, seed, setting), best)
 
@@ -221,7 +221,7 @@ def verdict(setting: str, entry: dict) -> str:
     )
 
 
-def markdown(iv: dict, cfg: ScoresConfig) -> list[str]:
+def markdown(iv: dict) -> list[str]:
     """The interventions section of report.md (empty when the stage has not run)."""
     if not iv:
         return []
@@ -257,5 +257,4 @@ def markdown(iv: dict, cfg: ScoresConfig) -> list[str]:
                 + " |"
             )
         lines += ["", verdict(setting, entry), ""]
-    del cfg
     return lines

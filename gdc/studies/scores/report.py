@@ -294,7 +294,7 @@ def _markdown(res: dict, cfg: ScoresConfig, commands: str) -> str:
     lines += ["", "## Leaderboards (pooled over seeds)", ""]
     for name in s:
         lines += _leaderboard_md(name, s[name])
-    lines += interventions.markdown(res.get("interventions", {}), cfg)
+    lines += interventions.markdown(res.get("interventions", {}))
     lines += ["## Scores", ""] + [f"* `{k}`: {v}" for k, v in res["scores"].items()]
     lines += [
         "",

@@ -62,7 +62,7 @@ SCORES = {
 CHUNK = 128  # examples per forward call of the hook and the final-params scores
 
 
-def _log(msg: str) -> None:
+def log(msg: str) -> None:
     print(f"[scores] {msg}", flush=True)
 
 
@@ -246,7 +246,7 @@ def run_setting(cfg: ScoresConfig, setting: str, seed: int, out_dir: str) -> dic
     result = loop.train(rc, run_dir, mesh=mesh, epoch_metrics=hook)
     jax.block_until_ready(result.state.params)
     train_seconds = time.perf_counter() - start - sum(hook.seconds.values())
-    _log(f"seed {seed} {setting}: tracked run in {train_seconds:.0f} s (+{sum(hook.seconds.values()):.1f} s hook)")
+    log(f"seed {seed} {setting}: tracked run in {train_seconds:.0f} s (+{sum(hook.seconds.values()):.1f} s hook)")
     dataset = sources.build_dataset(rc.data)
     data = truth_lib.inputs(dataset)
     graphdef, _ = loop.build_model(rc, dataset)
@@ -276,7 +276,7 @@ def run_setting(cfg: ScoresConfig, setting: str, seed: int, out_dir: str) -> dic
             scores["grand"] = alternatives.grand(graphdef, params, data, method="ghost")
             sources_of["grand"] = "final params, ghost norms"
         except Exception as e:  # noqa: BLE001 - a model the ghost tap does not cover: exact vmap(grad) instead
-            _log(f"GraNd ghost norms failed ({type(e).__name__}); using vmap(grad)")
+            log(f"GraNd ghost norms failed ({type(e).__name__}); using vmap(grad)")
             scores["grand"] = alternatives.grand(graphdef, params, data, method="grads")
             sources_of["grand"] = "final params, vmap(grad)"
         seconds["grand"] = time.perf_counter() - start
@@ -299,7 +299,7 @@ def run_setting(cfg: ScoresConfig, setting: str, seed: int, out_dir: str) -> dic
     seconds["random"] = 0.0
 
     truth = truth_lib.ground_truth(cfg, rc, dataset, seed)
-    _log(
+    log(
         f"seed {seed} {setting}: {cfg.models} counterfactual models in {truth['seconds']['train']:.0f} s "
         f"(+{truth['seconds']['performance']:.0f} s scoring)"
     )
