@@ -1,6 +1,8 @@
 """gdc.studies.scores: config errors name the field, the quick benchmark end to end (every score row in report.md and
 results.json), the report's ranking follows its pooled numbers, and tied canary copies share their halves."""
 
+import dataclasses
+import glob
 import math
 import os
 import re
@@ -13,7 +15,8 @@ from gdc import jsonio
 from gdc.errors import ConfigError
 from gdc.studies import FAMILIES, family_of
 from gdc.studies.scores import config as scores_config
-from gdc.studies.scores import report, study, truth
+from gdc.studies.scores import interventions, report, study, truth
+from gdc.train import setup
 
 # The scores every quick run must report (AUM only for the classifier; span m / d on the canary copies only).
 COMMON = {
@@ -57,6 +60,8 @@ def _quick(**overrides) -> dict:
         ("grand_lm", 1),
         ("spans", "yes"),
         ("n_boot", 2),
+        ("prune_fraction", 1.0),
+        ("alpha", 1.5),
     ],
 )
 def test_config_errors_name_the_field(field, value):
@@ -115,6 +120,18 @@ def test_quick_benchmark_writes_every_score_row(quick_run):
         assert info["train_seconds"] > 0
     truth = res["settings"]["lm"]["truth"][0]
     assert set(truth) == {"loss", "span"} and truth["loss"]["median_se"] > 0
+    iv = res["interventions"]["settings"]
+    assert set(iv) == set(cfg.settings)
+    for setting, entry in iv.items():
+        assert [r["arm"] for r in entry["rows"]] == list(interventions.ARMS)
+        ranked = [r["name"] for r in res["settings"][setting]["pooled"] if r["name"] != "random"]
+        assert entry["best"] == ranked[0]  # the top of the pooled leaderboard, the control excluded
+        section = text.split(f"### `{setting}` (best score: `{entry['best']}`)")[1].split("###")[0]
+        for arm in interventions.ARMS:
+            assert f"| `{arm}` |" in section, (setting, arm)
+        assert f"**Verdict (`{setting}`)**" in section
+        memorization = "digit_acc_all" if setting == "lm" else "noisy_train_acc"
+        assert all(np.isfinite(r["heldout_loss"]) and memorization in r for r in entry["rows"])
 
 
 def _ranked_names(text: str, table: str) -> list[str]:
@@ -148,3 +165,31 @@ def test_report_mode_rerenders_identically(quick_run):
     before = open(os.path.join(workdir, "report.md")).read()
     report.write(cfg, workdir)
     assert open(os.path.join(workdir, "report.md")).read() == before
+
+
+@pytest.mark.parametrize("setting", ["lm", "mlp"])
+def test_pruned_arm_removes_the_top_fraction_by_the_chosen_score(quick_run, setting):
+    cfg, workdir, _ = quick_run
+    best = jsonio.read(os.path.join(workdir, "results.json"))["interventions"]["settings"][setting]["best"]
+    for seed in cfg.seeds:
+        out_dir = study.setting_dir(workdir, seed, setting)
+        _, arrays = study.load_setting(out_dir)
+        for arm, name in (("prune_best", best), ("prune_m", "m"), ("prune_d", "d")):
+            score_N = arrays[f"score_{name}_N"]
+            n = len(score_N)
+            k = int(np.floor(cfg.prune_fraction * n + 0.5))
+            keep = np.load(os.path.join(out_dir, "arms", arm, "keep_idx.npy"))
+            removed = np.setdiff1d(np.arange(n), keep)
+            reference = np.argsort(-score_N, kind="stable")[:k]
+            assert len(removed) == k
+            if score_N[reference[-1]] > np.max(np.delete(score_N, reference)):  # no tie at the cut: the same set
+                np.testing.assert_array_equal(removed, np.sort(reference))
+            assert score_N[removed].min() >= score_N[keep].max()
+            # The retrain's data excludes them: the config's keep_idx, and its tracker never saw them.
+            run_dir = os.path.join(out_dir, "arms", arm, "run")
+            rc = study.run_config(cfg, setting, seed)
+            train = dataclasses.replace(rc.train, keep_idx_path=os.path.join(out_dir, "arms", arm, "keep_idx.npy"))
+            np.testing.assert_array_equal(setup.load_interventions(train, n)["keep_idx"], keep)
+            with np.load(sorted(glob.glob(os.path.join(run_dir, "trackers", "epoch_*.npz")))[-1]) as z:
+                seen_N = z["seen_N"]
+            assert (seen_N[removed] == 0).all() and (seen_N[keep] > 0).all()

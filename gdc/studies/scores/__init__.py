@@ -5,13 +5,14 @@ flipped labels) one tracked engine run scored by cartography (m, m over the eps 
 loss) and the alternatives (EL2N, GraNd, AUM, loss-trace features, a random control), each timed, and K models on
 random halves for counterfactual memorization. ``report``: the leaderboard per setting (Spearman with
 counterfactual memorization, AUROC for canary copies / flipped labels, precision at the top 1/5/10%, cost in
-training runs), pooled over seeds with t-intervals; report.md, results.json and PNGs.
+training runs), pooled over seeds with t-intervals; report.md, results.json and PNGs. ``interventions``: prune /
+down-weight by the best score beside m, d and random, retrained and evaluated.
 """
 
 from collections.abc import Mapping
 from typing import Any
 
-MODES = ("all", "train", "report")
+MODES = ("all", "train", "intervene", "report")
 
 
 def run(config: Mapping[str, Any], workdir: str, mode: str = "all", command: str = "") -> dict:
@@ -20,7 +21,8 @@ def run(config: Mapping[str, Any], workdir: str, mode: str = "all", command: str
     Args:
       config: ConfigDict (or dict) with ``scores`` (see ``gdc.studies.scores.config``); validated before compute.
       workdir: output folder (created).
-      mode: one of MODES: ``train`` (runs, scores and ensembles per seed), ``report``, or ``all`` (both).
+      mode: one of MODES: ``train`` (runs, scores and ensembles per seed), ``intervene`` (prune / down-weight
+        arms retrained and evaluated), ``report``, or ``all`` (the three).
       command: the command line, cited in report.md.
     """
     from gdc.studies.scores import config as scores_config

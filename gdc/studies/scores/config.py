@@ -31,6 +31,9 @@ class ScoresConfig:
     early_epoch: int = 2  # EL2N at the params after this many epochs (Paul et al.: early in training)
     spans: bool = True  # LM: the engine's span tracker on the canaries' secret digits (span_m, span_d join lm_span)
     grand_lm: bool = True  # GraNd on the LM (per-example gradients of the recurrent or attention model)
+    # Interventions (gdc.studies.scores.interventions): prune / down-weight the top fraction by a score and retrain.
+    prune_fraction: float = 0.10  # of the training set removed (or down-weighted) per arm
+    alpha: float = 0.5  # loss weight of the down-weighted examples
     n_boot: int = 1000  # bootstrap draws of every per-seed interval
     # LM setting (data.source = pydoc_canaries).
     lm_model: str = "gru"
@@ -82,6 +85,10 @@ class ScoresConfig:
         _at_least(self, "n_boot", 10)
         if not 0.0 < self.eps_percentile < 100.0:
             _fail("eps_percentile", self.eps_percentile, "must lie strictly between 0 and 100")
+        if not 0.0 < self.prune_fraction < 1.0:
+            _fail("prune_fraction", self.prune_fraction, "must lie strictly between 0 and 1")
+        if not 0.0 <= self.alpha < 1.0:
+            _fail("alpha", self.alpha, "must lie in [0, 1): a down-weight")
         if self.lm_model not in LM_MODELS:
             _fail("lm_model", self.lm_model, f"is not one of {LM_MODELS}")
         for name in ("lm_width", "lm_depth", "lm_heads", "lm_canaries", "lm_epochs", "lm_batch_size"):

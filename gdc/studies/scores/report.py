@@ -20,7 +20,7 @@ import scipy.stats  # noqa: E402
 
 from gdc import jsonio  # noqa: E402
 from gdc.scoring import leaderboard  # noqa: E402
-from gdc.studies.scores import study  # noqa: E402
+from gdc.studies.scores import interventions, study  # noqa: E402
 from gdc.studies.scores.config import ScoresConfig  # noqa: E402
 
 TABLES = {
@@ -294,6 +294,7 @@ def _markdown(res: dict, cfg: ScoresConfig, commands: str) -> str:
     lines += ["", "## Leaderboards (pooled over seeds)", ""]
     for name in s:
         lines += _leaderboard_md(name, s[name])
+    lines += interventions.markdown(res.get("interventions", {}))
     lines += ["## Scores", ""] + [f"* `{k}`: {v}" for k, v in res["scores"].items()]
     lines += [
         "",
@@ -365,6 +366,7 @@ def write(cfg: ScoresConfig, workdir: str, command: str = "") -> dict:
     commands = commands or command
     res = analyze(cfg, workdir)
     res["commands"] = commands
+    res["interventions"] = interventions.analyze(cfg, workdir)
     _plots(cfg, res, workdir)
     jsonio.write(os.path.join(workdir, "results.json"), res)
     with open(os.path.join(workdir, "report.md"), "w") as f:

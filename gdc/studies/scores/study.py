@@ -6,6 +6,8 @@
     errors, ``positive_N``) and ``result.json`` (seconds per score, the run's training seconds, the ensemble's
     seconds, the truths' split-half curves, what each score was computed from). A seed whose ``result.json``
     exists is skipped.
+  * ``intervene`` (``gdc.studies.scores.interventions``): per seed and setting, prune / down-weight the top
+    ``scores.prune_fraction`` by the best score, m, d and random, retrain each arm and evaluate it beside the run.
   * ``report`` (``gdc.studies.scores.report``): the leaderboard, pooled over seeds.
 
 Scores, each oriented higher = flagged as memorized (``SCORES`` documents each): cartography's m (the study's
@@ -60,7 +62,7 @@ SCORES = {
 CHUNK = 128  # examples per forward call of the hook and the final-params scores
 
 
-def _log(msg: str) -> None:
+def log(msg: str) -> None:
     print(f"[scores] {msg}", flush=True)
 
 
@@ -244,7 +246,7 @@ def run_setting(cfg: ScoresConfig, setting: str, seed: int, out_dir: str) -> dic
     result = loop.train(rc, run_dir, mesh=mesh, epoch_metrics=hook)
     jax.block_until_ready(result.state.params)
     train_seconds = time.perf_counter() - start - sum(hook.seconds.values())
-    _log(f"seed {seed} {setting}: tracked run in {train_seconds:.0f} s (+{sum(hook.seconds.values()):.1f} s hook)")
+    log(f"seed {seed} {setting}: tracked run in {train_seconds:.0f} s (+{sum(hook.seconds.values()):.1f} s hook)")
     dataset = sources.build_dataset(rc.data)
     data = truth_lib.inputs(dataset)
     graphdef, _ = loop.build_model(rc, dataset)
@@ -274,7 +276,7 @@ def run_setting(cfg: ScoresConfig, setting: str, seed: int, out_dir: str) -> dic
             scores["grand"] = alternatives.grand(graphdef, params, data, method="ghost")
             sources_of["grand"] = "final params, ghost norms"
         except Exception as e:  # noqa: BLE001 - a model the ghost tap does not cover: exact vmap(grad) instead
-            _log(f"GraNd ghost norms failed ({type(e).__name__}); using vmap(grad)")
+            log(f"GraNd ghost norms failed ({type(e).__name__}); using vmap(grad)")
             scores["grand"] = alternatives.grand(graphdef, params, data, method="grads")
             sources_of["grand"] = "final params, vmap(grad)"
         seconds["grand"] = time.perf_counter() - start
@@ -297,7 +299,7 @@ def run_setting(cfg: ScoresConfig, setting: str, seed: int, out_dir: str) -> dic
     seconds["random"] = 0.0
 
     truth = truth_lib.ground_truth(cfg, rc, dataset, seed)
-    _log(
+    log(
         f"seed {seed} {setting}: {cfg.models} counterfactual models in {truth['seconds']['train']:.0f} s "
         f"(+{truth['seconds']['performance']:.0f} s scoring)"
     )
@@ -355,6 +357,10 @@ def run_study(cfg: ScoresConfig, workdir: str, mode: str = "all", command: str =
         for seed in cfg.seeds:
             for setting in cfg.settings:
                 run_setting(cfg, setting, seed, setting_dir(workdir, seed, setting))
+    if mode in ("all", "intervene"):
+        from gdc.studies.scores import interventions
+
+        interventions.run(cfg, workdir)
     if mode in ("all", "report"):
         from gdc.studies.scores import report
 
