@@ -28,6 +28,7 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
             num_shared=120,
             num_candidates=40,
             num_independent=40,
+            encoders=2,
             width=32,
             depth=2,
             proj_dim=16,
