@@ -189,7 +189,8 @@ def _plots(workdir, per, names, seeds):
             sd = v.std(0, ddof=1) if len(per) > 1 else 0 * v[0]
             ax[0].errorbar(xt, v.mean(0), yerr=sd, ls=style, marker="o", color=color, capsize=3, label=f"{stat} {kind}")
     ax[0].set_xticks(xt, trunk)
-    ax[0].set(title="UnitMem (-) / ClassMem (--) per layer, mean ± sd over seeds", xlabel="layer", ylim=(0, 1))
+    ax[0].set_title("UnitMem (-) / ClassMem (--), mean ± sd over seeds", fontsize=9)
+    ax[0].set(xlabel="layer", ylim=(0, 1))
     ax[0].legend(fontsize=6, ncol=2)
     x = np.arange(len(names))
     labels = {"candidates": "S_C (candidates)", "shared": "S_S (control)", "untrained_candidates": "S_C, untrained"}
@@ -208,7 +209,8 @@ def _plots(workdir, per, names, seeds):
     ax[1].bar(x, dl.mean(0), alpha=0.3, color="C3", label="Delta-LayerMem (S_C)")
     ax[1].axhline(0, color="k", lw=0.5)
     ax[1].set_xticks(x, names)
-    ax[1].set(title="LayerMem (seed: mean over encoder pairs; mean ± sd over seeds)", xlabel="layer")
+    ax[1].set_title("LayerMem (seed: mean over pairs), mean ± sd over seeds", fontsize=9)
+    ax[1].set(xlabel="layer")
     ax[1].legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(os.path.join(workdir, "unitmem_layermem.png"), dpi=110)
