@@ -62,6 +62,72 @@ def test_unit_mem_bad_input():
         metrics.unit_mu(np.ones((3, 2)))
 
 
+def test_class_mem_hand_case():
+    # 6 examples of classes 0, 0, 1, 1, 2, 2. Unit 0 fires only for class 1 -> 1; unit 1 fires the same for every
+    # example -> 0; unit 2: class means 1, 2, 4 -> (4 - median{1, 2}) / (4 + 1.5) = 2.5 / 5.5; unit 3 fires for one
+    # example only (UnitMem 1) but its class mean (3) against the others (0) still gives ClassMem 1.
+    labels = np.array([0, 0, 1, 1, 2, 2])
+    mu_NxU = np.array(
+        [
+            [0.0, 1.0, 1.0, 0.0],
+            [0.0, 1.0, 1.0, 0.0],
+            [2.0, 1.0, 2.0, 6.0],
+            [2.0, 1.0, 2.0, 0.0],
+            [0.0, 1.0, 4.0, 0.0],
+            [0.0, 1.0, 4.0, 0.0],
+        ]
+    )
+    np.testing.assert_allclose(metrics.class_mu(mu_NxU, labels)[:, 2], [1.0, 2.0, 4.0])
+    np.testing.assert_allclose(metrics.class_mem(mu_NxU, labels), [1.0, 0.0, 2.5 / 5.5, 1.0], atol=1e-12)
+    np.testing.assert_allclose(metrics.class_mem(mu_NxU, labels, "mean")[2], (4 - 1.5) / (4 + 1.5), atol=1e-12)
+    with pytest.raises(ValueError, match="one class per example"):
+        metrics.class_mu(mu_NxU, labels[:-1])
+
+
+def test_unit_stats_reads_every_view_and_skips_dead_units():
+    from gdc.studies.ssl import controls
+
+    # A hand-built "encoder": layer 0 has a unit that fires only for example 2 and a dead unit; views scale it.
+    base_NxU = np.zeros((4, 2))
+    base_NxU[2, 0] = 3.0
+    labels = np.array([0, 0, 1, 1])
+    fwd = lambda params, v: [params * v * base_NxU]  # noqa: E731
+    got = controls.unit_stats(fwd, 1.0, [1.0, 2.0], labels, trunk=1, rest="median")
+    # unit 0: mean over the two views 4.5 for example 2, 0 elsewhere -> UnitMem 1; class means (0, 2.25) -> ClassMem 1;
+    # unit 1 never fires and is left out of both means.
+    assert got == {"unitmem": [1.0], "classmem": [1.0]}
+    base_NxU[:, 1] = [1.0, 1.0, 1.0, 5.0]  # now alive: UnitMem (5 - 1) / 6, ClassMem (3 - 1) / 4
+    got = controls.unit_stats(fwd, 1.0, [1.0, 2.0], labels, trunk=1, rest="median")
+    np.testing.assert_allclose(got["unitmem"], [(1.0 + 4.0 / 6.0) / 2])
+    np.testing.assert_allclose(got["classmem"], [(1.0 + 2.0 / 4.0) / 2])
+
+
+def test_control_keys():
+    from gdc.studies.ssl import controls
+
+    same = lambda a, b: np.array_equal(jax.random.key_data(a), jax.random.key_data(b))  # noqa: E731
+    f0, g0 = controls.ssl_keys(3, 0)
+    assert same(f0, jax.random.key(6)) and same(g0, jax.random.key(7))  # r = 0: the single-encoder keys
+    f1, g1 = controls.ssl_keys(3, 1)
+    u0, v0 = controls.untrained_keys(3, 0)
+    keys = [f0, g0, f1, g1, u0, v0, controls.supervised_key(3, 0), controls.supervised_key(3, 1)]
+    assert len({tuple(np.asarray(jax.random.key_data(k)).ravel()) for k in keys}) == len(keys)
+
+
+def test_supervised_control_learns_the_labels():
+    x_NxD = jnp.asarray(np.random.default_rng(0).uniform(size=(40, 64)), jnp.float32)
+    y_N = jnp.asarray(np.arange(40) % 2, jnp.int32)
+    x_NxD = x_NxD.at[:, 0].set(y_N.astype(jnp.float32) * 3.0)  # the label is readable from one pixel
+    spec = model_lib.EncoderSpec(
+        width=16, depth=1, proj_dim=2, shift=0, noise=0.0, brightness=0.0, lr=1e-2, epochs=30, batch_size=20
+    )
+    gdef = model_lib.graphdef(spec)
+    params, loss_E = model_lib.train_supervised(spec, gdef, x_NxD, y_N, jax.random.key(0), jnp.arange(40))
+    assert loss_E[-1] < 0.5 * loss_E[0]
+    logits = model_lib.layers(gdef, params, x_NxD)[-1]
+    assert float((jnp.argmax(logits, 1) == y_N).mean()) == 1.0
+
+
 # ------------------------------------------------------------------------------------------------------------------
 # LayerMem.
 # ------------------------------------------------------------------------------------------------------------------
@@ -188,7 +254,7 @@ def test_quick_study_end_to_end(tmp_path):
 
     cfg = unitmem_digits.get_config("quick")
     out = ssl.run(cfg, str(tmp_path), mode="all", command="python launch.py quick")
-    for name in ("report.md", "results.json", "unitmem_layermem.png", "enrichment.png", "train.npz"):
+    for name in ("report.md", "results.json", "unitmem_layermem.png", "enrichment.png", "train.npz", "controls.npz"):
         assert os.path.exists(tmp_path / name), name
     with open(tmp_path / "results.json") as f:
         res = json.load(f)
@@ -197,9 +263,17 @@ def test_quick_study_end_to_end(tmp_path):
         for layer in ("h1", "h2"):
             assert 0.0 <= p["unitmem"][layer]["mean"] <= 1.0
         assert len(p["layermem"]["candidates"]["layer_mem"]) == 3  # h1, h2, z
+        assert np.array(p["layermem"]["candidates"]["per_encoder"]).shape == (2, 3)  # 2 pairs (f_r, g_r)
+        for kind in ("ssl", "untrained", "supervised"):
+            for stat in ("unitmem", "classmem"):
+                assert np.array(p["encoders"][kind][stat]).shape == (2, 2)  # [layer][encoder]
+        # f_0's UnitMem is the per-encoder entry 0 of the SSL encoders.
+        assert p["encoders"]["ssl"]["unitmem"][0][0] == pytest.approx(p["unitmem"]["h1"]["mean"])
         e = p["enrichment"]["Hotspot-Memorized"]
         assert 0.0 < e["p_value"] <= 1.0 and sum(map(sum, e["table"])) == 160  # S_S + S_C
-    assert "python launch.py quick" in open(tmp_path / "report.md").read()
+    report = open(tmp_path / "report.md").read()
+    assert "python launch.py quick" in report and "**Depth:** UnitMem's excess over the untrained encoder" in report
+    assert set(res["controls"]["ssl_minus_untrained"]["unitmem"]) == {"h1", "h2"}
     stamp = os.path.getmtime(tmp_path / "train.npz")
     ssl.run(cfg, str(tmp_path), mode="all")  # resumes: nothing retrained
     assert os.path.getmtime(tmp_path / "train.npz") == stamp

@@ -21,6 +21,9 @@ class SSLConfig:
     num_shared: int = 500  # S_S: both encoders train on it
     num_candidates: int = 250  # S_C: only the candidate encoder f trains on it
     num_independent: int = 250  # S_I: only the independent encoder g trains on it
+    # Independent initialisations per seed of f, g and each control (untrained, supervised): LayerMem pairs f_r with
+    # g_r, UnitMem / ClassMem are averaged over the encoders; the enrichment test and d / m use f_0.
+    encoders: int = 3
     # Encoder and SimCLR training (gdc.studies.ssl.model.EncoderSpec).
     width: int = 256
     depth: int = 3
@@ -55,7 +58,8 @@ class SSLConfig:
                 isinstance(value, bool) or not isinstance(value, numbers.Real)
             ):
                 _fail(f.name, value, "must be a number")
-        for name in ("num_seeds", "num_shared", "num_candidates", "num_independent", "width", "depth", "proj_dim"):
+        names = ("num_seeds", "num_shared", "num_candidates", "num_independent", "encoders", "width", "depth")
+        for name in names + ("proj_dim",):
             _at_least(self, name, 1)
         for name in ("epochs", "batch_size", "early_epochs", "unit_augs", "layer_augs", "permutations"):
             _at_least(self, name, 1)

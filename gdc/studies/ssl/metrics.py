@@ -4,6 +4,10 @@
   activation over augmentations of example i, mu_max = max_i mu_{i,u} and mu_rest pools the other examples (the
   public code takes their median, the paper reportedly their mean: both are offered). In [0, 1] for non-negative
   (post-ReLU) activations; 1 means the unit fires for one example only. A unit that never fires scores 0.
+* ``class_mem``: ClassMem(u), the same formula on class-averaged activations: mu_{c,u} is unit u's mean activation over
+  the examples of class c (each already averaged over augmentations), mu_max the largest class mean and mu_rest pools
+  the other classes. 1 means the unit fires for one class only: class selectivity, where UnitMem is example
+  selectivity.
 * ``layer_mem``: LayerMem_l(x) = d_g(x) - d_f(x), with d(x) = mean over augmentations of ||h(x) - h(aug x)||_2 on the
   L2-normalised flattened layer output, f the candidate encoder (trained on x) and g the independent one (not).
   Normalised, as in the public code, by the range of that difference over the candidates; the layer score is the
@@ -51,6 +55,20 @@ def unit_mem(mu_NxU: np.ndarray, rest: str = "median") -> tuple[np.ndarray, np.n
     denom_U = mu_max_U + mu_rest_U
     score_U = np.divide(mu_max_U - mu_rest_U, denom_U, out=np.zeros(u), where=denom_U > 0)
     return score_U, argmax_U
+
+
+def class_mu(mu_NxU: np.ndarray, labels_N: np.ndarray) -> np.ndarray:
+    """mu_CxU: the per-example means ``mu_NxU`` averaged over the examples of each class (classes 0..C-1 present)."""
+    mu_NxU, labels_N = np.asarray(mu_NxU, np.float64), np.asarray(labels_N)
+    if labels_N.shape != mu_NxU.shape[:1]:
+        raise ValueError(f"labels {labels_N.shape} must give one class per example of mu {mu_NxU.shape}.")
+    classes = np.unique(labels_N)
+    return np.stack([mu_NxU[labels_N == c].mean(axis=0) for c in classes])
+
+
+def class_mem(mu_NxU: np.ndarray, labels_N: np.ndarray, rest: str = "median") -> np.ndarray:
+    """ClassMem per unit: UnitMem's formula over class means instead of examples (needs >= 2 classes)."""
+    return unit_mem(class_mu(mu_NxU, labels_N), rest)[0]
 
 
 def _unit_rows(h_BxD: np.ndarray) -> np.ndarray:

@@ -7,7 +7,8 @@ Invariants:
   * The per-example score loss is NT-Xent over the whole scored set at once (2N views, N - 1 ... 2N - 2 negatives),
     the mean of the example's two views' losses, so it does not depend on batch composition.
   * ``train`` is a pure function of (key, data ids): ``jax.vmap`` runs several encoders (seeds, data subsets) in one
-    program.
+    program. ``train_supervised`` is the same trunk trained with a softmax head on the labels (the supervised
+    control), with the same augmentations, optimizer, batches and epochs.
 """
 
 import dataclasses
@@ -135,3 +136,39 @@ def train(spec: EncoderSpec, gdef: nnx.GraphDef, x_NxD: jax.Array, key: jax.Arra
 
     (params, _), (score_ExM, train_E) = jax.lax.scan(epoch_fn, (params, opt_state), jnp.arange(spec.epochs))
     return params, score_ExM, train_E
+
+
+def train_supervised(
+    spec: EncoderSpec, gdef: nnx.GraphDef, x_NxD: jax.Array, y_N: jax.Array, key: jax.Array, ids_M: jax.Array
+):
+    """Trains one encoder whose head gives class logits (``spec.proj_dim`` = number of classes) with cross-entropy
+    on augmented views of ``ids_M``. Returns (params, train_loss_E: mean minibatch loss per epoch)."""
+    m = ids_M.shape[0]
+    steps = m // spec.batch_size
+    tx = optax.adam(spec.lr)
+    k_init, k_train, k_perm = jax.random.split(key, 3)
+    params = init(spec, k_init)
+    opt_state = tx.init(params)
+    xm_MxD, ym_M = x_NxD[ids_M], y_N[ids_M]
+
+    def loss_fn(params, v, y_B):
+        logits_BxC = layers(gdef, params, v)[-1]
+        return optax.softmax_cross_entropy_with_integer_labels(logits_BxC, y_B).mean()
+
+    def step_fn(carry, s):
+        params, opt_state, perm_M, epoch = carry
+        pos_B = jax.lax.dynamic_slice(perm_M, (s * spec.batch_size,), (spec.batch_size,))
+        k = jax.random.fold_in(k_train, epoch * steps + s)
+        v = augment_batch(spec, k, ids_M[pos_B], xm_MxD[pos_B])
+        loss, grads = jax.value_and_grad(loss_fn)(params, v, ym_M[pos_B])
+        updates, opt_state = tx.update(grads, opt_state, params)
+        return (optax.apply_updates(params, updates), opt_state, perm_M, epoch), loss
+
+    def epoch_fn(carry, epoch):
+        params, opt_state = carry
+        perm_M = jax.random.permutation(jax.random.fold_in(k_perm, epoch), m)
+        (params, opt_state, _, _), loss_G = jax.lax.scan(step_fn, (params, opt_state, perm_M, epoch), jnp.arange(steps))
+        return (params, opt_state), loss_G.mean()
+
+    (params, _), train_E = jax.lax.scan(epoch_fn, (params, opt_state), jnp.arange(spec.epochs))
+    return params, train_E

@@ -23,7 +23,7 @@ import numpy as np
 
 from gdc import jsonio, scoring
 from gdc.errors import StageInputError
-from gdc.studies.ssl import metrics
+from gdc.studies.ssl import controls, metrics
 from gdc.studies.ssl import model as model_lib
 from gdc.studies.ssl.config import DIGITS, SSLConfig
 
@@ -64,17 +64,21 @@ def seeds_of(seed: int, cfg: SSLConfig) -> list[int]:
 # Train.
 # ------------------------------------------------------------------------------------------------------------------
 def train_stage(seed: int, cfg: SSLConfig, workdir: str) -> None:
+    x_NxD, y_N = load_digits()
+    spec = spec_of(cfg)
+    controls.train_supervised_stage(
+        cfg, spec, seeds_of(seed, cfg), lambda s: splits(cfg, s), x_NxD, y_N, workdir, compiler_options(cfg)
+    )
     path = os.path.join(workdir, "train.npz")
     if os.path.exists(path):
         return
-    x_NxD, _ = load_digits()
-    spec = spec_of(cfg)
     gdef = model_lib.graphdef(spec)
     ids, keys = [], []
     for s in seeds_of(seed, cfg):
         sp = splits(cfg, s)
-        ids += [np.concatenate([sp["shared"], sp["candidates"]]), np.concatenate([sp["shared"], sp["independent"]])]
-        keys += [jax.random.key(2 * s), jax.random.key(2 * s + 1)]
+        for r in range(cfg.encoders):  # encoder e = 2 (j R + r) + {0: f_r, 1: g_r}
+            ids += [np.concatenate([sp["shared"], sp["candidates"]]), np.concatenate([sp["shared"], sp["independent"]])]
+            keys += list(controls.ssl_keys(s, r))
     start = time.time()
     fn = jax.jit(
         jax.vmap(functools.partial(model_lib.train, spec, gdef, jnp.asarray(x_NxD))),
@@ -95,12 +99,6 @@ def train_stage(seed: int, cfg: SSLConfig, workdir: str) -> None:
     )
 
 
-def load_params(spec: model_lib.EncoderSpec, data, j: int):
-    template = model_lib.init(spec, jax.random.key(0))
-    leaves, treedef = jax.tree.flatten(template)
-    return jax.tree.unflatten(treedef, [jnp.asarray(data[f"param_{i}"][j]) for i in range(len(leaves))])
-
-
 # ------------------------------------------------------------------------------------------------------------------
 # Analyze.
 # ------------------------------------------------------------------------------------------------------------------
@@ -118,7 +116,7 @@ def _views(spec, key, idx_N, x_NxD, count):
     return [model_lib.augment_batch(spec, jax.random.fold_in(key, a), idx_N, x_NxD) for a in range(count)]
 
 
-def analyze_seed(seed: int, j: int, cfg: SSLConfig, workdir: str, data) -> dict:
+def analyze_seed(seed: int, j: int, cfg: SSLConfig, workdir: str, data, sup) -> dict:
     path = os.path.join(workdir, f"seed_{seed}.json")
     if os.path.exists(path):
         return jsonio.read(path)
@@ -126,14 +124,15 @@ def analyze_seed(seed: int, j: int, cfg: SSLConfig, workdir: str, data) -> dict:
     gdef = model_lib.graphdef(spec)
     names = LAYER_NAMES(cfg.depth)
     x_all, y_all = load_digits()
-    f_params, g_params = load_params(spec, data, 2 * j), load_params(spec, data, 2 * j + 1)
+    first = 2 * j * cfg.encoders  # f_0 of this seed
+    f_params = controls.unpack(spec, data, first)
     fwd = jax.jit(functools.partial(model_lib.layers, gdef), compiler_options=compiler_options(cfg))
-    ids_f = data["ids"][2 * j]
+    ids_f = data["ids"][first]
     sp = splits(cfg, seed)
     n_sh = cfg.num_shared
 
     # GenDataCarto on f's training examples (S_S then S_C, the order of ids_f).
-    c = carto(cfg, data["score_loss"][2 * j])
+    c = carto(cfg, data["score_loss"][first])
     hot_N = c["quadrant_N"] == HOTSPOT
 
     # UnitMem of f's trunk units on its training examples, augmentations drawn from a fixed analysis key.
@@ -165,26 +164,55 @@ def analyze_seed(seed: int, j: int, cfg: SSLConfig, workdir: str, data) -> dict:
         per_layer[name] = metrics.enrichment(sel_N, hot_N, cfg.permutations, seed=seed)
     cand_sel = metrics.enrichment(selected_N, np.arange(ids_f.shape[0]) >= n_sh, cfg.permutations, seed=seed)
 
-    # LayerMem on the candidates, and the same score on shared examples (both encoders trained on them: null).
-    layer = {}
-    for group, gids in (("candidates", sp["candidates"]), ("shared", sp["shared"][: cfg.num_candidates])):
+    # LayerMem on the candidates for each pair (f_r, g_r), and the same score on shared examples (both encoders
+    # trained on them: null); the untrained pairs give LayerMem's floor on the candidates.
+    layer, aug = {}, {}
+    groups = {"candidates": sp["candidates"], "shared": sp["shared"][: cfg.num_candidates]}
+    for group, gids in groups.items():
         xg = jnp.asarray(x_all[gids])
-        aug = _views(spec, jax.random.fold_in(key, 1), jnp.asarray(gids), xg, cfg.layer_augs)
-        out = {}
-        for who, p in (("f", f_params), ("g", g_params)):
-            ref = jax.device_get(fwd(p, xg))
-            augs = [jax.device_get(fwd(p, v)) for v in aug]
-            out[who] = [
-                metrics.alignment_distance(ref[li], np.stack([a[li] for a in augs])) for li in range(len(names))
-            ]
-        res = [metrics.layer_mem(out["f"][li], out["g"][li]) for li in range(len(names))]
-        lm = np.array([r["layer_mem"] for r in res])
-        layer[group] = {
-            "layer_mem": lm.tolist(),
-            "raw_mean": [r["raw_mean"] for r in res],
-            "delta": metrics.delta_layer_mem(lm).tolist(),
-            "frac_positive": [float((r["raw_N"] > 0).mean()) for r in res],
+        aug[group] = _views(spec, jax.random.fold_in(key, 1), jnp.asarray(gids), xg, cfg.layer_augs)
+    pairs = {
+        "candidates": (True, "candidates"),
+        "shared": (True, "shared"),
+        "untrained_candidates": (False, "candidates"),
+    }
+    for name, (trained, group) in pairs.items():
+        per_r = []
+        for r in range(cfg.encoders):
+            if trained:
+                p_f = controls.unpack(spec, data, first + 2 * r)
+                p_g = controls.unpack(spec, data, first + 2 * r + 1)
+            else:
+                k_f, k_g = controls.untrained_keys(seed, r)
+                p_f, p_g = model_lib.init(spec, k_f), model_lib.init(spec, k_g)
+            gids = groups[group]
+            per_r.append(controls.layer_mem_pair(fwd, p_f, p_g, jnp.asarray(x_all[gids]), aug[group], len(names)))
+        lm_RxL = np.array([[res["layer_mem"] for res in rr] for rr in per_r])
+        layer[name] = {
+            "layer_mem": lm_RxL.mean(axis=0).tolist(),
+            "per_encoder": lm_RxL.tolist(),
+            "raw_mean": np.mean([[res["raw_mean"] for res in rr] for rr in per_r], axis=0).tolist(),
+            "delta": np.mean([metrics.delta_layer_mem(lm) for lm in lm_RxL], axis=0).tolist(),
+            "frac_positive": np.mean([[float((res["raw_N"] > 0).mean()) for res in rr] for rr in per_r], 0).tolist(),
         }
+
+    # UnitMem and ClassMem of every trained SSL encoder f_r, its untrained control and its supervised control.
+    labels_f = y_all[ids_f]
+    sspec = controls.supervised_spec(spec)
+    fwd_sup = jax.jit(functools.partial(model_lib.layers, model_lib.graphdef(sspec)))
+    encs = {"ssl": [], "untrained": [], "supervised": []}
+    for r in range(cfg.encoders):
+        trunk = len(names) - 1
+        p_ssl = controls.unpack(spec, data, first + 2 * r)
+        encs["ssl"].append(controls.unit_stats(fwd, p_ssl, views, labels_f, trunk, cfg.rest))
+        p_un = model_lib.init(spec, controls.untrained_keys(seed, r)[0])
+        encs["untrained"].append(controls.unit_stats(fwd, p_un, views, labels_f, trunk, cfg.rest))
+        p_sup = controls.unpack(sspec, sup, j * cfg.encoders + r)
+        encs["supervised"].append(controls.unit_stats(fwd_sup, p_sup, views, labels_f, trunk, cfg.rest))
+    encoders = {
+        kind: {stat: np.array([e[stat] for e in rows]).T.tolist() for stat in ("unitmem", "classmem")}
+        for kind, rows in encs.items()
+    }  # [layer][encoder]
 
     # Linear probe on f's last trunk layer: the encoder learned something.
     from sklearn.linear_model import LogisticRegression
@@ -219,6 +247,7 @@ def analyze_seed(seed: int, j: int, cfg: SSLConfig, workdir: str, data) -> dict:
         "enrichment": enrich,
         "enrichment_per_layer": per_layer,
         "layermem": layer,
+        "encoders": encoders,
         "layers": names,
     }
     np.savez(
@@ -244,8 +273,9 @@ def run_study(seed: int, cfg: SSLConfig, workdir: str, mode: str = "all", comman
     results = {}
     if mode in ("all", "analyze"):
         data = dict(np.load(os.path.join(workdir, "train.npz")))
+        sup = dict(np.load(os.path.join(workdir, "controls.npz")))
         for j, s in enumerate(seeds_of(seed, cfg)):
-            results[s] = analyze_seed(s, j, cfg, workdir, data)
+            results[s] = analyze_seed(s, j, cfg, workdir, data, sup)
             print(f"[ssl] seed {s} analysed", flush=True)
     if mode in ("all", "report"):
         from gdc.studies.ssl import report
