@@ -21,7 +21,16 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
     cfg = FairnessConfig()
     if arg == "quick":
         cfg = dataclasses.replace(
-            cfg, num_train=120, width=16, epochs=4, batch_size=20, early_epochs=1, finetune_epochs=2, max_rounds=2
+            cfg,
+            num_train=120,
+            width=16,
+            epochs=4,
+            batch_size=20,
+            early_epochs=1,
+            finetune_epochs=2,
+            max_rounds=2,
+            real_table_classes=(2,),
+            bootstrap=5,
         )
     elif arg:
         raise ValueError(f"configs/fairness.py: unknown arg {arg!r}; use '' or 'quick'.")
