@@ -5,7 +5,7 @@ Per metric (statistical parity over all classes, equal opportunity over all clas
 programs' least and largest mass (selective and composition-only memorization), then the least selective set made
 concrete (its fractional row counts rounded) and memorized by the lookup memorizer and, on the synthetic table, by
 fine-tuning the MLP; the bias left is measured from the predictions (``fairness.rates``, not the LP's algebra).
-Control: as many rows drawn uniformly at random, memorized by the lookup memorizer.
+Control: as many rows drawn uniformly at random, memorized the same ways.
 
 Real table: scikit-learn's bundled diabetes table (``sklearn.datasets.load_diabetes(scaled=False)``, 442 patients,
 Efron, Hastie, Johnstone & Tibshirani 2004, "Least Angle Regression"; read from the package's own data files, no
@@ -79,6 +79,8 @@ def table_section(pred_N, y_N, a_N, num_classes: int, seed: int, memorize=None) 
                 res["bias_after_finetune"] = measured_bias(pred_m, y_N, a_N, metric, num_classes)
                 res["finetune_accuracy_on_D"] = acc_d
                 res["finetune_drift_off_D"] = float((pred_m != pred_N)[~in_D_N].mean())
+                pred_r, _ = memorize(rand_N)  # control: the same fine-tuning on the random rows
+                res["bias_after_random_finetune"] = measured_bias(pred_r, y_N, a_N, metric, num_classes)
         if metric == "sp":  # one class at a time: a weaker requirement than equal prediction distributions
             res["per_class"] = []
             for c in range(num_classes):

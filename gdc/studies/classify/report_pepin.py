@@ -18,6 +18,7 @@ KEYS = (
     "bias_after_lookup",
     "bias_after_random_lookup",
     "bias_after_finetune",
+    "bias_after_random_finetune",
     "finetune_drift_off_D",
 )
 BOOT_KEYS = ("base_bias", "bound_lower", "lp_min_mass", "bound_upper", "composition_min_mass")
@@ -120,6 +121,7 @@ HEADER = (
     "bias after: lookup",
     "random rows, same count",
     "fine-tuned MLP",
+    "fine-tuned MLP, random rows",
 )
 
 INTRO = (
@@ -158,7 +160,7 @@ def render(s: dict) -> list[str]:
                 _ci(r["base_bias"]),
                 f"{r['feasible_seeds']}/{n}",
                 *(_ci(r[k], 4) for k in KEYS[1:7]),
-                *(_ci(r[k]) for k in KEYS[7:10]),
+                *(_ci(r[k]) for k in KEYS[7:11]),
             ]
         )
     out += _table(HEADER, rows)
@@ -172,8 +174,8 @@ def render(s: dict) -> list[str]:
         f"{syn['eo']['bracketed_seeds']} and {syn['eodds']['bracketed_seeds']} of the seeds with a zero-bias set "
         f"(SP, EO, equalized odds). The lookup memorizer's measured bias is within what rounding the LP's set to "
         f"whole rows can leave (EO bound {_ci(syn['eo']['rounding_bound'])}, equalized odds "
-        f"{_ci(syn['eodds']['rounding_bound'])}) in {syn['eo']['within_rounding_seeds']} and "
-        f"{syn['eodds']['within_rounding_seeds']} seeds. SP one class at a time (seeds with a zero-bias set, least "
+        f"{_ci(syn['eodds']['rounding_bound'])}) in {syn['eo']['within_rounding_seeds']}/{n} and "
+        f"{syn['eodds']['within_rounding_seeds']}/{n} seeds. SP one class at a time (seeds with a zero-bias set, least "
         f"mass): {per_class}. "
         f"Equalized odds, ratio condition (off-diagonal confusion rows proportional between groups for every label) "
         f"holds in {syn['eodds_condition_holds_seeds']}/{n} seeds; where it fails, composition-only memorization "
@@ -217,6 +219,7 @@ def render(s: dict) -> list[str]:
                     _pt(r["realised_mass"], None, 4),
                     _pt(r["bias_after_lookup"]),
                     _pt(r["bias_after_random_lookup"]),
+                    "n/a",
                     "n/a",
                 ]
             )
