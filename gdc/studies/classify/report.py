@@ -11,9 +11,9 @@ from gdc.studies.classify import common, report_pepin
 
 # What stands beside our numbers: the paper's own figures where it gives them, and otherwise what the number is.
 REFERENCE = {
-    "mat": "Paper: no number for this toy (its figures are for Waterbirds, CelebA, MultiNLI and CivilComments). For "
-    "comparison only, our own earlier numpy re-derivation of the public toy (not a figure from the paper): ERM "
-    "minority test accuracy 0.108, MAT 0.940",
+    "mat": "Paper: we have no figure from the paper for this toy to set beside ours (its reported results are on "
+    "Waterbirds, CelebA, MultiNLI and CivilComments). For comparison only, our own earlier numpy re-derivation of the "
+    "public toy (not a figure from the paper): ERM minority test accuracy 0.108, MAT 0.940",
     "demem": "Paper: DeMem (CIFAR-10, PGD-AT): privacy-leakage risk -8% at unchanged accuracy; DP-SGD on CIFAR-100 "
     "drops test accuracy 50.87% -> 20.35%",
     "fairness": "Paper: Pepin et al. is theory only, with no numbers to compare: explicit bias expressions, zero-bias "
