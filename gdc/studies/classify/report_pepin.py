@@ -68,6 +68,16 @@ def summarize(seeds: list[dict]) -> dict:
             out["synthetic"]["sp"]["per_class_feasible_seeds"] = [
                 sum(bool(x["per_class"][c]["feasible"]) for x in res) for c in range(k)
             ]
+            out["synthetic"]["sp"]["per_class_bracketed_seeds"] = [
+                sum(
+                    _brackets(
+                        {("bound_" + k if k in ("lower", "upper") else k): v for k, v in x["per_class"][c].items()}
+                    )
+                    is True
+                    for x in res
+                )
+                for c in range(k)
+            ]
             out["synthetic"]["sp"]["per_class_min_mass"] = [
                 t_interval(x["per_class"][c]["lp_min_mass"] for x in res) for c in range(k)
             ]
@@ -86,7 +96,7 @@ def summarize(seeds: list[dict]) -> dict:
             "bootstrap": real["bootstrap"],
         }
         for m in pepin.METRICS:
-            extra = ("feasible", "rounding_bound", "bootstrap_95", "bootstrap_feasible_share")
+            extra = ("feasible", "rounding_bound", "bootstrap_95", "bootstrap_feasible_share", "bootstrap_bracketed")
             out[name][m] = {k: real[m].get(k) for k in (*KEYS, *extra)}
             out[name][m]["bracketed"] = _brackets(real[m])
             out[name][m]["within_rounding"] = _within_rounding(real[m])
@@ -166,13 +176,21 @@ def render(s: dict) -> list[str]:
     out += _table(HEADER, rows)
     sp = syn["sp"]
     per_class = ", ".join(
-        f"class {c}: {f}/{n} ({_ci(ms, 4)})"
-        for c, (f, ms) in enumerate(zip(sp["per_class_feasible_seeds"], sp["per_class_min_mass"], strict=True))
+        f"class {c}: {f}/{n} ({_ci(ms, 4)}; between the bounds in {b}/{f})"
+        for c, (f, ms, b) in enumerate(
+            zip(
+                sp["per_class_feasible_seeds"],
+                sp["per_class_min_mass"],
+                sp.get("per_class_bracketed_seeds", ["?"] * len(sp["per_class_min_mass"])),
+                strict=True,
+            )
+        )
     )
     out += [
-        f"The LP's least mass lies between the closed-form bounds in {syn['sp']['bracketed_seeds']}, "
-        f"{syn['eo']['bracketed_seeds']} and {syn['eodds']['bracketed_seeds']} of the seeds with a zero-bias set "
-        f"(SP, EO, equalized odds). The lookup memorizer's measured bias is within what rounding the LP's set to "
+        "The LP's least mass lies between the closed-form bounds in "
+        + ", ".join(f"{syn[m]['bracketed_seeds']}/{syn[m]['feasible_seeds']}" for m in pepin.METRICS)
+        + " of the seeds with a zero-bias set (SP, EO, equalized odds). "
+        f"The lookup memorizer's measured bias is within what rounding the LP's set to "
         f"whole rows can leave (EO bound {_ci(syn['eo']['rounding_bound'])}, equalized odds "
         f"{_ci(syn['eodds']['rounding_bound'])}) in {syn['eo']['within_rounding_seeds']}/{n} and "
         f"{syn['eodds']['within_rounding_seeds']}/{n} seeds. SP one class at a time (seeds with a zero-bias set, least "
@@ -195,10 +213,11 @@ def render(s: dict) -> list[str]:
             f"{real['train_accuracy']:.3f}). Point values; 95% bootstrap intervals over rows "
             f"({real['bootstrap']} resamples, classifier fixed) in brackets. Equalized-odds ratio condition: "
             f"{'holds' if cond['holds'] else 'fails'} (ratios {', '.join(f'{r:.2f}' for r in cond['rho_Y'])}). "
-            "Least mass between the bounds / lookup bias within the rounding bound: "
+            "Least mass between the bounds (and in how many resamples with a zero-bias set) / lookup bias within "
+            "the rounding bound: "
             + ", ".join(
-                f"{m} {_yn(real[m]['bracketed'])} / {_yn(real[m]['within_rounding'])} "
-                f"({_pt(real[m]['rounding_bound'], None, 4)})"
+                f"{m} {_yn(real[m]['bracketed'])} ({_frac(real[m].get('bootstrap_bracketed'))}) / "
+                f"{_yn(real[m]['within_rounding'])} ({_pt(real[m]['rounding_bound'], None, 4)})"
                 for m in pepin.METRICS
             )
             + ".",
@@ -225,6 +244,10 @@ def render(s: dict) -> list[str]:
             )
         out += _table(HEADER, rows)
     return out
+
+
+def _frac(kn) -> str:
+    return "n/a" if not kn else f"{kn[0]}/{kn[1]}"
 
 
 def _yn(v) -> str:
