@@ -1,12 +1,13 @@
 """Memorization in classifiers (issue 8, parts 1-3): MAT, DeMem-style selective penalties with LiRA, and Pepin et
-al.'s fairness identities.
+al.'s memorization-and-fairness results.
 
 ``mat``: XRM held-out predictions, calibrated p_ho, the logit-shift training and the 1 - p_ho scorer on the paper's
 interpretable toy. ``demem`` + ``lira``: a selective loss-floor penalty on high-loss or hotspot examples against
-DP-SGD, judged by the loss attack and online LiRA (vmapped shadows). ``fairness``: the closed forms for group rates
-under memorization of a set D, checked on memorizing / pruning a GenDataCarto quadrant. ``launch.py --mode=all``
-runs the part a config names (configs/mat_toy.py, configs/demem.py, configs/fairness.py); ``--mode=report``
-re-renders report.md from the seeds already run.
+DP-SGD, judged by the loss attack and online LiRA (vmapped shadows). ``fairness`` + ``pepin``: the zero-bias
+memorized sets (linear programs), the bounds on their mass and the equalized-odds condition on a synthetic and a
+bundled real table; the conditional-probability identities (exact by construction) on memorizing / pruning a
+GenDataCarto quadrant. ``launch.py --mode=all`` runs the part a config names (configs/mat_toy.py, configs/demem.py,
+configs/fairness.py); ``--mode=report`` re-renders report.md from the seeds already run.
 """
 
 from collections.abc import Mapping

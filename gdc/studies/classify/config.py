@@ -124,10 +124,15 @@ class FairnessConfig:
     upweight: float = 20.0  # loss weight of D while fine-tuning to memorize it
     finetune_epochs: int = 10  # per round; rounds repeat until D is fit or max_rounds
     max_rounds: int = 10
+    real_table_classes: tuple[int, ...] = (2, 3)  # label bins of the bundled diabetes table (empty: skip it)
+    bootstrap: int = 200  # resamples of the real table's rows for its intervals
 
     def validate(self) -> None:
         _seeds(self.seeds)
+        if any(isinstance(k, bool) or not isinstance(k, numbers.Integral) or k < 2 for k in self.real_table_classes):
+            _fail("real_table_classes", self.real_table_classes, "must be a tuple of integers >= 2 (or empty)")
         for name, lo in (
+            ("bootstrap", 1),
             ("num_train", 30),
             ("num_features", 2),
             ("width", 1),

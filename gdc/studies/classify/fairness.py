@@ -1,8 +1,11 @@
-"""Pepin et al. ("When can memorization improve fairness?"): closed forms for group rates under memorization of D.
+"""Memorization and fairness (Pepin et al., "When can memorization improve fairness?") on a 3-class table with a group.
 
-Memorization of a set D: f_D(x) = y on D, f(x) elsewhere (the lookup memorizer). Conditioning on D gives, exactly,
-with m_a = P(D | A=a), q_{c|a} = P(Y=c | D, A=a), r_{c|a} = P(f=c | D^c, A=a), m_{y,a} = P(D | Y=y, A=a) and
-pi_{c|y,a} = P(f=c | Y=y, A=a, D^c) (research digest §2, [derived]):
+The paper's results (zero-bias sets as linear programs, bounds on the memorized mass, the equalized-odds condition)
+are in ``pepin`` and checked here through ``fairness_lp`` (``run_seed``'s ``zero_bias``). This module also keeps a
+derived check: conditional-probability identities, exact by construction (probability algebra, not one of the
+paper's results). Memorization of a set D: f_D(x) = y on D, f(x) elsewhere (the lookup memorizer). Conditioning on
+D gives, exactly, with m_a = P(D | A=a), q_{c|a} = P(Y=c | D, A=a), r_{c|a} = P(f=c | D^c, A=a),
+m_{y,a} = P(D | Y=y, A=a) and pi_{c|y,a} = P(f=c | Y=y, A=a, D^c):
   * statistical parity   P(f_D=c | A=a) = m_a q_{c|a} + (1 - m_a) r_{c|a};
   * confusion (TPR on the diagonal)   P(f_D=c | Y=y, A=a) = m_{y,a} [c=y] + (1 - m_{y,a}) pi_{c|y,a};
   * FPR   P(f_D=c | Y!=c, A=a) = sum_{y!=c} P(Y=y | A=a) (1 - m_{y,a}) pi_{c|y,a} / P(Y!=c | A=a).
@@ -156,6 +159,20 @@ def _memorize(net, theta_P, data, in_D_N, key, cfg: FairnessConfig) -> tuple[jax
     return theta_P, r + 1, acc
 
 
+def _zero_bias(net, theta_P, data, tr, pred_f, key, cfg: FairnessConfig, seed: int) -> dict:
+    """Pepin et al.'s zero-bias sets on this table (``fairness_lp``); the least sets also memorized by fine-tuning."""
+    from gdc.studies.classify import fairness_lp  # it reads this module's rates
+
+    def memorize(in_D_N):
+        theta_m, _, acc_d = _memorize(net, theta_P, data, in_D_N, jax.random.fold_in(key, 3), cfg)
+        return _predict(net, theta_m, tr["x"]), acc_d
+
+    out = {"synthetic": fairness_lp.table_section(pred_f, tr["y"], tr["a"], 3, seed, memorize)}
+    for k in cfg.real_table_classes:
+        out[f"diabetes_{k}"] = fairness_lp.real_table_section(k, seed, cfg.bootstrap)
+    return out
+
+
 def _compare(pred_rates: dict, meas: dict, base: dict) -> dict:
     g_pred, g_meas, g_base = gaps(pred_rates), gaps(meas), gaps(base)
     out = {}
@@ -228,6 +245,7 @@ def run_seed(cfg: FairnessConfig, seed: int) -> dict:
             "test_gaps": _summary(rates(_predict(net, theta_p, te["x"]), te["y"], te["a"])),
         }
         out["quadrants"][q] = res
+    out["zero_bias"] = _zero_bias(net, pr["theta_P"], data, tr, pred_f, key, cfg, seed)
     c = int(np.argmax(np.abs(gaps(base)["tpr"])))
     mm = minimal_mass(pred_f, y, a, c, seed)
     in_D_N = mm.pop("in_D_N")

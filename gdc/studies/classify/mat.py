@@ -1,6 +1,6 @@
 """MAT, memorization-aware training (Bayat et al., ICLR 2025), on the paper's interpretable toy.
 
-Pieces (research digest §7, and the public toy's ``run_mat`` / ``get_shift``, re-derived here):
+Pieces (the paper's Algorithm 1 and the public toy's ``run_mat`` / ``get_shift``, re-derived here):
   * XRM held-out predictions: two bias-free linear models, each example held in by one of them (a fair coin), trained
     by full-batch GD on the mean cross-entropy of the held-in logits against the dynamic labels. After each step
     every label is replaced by the held-out model's argmax with probability (p_max - 1/C) C / (C - 1), computed from

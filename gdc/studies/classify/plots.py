@@ -1,5 +1,6 @@
 """The classify parts' figures, from the per-seed results and arrays: mat_toy.png, demem_tradeoff.png and
-demem_roc.png, fairness_pred_vs_meas.png. ``PLOTS[part](seeds, arrays, workdir)`` returns the file names written."""
+demem_roc.png, fairness_pred_vs_meas.png and fairness_zero_bias.png. ``PLOTS[part](seeds, arrays, workdir)`` returns
+the file names written."""
 
 import os
 
@@ -96,7 +97,40 @@ def plot_fairness(seeds, arrays, workdir) -> list[str]:
     path = os.path.join(workdir, "fairness_pred_vs_meas.png")
     fig.savefig(path, dpi=110)
     plt.close(fig)
-    return [os.path.basename(path)]
+    paths = [os.path.basename(path)]
+    if all("zero_bias" in s for s in seeds):
+        paths.append(plot_zero_bias(seeds, os.path.join(workdir, "fairness_zero_bias.png")))
+    return paths
+
+
+def _val(v) -> float:
+    return float(v) if isinstance(v, int | float) and not isinstance(v, bool) else np.nan
+
+
+def plot_zero_bias(seeds, path) -> str:
+    """Least memorized mass against its bounds, and the bias left after memorizing the least set, per table."""
+    tables = ["synthetic", *sorted(k for k in seeds[0]["zero_bias"] if k.startswith("diabetes_"))]
+    metrics = ("sp", "eo", "eodds")
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(12, 4.5))
+    mass_keys = (("bound_lower", "lower bound", "_"), ("lp_min_mass", "least (LP)", "o"))
+    mass_keys += (("bound_upper", "upper bound", "_"), ("composition_min_mass", "composition only", "x"))
+    bias_keys = (("base_bias", "base", "s"), ("bias_after_lookup", "lookup, least set", "o"))
+    bias_keys += (("bias_after_random_lookup", "lookup, random rows", "x"), ("bias_after_finetune", "fine-tuned", "^"))
+    labels = [f"{t.replace('diabetes_', 'diabetes K=')}\n{m}" for t in tables for m in metrics]
+    for ax, keys in ((ax1, mass_keys), (ax2, bias_keys)):
+        for j, (key, label, marker) in enumerate(keys):
+            for i, (t, m) in enumerate((t, m) for t in tables for m in metrics):
+                ys = [_val(s["zero_bias"][t][m].get(key)) for s in (seeds if t == "synthetic" else seeds[:1])]
+                xs = np.full(len(ys), i + 0.15 * (j - 1.5))
+                ax.scatter(xs, ys, marker=marker, color=f"C{j}", s=40, label=label if i == 0 else None)
+        ax.set_xticks(range(len(labels)), labels, fontsize=7)
+        ax.legend(fontsize=7)
+    ax1.set(ylabel="memorized mass (share of rows)", title="zero-bias sets: least mass and bounds (n/a not drawn)")
+    ax2.set(ylabel="largest |group gap| of the metric", title="bias before and after memorizing")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return os.path.basename(path)
 
 
 PLOTS = {"mat": plot_mat, "demem": plot_demem, "fairness": plot_fairness}
