@@ -31,6 +31,7 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
             batch_size=20,
             models=4,
             noise_multipliers=(1.0,),
+            target_epsilons=(8.0,),
         )
     elif arg:
         raise ValueError(f"configs/demem.py: unknown arg {arg!r}; use '' or 'quick'.")
