@@ -91,11 +91,16 @@ def render(r: dict) -> list[str]:
     s = r["summarize"]
     dp = s.get("dp", {})
     arms = [k.removesuffix(".test_accuracy") for k in s if k.endswith(".test_accuracy")]
+    seeds = r.get("seeds", [])
+
+    def per_seed(key):  # counts: the mean and each seed's value (a t-interval of 3 counts says little)
+        return f"{s[key]['mean']:.1f} (seeds: {', '.join(str(x[key]) for x in seeds)})"
+
     out = [
-        f"Flagged set size k = {_ci(s['flagged'], 1)} (the hotspot quadrant; the loss arm flags the top-k by d). "
-        f"Overlap hotspot/top-loss: {_ci(s['overlap_hotspot_top_loss'], 1)}; label-noise or atypical rows among "
-        f"them: hotspot {_ci(s['hard_in_hotspot'], 1)}, top-loss {_ci(s['hard_in_top_loss'], 1)} "
-        f"(of {_ci(s['hard_total'], 1)}). Values are means with 95% t-intervals over seeds.",
+        f"Flagged set size k = {per_seed('flagged')} (the hotspot quadrant; the loss arm flags the top-k by d). "
+        f"Overlap hotspot/top-loss: {per_seed('overlap_hotspot_top_loss')}; label-noise or atypical rows among "
+        f"them: hotspot {per_seed('hard_in_hotspot')}, top-loss {per_seed('hard_in_top_loss')} "
+        f"(of {per_seed('hard_total')}). Other values are means with 95% t-intervals over seeds.",
         "",
     ]
     if dp:
