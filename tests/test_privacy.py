@@ -14,7 +14,6 @@ from dp_accounting.rdp import rdp_privacy_accountant
 
 from gdc.studies.classify import common, demem, dpsgd, lira
 from gdc.studies.classify.config import DememConfig
-from gdc.theory import sgd
 
 
 def _rdp_to_eps(orders, rdp_values, delta):
@@ -123,24 +122,52 @@ def test_noisy_clipped_mean_against_loop():
     np.testing.assert_allclose(got, want / denom, rtol=1e-5)
 
 
+@functools.cache
+def _dp_setup():
+    # One Net (jit keys on it), shape and (steps, b_max) for the DP-SGD tests below: they share one compilation.
+    net = common.mlp(4, 3, 32, 1, seed=0)
+    rng = np.random.default_rng(1)
+    data = {"x": jnp.asarray(rng.normal(size=(1, 12, 4)), jnp.float32), "y": jnp.asarray(rng.integers(3, size=(1, 12)))}
+    # Reference: the gradient of the hand-written objective sum_i w_i loss_i (w = 1 on the examples of a step).
+    rows = {"x": data["x"][0], "y": data["y"][0]}
+    grad_w = jax.jit(jax.grad(lambda t, w_N: (w_N * net.loss_fn(t, rows)).sum()))
+    return net, data, dict(lr=0.1, steps=2, b_max=12), grad_w
+
+
 def test_dp_train_without_noise_or_clipping_is_full_batch_gd():
-    # q = 1 and b_max = n: every example every step; clip 1e6, sigma 0: the update is lr * mean gradient, as
-    # full-batch SGD (batch_size = n, one step per epoch) of gdc.theory.sgd.
-    net = common.mlp(4, 3, 8, 1, seed=0)
-    rng = np.random.default_rng(0)
-    data = {"x": jnp.asarray(rng.normal(size=(2, 10, 4)), jnp.float32), "y": jnp.asarray(rng.integers(3, size=(2, 10)))}
-    theta0 = jnp.stack([net.theta0_P, net.theta0_P * 0.5])
-    keys = jax.random.split(jax.random.key(0), 2)
-    kw = dict(lr=0.1, steps=3, q=1.0, b_max=10)
-    got, overflow, included = dpsgd.train(net, data, theta0, keys, clip=1e6, sigma=0.0, **kw)
-    full_batch = jax.jit(functools.partial(sgd.train, net.loss_fn, lr=0.1, epochs=3, batch_size=10))
-    want = jax.vmap(lambda t, d, k: full_batch(t, d, k)["theta_P"])(theta0, data, keys)
-    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-6)
-    np.testing.assert_array_equal(overflow, 0)
-    np.testing.assert_array_equal(included, 30)
-    # Clipping at a tiny norm moves the parameters by at most lr * steps * clip * b_max / (q n) = 0.3 * clip.
-    clipped, _, _ = dpsgd.train(net, data, theta0, keys, clip=1e-3, sigma=0.0, **kw)
-    assert float(jnp.linalg.norm(clipped - theta0, axis=1).max()) <= 0.3 * 1e-3 * (1 + 1e-4)
+    # q = 1 and b_max = n: every example every step; clip 1e6, sigma 0: two steps of theta -= lr * mean gradient.
+    net, data, kw, grad_w = _dp_setup()
+    key = jax.random.key(0)[None]
+    got, overflow, included = dpsgd.train(net, data, net.theta0_P[None], key, q=1.0, clip=1e6, sigma=0.0, **kw)
+    want = net.theta0_P
+    for _ in range(2):
+        want = want - 0.1 * grad_w(want, jnp.full((12,), 1.0 / 12))
+    np.testing.assert_allclose(got[0], want, rtol=1e-4, atol=1e-6)
+    assert int(overflow[0]) == 0 and int(included[0]) == 24
+    # Clipping at a tiny norm moves the parameters by at most lr * steps * clip * n / (q n) = 0.2 * clip.
+    clipped, _, _ = dpsgd.train(net, data, net.theta0_P[None], key, q=1.0, clip=1e-3, sigma=0.0, **kw)
+    assert float(jnp.linalg.norm(clipped[0] - net.theta0_P)) <= 0.2 * 1e-3 * (1 + 1e-4)
+
+
+def test_dp_train_poisson_steps_and_noise_scale():
+    # q = 0.5: each step moves theta by lr * (sum of the included examples' gradients) / (q n), the fixed
+    # denominator (not the realised batch size); with sigma > 0 each step adds lr * clip * sigma * N(0, I) / (q n).
+    net, data, kw, grad_w = _dp_setup()
+    n, q, lr, key = 12, 0.5, 0.1, jax.random.key(3)
+    got, _, included = dpsgd.train(net, data, net.theta0_P[None], key[None], q=q, clip=1e6, sigma=0.0, **kw)
+    want, sizes = net.theta0_P, []
+    for step in range(2):
+        idx_B, mask_B, _ = dpsgd.poisson_batch(jax.random.split(jax.random.fold_in(key, step))[0], n, q, n)
+        w_N = np.zeros(n, np.float32)
+        w_N[np.asarray(idx_B)[np.asarray(mask_B)]] = 1.0
+        sizes.append(int(w_N.sum()))
+        want = want - lr * grad_w(want, jnp.asarray(w_N)) / (q * n)
+    assert int(included[0]) == sum(sizes) and sizes != [6, 6]  # a realised size differs from q n = 6
+    np.testing.assert_allclose(got[0], want, rtol=1e-4, atol=1e-6)
+    clip, sigma = 1e-6, 30.0  # the clipped gradients move theta < 3% of what the noise does
+    noisy, _, _ = dpsgd.train(net, data, net.theta0_P[None], key[None], q=q, clip=clip, sigma=sigma, **kw)
+    z = np.asarray(noisy[0] - net.theta0_P) / (lr * clip * sigma / (q * n) * math.sqrt(2))
+    assert z.size > 200 and 0.85 < z.std() < 1.15 and abs(z.mean()) < 0.2
 
 
 def test_shadows_are_independently_initialised():
@@ -201,25 +228,3 @@ def test_side_stats_uses_the_median():
     np.testing.assert_allclose(sd, resid.std())
     mu, _ = lira.side_stats(phi, np.array([[True, False], [True, False], [False, False], [False, False]]))
     np.testing.assert_allclose(mu, [0.5, 0.5])  # no shadow on this side for example 1: the median over all pairs
-
-
-def test_dp_train_one_poisson_step_and_noise_scale():
-    # One step at q = 0.5: the update is lr * (sum of the included examples' gradients) / (q n), the fixed
-    # denominator (not the realised batch size); with sigma > 0 the extra move is lr * clip * sigma * N(0, I) / (q n).
-    net = common.mlp(4, 3, 32, 1, seed=0)
-    rng = np.random.default_rng(1)
-    n, q, lr = 12, 0.5, 0.1
-    data = {"x": jnp.asarray(rng.normal(size=(1, n, 4)), jnp.float32), "y": jnp.asarray(rng.integers(3, size=(1, n)))}
-    key = jax.random.key(3)
-    kw = dict(lr=lr, steps=1, q=q, b_max=n, clip=1e6)
-    got, _, included = dpsgd.train(net, data, net.theta0_P[None], key[None], sigma=0.0, **kw)
-    idx_B, mask_B, _ = dpsgd.poisson_batch(jax.random.split(jax.random.fold_in(key, 0))[0], n, q, n)
-    chosen = np.asarray(idx_B)[np.asarray(mask_B)]
-    assert 0 < len(chosen) < n and int(included[0]) == len(chosen)
-    total_loss = lambda t: net.loss_fn(t, {"x": data["x"][0, chosen], "y": data["y"][0, chosen]}).sum()  # noqa: E731
-    want = net.theta0_P - lr * jax.grad(total_loss)(net.theta0_P) / (q * n)
-    np.testing.assert_allclose(got[0], want, rtol=1e-4, atol=1e-6)
-    clip, sigma = 1e-6, 30.0  # the clipped gradients move theta < 3% of what the noise does
-    noisy, _, _ = dpsgd.train(net, data, net.theta0_P[None], key[None], sigma=sigma, **{**kw, "clip": clip})
-    z = np.asarray(noisy[0] - net.theta0_P) / (lr * clip * sigma / (q * n))
-    assert z.size > 200 and 0.85 < z.std() < 1.15 and abs(z.mean()) < 0.2
