@@ -1,5 +1,5 @@
 """gdc.studies.classify: fairness identities (exact on a lookup memorizer), MAT's shift against numpy, the DeMem
-penalty, DP-SGD against plain SGD, LiRA / loss-MIA pieces against plain references, config errors,
+penalty, LiRA / loss-MIA pieces against plain references, config errors,
 quick end-to-end runs."""
 
 import json
@@ -9,6 +9,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+import scipy.special
 import scipy.stats
 from sklearn import metrics
 
@@ -183,19 +184,6 @@ def test_penalty_on_hand_built_losses():
     np.testing.assert_allclose(grad, [-1.0, -1.0, 1.0, 1.0, 1.0])  # reversed below the floor, unflagged untouched
 
 
-def test_dp_without_noise_or_clipping_is_sgd():
-    net = common.mlp(4, 3, 8, 1, seed=0)
-    rng = np.random.default_rng(0)
-    data = {"x": jnp.asarray(rng.normal(size=(2, 10, 4)), jnp.float32), "y": jnp.asarray(rng.integers(3, size=(2, 10)))}
-    keys = jax.random.split(jax.random.key(0), 2)
-    kw = dict(lr=0.1, epochs=1, batch_size=5)
-    dp = demem.train_dp(net, data, keys, keys, clip=1e6, sigma=0.0, **kw)
-    plain = demem.train_penalized(net, {**data, "flag": jnp.zeros((2, 10))}, keys, floor=1.0, penalty=2.0, **kw)
-    np.testing.assert_allclose(dp, plain, rtol=1e-4, atol=1e-5)
-    clipped = demem.train_dp(net, data, keys, keys, clip=1e-3, sigma=0.0, **kw)
-    assert np.abs(np.asarray(clipped - net.theta0_P[None])).max() < np.abs(np.asarray(plain - net.theta0_P[None])).max()
-
-
 def test_compare_scorers_cross_fit():
     rng = np.random.default_rng(0)
     r, n, k = 8, 40, 3
@@ -250,28 +238,28 @@ def test_lira_scores_against_loop_reference():
     got = lira.lira_scores(phi, in_RxN)
     t = 2
     sh = [s for s in range(r) if s != t]
-    mu_in = np.array(
-        [
-            np.mean([phi[s, i] for s in sh if in_RxN[s, i]])
-            if any(in_RxN[s, i] for s in sh)
-            else np.mean([phi[s, j] for s in sh for j in range(n) if in_RxN[s, j]])
-            for i in range(n)
-        ]
-    )
-    mu_out = np.array(
-        [
-            np.mean([phi[s, i] for s in sh if not in_RxN[s, i]])
-            if any(~in_RxN[s, i] for s in sh)
-            else np.mean([phi[s, j] for s in sh for j in range(n) if not in_RxN[s, j]])
-            for i in range(n)
-        ]
-    )
+
+    def centres(side):
+        pooled = np.median([phi[s, j] for s in sh for j in range(n) if in_RxN[s, j] == side])
+        return np.array(
+            [
+                np.median([phi[s, i] for s in sh if in_RxN[s, i] == side])
+                if any(in_RxN[s, i] == side for s in sh)
+                else pooled
+                for i in range(n)
+            ]
+        )
+
+    mu_in, mu_out = centres(True), centres(False)
     sd_in = np.std([phi[s, i] - mu_in[i] for s in sh for i in range(n) if in_RxN[s, i]])
     sd_out = np.std([phi[s, i] - mu_out[i] for s in sh for i in range(n) if not in_RxN[s, i]])
     want = scipy.stats.norm.logpdf(phi[t], mu_in, sd_in) - scipy.stats.norm.logpdf(phi[t], mu_out, sd_out)
-    np.testing.assert_allclose(got[t], want, rtol=1e-10)
+    np.testing.assert_allclose(got["lira"][t], want, rtol=1e-10)
+    # Offline: one-sided, the log-probability that an out shadow's phi lies below the target's.
+    want_off = scipy.special.log_ndtr((phi[t] - mu_out) / sd_out)
+    np.testing.assert_allclose(got["lira_offline"][t], want_off, rtol=1e-10)
     # Members score higher on this separable construction.
-    assert metrics.roc_auc_score(in_RxN.ravel(), got.ravel()) > 0.85
+    assert metrics.roc_auc_score(in_RxN.ravel(), got["lira"].ravel()) > 0.85
 
 
 def test_pooled_metrics_equal_direct_roc():
@@ -305,6 +293,8 @@ def _config(name, **overrides):
         ("mat_toy", "seeds", (0, 0), "classify.seeds"),
         ("demem", "batch_size", 7, "classify.batch_size"),
         ("demem", "noise_multipliers", (0.0,), "classify.noise_multipliers"),
+        ("demem", "target_epsilons", (0.0,), "classify.target_epsilons"),
+        ("demem", "delta", 0.5, "classify.delta"),
         ("fairness", "quadrants", ("Hot",), "classify.quadrants"),
         ("fairness", "epochs", 0, "classify.epochs"),
     ],
@@ -347,8 +337,8 @@ def test_launch_registers_family():
 def test_quick_end_to_end(tmp_path, name, part):
     import gdc.studies.classify
 
-    # DP-SGD and the extra loss arms are left out here to keep the test short (test_dp_* covers train_dp).
-    extra = {"noise_multipliers": (), "loss_fractions": ()} if part == "demem" else {}
+    # DP-SGD and the extra loss arms are left out here to keep the test short (tests/test_privacy.py covers DP-SGD).
+    extra = {"noise_multipliers": (), "target_epsilons": (), "loss_fractions": ()} if part == "demem" else {}
     c = _config(name, seeds=(0,), **extra)
     summary = gdc.studies.classify.run(c, str(tmp_path), mode="all", command="cmd")
     with open(tmp_path / "results.json") as f:
@@ -365,8 +355,9 @@ def test_quick_end_to_end(tmp_path, name, part):
                 assert q["lookup"]["identity_max_abs_error"] < 1e-12
     if part == "demem":
         arms = summary["seeds"][0]["arms"]
-        assert set(arms) == {"erm", "demem_loss", "demem_hotspot"}
-        assert all(0.0 <= arm["lira_all_auc"] <= 1.0 for arm in arms.values())
+        assert set(arms) == {"erm", "demem_loss", "demem_hotspot", "untrained"}
+        assert all(0.0 <= arm["lira_offline_all_auc"] <= 1.0 for arm in arms.values())
+        assert all(arm["epsilon_rdp"] == "inf" for arm in arms.values())  # no formal guarantee without DP-SGD
     # Resumable: a second run keeps the seed, and --mode=report re-renders without training.
     mtime = os.path.getmtime(tmp_path / part / "seed_0.json")
     gdc.studies.classify.run(c, str(tmp_path), mode="report", command="other")

@@ -69,7 +69,9 @@ class DememConfig:
     floor: float = 2.0  # b of the penalty lambda * max(0, b - loss_i) on flagged examples
     penalty: float = 2.0  # lambda; 2 makes the flagged example's objective |loss - b| + b (per-example flooding)
     clip: float = 1.0  # DP-SGD per-example gradient clip norm
-    noise_multipliers: tuple[float, ...] = (0.5, 1.0)  # one DP-SGD arm each
+    target_epsilons: tuple[float, ...] = (1.0, 4.0, 8.0)  # one DP-SGD arm each, sigma calibrated by RDP at delta
+    noise_multipliers: tuple[float, ...] = (1.0,)  # one DP-SGD arm each at a given sigma (its epsilon reported)
+    delta: float = 1e-5  # of the (epsilon, delta) reported for every DP-SGD arm
     loss_fractions: tuple[float, ...] = (0.1,)  # extra penalty arms on the top fraction of the pool by d
 
     def validate(self) -> None:
@@ -102,7 +104,11 @@ class DememConfig:
         if any(not 0.0 < f < 1.0 for f in self.loss_fractions):
             _fail("loss_fractions", self.loss_fractions, "must lie in (0, 1) each (an empty tuple skips them)")
         if any(not s > 0 for s in self.noise_multipliers):
-            _fail("noise_multipliers", self.noise_multipliers, "must be > 0 each (an empty tuple skips DP-SGD)")
+            _fail("noise_multipliers", self.noise_multipliers, "must be > 0 each (an empty tuple skips them)")
+        if any(not 0.0 < e <= 100.0 for e in self.target_epsilons):
+            _fail("target_epsilons", self.target_epsilons, "must lie in (0, 100] each (an empty tuple skips them)")
+        if not 0.0 < self.delta < 1.0 / self.pool:
+            _fail("delta", self.delta, f"must lie in (0, 1 / pool = {1.0 / self.pool:g}) (delta >= 1/n permits leaks)")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -12,8 +12,13 @@ Arms, each training ``models`` MLPs on random halves of the pool in one vmap (Li
   * demem_loss: the penalty on the top-k examples by early loss d (the loss-based risk proxy).
   * demem_hotspot: the penalty on GenDataCarto's Hotspot-Memorized quadrant (high d, high m), k examples.
   * demem_loss_<q>pct: the penalty on the top q% by d (a larger flagged set; ``loss_fractions``).
-  * dp_<sigma>: DP-SGD, every per-example gradient clipped to ``clip`` and Gaussian noise of std clip * sigma added
-    to the batch sum (``optax.contrib.differentially_private_aggregate``), then plain SGD.
+  * dp_eps<E>: DP-SGD with Poisson sampling (``gdc.studies.classify.dpsgd``) at the noise multiplier whose RDP
+    epsilon at ``delta`` is E (``target_epsilons``), q = batch_size / (pool / 2), steps = epochs * (pool / 2) /
+    batch_size (the selective arms' number of steps and expected batch size).
+  * dp_sigma<s>: the same DP-SGD at a given noise multiplier (``noise_multipliers``), its epsilon reported.
+  * untrained: the models at their initialisation (the attack's control: no membership signal, AUC ~0.5).
+Every model of an arm starts from its own initialisation (model r of seed s: MLP seed 10000 (s + 1) + r), the same
+R initialisations in every arm; the selective arms have no formal privacy guarantee (epsilon = infinity).
 The scorers d, m (probe) and 1 - p_ho (cross-fitted from the ERM arm's models, see ``compare_scorers``) are compared
 as detectors of flipped/atypical rows and of per-example LiRA exposure. The flags come from one GenDataCarto probe
 run on the whole pool (``common.probe``): flagging never looks at a target's membership, so it leaks nothing to the
@@ -21,16 +26,15 @@ attack.
 """
 
 import functools
+import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
-import optax.contrib
 import scipy.stats
 
 from gdc import scoring
-from gdc.studies.classify import common, lira, mat
+from gdc.studies.classify import common, dpsgd, lira, mat
 from gdc.studies.classify.config import DememConfig
 from gdc.theory import sgd
 
@@ -43,45 +47,34 @@ def penalized_loss(loss_B: jax.Array, flag_B: jax.Array, floor: float, penalty: 
 
 
 @functools.partial(jax.jit, static_argnums=(0,), static_argnames=("epochs", "batch_size"))
-def train_penalized(net, data_R, keys_R, *, lr, epochs, batch_size, floor, penalty):
-    """Final theta ``[R, P]`` of R SGD runs (stacked datasets holding x, y, flag) from net.theta0_P."""
+def train_penalized(net, data_R, theta0_RxP, keys_R, *, lr, epochs, batch_size, floor, penalty):
+    """Final theta ``[R, P]`` of R SGD runs (stacked datasets holding x, y, flag), run r from theta0_RxP[r]."""
 
     def loss_fn(theta_P, batch):
         return penalized_loss(net.loss_fn(theta_P, batch), batch["flag"], floor, penalty)
 
     train = functools.partial(sgd.train, loss_fn, lr=lr, epochs=epochs, batch_size=batch_size)
-    return jax.vmap(lambda d, k: train(net.theta0_P, d, k)["theta_P"])(data_R, keys_R)
+    return jax.vmap(lambda d, t, k: train(t, d, k)["theta_P"])(data_R, theta0_RxP, keys_R)
 
 
-def _dp_tx(clip: float, sigma: float, lr: float, key: jax.Array) -> optax.GradientTransformation:
-    return optax.chain(optax.contrib.differentially_private_aggregate(clip, sigma, key=key), optax.sgd(lr))
+def init_params(cfg: DememConfig, seed: int) -> jax.Array:
+    """theta0_RxP: model r of seed s is initialised with MLP seed 10000 (s + 1) + r (independent shadows)."""
+    return jnp.stack(
+        [
+            common.mlp(cfg.num_features, cfg.num_classes, cfg.width, cfg.depth, 10_000 * (seed + 1) + r).theta0_P
+            for r in range(cfg.models)
+        ]
+    )
 
 
-@functools.partial(jax.jit, static_argnums=(0,), static_argnames=("epochs", "batch_size"))
-def train_dp(net, data_R, keys_R, noise_keys_R, *, lr, epochs, batch_size, clip, sigma):
-    """Final theta ``[R, P]`` of R DP-SGD runs; the data order follows gdc.theory.sgd (fold_in(key, epoch))."""
-
-    def one(data, key, noise_key):
-        n = data["y"].shape[0]
-        steps = n // batch_size
-        tx = _dp_tx(clip, sigma, lr, noise_key)
-        grad_one = jax.grad(lambda t, x, y: net.loss_fn(t, {"x": x[None], "y": y[None]})[0])
-
-        def step(carry, idx_B):
-            theta_P, opt_state = carry
-            g_BxP = jax.vmap(grad_one, in_axes=(None, 0, 0))(theta_P, data["x"][idx_B], data["y"][idx_B])
-            upd_P, opt_state = tx.update(g_BxP, opt_state, theta_P)
-            return (theta_P + upd_P, opt_state), None
-
-        def epoch(carry, e):
-            perm_N = jax.random.permutation(jax.random.fold_in(key, e), n)[: steps * batch_size]
-            return jax.lax.scan(step, carry, perm_N.reshape(steps, batch_size))[0], None
-
-        init = (net.theta0_P, tx.init(net.theta0_P))
-        (theta_P, _), _ = jax.lax.scan(epoch, init, jnp.arange(epochs))
-        return theta_P
-
-    return jax.vmap(one)(data_R, keys_R, noise_keys_R)
+@functools.lru_cache(maxsize=None)
+def dp_arms(cfg: DememConfig) -> dict[str, dict]:
+    """name -> the accounting of each DP arm (``dpsgd.describe``): calibrated targets first, then given sigmas."""
+    n = cfg.pool // 2
+    q, steps = cfg.batch_size / n, cfg.epochs * n // cfg.batch_size
+    sigmas = {f"dp_eps{e:g}": dpsgd.sigma_for_epsilon(e, q, steps, cfg.delta) for e in cfg.target_epsilons}
+    sigmas.update({f"dp_sigma{s:g}": s for s in cfg.noise_multipliers})
+    return {name: dpsgd.describe(s, q, steps, cfg.delta, n) for name, s in sigmas.items()}
 
 
 def compare_scorers(logits_RxNxK, y_N, in_RxN, lira_RxN, d_N, m_N, hard_N) -> dict:
@@ -158,7 +151,10 @@ def run_seed(cfg: DememConfig, seed: int) -> dict:
         flag_N = np.zeros(cfg.pool, bool)
         flag_N[scoring.top_fraction(pr["d_N"], fraction, tie_break_N=pr["m_N"], seed=seed)[0]] = True
         arms[f"demem_loss_{fraction * 100:g}pct"] = flag_N
-    arms.update({f"dp_{s:g}": s for s in cfg.noise_multipliers})
+    accounting = dp_arms(cfg)
+    arms.update({name: "dp" for name in accounting})
+    arms["untrained"] = "untrained"
+    theta0_RxP = init_params(cfg, seed)
     x_pool, x_test = jnp.asarray(pool["x"]), jnp.asarray(test["x"])
     subsets = {"hotspot": hotspot_N, "top_loss": top_loss_N, "noisy_or_atypical": hard_N}
     out = {
@@ -169,17 +165,47 @@ def run_seed(cfg: DememConfig, seed: int) -> dict:
         "hard_in_top_loss": int((hard_N & top_loss_N).sum()),
         "hard_total": int(hard_N.sum()),
         "quadrant_counts": pr["quadrant_info"]["counts"],
+        "dp": accounting,
         "arms": {},
     }
     for name, arm in arms.items():
-        common_kw = dict(lr=cfg.lr, epochs=cfg.epochs, batch_size=cfg.batch_size)
-        if name.startswith("dp_"):
-            noise_keys = jax.random.split(jax.random.key(seed + 2000), cfg.models)
-            data = stacked(np.zeros(cfg.pool, bool))
-            theta_RxP = train_dp(net, data, keys_R, noise_keys, clip=cfg.clip, sigma=float(arm), **common_kw)
+        start = time.time()
+        extra = {"epsilon_rdp": float("inf")}  # no formal guarantee for the non-private arms
+        if isinstance(arm, str) and arm == "dp":
+            acc = accounting[name]
+            theta_RxP, overflow_R, included_R = dpsgd.train(
+                net,
+                stacked(np.zeros(cfg.pool, bool)),
+                theta0_RxP,
+                jax.random.split(jax.random.key(seed + 2000), cfg.models),
+                lr=cfg.lr,
+                steps=acc["steps"],
+                q=acc["sampling_rate"],
+                b_max=acc["padded_batch"],
+                clip=cfg.clip,
+                sigma=acc["noise_multiplier"],
+            )
+            extra = {
+                "epsilon_rdp": acc["epsilon_rdp"],
+                "epsilon_pld": acc["epsilon_pld"],
+                "overflow_steps": int(np.asarray(overflow_R).sum()),
+                "inclusion_rate": float(np.asarray(included_R).sum() / (cfg.models * acc["steps"] * (cfg.pool // 2))),
+            }
+        elif isinstance(arm, str):
+            theta_RxP = theta0_RxP
         else:
             flag_N = np.zeros(cfg.pool, bool) if arm is None else arm
-            theta_RxP = train_penalized(net, stacked(flag_N), keys_R, floor=cfg.floor, penalty=cfg.penalty, **common_kw)
+            theta_RxP = train_penalized(
+                net,
+                stacked(flag_N),
+                theta0_RxP,
+                keys_R,
+                lr=cfg.lr,
+                epochs=cfg.epochs,
+                batch_size=cfg.batch_size,
+                floor=cfg.floor,
+                penalty=cfg.penalty,
+            )
         common.check_finite(f"arm {name}, seed {seed}: parameters", theta_RxP)
         logits_pool = jax.vmap(net.logits_fn, in_axes=(0, None))(theta_RxP, x_pool)
         logits_test = jax.vmap(net.logits_fn, in_axes=(0, None))(theta_RxP, x_test)
@@ -193,10 +219,13 @@ def run_seed(cfg: DememConfig, seed: int) -> dict:
         out["arms"][name] = {
             "test_accuracy": float(test_acc_R.mean()),
             "train_accuracy": float(train_correct_RxN[in_RxN].mean()),
+            **extra,
             **att["metrics"],
         }
         out.setdefault("_roc", {})[name] = {
-            "lira_member": att["scores"]["lira"][in_RxN],
-            "lira_nonmember": att["scores"]["lira"][~in_RxN],
+            f"{attack}_{side}": att["scores"][attack][m_RxN]
+            for attack in ("lira", "lira_offline")
+            for side, m_RxN in (("member", in_RxN), ("nonmember", ~in_RxN))
         }
+        print(f"[demem] seed {seed}, arm {name}: {time.time() - start:.0f} s", flush=True)
     return out

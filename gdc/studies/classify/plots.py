@@ -1,6 +1,6 @@
-"""The classify parts' figures, from the per-seed results and arrays: mat_toy.png, demem_tradeoff.png and
-demem_roc.png, fairness_pred_vs_meas.png and fairness_zero_bias.png. ``PLOTS[part](seeds, arrays, workdir)`` returns
-the file names written."""
+"""The classify parts' figures, from the per-seed results and arrays: mat_toy.png, demem_tradeoff.png,
+demem_roc.png and demem_roc_offline.png (log-log), fairness_pred_vs_meas.png and fairness_zero_bias.png.
+``PLOTS[part](seeds, arrays, workdir)`` returns the file names written."""
 
 import os
 
@@ -40,37 +40,37 @@ def plot_mat(seeds, arrays, workdir) -> list[str]:
     return [os.path.basename(path)]
 
 
-def plot_demem(seeds, arrays, workdir) -> list[str]:
+def plot_demem(seeds, arms_arrays, workdir) -> list[str]:
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))
-    for ax, attack in zip(axes, ("lira", "loss"), strict=True):
+    for ax, fpr in zip(axes, ("1pct", "0.1pct"), strict=True):
         for i, arm in enumerate(seeds[0]["arms"]):
             acc = [s["arms"][arm]["test_accuracy"] for s in seeds]
-            tpr = [s["arms"][arm][f"{attack}_all_tpr_at_1pct_fpr"] for s in seeds]
-            ax.errorbar(
-                np.mean(acc),
-                np.mean(tpr),
-                xerr=np.std(acc),
-                yerr=np.std(tpr),
-                fmt="o",
-                color=f"C{i}",
-                label=arm,
-                capsize=3,
-            )
-        ax.set(xlabel="test accuracy", ylabel="TPR at 1% FPR", title=f"{attack} attack, all examples (3 seeds)")
-        ax.legend(fontsize=7)
+            tpr = [s["arms"][arm][f"lira_all_tpr_at_{fpr}_fpr"] for s in seeds]
+            eps = seeds[0].get("dp", {}).get(arm, {}).get("epsilon_rdp")
+            label = f"{arm} (eps {eps:.1f})" if eps is not None else arm
+            kw = dict(xerr=np.std(acc), yerr=np.std(tpr), fmt="o", color=f"C{i % 10}", label=label, capsize=3)
+            ax.errorbar(np.mean(acc), np.mean(tpr), **kw)
+        ax.set(
+            xlabel="test accuracy",
+            ylabel=f"LiRA TPR at {fpr.replace('pct', '%')} FPR",
+            title=f"online LiRA, all examples ({len(seeds)} seeds, ± std)",
+        )
+        ax.legend(fontsize=6)
     fig.tight_layout()
     paths = [os.path.join(workdir, "demem_tradeoff.png")]
     fig.savefig(paths[0], dpi=110)
     plt.close(fig)
-    a = arrays[0]
-    curves = {
-        arm: (a[f"{arm}__lira_member"], a[f"{arm}__lira_nonmember"])
-        for arm in seeds[0]["arms"]
-        if f"{arm}__lira_member" in a
-    }
-    if curves:
-        paths.append(os.path.join(workdir, "demem_roc.png"))
-        mia.plot_roc(curves, paths[1], title=f"LiRA, pooled over targets, seed {seeds[0]['seed']}")
+    a = arms_arrays[0]
+    for attack, file in (("lira", "demem_roc.png"), ("lira_offline", "demem_roc_offline.png")):
+        curves = {
+            arm: (a[f"{arm}__{attack}_member"], a[f"{arm}__{attack}_nonmember"])
+            for arm in seeds[0]["arms"]
+            if f"{arm}__{attack}_member" in a
+        }
+        if curves:
+            paths.append(os.path.join(workdir, file))
+            name = "online" if attack == "lira" else "offline"
+            mia.plot_roc(curves, paths[-1], title=f"LiRA {name}, pooled over targets, seed {seeds[0]['seed']}")
     return [os.path.basename(p) for p in paths]
 
 

@@ -7,7 +7,7 @@ numbers, what was scaled down, its tables and its figures.
 
 import numpy as np
 
-from gdc.studies.classify import common, report_pepin
+from gdc.studies.classify import common, demem_report, report_pepin
 
 # What stands beside our numbers: the paper's own figures where it gives them, and otherwise what the number is.
 REFERENCE = {
@@ -32,13 +32,17 @@ NOTES = {
     "GD forget events are rare, so m is the weakest axis.",
     "demem": "Scaled down from CIFAR-10 ResNets with adversarial training to natural training of 2 x 64 MLPs on a "
     "1000-row synthetic pool (4 Gaussian classes in 16 dims, 5% flipped labels, 5% atypical rows far from their class "
-    "mean), 60 epochs of SGD. Each arm trains 16 models in one vmap, each on a random half of the pool; each model is "
-    "LiRA's target once with the other 15 as shadows (online, fixed variance), and the ROC pools all 16 targets. The "
-    "penalty form is ours (DeMem's is not public): lambda max(0, b - loss) with lambda = 2 (per-example flooding) and "
-    "b = 2 nats on the flagged rows; flags come from one GenDataCarto probe run (60 epochs, eps = 0.5, median "
-    "quadrants) on the whole pool, so they never depend on a target's membership. DP-SGD is "
-    "optax.contrib.differentially_private_aggregate (clip 1) followed by SGD; no privacy accounting is done (the "
-    "noise multipliers are for comparison only).",
+    "mean), 60 epochs of SGD. Each arm trains 16 models in one vmap, each on a random half of the pool and from its "
+    "own initialisation (the same 16 initialisations in every arm); each model is LiRA's target once with the other "
+    "15 as shadows (fixed variance, per-example medians; online with in and out shadows, offline with out shadows "
+    "only), and the ROC pools all 16 targets (8000 non-member pairs, so 0.1% FPR is 8 pairs). The penalty form is "
+    "ours (DeMem's is not public): lambda max(0, b - loss) with lambda = 2 (per-example flooding) and b = 2 nats on "
+    "the flagged rows; flags come from one GenDataCarto probe run (60 epochs, eps = 0.5, median quadrants) on the "
+    "whole pool, so they never depend on a target's membership. DP-SGD samples each example with probability "
+    "q = 0.1 per step (Poisson, a padded batch with a mask), clips per-example gradients to norm 1, adds Gaussian "
+    "noise and divides by the expected batch size, for 600 steps (the non-private arms' number of steps and batch "
+    "size); noise multipliers are calibrated to target epsilons by the RDP accountant. The untrained arm (the 16 "
+    "initialisations) is the attacks' control.",
     "fairness": "1500 training rows, 3 Gaussian classes in 7 dims plus the group bit; group 1 (30%) has other class "
     "priors and 1.6x noisier features. The base classifier is a 1 x 128 MLP trained 30 epochs (not to interpolation), "
     "which is also the GenDataCarto probe (eps = 0.5, median quadrants). Rates are measured on the training set, "
@@ -83,20 +87,6 @@ def summarize_mat(seeds: list[dict]) -> dict:
     return out
 
 
-def summarize_demem(seeds: list[dict]) -> dict:
-    out = {"flagged": _ms(s["flagged"] for s in seeds)}
-    for key in ("overlap_hotspot_top_loss", "hard_in_hotspot", "hard_in_top_loss", "hard_total"):
-        out[key] = _ms(s[key] for s in seeds)
-    for metric in seeds[0].get("scorers", {}):
-        out[f"scorers.{metric}"] = _ms(s["scorers"].get(metric) for s in seeds if "scorers" in s)
-    for arm in seeds[0]["arms"]:
-        for metric in sorted({m for s in seeds for m in s["arms"][arm]}):
-            if "num_" in metric:
-                continue
-            out[f"{arm}.{metric}"] = _ms(s["arms"][arm].get(metric) for s in seeds)
-    return out
-
-
 def summarize_fairness(seeds: list[dict]) -> dict:
     out = {"train_accuracy": _ms(s["train_accuracy"] for s in seeds)}
     for q in seeds[0]["quadrants"]:
@@ -133,7 +123,7 @@ def summarize_fairness(seeds: list[dict]) -> dict:
     return out
 
 
-SUMMARIES = {"mat": summarize_mat, "demem": summarize_demem, "fairness": summarize_fairness}
+SUMMARIES = {"mat": summarize_mat, "demem": demem_report.summarize, "fairness": summarize_fairness}
 
 
 def _f(ms: dict | None, digits: int = 3) -> str:
@@ -200,59 +190,6 @@ def _render_mat(r: dict) -> list[str]:
             ]
         ],
     )
-    return out
-
-
-def _render_demem(r: dict) -> list[str]:
-    s = r["summarize"]
-    arms = [k.removesuffix(".test_accuracy") for k in s if k.endswith(".test_accuracy")]
-    out = [
-        f"Flagged set size k = {_f(s['flagged'], 1)} (the hotspot quadrant; the loss arm flags the top-k by d). "
-        f"Overlap hotspot/top-loss: {_f(s['overlap_hotspot_top_loss'], 1)}; label-noise or atypical rows among "
-        f"them: hotspot {_f(s['hard_in_hotspot'], 1)}, top-loss {_f(s['hard_in_top_loss'], 1)} "
-        f"(of {_f(s['hard_total'], 1)}).",
-        "",
-    ]
-    rows = [
-        [
-            a,
-            _f(s[f"{a}.test_accuracy"]),
-            _f(s[f"{a}.train_accuracy"]),
-            _f(s[f"{a}.lira_all_auc"]),
-            _f(s[f"{a}.lira_all_tpr_at_1pct_fpr"]),
-            _f(s[f"{a}.loss_all_auc"]),
-            _f(s[f"{a}.loss_all_tpr_at_1pct_fpr"]),
-        ]
-        for a in arms
-    ]
-    out += ["All pool examples (pooled over every target model):", ""]
-    out += _table(["arm", "test acc", "train acc", "LiRA AUC", "LiRA TPR@1%FPR", "loss AUC", "loss TPR@1%FPR"], rows)
-    rows = [
-        [
-            a,
-            *(
-                f"{_f(s[f'{a}.lira_{sub}_auc'])} / {_f(s[f'{a}.lira_{sub}_tpr_at_1pct_fpr'])}"
-                for sub in ("hotspot", "top_loss", "noisy_or_atypical")
-            ),
-        ]
-        for a in arms
-    ]
-    out += ["LiRA AUC / TPR@1%FPR on subsets:", ""]
-    out += _table(["arm", "hotspot set", "top-loss set", "noisy or atypical rows"], rows)
-    if any(k.startswith("scorers.") for k in s):
-        out += [
-            "Scorers under ERM: AUROC for the flipped-label or atypical rows, and Spearman with per-example LiRA "
-            "exposure (mean LiRA score as a member minus as a non-member); 1 - p_ho is cross-fitted from the ERM "
-            "arm's own models (each example's held-out models), calibrated as in MAT:",
-            "",
-        ]
-        out += _table(
-            ["scorer", "AUROC flipped/atypical", "Spearman with exposure"],
-            [
-                [name, _f(s.get(f"scorers.auroc_hard_{key}")), _f(s.get(f"scorers.spearman_exposure_{key}"))]
-                for name, key in (("d (early loss)", "d"), ("m (forget events)", "m"), ("1 - p_ho", "1_minus_p_ho"))
-            ],
-        )
     return out
 
 
@@ -332,7 +269,7 @@ TITLES = {
     "demem": "2. DeMem-style selective penalty vs DP-SGD",
     "fairness": "3. Memorization and fairness (Pepin et al.)",
 }
-RENDER = {"mat": _render_mat, "demem": _render_demem, "fairness": _render_fairness}
+RENDER = {"mat": _render_mat, "demem": demem_report.render, "fairness": _render_fairness}
 
 
 def render(results: dict) -> str:
