@@ -10,7 +10,7 @@ Arms, each training ``models`` MLPs on random halves of the pool in one vmap (Li
 ``gdc.studies.classify.lira``):
   * erm: plain SGD.
   * demem_loss: the penalty on the top-k examples by early loss d (the loss-based risk proxy).
-  * demem_hotspot: the penalty on GenDataCarto's Hotspot-Memorized quadrant (high d, high m), k examples.
+  * demem_hotspot: the penalty on GenDataCarto's Hotspot-Memorized quadrant (low d, high m), k examples.
   * demem_loss_<q>pct: the penalty on the top q% by d (a larger flagged set; ``loss_fractions``).
   * dp_<sigma>: DP-SGD, every per-example gradient clipped to ``clip`` and Gaussian noise of std clip * sigma added
     to the batch sum (``optax.contrib.differentially_private_aggregate``), then plain SGD.

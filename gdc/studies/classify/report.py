@@ -7,7 +7,7 @@ numbers, what was scaled down, its tables and its figures.
 
 import numpy as np
 
-from gdc.studies.classify import common
+from gdc.studies.classify import common, robust_report
 
 PAPER = {
     "mat": "the interpretable toy of Bayat et al., as re-derived in numpy for the research digest (App. A): ERM "
@@ -319,6 +319,13 @@ TITLES = {
     "fairness": "3. Fairness identities (Pepin et al.)",
 }
 RENDER = {"mat": _render_mat, "demem": _render_demem, "fairness": _render_fairness}
+# DeMem inside adversarial training: its summary, text and tables live in robust_report.
+PAPER["demem_robust"], NOTES["demem_robust"], TITLES["demem_robust"] = (
+    robust_report.PAPER,
+    robust_report.NOTES,
+    robust_report.TITLE,
+)
+SUMMARIES["demem_robust"], RENDER["demem_robust"] = robust_report.summarize, robust_report.render
 
 
 def render(results: dict) -> str:
@@ -329,7 +336,7 @@ def render(results: dict) -> str:
         f"{total / 60:.1f} min of compute in all (seed runs, excluding start-up).",
         "",
     ]
-    for part in ("mat", "demem", "fairness"):
+    for part in ("mat", "demem", "fairness", "demem_robust"):
         if part not in results:
             continue
         r = results[part]
