@@ -3,8 +3,8 @@
   python launch.py --config=configs/demem_robust.py --workdir=docs/results/classify --mode=all
 
 Digits (pixels in [0, 1]) split into a 1000-row pool and a 797-row test set; per arm 16 MLPs (2 x 128), each on a
-random half of the pool, 40 epochs of SGD (lr 0.1, batch 50), trained in one vmap. Arms: ERM, FGSM-AT, TRADES,
-PGD-AT (L-infinity eps 0.2, 5 steps), and PGD-AT with the penalty 2 max(0, 1 - adversarial loss) on the GenDataCarto
+random half of the pool, 60 epochs of SGD (lr 0.2, batch 25), trained in one vmap. Arms: ERM, FGSM-AT, TRADES,
+PGD-AT (L-infinity eps 0.1, 5 steps), and PGD-AT with the penalty 2 max(0, 1 - adversarial loss) on the GenDataCarto
 hotspot rows of a PGD-AT probe (k rows), on the top-k rows by early adversarial loss, on k random rows, and on all
 rows. Reports natural and PGD-20 robust test accuracy (eps 0.1 and 0.2), loss-MIA AUC and LiRA TPR at 1% FPR (clean
 and adversarial inputs), with 95% t-intervals over seeds and paired differences against PGD-AT.

@@ -127,6 +127,7 @@ def run_seed(cfg: RobustConfig, seed: int) -> dict:
     x_pool, y_pool = jnp.asarray(pool["x"]), jnp.asarray(pool["y"])
     out = {
         "seed": seed,
+        "attack_eps": cfg.attack_eps,
         "flagged": k,
         "overlap_hotspot_top_loss": int((sets["hotspot"] & sets["top_loss"]).sum()),
         "overlap_hotspot_random": int((sets["hotspot"] & sets["random"]).sum()),
@@ -153,7 +154,7 @@ def run_seed(cfg: RobustConfig, seed: int) -> dict:
             "robust_train_accuracy": accuracy(adv_pool, pool["y"], in_RxN),
             "robust_heldout_pool_accuracy": accuracy(adv_pool, pool["y"], ~in_RxN),
         }
-        for eps in cfg.eval_eps:
+        for eps in sorted({*cfg.eval_eps, cfg.attack_eps}):
             res[f"robust_accuracy_eps{eps:g}"] = accuracy(fns["pgd_logits"](theta_RxP, x_test, y_test, eps), y_test)
         clean = lira.attack(logits_pool, pool["y"], in_RxN, subsets)
         adv = lira.attack(adv_pool, pool["y"], in_RxN, {})
@@ -166,7 +167,7 @@ def run_seed(cfg: RobustConfig, seed: int) -> dict:
         }
         print(
             f"[demem_robust] seed {seed} {name}: natural {res['natural_accuracy']:.3f}, robust "
-            f"{res[f'robust_accuracy_eps{cfg.eval_eps[-1]:g}']:.3f}, LiRA AUC {res['lira_all_auc']:.3f}",
+            f"{res[f'robust_accuracy_eps{cfg.attack_eps:g}']:.3f}, LiRA AUC {res['lira_all_auc']:.3f}",
             flush=True,
         )
     return out

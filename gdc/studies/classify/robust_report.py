@@ -164,7 +164,7 @@ def render(r: dict) -> list[str]:
 def plot(seeds: list[dict], arrays: list[dict], workdir: str) -> list[str]:
     s = summarize(seeds)
     arms = list(seeds[0]["arms"])
-    eps = max(k.removeprefix("robust_accuracy_eps") for k in seeds[0]["arms"][arms[0]] if "robust_accuracy_eps" in k)
+    eps = f"{seeds[0]['attack_eps']:g}"
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
     for ax, metric, title in zip(
         axes,
