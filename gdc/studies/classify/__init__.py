@@ -4,9 +4,10 @@ al.'s fairness identities.
 ``mat``: XRM held-out predictions, calibrated p_ho, the logit-shift training and the 1 - p_ho scorer on the paper's
 interpretable toy. ``demem`` + ``lira``: a selective loss-floor penalty on high-loss or hotspot examples against
 DP-SGD, judged by the loss attack and online LiRA (vmapped shadows). ``fairness``: the closed forms for group rates
-under memorization of a set D, checked on memorizing / pruning a GenDataCarto quadrant. ``launch.py --mode=all``
-runs the part a config names (configs/mat_toy.py, configs/demem.py, configs/fairness.py); ``--mode=report``
-re-renders report.md from the seeds already run.
+under memorization of a set D, checked on memorizing / pruning a GenDataCarto quadrant. ``demem_robust`` (``robust``,
+``adversarial``): the same penalty inside FGSM / PGD / TRADES adversarial training on digits. ``launch.py --mode=all``
+runs the part a config names (configs/mat_toy.py, configs/demem.py, configs/fairness.py, configs/demem_robust.py);
+``--mode=report`` re-renders report.md from the seeds already run.
 """
 
 from collections.abc import Mapping

@@ -1,8 +1,8 @@
 """A part's summary over seeds (mean and std) and report.md for every part in results.json.
 
 ``SUMMARIES[part](seeds)`` reduces the per-seed results to ``{metric: {"mean", "std"}}``; ``render(results)`` writes
-the Markdown of the parts present, in the order mat, demem, fairness, each with its command, runtime, the paper's
-numbers, what was scaled down, its tables and its figures.
+the Markdown of the parts present, in the order mat, demem, fairness, demem_robust (robust_report.py), each with its
+command, runtime, the paper's numbers, what was scaled down, its tables and its figures.
 """
 
 import numpy as np
