@@ -114,29 +114,35 @@ def test_penalty_gradient_against_hand_written_objective(trained):
     b, lam = 1.0, 2.0
     flag = jnp.asarray(np.arange(64) % 2, jnp.float32)
     batch = {"x": x, "y": y, "flag": flag}
-    kw = dict(eps=0.1, step_size=0.05, steps=5)
+    kw = dict(eps=0.1, step_size=0.05, steps=2)
     loss = adversarial.objective(net, "pgd", floor=b, penalty=lam, **kw)
-    got = jax.jit(jax.grad(lambda t: loss(t, batch).mean()))(theta)
-    x_adv = jax.jit(lambda t: adversarial.pgd(net, t, x, y, **kw))(theta)  # the gradient is taken at the attack point
+    erm = adversarial.objective(net, "erm", floor=b, penalty=lam, **kw)
 
     def hand_row(t, xi, yi, fi):
         ce = _hand_ce(net.logits_fn(t, xi[None])[0], yi)
         return ce + lam * fi * jnp.maximum(b - ce, 0.0)
 
-    def hand(t):
-        return jax.vmap(hand_row, in_axes=(None, 0, 0, 0))(t, x_adv, y, flag).mean()
+    @jax.jit
+    def grads(t):
+        x_adv = adversarial.pgd(net, t, x, y, **kw)  # a constant below: the gradient is taken at the attack point
+        got = jax.grad(lambda u: loss(u, batch).mean())(t)
+        want = jax.grad(lambda u: jax.vmap(hand_row, in_axes=(None, 0, 0, 0))(u, x_adv, y, flag).mean())(t)
+        return got, want, x_adv, net.loss_fn(t, {"x": x_adv, "y": y})
 
-    np.testing.assert_allclose(np.asarray(got), np.asarray(jax.jit(jax.grad(hand))(theta)), rtol=1e-4, atol=1e-6)
-    adv_B = np.asarray(net.loss_fn(theta, {"x": x_adv, "y": y}))
-    below = (np.asarray(flag) == 1) & (adv_B < b)
+    got, want, x_adv, adv_B = grads(theta)
+    np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=1e-4, atol=1e-6)
+    below = (np.asarray(flag) == 1) & (np.asarray(adv_B) < b)
     assert below.sum() >= 3  # the hinge is active on some flagged rows
-    # With lambda = 2 a flagged row below the floor is pushed up: its gradient is minus its cross-entropy's.
-    # The same path without the attack (the erm objective at the attack point), one row below the floor.
+
+    # With lambda = 2 a flagged row below the floor is pushed up: its gradient is minus its cross-entropy's (the
+    # penalty's path through the erm objective at the attack point, one row).
+    @jax.jit
+    def row(t, xi, yi):
+        g_got = jax.grad(lambda u: erm(u, {"x": xi[None], "y": yi[None], "flag": jnp.ones((1,))})[0])(t)
+        return g_got, jax.grad(lambda u: _hand_ce(net.logits_fn(u, xi[None])[0], yi))(t)
+
     i = int(np.flatnonzero(below)[0])
-    one = {"x": x_adv[i : i + 1], "y": y[i : i + 1], "flag": flag[i : i + 1]}
-    erm = adversarial.objective(net, "erm", floor=b, penalty=lam, **kw)
-    g_got = jax.jit(jax.grad(lambda t: erm(t, one)[0]))(theta)
-    g_ce = jax.grad(lambda t: _hand_ce(net.logits_fn(t, x_adv[i][None])[0], y[i]))(theta)
+    g_got, g_ce = row(theta, x_adv[i], y[i])
     np.testing.assert_allclose(np.asarray(g_got), -np.asarray(g_ce), rtol=1e-4, atol=1e-6)
 
 
