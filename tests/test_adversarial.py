@@ -190,6 +190,7 @@ def test_summary_intervals_and_paired_differences():
         arm.update(adv_lira_all_tpr_at_1pct_fpr=0.1)
         arms = {"pgd_at": {**arm, "lira_all_tpr_at_1pct_fpr": pgd_tpr}}
         arms["pgd_at+demem_top_loss"] = {**arm, "lira_all_tpr_at_1pct_fpr": top_tpr}
+        arms["pgd_at+demem_random"] = {**arm, "lira_all_tpr_at_1pct_fpr": top_tpr + 0.01 * s}
         return {"seed": s, "flagged": 10 + s, "overlap_hotspot_top_loss": 0, "arms": arms}
 
     seeds = [seed(0, 0.10, 0.07), seed(1, 0.20, 0.18), seed(2, 0.30, 0.26)]
@@ -203,6 +204,10 @@ def test_summary_intervals_and_paired_differences():
     np.testing.assert_allclose([diff["mean"], diff["lo"], diff["hi"]], [d.mean(), d.mean() - half, d.mean() + half])
     assert robust_report.verdict(diff) == "lower"
     assert robust_report.verdict(s["diff.pgd_at+demem_top_loss.natural_accuracy"]) == "interval includes 0"
+    np.testing.assert_allclose(
+        s["vsrandom.pgd_at+demem_top_loss.lira_all_tpr_at_1pct_fpr"]["values"], [0, -0.01, -0.02]
+    )
+    assert "vsrandom.pgd_at+demem_random.natural_accuracy" not in s
     rel = s["rel.pgd_at+demem_top_loss.lira_all_tpr_at_1pct_fpr"]["mean"]
     np.testing.assert_allclose(rel, np.mean([-0.3, -0.1, -4 / 30]))
 

@@ -78,6 +78,11 @@ def summarize(seeds: list[dict]) -> dict:
                 pairs = [(a, b) for a, b in pairs if a is not None and b is not None]
                 out[f"diff.{arm}.{metric}"] = _interval(a - b for a, b in pairs)
                 out[f"rel.{arm}.{metric}"] = _interval((a - b) / b for a, b in pairs if b)
+    control = "pgd_at+demem_random"  # the selective arms against the same penalty on k random rows
+    for arm in (a for a in ("pgd_at+demem_hotspot", "pgd_at+demem_top_loss") if a in arms and control in arms):
+        for metric in diff_metrics(seeds[0]["arms"][control]):
+            pairs = [(s["arms"][arm].get(metric), s["arms"][control].get(metric)) for s in seeds]
+            out[f"vsrandom.{arm}.{metric}"] = _interval(a - b for a, b in pairs if a is not None and b is not None)
     return out
 
 
@@ -142,6 +147,14 @@ def render(r: dict) -> list[str]:
             rel_cell = f"{_ci({k: v * 100 if isinstance(v, float) else v for k, v in rel.items()}, 0)}%" if rel else "-"
             rows.append([a, *cells, rel_cell, "about -8% (CIFAR-10)" if a == "pgd_at+demem_top_loss" else "-"])
         out += _table(header, rows)
+    ctl = [a for a in arms if f"vsrandom.{a}.natural_accuracy" in s]
+    if ctl:
+        metrics = [k.split(".", 2)[2] for k in s if k.startswith(f"vsrandom.{ctl[0]}.")]
+        out += ["Selective arms minus the penalty on k random rows (the matched-cost control), paired within seed:", ""]
+        rows = [
+            [a, *(f"{_ci(s[f'vsrandom.{a}.{m}'])} ({verdict(s[f'vsrandom.{a}.{m}'])})" for m in metrics)] for a in ctl
+        ]
+        out += _table(["arm", *(f"Δ {m}" for m in metrics)], rows)
     sub = [a for a in arms if f"{a}.lira_hotspot_auc" in s or f"{a}.lira_top_loss_auc" in s]
     if sub:
         out += ["Clean LiRA AUC / TPR@1%FPR on the flagged subsets (pooled over targets):", ""]
