@@ -8,7 +8,10 @@ PGD-AT (L-infinity eps 0.1, 5 steps), and PGD-AT with the penalty 2 max(0, 1 - a
 hotspot rows of a PGD-AT probe (k rows), on the top-k rows by early adversarial loss, on k random rows, and on all
 rows. Reports natural and PGD-20 robust test accuracy (eps 0.1 and 0.2), loss-MIA AUC and LiRA TPR at 1% FPR (clean
 and adversarial inputs), with 95% t-intervals over seeds and paired differences against PGD-AT.
-Expected: EXPECTED. ``:quick`` is a smoke version (tests).
+Expected: about 12 min on 2 heavily shared CPU cores (11.5 min measured); PGD-AT robust accuracy at eps 0.1 0.79
+(ERM 0.50) with more leakage than ERM on PGD inputs (LiRA TPR@1%FPR 0.107 vs 0.063); the penalty on hotspot,
+top-loss or random k rows lowers clean LiRA TPR@1%FPR 0.075 -> 0.061-0.064 (intervals include 0, no selective arm
+beats random); TRADES 0.014. ``:quick`` is a smoke version (tests).
 """
 
 import dataclasses
