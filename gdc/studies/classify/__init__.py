@@ -6,8 +6,10 @@ interpretable toy. ``demem`` + ``lira``: a selective loss-floor penalty on high-
 DP-SGD, judged by the loss attack and online LiRA (vmapped shadows). ``fairness`` + ``pepin``: the zero-bias
 memorized sets (linear programs), the bounds on their mass and the equalized-odds condition on a synthetic and a
 bundled real table; the conditional-probability identities (exact by construction) on memorizing / pruning a
-GenDataCarto quadrant. ``launch.py --mode=all`` runs the part a config names (configs/mat_toy.py, configs/demem.py,
-configs/fairness.py); ``--mode=report`` re-renders report.md from the seeds already run.
+GenDataCarto quadrant. ``demem_robust`` (``robust``, ``adversarial``): the same penalty inside FGSM / PGD / TRADES
+adversarial training on digits. ``launch.py --mode=all`` runs the part a config names (configs/mat_toy.py,
+configs/demem.py, configs/fairness.py, configs/demem_robust.py); ``--mode=report`` re-renders report.md from the
+seeds already run.
 """
 
 from collections.abc import Mapping

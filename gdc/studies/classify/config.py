@@ -14,6 +14,7 @@ from typing import Any, NoReturn
 from gdc import config as parse
 from gdc.errors import ConfigError
 from gdc.scoring import QUADRANT_NAMES
+from gdc.studies.classify.robust_config import RobustConfig
 
 
 @dataclasses.dataclass(frozen=True)
@@ -163,6 +164,8 @@ class FairnessConfig:
 
 PARTS = {"mat": MatConfig, "demem": DememConfig, "fairness": FairnessConfig}
 PartConfig = MatConfig | DememConfig | FairnessConfig
+PARTS["demem_robust"] = RobustConfig  # DeMem inside adversarial training (robust_config.py)
+PartConfig = PartConfig | RobustConfig
 
 
 def _fail(field: str, value: object, allowed: str) -> NoReturn:

@@ -10,7 +10,7 @@ Arms, each training ``models`` MLPs on random halves of the pool in one vmap (Li
 ``gdc.studies.classify.lira``):
   * erm: plain SGD.
   * demem_loss: the penalty on the top-k examples by early loss d (the loss-based risk proxy).
-  * demem_hotspot: the penalty on GenDataCarto's Hotspot-Memorized quadrant (high d, high m), k examples.
+  * demem_hotspot: the penalty on GenDataCarto's Hotspot-Memorized quadrant (low d, high m), k examples.
   * demem_loss_<q>pct: the penalty on the top q% by d (a larger flagged set; ``loss_fractions``).
   * dp_eps<E>: DP-SGD with Poisson sampling (``gdc.studies.classify.dpsgd``) at the noise multiplier whose RDP
     epsilon at ``delta`` is E (``target_epsilons``), q = batch_size / (pool / 2), steps = epochs * (pool / 2) /

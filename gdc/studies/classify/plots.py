@@ -11,6 +11,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from gdc.evaluation import mia  # noqa: E402
+from gdc.studies.classify import robust_report  # noqa: E402
 
 
 def plot_mat(seeds, arrays, workdir) -> list[str]:
@@ -134,3 +135,4 @@ def plot_zero_bias(seeds, path) -> str:
 
 
 PLOTS = {"mat": plot_mat, "demem": plot_demem, "fairness": plot_fairness}
+PLOTS["demem_robust"] = robust_report.plot

@@ -1,13 +1,13 @@
 """A part's summary over seeds (mean and std) and report.md for every part in results.json.
 
 ``SUMMARIES[part](seeds)`` reduces the per-seed results to ``{metric: {"mean", "std"}}``; ``render(results)`` writes
-the Markdown of the parts present, in the order mat, demem, fairness, each with its command, runtime, the paper's
-numbers, what was scaled down, its tables and its figures.
+the Markdown of the parts present, in the order mat, demem, fairness, demem_robust (robust_report.py), each with its
+command, runtime, the paper's numbers, what was scaled down, its tables and its figures.
 """
 
 import numpy as np
 
-from gdc.studies.classify import common, demem_report, report_pepin
+from gdc.studies.classify import common, demem_report, report_pepin, robust_report
 
 # What stands beside our numbers: the paper's own figures where it gives them, and otherwise what the number is.
 REFERENCE = {
@@ -270,6 +270,13 @@ TITLES = {
     "fairness": "3. Memorization and fairness (Pepin et al.)",
 }
 RENDER = {"mat": _render_mat, "demem": demem_report.render, "fairness": _render_fairness}
+# DeMem inside adversarial training: its summary, text and tables live in robust_report.
+REFERENCE["demem_robust"], NOTES["demem_robust"], TITLES["demem_robust"] = (
+    "Paper: " + robust_report.PAPER,
+    robust_report.NOTES,
+    robust_report.TITLE,
+)
+SUMMARIES["demem_robust"], RENDER["demem_robust"] = robust_report.summarize, robust_report.render
 
 
 def render(results: dict) -> str:
@@ -280,7 +287,7 @@ def render(results: dict) -> str:
         f"{total / 60:.1f} min of compute in all (seed runs, excluding start-up).",
         "",
     ]
-    for part in ("mat", "demem", "fairness"):
+    for part in ("mat", "demem", "fairness", "demem_robust"):
         if part not in results:
             continue
         r = results[part]

@@ -13,10 +13,11 @@ import jax
 import numpy as np
 
 from gdc import jsonio
-from gdc.studies.classify import demem, fairness, mat, plots, report
+from gdc.studies.classify import demem, fairness, mat, plots, report, robust
 from gdc.studies.classify.config import PartConfig, part_of
 
 RUNNERS = {"mat": mat.run_seed, "demem": demem.run_seed, "fairness": fairness.run_seed}
+RUNNERS["demem_robust"] = robust.run_seed
 
 
 def _arrays(res: dict) -> dict[str, np.ndarray]:
