@@ -34,6 +34,14 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
             eval_size=64,
             track_items=8,
             fast_compile=True,
+            iwl_k_values=(4, 8, 16),
+            iwl_checkpoints=4,
+            iwl_steps_per_checkpoint=10,
+            wd_context=2,
+            wd_k_values=(8,),
+            wd_num_seeds=2,
+            wd_checkpoints=4,
+            wd_steps_per_checkpoint=10,
         )
     elif arg:
         raise ValueError(f"configs/icl_kinetics.py: unknown arg {arg!r}; use '' or 'quick'.")

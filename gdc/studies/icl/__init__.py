@@ -8,7 +8,7 @@ slope of log K* on log N.
 from collections.abc import Mapping
 from typing import Any
 
-MODES = ("all", "train", "report")
+MODES = ("all", "train", "nu", "transience", "report")
 
 
 def run(config: Mapping[str, Any], workdir: str, mode: str = "all", command: str = "") -> dict:

@@ -29,6 +29,7 @@ class RunSpec:
     steps_per_checkpoint: int = 100
     eval_size: int = 512
     track_items: int = 64
+    iwl_only: bool = False  # training contexts never hold the query's pair: only in-weight learning can help
 
 
 class ICLNet(nnx.Module):
@@ -56,8 +57,9 @@ def graphdef(spec: RunSpec) -> nnx.GraphDef:
     return nnx.split(ICLNet(spec.dim, spec.width, rngs=nnx.Rngs(0)), nnx.Param)[0]
 
 
-def train(spec: RunSpec, gdef: nnx.GraphDef, key: jax.Array, k: jax.Array) -> dict:
-    """Trains one network on K = ``k`` items (traced) with context length spec.n.
+def train(spec: RunSpec, gdef: nnx.GraphDef, key: jax.Array, k: jax.Array, weight_decay: jax.Array) -> dict:
+    """Trains one network on K = ``k`` items (traced) with context length spec.n and AdamW ``weight_decay`` (traced;
+    0 is plain Adam: the decay term adds exactly zero).
 
     Returns a dict of per-checkpoint arrays: iwl_E, icl_E (accuracy), train_loss_E (mean over the interval),
     item_loss_ExT (IWL loss of items 0..track_items-1 under one fixed context each; NaN for items >= K).
@@ -65,7 +67,7 @@ def train(spec: RunSpec, gdef: nnx.GraphDef, key: jax.Array, k: jax.Array) -> di
     k_items, k_init, k_train, k_eval, k_probe = jax.random.split(key, 5)
     x_KxD, label_K = task.items(k_items, spec.k_max, spec.dim)
     params = nnx.split(ICLNet(spec.dim, spec.width, rngs=nnx.Rngs(params=k_init)), nnx.Param)[1]
-    tx = optax.adam(spec.lr)
+    tx = optax.adamw(spec.lr, weight_decay=weight_decay)
     opt_state = tx.init(params)
 
     def predict(params, toks):
@@ -76,17 +78,13 @@ def train(spec: RunSpec, gdef: nnx.GraphDef, key: jax.Array, k: jax.Array) -> di
 
     def step(carry, s):
         params, opt_state = carry
-        toks, tgt, _, _ = task.batch(
-            task.train_sequence,
-            jax.random.fold_in(k_train, s),
-            spec.batch_size,
-            x_KxD,
-            label_K,
-            k,
-            spec.n,
-            spec.copies,
-            spec.p_bursty,
-        )
+        k_s = jax.random.fold_in(k_train, s)
+        if spec.iwl_only:
+            toks, tgt = task.batch(task.iwl_sequence, k_s, spec.batch_size, x_KxD, label_K, k, spec.n)
+        else:
+            toks, tgt, _, _ = task.batch(
+                task.train_sequence, k_s, spec.batch_size, x_KxD, label_K, k, spec.n, spec.copies, spec.p_bursty
+            )
         loss, grads = jax.value_and_grad(loss_fn)(params, toks, tgt)
         updates, opt_state = tx.update(grads, opt_state, params)
         return (optax.apply_updates(params, updates), opt_state), loss
