@@ -57,6 +57,22 @@ def graphdef(spec: RunSpec) -> nnx.GraphDef:
     return nnx.split(ICLNet(spec.dim, spec.width, rngs=nnx.Rngs(0)), nnx.Param)[0]
 
 
+def optimizer(lr: float, weight_decay) -> optax.GradientTransformation:
+    """AdamW (decoupled decay, applied to every parameter); ``weight_decay`` may be traced, and 0 is plain Adam."""
+    return optax.adamw(lr, weight_decay=weight_decay)
+
+
+def train_batch(spec: RunSpec, key: jax.Array, x_KxD: jax.Array, label_K: jax.Array, k: jax.Array):
+    """(tokens_BxLx(D+1), target_B) of one training step: bursty contexts, or with ``spec.iwl_only`` contexts drawn
+    from the other K - 1 items (never a copy of the query, so they carry nothing about its label)."""
+    if spec.iwl_only:
+        return task.batch(task.iwl_sequence, key, spec.batch_size, x_KxD, label_K, k, spec.n)
+    toks, tgt, _, _ = task.batch(
+        task.train_sequence, key, spec.batch_size, x_KxD, label_K, k, spec.n, spec.copies, spec.p_bursty
+    )
+    return toks, tgt
+
+
 def train(spec: RunSpec, gdef: nnx.GraphDef, key: jax.Array, k: jax.Array, weight_decay: jax.Array) -> dict:
     """Trains one network on K = ``k`` items (traced) with context length spec.n and AdamW ``weight_decay`` (traced;
     0 is plain Adam: the decay term adds exactly zero).
@@ -67,7 +83,7 @@ def train(spec: RunSpec, gdef: nnx.GraphDef, key: jax.Array, k: jax.Array, weigh
     k_items, k_init, k_train, k_eval, k_probe = jax.random.split(key, 5)
     x_KxD, label_K = task.items(k_items, spec.k_max, spec.dim)
     params = nnx.split(ICLNet(spec.dim, spec.width, rngs=nnx.Rngs(params=k_init)), nnx.Param)[1]
-    tx = optax.adamw(spec.lr, weight_decay=weight_decay)
+    tx = optimizer(spec.lr, weight_decay)
     opt_state = tx.init(params)
 
     def predict(params, toks):
@@ -78,13 +94,7 @@ def train(spec: RunSpec, gdef: nnx.GraphDef, key: jax.Array, k: jax.Array, weigh
 
     def step(carry, s):
         params, opt_state = carry
-        k_s = jax.random.fold_in(k_train, s)
-        if spec.iwl_only:
-            toks, tgt = task.batch(task.iwl_sequence, k_s, spec.batch_size, x_KxD, label_K, k, spec.n)
-        else:
-            toks, tgt, _, _ = task.batch(
-                task.train_sequence, k_s, spec.batch_size, x_KxD, label_K, k, spec.n, spec.copies, spec.p_bursty
-            )
+        toks, tgt = train_batch(spec, jax.random.fold_in(k_train, s), x_KxD, label_K, k)
         loss, grads = jax.value_and_grad(loss_fn)(params, toks, tgt)
         updates, opt_state = tx.update(grads, opt_state, params)
         return (optax.apply_updates(params, updates), opt_state), loss

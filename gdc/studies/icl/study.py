@@ -27,7 +27,6 @@ import numpy as np
 from gdc.errors import StageInputError
 from gdc.studies.icl import model as model_lib
 from gdc.studies.icl.config import ICLConfig
-from gdc.studies.icl.fits import bootstrap_slope, fit_slope, k_star  # noqa: F401  (the study's estimators)
 
 STAGES = ("train", "nu", "transience")
 
