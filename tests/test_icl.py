@@ -198,6 +198,10 @@ def test_power_law_recovers_a_known_exponent_and_excludes_a_wrong_one():
     assert not (lo <= 1.0 <= hi) and not (lo <= 0.5 <= hi)  # wrong exponents are excluded
     assert fit["pooled"]["ci95"][0] < 0.7 < fit["pooled"]["ci95"][1]
     assert fit["bootstrap_ci95"][0] < 0.7 < fit["bootstrap_ci95"][1]
+    local = fits.local_slopes(ks, t_SxK)  # between neighbours: log2(t_{j+1} / t_j) per seed, as K doubles
+    ref = np.log2(t_SxK[:, 1:] / t_SxK[:, :-1])
+    assert [p["mean"] for p in local] == pytest.approx(ref.mean(0).tolist())
+    assert local[2]["ci95"] == pytest.approx(list(stats_t_interval(ref[:, 2])))
     inv = fits.inverse_interval(fit["ci95"])
     assert inv == pytest.approx([1 / hi, 1 / lo]) and inv[0] < 1 / 0.7 < inv[1]
     # Censored points (NaN) drop out of their seed's fit; a seed with one finite point drops out of the interval.
@@ -312,14 +316,22 @@ def test_config_errors_name_the_field(field, value, match):
         icl_config.from_mapping(c)
 
 
-@pytest.mark.slow  # ~50 s on 2 cores; the pieces it chains are tested above
+@pytest.mark.slow  # ~60 s on 2 cores; the pieces it chains are tested above
 def test_quick_study_end_to_end(tmp_path):
     from configs import icl_kinetics
     from gdc.studies import icl
 
     cfg = icl_kinetics.get_config("quick")
     icl.run(cfg, str(tmp_path), mode="all", command="python launch.py quick")
-    for name in ("report.md", "results.json", "accuracy_through_training.png", "kstar_and_forgetting.png"):
+    for name in (
+        "report.md",
+        "results.json",
+        "accuracy_through_training.png",
+        "kstar_vs_n.png",
+        "iwl_time_vs_k.png",
+        "transience.png",
+        "final_accuracy_and_forgetting.png",
+    ):
         assert os.path.exists(tmp_path / name), name
     with open(tmp_path / "results.json") as f:
         res = json.load(f)
@@ -331,4 +343,13 @@ def test_quick_study_end_to_end(tmp_path):
     z = np.load(tmp_path / "run_N4.npz")
     assert z["item_loss_ExT"].shape == (2, 3, 4, 8)
     assert np.all(np.isnan(z["item_loss_ExT"][:, 0, :, 4:]))  # K = 4: items 4..7 do not exist
+    assert np.load(tmp_path / "run_iwl.npz")["iwl_E"].shape == (2, 3, 4)
+    wd = np.load(tmp_path / "run_wd.npz")
+    assert wd["icl_E"].shape == (2, 1, 2, 4) and list(wd["wds"]) == [0.0, 1.0]
+    assert np.asarray(res["nu"]["t_iwl_SxK"]).shape == (2, 3)
+    assert len(res["transience"]["per_k"]) == 1 and set(res["transience"]["per_k"][0]["arms"]) == {"0.0", "1.0"}
     assert "1.43" in open(tmp_path / "report.md").read()  # the paper's slope sits beside ours
+    # Rerunning the report redoes no training (every run file exists).
+    before = os.path.getmtime(tmp_path / "run_wd.npz")
+    icl.run(cfg, str(tmp_path), mode="report")
+    assert os.path.getmtime(tmp_path / "run_wd.npz") == before

@@ -82,6 +82,7 @@ def analyze_k_star(seed: int, cfg: ICLConfig, workdir: str) -> dict:
         "per_n": per_n,
         "k_star_SxN": kstar_SxN.tolist(),
         "slope": fits.power_law(cfg.contexts, kstar_SxN, seed=seed),
+        "local_slopes": fits.local_slopes(cfg.contexts, kstar_SxN),
         "t_icl_at_largest_k_SxN": t_icl_SxN.tolist(),
         "t_icl_exponent": fits.power_law(cfg.contexts, t_icl_SxN, seed=seed),
     }
@@ -101,6 +102,7 @@ def analyze_nu(seed: int, cfg: ICLConfig, workdir: str) -> dict:
         status.append(row)
     fit = fits.power_law(cfg.iwl_k_values, t_SxK, seed=seed)
     return {
+        "local_exponents": fits.local_slopes(cfg.iwl_k_values, t_SxK),
         "t_iwl_SxK": t_SxK.tolist(),
         "status": status,
         "iwl_final": iwl_SxKxE[:, :, -cfg.final_checkpoints :].mean(-1).tolist(),

@@ -125,6 +125,19 @@ def power_law(x_X, y_SxX, seed: int = 0) -> dict:
     }
 
 
+def local_slopes(x_X, y_SxX) -> list[dict]:
+    """Slope of log y on log x between consecutive grid points, per seed, with the 95% t interval over seeds: a
+    power law has the same slope everywhere, so a trend across the pairs is curvature on the log-log plot."""
+    x = np.log(np.asarray(x_X, np.float64))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        logy_SxX = np.log(np.asarray(y_SxX, np.float64))
+    out = []
+    for j in range(x.size - 1):
+        t = t_interval((logy_SxX[:, j + 1] - logy_SxX[:, j]) / (x[j + 1] - x[j]))
+        out.append({"from": float(np.exp(x[j])), "to": float(np.exp(x[j + 1])), **t})
+    return out
+
+
 def inverse_interval(ci) -> list[float]:
     """The interval of 1/a for a in ``ci`` (NaN unless it excludes 0)."""
     lo, hi = ci

@@ -110,6 +110,13 @@ def _k_star_tables(res, cfg: ICLConfig) -> list[str]:
         f"| 1/nu (measured) | {_f(nu['inverse_nu'])} | {_ci(nu['inverse_nu_ci95'])} | | | |",
         f"| the paper's nu, 1/nu | {PAPER_NU}, {1 / PAPER_NU:.2f} | | | | |",
         "",
+        "Local slopes between neighbouring grid points (per seed, 95% t over seeds); a power law has one slope "
+        "throughout:",
+        "",
+        "* log K* on log N: " + "; ".join(f"N {p['from']:.0f}->{p['to']:.0f}: {_mci(p)}" for p in res["local_slopes"]),
+        "* log t_IWL on log K: "
+        + "; ".join(f"K {p['from']:.0f}->{p['to']:.0f}: {_mci(p)}" for p in nu["local_exponents"]),
+        "",
     ]
     return lines
 
