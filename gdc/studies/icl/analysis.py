@@ -101,7 +101,13 @@ def analyze_nu(seed: int, cfg: ICLConfig, workdir: str) -> dict:
             row.append(st)
         status.append(row)
     fit = fits.power_law(cfg.iwl_k_values, t_SxK, seed=seed)
+    by_threshold = {}  # how much nu depends on the accuracy that counts as acquired
+    for thr in sorted({0.7, 0.8, cfg.iwl_threshold, 0.95}):
+        t = [[fits.acquisition_time(steps_E, acc_E, thr)[0] for acc_E in row] for row in iwl_SxKxE]
+        f = fits.power_law(cfg.iwl_k_values, t, seed=seed)
+        by_threshold[str(thr)] = {"nu": f["exponent"], "ci95": f["ci95"], "seeds_fitted": f["seeds_fitted"]}
     return {
+        "nu_by_threshold": by_threshold,
         "local_exponents": fits.local_slopes(cfg.iwl_k_values, t_SxK),
         "t_iwl_SxK": t_SxK.tolist(),
         "status": status,

@@ -67,10 +67,10 @@ def _setup(res, cfg: ICLConfig) -> list[str]:
         f"(mean of the last {cfg.final_checkpoints} of {cfg.checkpoints} checkpoints) crosses {cfg.threshold} for "
         f"good, log-linear interpolation on the K grid {list(res['k_values'])}; N in {list(cfg.contexts)}.",
         f"* nu: IWL-only networks (N = {cfg.iwl_context}; every training context is drawn from the other K - 1 items, "
-        "so it carries nothing about the query's label); t_IWL = the first step at which the IWL accuracy (512 "
-        f"probes) reaches {cfg.iwl_threshold}, interpolated between checkpoints {cfg.iwl_steps_per_checkpoint} steps "
-        f"apart; K in {list(cfg.iwl_k_values)}; nu = the slope of log t_IWL on log K, as the theory's t_IWL ~ K^nu, "
-        "from which K* ~ N^(1/nu) follows.",
+        "so it carries nothing about the query's label); t_IWL = the first step at which the IWL accuracy "
+        f"({cfg.eval_size} probes) reaches {cfg.iwl_threshold}, interpolated between checkpoints "
+        f"{cfg.iwl_steps_per_checkpoint} steps apart; K in {list(cfg.iwl_k_values)}; nu = the slope of log t_IWL on "
+        "log K, as the theory's t_IWL ~ K^nu, from which K* ~ N^(1/nu) follows.",
         "* Slopes are fitted per seed (log-log least squares); the interval is the 95% t interval over seeds, the "
         "seeds being the independent replicates (a seed shares its items and initialisation across N). The pooled "
         "fit over all points and a bootstrap over seeds are given beside it.",
@@ -116,6 +116,8 @@ def _k_star_tables(res, cfg: ICLConfig) -> list[str]:
         "* log K* on log N: " + "; ".join(f"N {p['from']:.0f}->{p['to']:.0f}: {_mci(p)}" for p in res["local_slopes"]),
         "* log t_IWL on log K: "
         + "; ".join(f"K {p['from']:.0f}->{p['to']:.0f}: {_mci(p)}" for p in nu["local_exponents"]),
+        "* nu by the IWL accuracy that counts as acquired: "
+        + "; ".join(f"{thr}: {_f(v['nu'])} {_ci(v['ci95'])}" for thr, v in nu["nu_by_threshold"].items()),
         "",
     ]
     return lines
