@@ -8,6 +8,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.ticker  # noqa: E402
 import numpy as np  # noqa: E402
 
 from gdc.studies.icl.analysis import PAPER_NU, steps_of  # noqa: E402
@@ -86,6 +87,8 @@ def _kstar(res, cfg, workdir):
     _power_line(ax, ns, kstar, 1 / PAPER_NU, "C3", f"paper's 1/nu = {1 / PAPER_NU:.2f}", ls="-.")
     if np.isfinite(kstar).any():
         ax.set(xscale="log", yscale="log")
+        ax.set_xticks(ns, [f"{n:g}" for n in ns], minor=False)
+        ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
     ax.set(xlabel="N (context length)", ylabel="K*", title="task-diversity threshold K* against N")
     ax.legend(fontsize=7)
     _save(fig, workdir, "kstar_vs_n.png")
