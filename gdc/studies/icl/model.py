@@ -1,8 +1,9 @@
 """LayerNorm -> one softmax attention layer (read at the query) -> 3-layer MLP -> one logit; vmapped training.
 
 The query token's normalised row plus the attention output feeds the MLP, so the MLP alone can memorise item labels
-(IWL) and the attention can copy the matching context label (ICL). ``train`` is a pure function of (key, K), so one
-``jax.vmap`` trains every (seed, K) pair of one context length N in one program.
+(IWL) and the attention can copy the matching context label (ICL). ``train`` is a pure function of (key, K, weight
+decay), so one ``jax.vmap`` trains every (seed, K, weight decay) cell of one context length N in one program. With
+``RunSpec.iwl_only`` the training contexts never hold the query's pair (only IWL can lower the loss).
 """
 
 import dataclasses
