@@ -137,7 +137,7 @@ def _verdict(res) -> list[str]:
         "slope 1 (K* proportional to N) is inside it too: this experiment does not distinguish the theory's "
         "super-linear law from a linear one"
         if v["slope_ci_contains_1"]
-        else "slope 1 is excluded"
+        else f"slope 1 is excluded (the interval's nearest end is {_f(min(sl['ci95'], key=lambda c: abs(c - 1)))})"
     )
     return [
         "## Verdict",
