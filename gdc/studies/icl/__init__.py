@@ -1,14 +1,15 @@
 """ICL kinetics (Nguyen & Reddy, ICLR 2025): when a one-layer transformer learns in context instead of in weights.
 
 ``task``: the item-label task, its IWL / ICL probes and the accuracy metric. ``model``: LayerNorm -> attention ->
-MLP, vmapped training over (seed, K). ``study``: the stages train / report (``launch.py --mode=all``), K* and the
-slope of log K* on log N.
+MLP, vmapped training over (seed, K, weight decay). ``study``: the stages train / nu / transience / report
+(``launch.py --mode=all``). ``fits``: K*, acquisition times, power-law exponents with intervals. ``analysis``: K*
+per N, nu from IWL-only runs, the K* slope against 1/nu, transience. ``report`` and ``plots``: the outputs.
 """
 
 from collections.abc import Mapping
 from typing import Any
 
-MODES = ("all", "train", "report")
+MODES = ("all", "train", "nu", "transience", "report")
 
 
 def run(config: Mapping[str, Any], workdir: str, mode: str = "all", command: str = "") -> dict:

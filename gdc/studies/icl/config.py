@@ -14,10 +14,10 @@ from gdc import config as parse
 
 @dataclasses.dataclass(frozen=True)
 class ICLConfig:
-    num_seeds: int = 3  # seeds seed, seed + 1, ...; vmapped together with the K values
+    num_seeds: int = 5  # seeds seed, seed + 1, ...; vmapped together with the K values
     dim: int = 32  # item dimension D
-    contexts: tuple[int, ...] = (4, 8, 16)  # context lengths N
-    k_values: tuple[int, ...] = (8, 16, 32, 64, 128, 256, 512, 1024)  # task diversities K
+    contexts: tuple[int, ...] = (2, 4, 8, 16, 32)  # context lengths N
+    k_values: tuple[int, ...] = (8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096)  # task diversities K
     copies: int = 1  # copies of the query's pair in a bursty context
     p_bursty: float = 1.0  # share of training sequences with a bursty context
     width: int = 64
@@ -30,6 +30,20 @@ class ICLConfig:
     threshold: float = 0.75  # ICL accuracy that counts as acquired (chance 0.5)
     final_checkpoints: int = 2  # final accuracy = mean over this many last checkpoints
     fast_compile: bool = False  # XLA backend optimisation off: 3x faster compiles, slower steps (smoke tests)
+    # nu: IWL-only runs (training contexts never hold the query's pair), t_IWL = steps to iwl_threshold vs K.
+    iwl_context: int = 2
+    iwl_k_values: tuple[int, ...] = (32, 64, 128, 256, 512, 1024)
+    iwl_checkpoints: int = 150
+    iwl_steps_per_checkpoint: int = 10
+    iwl_threshold: float = 0.9
+    # Transience: AdamW weight decay ``wd`` against wd = 0 at a few K near K* (context length wd_context).
+    wd: float = 1.0
+    wd_context: int = 8
+    wd_k_values: tuple[int, ...] = (128, 256, 512)
+    wd_p_bursty: float = 1.0
+    wd_num_seeds: int = 5
+    wd_checkpoints: int = 25
+    wd_steps_per_checkpoint: int = 200
 
     def validate(self) -> None:
         for f in dataclasses.fields(self):
@@ -44,20 +58,33 @@ class ICLConfig:
                 _fail(f.name, value, "must be a number")
         for name in ("num_seeds", "dim", "width", "batch_size", "checkpoints", "steps_per_checkpoint", "eval_size"):
             _at_least(self, name, 1)
-        for name in ("copies", "track_items", "final_checkpoints"):
+        for name in ("copies", "track_items", "final_checkpoints", "wd_num_seeds"):
             _at_least(self, name, 1)
+        for name in ("iwl_checkpoints", "iwl_steps_per_checkpoint", "wd_checkpoints", "wd_steps_per_checkpoint"):
+            _at_least(self, name, 2 if name.endswith("checkpoints") else 1)
+        for name in ("iwl_context", "wd_context"):
+            _at_least(self, name, self.copies)  # the ICL probe places the query at `copies` context positions
         if min(self.contexts) < self.copies:
             _fail("contexts", self.contexts, f"must all be >= icl.copies={self.copies}")
-        if min(self.k_values) < 2 or list(self.k_values) != sorted(set(self.k_values)):
-            _fail("k_values", self.k_values, "must be increasing, distinct and >= 2")
-        if len(set(self.contexts)) != len(self.contexts):
-            _fail("contexts", self.contexts, "must be distinct")
+        for name in ("k_values", "iwl_k_values", "wd_k_values"):
+            ks = getattr(self, name)
+            if min(ks) < 2 or list(ks) != sorted(set(ks)):
+                _fail(name, ks, "must be increasing, distinct and >= 2")
+        if len(self.iwl_k_values) < 2:
+            _fail("iwl_k_values", self.iwl_k_values, "needs at least 2 values to fit t_IWL ~ K^nu")
+        if len(set(self.contexts)) != len(self.contexts) or len(self.contexts) < 2:
+            _fail("contexts", self.contexts, "must be at least 2 distinct lengths (to fit log K* on log N)")
+        if not self.wd >= 0:
+            _fail("wd", self.wd, "must be >= 0 (AdamW weight decay; the control arm runs at 0)")
+        if not 0.0 <= self.wd_p_bursty <= 1.0:
+            _fail("wd_p_bursty", self.wd_p_bursty, "must be in [0, 1]")
         if self.final_checkpoints > self.checkpoints:
             _fail("final_checkpoints", self.final_checkpoints, f"must be <= icl.checkpoints={self.checkpoints}")
         if not 0.0 <= self.p_bursty <= 1.0:
             _fail("p_bursty", self.p_bursty, "must be in [0, 1]")
-        if not 0.5 < self.threshold < 1.0:
-            _fail("threshold", self.threshold, "must be in (0.5, 1) (chance is 0.5)")
+        for name in ("threshold", "iwl_threshold"):
+            if not 0.5 < getattr(self, name) < 1.0:
+                _fail(name, getattr(self, name), "must be in (0.5, 1) (chance is 0.5)")
         if not self.lr > 0:
             _fail("lr", self.lr, "must be > 0")
 

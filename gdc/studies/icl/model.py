@@ -1,8 +1,9 @@
 """LayerNorm -> one softmax attention layer (read at the query) -> 3-layer MLP -> one logit; vmapped training.
 
 The query token's normalised row plus the attention output feeds the MLP, so the MLP alone can memorise item labels
-(IWL) and the attention can copy the matching context label (ICL). ``train`` is a pure function of (key, K), so one
-``jax.vmap`` trains every (seed, K) pair of one context length N in one program.
+(IWL) and the attention can copy the matching context label (ICL). ``train`` is a pure function of (key, K, weight
+decay), so one ``jax.vmap`` trains every (seed, K, weight decay) cell of one context length N in one program. With
+``RunSpec.iwl_only`` the training contexts never hold the query's pair (only IWL can lower the loss).
 """
 
 import dataclasses
@@ -29,6 +30,7 @@ class RunSpec:
     steps_per_checkpoint: int = 100
     eval_size: int = 512
     track_items: int = 64
+    iwl_only: bool = False  # training contexts never hold the query's pair: only in-weight learning can help
 
 
 class ICLNet(nnx.Module):
@@ -56,8 +58,25 @@ def graphdef(spec: RunSpec) -> nnx.GraphDef:
     return nnx.split(ICLNet(spec.dim, spec.width, rngs=nnx.Rngs(0)), nnx.Param)[0]
 
 
-def train(spec: RunSpec, gdef: nnx.GraphDef, key: jax.Array, k: jax.Array) -> dict:
-    """Trains one network on K = ``k`` items (traced) with context length spec.n.
+def optimizer(lr: float, weight_decay) -> optax.GradientTransformation:
+    """AdamW (decoupled decay, applied to every parameter); ``weight_decay`` may be traced, and 0 is plain Adam."""
+    return optax.adamw(lr, weight_decay=weight_decay)
+
+
+def train_batch(spec: RunSpec, key: jax.Array, x_KxD: jax.Array, label_K: jax.Array, k: jax.Array):
+    """(tokens_BxLx(D+1), target_B) of one training step: bursty contexts, or with ``spec.iwl_only`` contexts drawn
+    from the other K - 1 items (never a copy of the query, so they carry nothing about its label)."""
+    if spec.iwl_only:
+        return task.batch(task.iwl_sequence, key, spec.batch_size, x_KxD, label_K, k, spec.n)
+    toks, tgt, _, _ = task.batch(
+        task.train_sequence, key, spec.batch_size, x_KxD, label_K, k, spec.n, spec.copies, spec.p_bursty
+    )
+    return toks, tgt
+
+
+def train(spec: RunSpec, gdef: nnx.GraphDef, key: jax.Array, k: jax.Array, weight_decay: jax.Array) -> dict:
+    """Trains one network on K = ``k`` items (traced) with context length spec.n and AdamW ``weight_decay`` (traced;
+    0 is plain Adam: the decay term adds exactly zero).
 
     Returns a dict of per-checkpoint arrays: iwl_E, icl_E (accuracy), train_loss_E (mean over the interval),
     item_loss_ExT (IWL loss of items 0..track_items-1 under one fixed context each; NaN for items >= K).
@@ -65,7 +84,7 @@ def train(spec: RunSpec, gdef: nnx.GraphDef, key: jax.Array, k: jax.Array) -> di
     k_items, k_init, k_train, k_eval, k_probe = jax.random.split(key, 5)
     x_KxD, label_K = task.items(k_items, spec.k_max, spec.dim)
     params = nnx.split(ICLNet(spec.dim, spec.width, rngs=nnx.Rngs(params=k_init)), nnx.Param)[1]
-    tx = optax.adam(spec.lr)
+    tx = optimizer(spec.lr, weight_decay)
     opt_state = tx.init(params)
 
     def predict(params, toks):
@@ -76,17 +95,7 @@ def train(spec: RunSpec, gdef: nnx.GraphDef, key: jax.Array, k: jax.Array) -> di
 
     def step(carry, s):
         params, opt_state = carry
-        toks, tgt, _, _ = task.batch(
-            task.train_sequence,
-            jax.random.fold_in(k_train, s),
-            spec.batch_size,
-            x_KxD,
-            label_K,
-            k,
-            spec.n,
-            spec.copies,
-            spec.p_bursty,
-        )
+        toks, tgt = train_batch(spec, jax.random.fold_in(k_train, s), x_KxD, label_K, k)
         loss, grads = jax.value_and_grad(loss_fn)(params, toks, tgt)
         updates, opt_state = tx.update(grads, opt_state, params)
         return (optax.apply_updates(params, updates), opt_state), loss
