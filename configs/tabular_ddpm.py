@@ -26,6 +26,7 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
         cfg = dataclasses.replace(
             cfg,
             seeds=(0,),
+            datasets=("synthetic", "penguins"),
             num_rows=120,
             num_train=64,
             num_heldout=32,
@@ -36,7 +37,7 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
             score_draws=2,
             batch_size=32,
             epochs=6,
-            stops=2,
+            stops=3,
             early_fraction=0.34,
             arms=("baseline", "tcm", "tcmp", "dynamic_cut", "gdc_prune_m", "gdc_downweight_d"),
         )

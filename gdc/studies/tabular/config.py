@@ -8,17 +8,17 @@ from collections.abc import Mapping
 from typing import Any, NoReturn
 
 from gdc import config as parse
-from gdc.studies.tabular.data import CSV_TABLES, SKLEARN_TABLES
+from gdc.studies.tabular.data import CSV_TABLES, PACKAGED_TABLES, SKLEARN_TABLES
 
-DATASETS = ("synthetic", *SKLEARN_TABLES, *CSV_TABLES)
+DATASETS = ("synthetic", *PACKAGED_TABLES, *SKLEARN_TABLES, *CSV_TABLES)
 ARMS = ("baseline", "tcm", "tcmp", "dynamic_cut", "gdc_prune_m", "gdc_prune_d", "gdc_downweight_d", "random_prune")
 
 
 @dataclasses.dataclass(frozen=True)
 class TabularConfig:
     seeds: tuple[int, ...] = (0, 1, 2)
-    dataset: str = "synthetic"
-    csv_path: str = ""  # adult / default / shoppers / magic: the CSV file
+    datasets: tuple[str, ...] = ("synthetic", "penguins", "cars")  # each runs the whole study into workdir/<name>/
+    csv_path: str = ""  # adult / default / shoppers / magic: the CSV file (one CSV table per run)
     num_rows: int = 400  # synthetic: rows generated before the split
     num_train: int = 200
     num_heldout: int = 150
@@ -32,7 +32,8 @@ class TabularConfig:
     epochs: int = 300
     learning_rate: float = 2e-3
     schedule: str = "cosine"  # the engine's train.schedule (cosine: a settled final model to generate from)
-    stops: int = 3  # probe checkpoints (evenly spaced in epochs) where rows are generated: Mem. Ratio vs epochs
+    stops: int = 6  # probe checkpoints (evenly spaced) where rows are generated: Mem. Ratio vs epochs; DynamicCut
+    # ranks rows by their replica events summed over every stop but the last (the last is the ground truth)
     early_fraction: float = 0.1  # d_i: mean scoring-pass loss over this first fraction of epochs
     eps_percentile: float = 50.0  # m_i: forget events at this percentile of the final losses
     # Memorization measurement.
@@ -48,10 +49,17 @@ class TabularConfig:
     kappa: float = 1.0
 
     def validate(self) -> None:
-        if self.dataset not in DATASETS:
-            _fail("dataset", self.dataset, f"is not one of {DATASETS}")
-        if self.dataset in CSV_TABLES and not self.csv_path:
-            _fail("csv_path", self.csv_path, f"must name the {self.dataset} CSV file")
+        if (
+            not self.datasets
+            or any(d not in DATASETS for d in self.datasets)
+            or len(set(self.datasets)) < len(self.datasets)
+        ):
+            _fail("datasets", self.datasets, f"must be a non-empty tuple of distinct names from {DATASETS}")
+        csv_sets = [d for d in self.datasets if d in CSV_TABLES]
+        if csv_sets and not self.csv_path:
+            _fail("csv_path", self.csv_path, f"must name the {csv_sets[0]} CSV file")
+        if len(csv_sets) > 1:
+            _fail("datasets", self.datasets, "may hold at most one CSV table (tabular.csv_path names one file)")
         if not self.seeds or any(isinstance(s, bool) or not isinstance(s, int) or s < 0 for s in self.seeds):
             _fail("seeds", self.seeds, "must be a non-empty tuple of integers >= 0")
         for name in (
