@@ -39,6 +39,8 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
             stops=2,
             early_fraction=0.34,
             arms=("baseline", "tcm", "tcmp", "dynamic_cut", "gdc_prune_m", "gdc_downweight_d"),
+            sharp_steps=(0, 1, 4),
+            sharp_quantiles=(0.25, 0.5, 0.9),
         )
     elif arg:
         raise ValueError(f"configs/tabular_ddpm.py: unknown arg {arg!r}; use '' or 'quick'.")

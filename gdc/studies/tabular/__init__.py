@@ -37,7 +37,7 @@ def run(config: Mapping[str, Any], workdir: str, mode: str = "all", command: str
         "per_seed": per_seed,
     }
     jsonio.write(os.path.join(workdir, "results.json"), results)
-    report.plots(per_seed, workdir)
+    report.plots(per_seed, workdir, cfg_dict)
     with open(os.path.join(workdir, "report.md"), "w") as f:
         f.write(report.render(per_seed, cfg_dict, command))
     return results

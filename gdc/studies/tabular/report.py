@@ -8,6 +8,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from gdc.studies.tabular import sharp_sweep  # noqa: E402
+
 # TabCutMix paper, Table 1 (Mem. Ratio %, relative reduction of the "Improv." column); see related_systems.md §1.
 PAPER = [
     ("TabSyn, Default", "TCM", 20.11, 16.86),
@@ -48,7 +50,7 @@ def aggregate(per_seed: list[dict]) -> dict:
     return walk(per_seed)
 
 
-def plots(per_seed: list[dict], out_dir: str) -> list[str]:
+def plots(per_seed: list[dict], out_dir: str, cfg: dict | None = None) -> list[str]:
     paths = []
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
     for r in per_seed:
@@ -96,7 +98,7 @@ def plots(per_seed: list[dict], out_dir: str) -> list[str]:
     paths.append(os.path.join(out_dir, "tabular_scores.png"))
     fig.savefig(paths[-1], dpi=110)
     plt.close(fig)
-    return paths
+    return paths + sharp_sweep.plot(per_seed, out_dir, cfg or {})
 
 
 def render(per_seed: list[dict], cfg: dict, command: str) -> str:
@@ -208,5 +210,6 @@ def render(per_seed: list[dict], cfg: dict, command: str) -> str:
     ]
     for name, arm, base, new in PAPER:
         lines.append(f"| {name} | {arm} | {base:.2f} | {new:.2f} | {100 * (new - base) / base:.1f} % |")
+    lines += sharp_sweep.markdown(per_seed, cfg)
     lines.append("")
     return "\n".join(lines)

@@ -29,11 +29,11 @@ from sklearn.metrics import roc_auc_score
 from gdc import interventions as iv
 from gdc import jsonio
 from gdc.data import sources
-from gdc.models import ddpm
+from gdc.models import ddpm, tabddpm
 from gdc.scoring import cartography as carto
 from gdc.scoring import workdir as score_workdir
 from gdc.scoring.sweep import detector_auroc
-from gdc.studies.tabular import data, metrics, sharpness, tcm
+from gdc.studies.tabular import data, metrics, sharp_sweep, sharpness, tcm
 from gdc.studies.tabular.config import TabularConfig
 from gdc.train import config as config_lib
 from gdc.train import loop
@@ -52,7 +52,7 @@ def engine_config(
             "seed": seed,
             "data": {"source": "tabular", "path": table_path},
             "model": {
-                "name": "ddpm",
+                "name": {"gaussian": "ddpm", "multinomial": "tabddpm"}[cfg.model],
                 "width": cfg.width,
                 "depth": cfg.depth,
                 "diffusion_steps": cfg.diffusion_steps,
@@ -98,7 +98,8 @@ _SAMPLERS: dict = {}
 def generate(graphdef, params, num_rows: int, key: jax.Array) -> np.ndarray:
     """``num_rows`` encoded rows by ancestral sampling (one jitted sampler per graph and row count)."""
     if (graphdef, num_rows) not in _SAMPLERS:
-        _SAMPLERS[(graphdef, num_rows)] = jax.jit(lambda p, k: ddpm.sample(nnx.merge(graphdef, p), k, num_rows))
+        sampler = tabddpm.sample if isinstance(nnx.merge(graphdef, params), tabddpm.TabDDPM) else ddpm.sample
+        _SAMPLERS[(graphdef, num_rows)] = jax.jit(lambda p, k: sampler(nnx.merge(graphdef, p), k, num_rows))
     return np.asarray(_SAMPLERS[(graphdef, num_rows)](params, key))
 
 
@@ -126,7 +127,7 @@ def _train(cfg, seed: int, table_path: str, run_dir: str, *, scoring=False, keep
 
 def _write_table(path: str, enc: data.Encoder, train: data.Table, heldout: data.Table) -> str:
     if not os.path.exists(path):
-        data.save(path, enc.encode(train), train.y_N, enc.encode(heldout), heldout.y_N)
+        data.save(path, enc.encode(train), train.y_N, enc.encode(heldout), heldout.y_N, layout=enc.layout)
     return path
 
 
@@ -247,6 +248,10 @@ def run_seed(cfg: TabularConfig, seed: int, workdir: str) -> dict:
         "mean_neg_sum_replica": float(sh_gen["neg_sum"][replica_Q].mean()) if replica_Q.any() else None,
         "mean_neg_sum_other": float(sh_gen["neg_sum"][~replica_Q].mean()) if (~replica_Q).any() else None,
     }
+    rc0 = engine_config(cfg, seed, table_path, scoring=True)  # the untrained model: the sweep's control
+    params0 = loop.build_model(rc0, sources.build_dataset(rc0.data))[1]
+    sweep_args = (x_gen, replica_Q, cfg.sharp_steps, cfg.sharp_quantiles)
+    res["sharpness_sweep"] = sharp_sweep.sweep(graphdef, params, params0, *sweep_args)
     np.savez(os.path.join(out_dir, "scores.npz"), counts_N=counts_N, **scores)
 
     # ---- Mem. Ratio against N. ----
