@@ -39,7 +39,9 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
             epochs=6,
             stops=3,
             early_fraction=0.34,
-            arms=("baseline", "tcm", "tcmp", "dynamic_cut", "gdc_prune_m", "gdc_downweight_d"),
+            arms=("baseline", "tcm", "tcmp", "dynamic_cut", "gdc_prune_m", "gdc_downweight_d", "other_model"),
+            sharp_steps=(0, 1, 4),
+            sharp_quantiles=(0.25, 0.5, 0.9),
         )
     elif arg:
         raise ValueError(f"configs/tabular_ddpm.py: unknown arg {arg!r}; use '' or 'quick'.")

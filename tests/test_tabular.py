@@ -427,7 +427,8 @@ def test_study_quick_end_to_end_and_resume(tmp_path):
     assert set(out["tables"]) == {"synthetic", "penguins"}
     assert out["tables"]["penguins"]["per_seed"][0]["table_rows"] == 333
     res = out["tables"]["synthetic"]["per_seed"][0]
-    assert set(res["arms"]) == {"baseline", "tcm", "tcmp", "dynamic_cut", "gdc_prune_m", "gdc_downweight_d"}
+    arms = {"baseline", "tcm", "tcmp", "dynamic_cut", "gdc_prune_m", "gdc_downweight_d", "other_model"}
+    assert set(res["arms"]) == arms
     assert len(res["mem_vs_epochs"]["mem_ratio"]) == 3 and set(res["mem_vs_size"]) == {"32", "64"}
     assert res["dynamic_cut"]["checkpoints"] == [2, 4] and len(res["dynamic_cut"]["replica_events_per_stop"]) == 2
     base = res["arms"]["baseline"]

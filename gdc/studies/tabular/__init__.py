@@ -24,7 +24,7 @@ def run(config: Mapping[str, Any], workdir: str, mode: str = "all", command: str
     """Runs the study for every ``tabular.seeds``; returns the aggregated results."""
     del mode  # launch.py has checked it against MODES
     cfg = tabular_config.from_mapping(config)  # validated before anything is built or compiled
-    from gdc.studies.tabular import plots, report, study
+    from gdc.studies.tabular import plots, report, sharp_sweep, study
 
     os.makedirs(workdir, exist_ok=True)
     start = time.time()
@@ -33,6 +33,8 @@ def run(config: Mapping[str, Any], workdir: str, mode: str = "all", command: str
         per_seed = [study.run_seed(cfg, seed, workdir, name) for seed in cfg.seeds]
         tables[name] = {"aggregate": report.aggregate(per_seed), "per_seed": per_seed}
         plots.plots(per_seed, workdir, prefix=f"{name}_", seed_root=os.path.join(workdir, name))
+        for path in sharp_sweep.plot(per_seed, workdir, dataclasses.asdict(cfg)):  # one spectrum per table
+            os.replace(path, os.path.join(workdir, f"{name}_{os.path.basename(path)}"))
     cfg_dict = dataclasses.asdict(cfg)
     results = {
         "command": command,

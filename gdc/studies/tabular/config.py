@@ -11,7 +11,18 @@ from gdc import config as parse
 from gdc.studies.tabular.data import CSV_TABLES, PACKAGED_TABLES, SKLEARN_TABLES
 
 DATASETS = ("synthetic", *PACKAGED_TABLES, *SKLEARN_TABLES, *CSV_TABLES)
-ARMS = ("baseline", "tcm", "tcmp", "dynamic_cut", "gdc_prune_m", "gdc_prune_d", "gdc_downweight_d", "random_prune")
+MODEL_KINDS = ("gaussian", "multinomial")  # tabular.model: the engine's "ddpm" or "tabddpm"
+ARMS = (
+    "baseline",
+    "tcm",
+    "tcmp",
+    "dynamic_cut",
+    "gdc_prune_m",
+    "gdc_prune_d",
+    "gdc_downweight_d",
+    "random_prune",
+    "other_model",  # the same table and settings under the other tabular.model kind (no intervention)
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -24,6 +35,7 @@ class TabularConfig:
     num_heldout: int = 150
     sizes: tuple[int, ...] = (50, 100, 200)  # Mem. Ratio against N (each <= num_train; num_train reuses the probe)
     # DDPM and training (through the engine).
+    model: str = "gaussian"  # "gaussian": one-hot columns as continuous; "multinomial": TabDDPM's hybrid (tabddpm)
     width: int = 256
     depth: int = 3
     diffusion_steps: int = 50
@@ -47,6 +59,10 @@ class TabularConfig:
     # Sharpness.
     sharp_t: int = 1  # step index of the score Jacobian (small t)
     kappa: float = 1.0
+    # The sweep (gdc.studies.tabular.sharp_sweep): step indices, and kappa at these quantiles of the magnitudes of
+    # the negative eigenvalues of all generated rows at each step.
+    sharp_steps: tuple[int, ...] = (0, 1, 4, 12, 25)
+    sharp_quantiles: tuple[float, ...] = (0.1, 0.25, 0.5, 0.75, 0.9)
 
     def validate(self) -> None:
         if (
@@ -94,6 +110,18 @@ class TabularConfig:
             _fail("learning_rate", self.learning_rate, "(and generated_factor) must be > 0, kappa >= 0")
         if not 0 <= self.sharp_t < self.diffusion_steps:
             _fail("sharp_t", self.sharp_t, f"must be a step index in [0, diffusion_steps={self.diffusion_steps})")
+        if self.model not in MODEL_KINDS:
+            _fail("model", self.model, f"must be one of {MODEL_KINDS}")
+        if not self.sharp_steps or any(
+            not isinstance(t, int) or not 0 <= t < self.diffusion_steps for t in self.sharp_steps
+        ):
+            _fail(
+                "sharp_steps", self.sharp_steps, f"must be step indices in [0, diffusion_steps={self.diffusion_steps})"
+            )
+        if not self.sharp_quantiles or any(not 0.0 < q < 1.0 for q in self.sharp_quantiles):
+            _fail(
+                "sharp_quantiles", self.sharp_quantiles, "must be a non-empty tuple of numbers strictly between 0 and 1"
+            )
         if "baseline" not in self.arms or any(a not in ARMS for a in self.arms):
             _fail("arms", self.arms, f"must include 'baseline' and be drawn from {ARMS}")
 

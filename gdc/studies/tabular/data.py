@@ -316,6 +316,11 @@ class Encoder:
         return cls(table.num_NxF.mean(axis=0), np.where(std > 0, std, 1.0), table.cards, table.num_classes)
 
     @property
+    def layout(self) -> tuple[int, tuple[int, ...]]:
+        """(numeric columns, categories per one-hot block): the categorical columns, then the label."""
+        return len(self.mean_F), (*self.cards, self.num_classes)
+
+    @property
     def width(self) -> int:
         return len(self.mean_F) + sum(self.cards) + self.num_classes
 
@@ -341,7 +346,16 @@ class Encoder:
         return Table(num, cat_NxFc, y, self.cards, self.num_classes)
 
 
-def save(path: str, x_train: np.ndarray, y_train: np.ndarray, x_heldout: np.ndarray, y_heldout: np.ndarray) -> str:
-    """Writes the encoded table the engine's ``data.source='tabular'`` reads."""
-    np.savez(path, x=x_train, y=y_train, x_heldout=x_heldout, y_heldout=y_heldout)
+def save(
+    path: str,
+    x_train: np.ndarray,
+    y_train: np.ndarray,
+    x_heldout: np.ndarray,
+    y_heldout: np.ndarray,
+    layout: tuple[int, tuple[int, ...]] | None = None,
+) -> str:
+    """Writes the encoded table the engine's ``data.source='tabular'`` reads; ``layout`` (``Encoder.layout``): the
+    column layout the hybrid model (``model.name='tabddpm'``) needs."""
+    extra = {} if layout is None else {"num_numeric": np.int64(layout[0]), "cards": np.asarray(layout[1], np.int64)}
+    np.savez(path, x=x_train, y=y_train, x_heldout=x_heldout, y_heldout=y_heldout, **extra)
     return path

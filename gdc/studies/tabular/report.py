@@ -4,6 +4,7 @@ seeds, the held-out floor beside every Mem. Ratio, and the TabCutMix paper's num
 import numpy as np
 from scipy import stats
 
+from gdc.studies.tabular import sharp_sweep
 from gdc.studies.tabular.data import PACKAGED_TABLES
 
 # TabCutMix paper, Table 1 (Mem. Ratio %, TabSyn / STaSy / TabDDPM on real tables of ~30k rows, 5 runs).
@@ -234,9 +235,9 @@ def render(per_seed: list[dict], cfg: dict) -> list[str]:
         f"Sharpness at generated rows (t = {cfg['sharp_t']}, kappa = {cfg['kappa']}), AUROC for flagging replicas: "
         f"-sum(negative eigenvalues) {_ci([s['auroc_neg_sum'] for s in sg], 1, 3)}, #eigenvalues < -kappa "
         f"{_ci([s['auroc_count_below'] for s in sg], 1, 3)}, -trace {_ci([s['auroc_neg_trace'] for s in sg], 1, 3)}.",
-        "",
     ]
-    return lines
+    sweep = [x.replace("## Sharpness sweep", "### Sharpness sweep") for x in sharp_sweep.markdown(per_seed, cfg)]
+    return [*lines, *(x.replace("`tabular_sharpness", f"`{name}_tabular_sharpness") for x in sweep), ""]
 
 
 def render_all(tables: dict[str, list[dict]], cfg: dict, command: str) -> str:
@@ -292,5 +293,6 @@ def render_all(tables: dict[str, list[dict]], cfg: dict, command: str) -> str:
     ]
     for name, arm, base, new in PAPER:
         lines.append(f"| {name} | {arm} | {base:.2f} | {new:.2f} | {100 * (new - base) / base:.1f} % |")
+    lines += sharp_sweep.markdown(per_seed, cfg)
     lines.append("")
     return "\n".join(lines)

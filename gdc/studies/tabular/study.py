@@ -1,21 +1,25 @@
 """The tabular diffusion study (``--mode=all``): memorization of a DDPM on a small table, scored and intervened on.
 
-Per seed, under ``workdir/seed_S/``:
+Per table and seed, under ``workdir/<table>/seed_S/``:
   * ``table.npz``: the encoded train/held-out table the engine reads (``data.source='tabular'``).
-  * ``probe/``: the baseline DDPM trained by the engine with one fixed-draw scoring pass per epoch (the tracker's
+  * The held-out floor: real held-out rows never trained on, tested against the training rows like generated rows;
+    every Mem. Ratio is also reported as its excess over this floor, at the published per-query scaling and at the
+    fixed scaling (``metrics``), with the numeric distance from flagged rows to their nearest training row.
+  * ``probe/``: the baseline model trained by the engine with one fixed-draw scoring pass per epoch (the tracker's
     d_i and m_i), stopped at ``stops`` evenly spaced epochs; at each stop rows are generated and the distance-ratio
-    test run (``probe_stops.npz``): Mem. Ratio vs epochs, per-row replica counts (the last stop is the ground truth;
-    the earlier ones are DynamicCut's epoch-wise memorization).
+    test run (``probe_stops.npz``): Mem. Ratio vs epochs and per-row replica events per stop (the last stop is the
+    ground truth; the earlier ones are DynamicCut's epoch-wise counts).
   * ``size_N/``: runs on the first N training rows (Mem. Ratio vs N).
   * ``arms/<arm>/``: retrains at the same epochs: TabCutMix / TabCutMixPlus (+30 % rows), DynamicCut, GenDataCarto
     pruning by m_i (ties: lower d_i first) and by d_i (the hardest, outlier-like rows; ties: higher m_i), random
-    pruning (all pruning arms remove the same number of rows), and down-weighting (loss weight alpha) of the rows
-    gdc_prune_d would remove.
+    pruning (all pruning arms remove the same number of rows), down-weighting (loss weight alpha) of the rows
+    gdc_prune_d would remove, and ``other_model``: the unchanged table under the other ``tabular.model`` kind.
   * ``result.json``: everything this seed reports. A finished stage (its output file exists) is never redone, and
     engine runs resume from their checkpoints.
-Seeds change the model's initialisation, data order, noise draws and augmentation; the table is the same.
+Seeds change the model's initialisation, data order, noise draws and augmentation; the table and split are fixed.
 """
 
+import dataclasses
 import os
 import time
 
@@ -29,11 +33,11 @@ from sklearn.metrics import roc_auc_score
 from gdc import interventions as iv
 from gdc import jsonio
 from gdc.data import sources
-from gdc.models import ddpm
+from gdc.models import ddpm, tabddpm
 from gdc.scoring import cartography as carto
 from gdc.scoring import workdir as score_workdir
 from gdc.scoring.sweep import detector_auroc
-from gdc.studies.tabular import data, metrics, sharpness, tcm
+from gdc.studies.tabular import data, metrics, sharp_sweep, sharpness, tcm
 from gdc.studies.tabular.config import TabularConfig
 from gdc.train import config as config_lib
 from gdc.train import loop
@@ -52,7 +56,7 @@ def engine_config(
             "seed": seed,
             "data": {"source": "tabular", "path": table_path},
             "model": {
-                "name": "ddpm",
+                "name": {"gaussian": "ddpm", "multinomial": "tabddpm"}[cfg.model],
                 "width": cfg.width,
                 "depth": cfg.depth,
                 "diffusion_steps": cfg.diffusion_steps,
@@ -81,7 +85,8 @@ _SAMPLERS: dict = {}
 def generate(graphdef, params, num_rows: int, key: jax.Array) -> np.ndarray:
     """``num_rows`` encoded rows by ancestral sampling (one jitted sampler per graph and row count)."""
     if (graphdef, num_rows) not in _SAMPLERS:
-        _SAMPLERS[(graphdef, num_rows)] = jax.jit(lambda p, k: ddpm.sample(nnx.merge(graphdef, p), k, num_rows))
+        sampler = tabddpm.sample if isinstance(nnx.merge(graphdef, params), tabddpm.TabDDPM) else ddpm.sample
+        _SAMPLERS[(graphdef, num_rows)] = jax.jit(lambda p, k: sampler(nnx.merge(graphdef, p), k, num_rows))
     return np.asarray(_SAMPLERS[(graphdef, num_rows)](params, key))
 
 
@@ -109,7 +114,7 @@ def _train(cfg, seed: int, table_path: str, run_dir: str, *, scoring=False, keep
 
 def _write_table(path: str, enc: data.Encoder, train: data.Table, heldout: data.Table) -> str:
     if not os.path.exists(path):
-        data.save(path, enc.encode(train), train.y_N, enc.encode(heldout), heldout.y_N)
+        data.save(path, enc.encode(train), train.y_N, enc.encode(heldout), heldout.y_N, layout=enc.layout)
     return path
 
 
@@ -235,7 +240,7 @@ def run_seed(cfg: TabularConfig, seed: int, workdir: str, dataset: str | None = 
     np.savez(os.path.join(out_dir, "gaps.npz"), flagged=gap[flag_pq], heldout=held["per_query"]["gap_nearest_Q"])
 
     # ---- Scores: d_i, m_i from the tracker's scoring passes; sharpness at training and generated rows. ----
-    res.update(scores_stage(cfg, seed, out_dir, probe_dir, graphdef, params, enc, train, counts_N, stops, last))
+    res.update(scores_stage(cfg, seed, out_dir, table_path, graphdef, params, enc, train, counts_N, stops, last))
     d_N, m_N = np.load(os.path.join(out_dir, "scores.npz"))["d"], np.load(os.path.join(out_dir, "scores.npz"))["m"]
 
     # ---- Mem. Ratio against N. ----
@@ -278,8 +283,10 @@ def run_seed(cfg: TabularConfig, seed: int, workdir: str, dataset: str | None = 
             continue
         arm_dir = os.path.join(out_dir, "arms", arm)
         os.makedirs(arm_dir, exist_ok=True)
-        keep, weights, path = "", "", table_path
-        if arm == "gdc_downweight_d":
+        keep, weights, path, arm_cfg = "", "", table_path, cfg
+        if arm == "other_model":  # the unchanged table under the other model kind (Gaussian <-> TabDDPM hybrid)
+            arm_cfg = dataclasses.replace(cfg, model={"gaussian": "multinomial", "multinomial": "gaussian"}[cfg.model])
+        elif arm == "gdc_downweight_d":
             weights = os.path.join(arm_dir, "weights_N.npy")
             hot = np.setdiff1d(np.arange(n), pruned["gdc_prune_d"])
             np.save(weights, iv.downweight(hot, cfg.downweight_alpha, n, arm).weights_N)
@@ -294,7 +301,7 @@ def run_seed(cfg: TabularConfig, seed: int, workdir: str, dataset: str | None = 
             keep = os.path.join(arm_dir, "keep_idx.npy")
             np.save(keep, pruned[arm])
         _log(f"{dataset} seed {seed}: arm {arm}")
-        gd, p = _train(cfg, seed, path, os.path.join(arm_dir, "run"), keep=keep, weights=weights)
+        gd, p = _train(arm_cfg, seed, path, os.path.join(arm_dir, "run"), keep=keep, weights=weights)
         x = generate(gd, p, g, jax.random.fold_in(jax.random.PRNGKey(seed), 20_000 + len(res["arms"])))
         gen = enc.decode(x)
         res["arms"][arm] = {**_mem(gen, train, cfg.dedupe, floor), **utility(gen, heldout, enc, seed)}
@@ -307,11 +314,11 @@ def run_seed(cfg: TabularConfig, seed: int, workdir: str, dataset: str | None = 
     return jsonio.roundtrip(res)
 
 
-def scores_stage(cfg, seed, out_dir, probe_dir, graphdef, params, enc, train, counts_N, stops, last) -> dict:
+def scores_stage(cfg, seed, out_dir, table_path, graphdef, params, enc, train, counts_N, stops, last) -> dict:
     """d_i, m_i and the other scores against the final per-row replica counts; sharpness at generated rows."""
     res: dict = {}
     n = len(train)
-    loss_ExN, _ = score_workdir.load_loss_matrix(probe_dir, "passes")
+    loss_ExN, _ = score_workdir.load_loss_matrix(os.path.join(out_dir, "probe"), "passes")
     e_count = loss_ExN.shape[0]
     d_N = carto.difficulty(loss_ExN, max(1, round(cfg.early_fraction * e_count)))
     eps = carto.resolve_eps(loss_ExN, "percentile", cfg.eps_percentile)
@@ -365,5 +372,9 @@ def scores_stage(cfg, seed, out_dir, probe_dir, graphdef, params, enc, train, co
         "mean_neg_sum_replica": float(sh_gen["neg_sum"][replica_Q].mean()) if replica_Q.any() else None,
         "mean_neg_sum_other": float(sh_gen["neg_sum"][~replica_Q].mean()) if (~replica_Q).any() else None,
     }
+    rc0 = engine_config(cfg, seed, table_path, scoring=True)  # the untrained model: the sweep's control
+    params0 = loop.build_model(rc0, sources.build_dataset(rc0.data))[1]
+    sweep_args = (x_gen, replica_Q, cfg.sharp_steps, cfg.sharp_quantiles)
+    res["sharpness_sweep"] = sharp_sweep.sweep(graphdef, params, params0, *sweep_args)
     np.savez(os.path.join(out_dir, "scores.npz"), counts_N=counts_N, **scores)
     return res
