@@ -254,6 +254,12 @@ def test_fixed_scale_mem_ratio_does_not_flag_a_far_row():
     s = metrics.gap_summary(np.array([0.1, 5.0, 10.0, 0.2]), np.array([True, True, False, True]), typical=1.0)
     assert s["flagged"] == 3 and s["q50"] == pytest.approx(0.2) and s["max"] == 5.0
     assert s["share_far"] == pytest.approx(1 / 3)
+    from gdc.studies.tabular.report import wilson
+
+    # Wilson by hand: 0 of 10 -> [0, z^2 / (n + z^2)]; 5 of 10 -> 0.5 +- z sqrt(0.025 + z^2 / 400) / (1 + z^2 / 10).
+    np.testing.assert_allclose(wilson(0, 10), (0.0, 1.96**2 / (10 + 1.96**2)), atol=1e-12)
+    half = 1.96 * np.sqrt(0.025 + 1.96**2 / 400) / (1 + 1.96**2 / 10)
+    np.testing.assert_allclose(wilson(5, 10), (0.5 - half, 0.5 + half), atol=1e-12)
 
 
 def test_tabcutmix_plus_recovers_planted_groups_and_swaps_within_them():
@@ -416,6 +422,7 @@ def test_ddpm_trains_through_the_engine_with_fixed_draw_scoring_passes(tmp_path)
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1200)  # a hang guard: two tables x eight tiny runs take minutes on shared cores
 def test_study_quick_end_to_end_and_resume(tmp_path):
     from configs import tabular_ddpm
     from gdc.studies import tabular

@@ -32,6 +32,23 @@ def t_interval(values) -> tuple[float, float, float]:
     return float(v.mean()), float(v.mean() - half), float(v.mean() + half)
 
 
+def wilson(k: float, n: int, z: float = 1.96) -> tuple[float, float]:
+    """Wilson score interval of a proportion k / n."""
+    if n <= 0:
+        return float("nan"), float("nan")
+    p = k / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return float(centre - half), float(centre + half)
+
+
+def _floor(per_seed: list[dict], key: str) -> str:
+    """The held-out floor (fixed split: the same in every seed) with its Wilson interval over the held-out rows."""
+    r0 = per_seed[0]
+    lo, hi = wilson(round(r0[key] * r0["num_heldout"]), r0["num_heldout"])
+    return f"{100 * r0[key]:.1f} [{100 * lo:.1f}, {100 * hi:.1f}]"
+
+
 def _ci(values, scale: float = 1.0, digits: int = 1) -> str:
     m, lo, hi = t_interval(values)
     if np.isnan(m):
@@ -125,10 +142,11 @@ def render(per_seed: list[dict], cfg: dict) -> list[str]:
     fg = [r["flag_gaps"] for r in per_seed]
     lines += [
         "",
-        f"Floor: per-query {_ci([r['heldout_mem_ratio'] for r in per_seed], 100)} %, fixed-scale "
-        f"{_ci([r['heldout_mem_ratio_fixed'] for r in per_seed], 100)} % (without de-duplication, per-query "
-        f"{_ci([r['heldout_mem_ratio_no_dedupe'] for r in per_seed], 100)} %). The split is fixed, so the floor has "
-        "no seed spread.",
+        f"Floor (Wilson 95% interval over the {r0['num_heldout']} held-out rows): per-query "
+        f"{_floor(per_seed, 'heldout_mem_ratio')} %, fixed-scale {_floor(per_seed, 'heldout_mem_ratio_fixed')} % "
+        f"(without de-duplication, per-query {_floor(per_seed, 'heldout_mem_ratio_no_dedupe')} %). The split is "
+        "fixed, so the floor has no seed spread; the excess intervals are over seeds and leave out the floor's own "
+        "sampling error.",
         "",
         "| N | " + " | ".join(sizes) + " |",
         "|---|" + "---|" * len(sizes),
@@ -257,6 +275,8 @@ def render_all(tables: dict[str, list[dict]], cfg: dict, command: str) -> str:
         "",
         "## Summary (final probe model = baseline; excess = Mem. Ratio minus the held-out floor, in points)",
         "",
+        "Floors with Wilson 95% intervals over the held-out rows; everything else mean [95% t-interval over seeds].",
+        "",
         "| table | floor per-query % | baseline per-query % | excess | floor fixed % | baseline fixed % "
         "| excess fixed |",
         "|---|---|---|---|---|---|---|",
@@ -264,9 +284,9 @@ def render_all(tables: dict[str, list[dict]], cfg: dict, command: str) -> str:
     for name, per_seed in tables.items():
         b = [r["arms"]["baseline"] for r in per_seed]
         lines.append(
-            f"| {name} | {_ci([r['heldout_mem_ratio'] for r in per_seed], 100)} | "
+            f"| {name} | {_floor(per_seed, 'heldout_mem_ratio')} | "
             f"{_ci([x['mem_ratio'] for x in b], 100)} | {_ci([x['excess'] for x in b], 100)} | "
-            f"{_ci([r['heldout_mem_ratio_fixed'] for r in per_seed], 100)} | "
+            f"{_floor(per_seed, 'heldout_mem_ratio_fixed')} | "
             f"{_ci([x['mem_ratio_fixed'] for x in b], 100)} | {_ci([x['excess_fixed'] for x in b], 100)} |"
         )
     arms = [a for a in next(iter(tables.values()))[0]["arms"] if a != "baseline"]
