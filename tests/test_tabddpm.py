@@ -277,9 +277,12 @@ def test_sweep_section_and_bad_fields(tmp_path):
 
     st = sharp_sweep.at_step(np.array([[-5.0, 1.0], [-0.1, 2.0], [-3.0, 0.5]]), np.array([True, False, False]), (0.5,))
     assert st["kappa"] == [3.0]  # median of the magnitudes 5, 0.1, 3
-    seeds = [{"sharpness_sweep": {"0": {"trained": st, "untrained": st}}}] * 3
+    loc = sharp_sweep.location_control(np.array([[3.0, 4.0], [0.0, 1.0], [1.0, 1.0]]), np.array([True, False, False]))
+    assert loc["auroc_row_norm"] == 1.0  # norms 5, 1, 1.41: the replica is farthest out
+    seeds = [{"sharpness_sweep": {"0": {"trained": st, "untrained": st}}, "sharpness_location": loc}] * 3
     text = "\n".join(sharp_sweep.markdown(seeds, {"sharp_quantiles": (0.5,), "model": "multinomial"}))
     assert "| 0 | 0.5 | 3 | 1.000 [1.000, 1.000] | above chance |" in text
+    assert "row's norm: 1.000 [1.000, 1.000] (above chance)" in text
     assert sharp_sweep.plot(seeds, str(tmp_path), {"sharp_quantiles": (0.5,)})[0].endswith("spectrum.png")
     for field, value in (("model", "gumbel"), ("sharp_steps", (0, 99)), ("sharp_quantiles", (1.0,))):
         c = tabular_ddpm.get_config("quick")
@@ -302,6 +305,7 @@ def test_quick_study_with_the_multinomial_model(tmp_path):
     x_gen = np.load(tmp_path / "seed_0" / "probe_stops.npz")["x_gen_6"]
     np.testing.assert_array_equal(x_gen[:, 6:].sum(1), 4.0)  # four one-hot blocks, exactly one-hot
     sweep = res["sharpness_sweep"]
+    assert set(res["sharpness_location"]) == {"auroc_row_norm"}
     assert list(sweep) == ["0", "1", "4"]
     for st in sweep.values():
         assert len(st["trained"]["kappa"]) == 3 and len(st["trained"]["spectrum_other"]) == 6  # numeric columns

@@ -65,6 +65,12 @@ def sweep(graphdef, params, params_untrained, x_QxD: np.ndarray, replica_Q: np.n
     return out
 
 
+def location_control(x_QxD: np.ndarray, replica_Q: np.ndarray) -> dict:
+    """AUROC of the row's norm (its distance from the standardised table's centre) for the replica label: what a
+    statistic that only knows where a row lies gives, beside the untrained model."""
+    return {"auroc_row_norm": detector_auroc(np.linalg.norm(np.asarray(x_QxD, np.float64), axis=1), replica_Q)}
+
+
 def _ci(values) -> str:
     v = [x for x in values if x is not None and np.isfinite(x)]
     m, lo, hi = mean_interval(v)
@@ -114,6 +120,9 @@ def markdown(per_seed: list[dict], cfg: dict) -> list[str]:
             f"| {t} | {scale} | {_ci([x['auroc_neg_sum'] for x in tr])} | {_reading([x['auroc_neg_sum'] for x in tr])}"
             f" | {_ci([x['auroc_neg_trace'] for x in tr])} | {_ci([x['auroc_neg_sum'] for x in un])} |"
         )
+    if "sharpness_location" in per_seed[0]:
+        norm = [r["sharpness_location"]["auroc_row_norm"] for r in per_seed]
+        lines += ["", f"Location control, AUROC of the generated row's norm: {_ci(norm)} ({_reading(norm)})."]
     lines += [
         "",
         "| t | quantile | kappa (mean over seeds) | AUROC #(lambda < -kappa) | reading | untrained, same quantile |",

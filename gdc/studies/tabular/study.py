@@ -252,6 +252,7 @@ def run_seed(cfg: TabularConfig, seed: int, workdir: str) -> dict:
     params0 = loop.build_model(rc0, sources.build_dataset(rc0.data))[1]
     sweep_args = (x_gen, replica_Q, cfg.sharp_steps, cfg.sharp_quantiles)
     res["sharpness_sweep"] = sharp_sweep.sweep(graphdef, params, params0, *sweep_args)
+    res["sharpness_location"] = sharp_sweep.location_control(x_gen, replica_Q)
     np.savez(os.path.join(out_dir, "scores.npz"), counts_N=counts_N, **scores)
 
     # ---- Mem. Ratio against N. ----
