@@ -168,15 +168,18 @@ def test_per_example_loss_draws():
     model = nnx.merge(graphdef, params)
     t_BxZ, eps_BxZxD, u_BxZxD = (np.asarray(a) for a in tabddpm._draws(model, batch["index"], None))
     assert np.all(t_BxZ // 4 == np.arange(3)[None])  # T = 12, 3 draws: one per stratum of 4 steps
+
+    @jax.jit
+    def one_draw(x1, t1, e1, u1):
+        xt = tabddpm.noisy(model, x1, t1, e1, u1)
+        num, cat = tabddpm.loss_terms(model, model(xt, t1), x1, xt, e1, t1)
+        return (num + cat)[0]
+
     ref = np.zeros(6)
     for i in range(6):
         for z in range(3):
-            t1 = jnp.asarray(t_BxZ[i, z : z + 1])
-            xt = tabddpm.noisy(model, jnp.asarray(x[i : i + 1]), t1, eps_BxZxD[i, z : z + 1], u_BxZxD[i, z : z + 1])
-            num, cat = tabddpm.loss_terms(
-                model, model(xt, t1), jnp.asarray(x[i : i + 1]), xt, eps_BxZxD[i, z : z + 1], t1
-            )
-            ref[i] += float(num[0] + cat[0]) / 3
+            sl = slice(z, z + 1)
+            ref[i] += float(one_draw(x[i : i + 1], t_BxZ[i, sl], eps_BxZxD[i, sl], u_BxZxD[i, sl])) / 3
     np.testing.assert_allclose(np.asarray(s0), ref, rtol=1e-4, atol=1e-6)
 
 
