@@ -7,11 +7,8 @@ training rows, 3 seeds, 300 epochs of batch 25 (2400 steps). Per seed: the probe
 (fixed-draw scoring passes give d_i, m_i), 2N rows generated at 3 stops (Mem. Ratio vs epochs), runs at N = 50
 and 100 (Mem. Ratio vs N), and retrains for TabCutMix, TabCutMixPlus, DynamicCut, GenDataCarto pruning by m_i and
 by d_i, and random pruning; sharpness from jax.jacfwd of the score. Cosine learning-rate decay.
-``--config.tabular.model=multinomial`` swaps the DDPM for TabDDPM's hybrid (Gaussian diffusion on the numeric
-columns, multinomial diffusion on the categorical ones and the label; ``gdc.models.tabddpm``). The sharpness sweep
-takes the score Jacobian's eigenvalues at the steps ``sharp_steps`` and kappa at ``sharp_quantiles`` of their scale
-(report section "Sharpness sweep", ``tabular_sharpness_spectrum.png``). ``:quick`` is a minute-sized variant (tests).
-Runtime: 7 min of CPU; 24 min wall on 2 cores shared with other jobs (load ~20). Expected (docs/results/tabular/report.md): Mem. Ratio 53 -> 66 % over epochs 100 -> 300 (fresh real rows:
+``:quick`` is a minute-sized variant (tests). Runtime: 7 min of CPU; 24 min wall on 2 cores shared with other jobs
+(load ~20). Expected (docs/results/tabular/report.md): Mem. Ratio 53 -> 66 % over epochs 100 -> 300 (fresh real rows:
 49 %); 69 % of replicas are copies of the 6 planted outliers; TCM -15 % relative, DynamicCut -37 %, pruning by d_i
 -29 %, by m_i +4 %; sharpness AUROC for replicas 0.30 (inverted).
 """

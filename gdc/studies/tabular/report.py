@@ -110,7 +110,6 @@ def render(per_seed: list[dict], cfg: dict, command: str) -> str:
         "",
         f"Seeds {seeds}; mean ± std over seeds. Dataset `{cfg['dataset']}`, N = {per_seed[0]['num_train']} training "
         f"rows, {per_seed[0]['num_heldout']} held-out rows, encoded width {per_seed[0]['encoded_width']}; MLP DDPM "
-        f"({cfg.get('model', 'gaussian')}) "
         f"width {cfg['width']} x depth {cfg['depth']}, T = {cfg['diffusion_steps']}, {cfg['epochs']} epochs, batch "
         f"{cfg['batch_size']}, Adam lr {cfg['learning_rate']} ({cfg['schedule']}). Generated rows per training row: "
         f"{cfg['generated_factor']}. Replica test: d(x, NN1) < d(x, NN2) / 3 with the reference mixed distance, "
