@@ -308,16 +308,20 @@ def test_quick_study_with_the_multinomial_model(tmp_path):
     # The table carries its layout; generated rows are exactly one-hot in every categorical block.
     seed_dir = next(tmp_path.glob("**/seed_0/table.npz")).parent
     meta = np.load(seed_dir / "table.npz")
-    assert int(meta["num_numeric"]) == 6 and list(meta["cards"]) == [3, 3, 3, 2]
+    f, cards = int(meta["num_numeric"]), [int(c) for c in meta["cards"]]
+    enc = data.Encoder.fit(data.synthetic_table(40, seed=0))  # the synthetic generator's column layout
+    assert (f, tuple(cards)) == enc.layout and f + sum(cards) == meta["x"].shape[1]
     stops = np.load(seed_dir / "probe_stops.npz")
     x_gen = stops[max((k for k in stops.files if k.startswith("x_gen_")), key=lambda k: int(k.split("_")[-1]))]
-    np.testing.assert_array_equal(x_gen[:, 6:].sum(1), 4.0)
+    starts = np.cumsum([f, *cards])
+    for a, b in zip(starts[:-1], starts[1:], strict=True):
+        np.testing.assert_array_equal(x_gen[:, a:b].sum(1), 1.0)  # each block exactly one-hot
     assert set(res["sharpness_location"]) == {"auroc_row_norm"}
     sweep = res["sharpness_sweep"]
     assert list(sweep) == [str(t) for t in config.tabular.sharp_steps]
     for st in sweep.values():
         assert len(st["trained"]["kappa"]) == len(config.tabular.sharp_quantiles)
-        assert len(st["trained"]["spectrum_other"]) == 6  # the numeric columns
+        assert len(st["trained"]["spectrum_other"]) == f  # the numeric columns
         assert np.all(np.diff(st["trained"]["kappa"]) >= 0)
     text = (tmp_path / "report.md").read_text()
     assert "Sharpness sweep" in text and "over the numeric columns (categories held at the row's)" in text
