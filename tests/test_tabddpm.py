@@ -168,15 +168,18 @@ def test_per_example_loss_draws():
     model = nnx.merge(graphdef, params)
     t_BxZ, eps_BxZxD, u_BxZxD = (np.asarray(a) for a in tabddpm._draws(model, batch["index"], None))
     assert np.all(t_BxZ // 4 == np.arange(3)[None])  # T = 12, 3 draws: one per stratum of 4 steps
+
+    @jax.jit
+    def one_draw(x1, t1, e1, u1):
+        xt = tabddpm.noisy(model, x1, t1, e1, u1)
+        num, cat = tabddpm.loss_terms(model, model(xt, t1), x1, xt, e1, t1)
+        return (num + cat)[0]
+
     ref = np.zeros(6)
     for i in range(6):
         for z in range(3):
-            t1 = jnp.asarray(t_BxZ[i, z : z + 1])
-            xt = tabddpm.noisy(model, jnp.asarray(x[i : i + 1]), t1, eps_BxZxD[i, z : z + 1], u_BxZxD[i, z : z + 1])
-            num, cat = tabddpm.loss_terms(
-                model, model(xt, t1), jnp.asarray(x[i : i + 1]), xt, eps_BxZxD[i, z : z + 1], t1
-            )
-            ref[i] += float(num[0] + cat[0]) / 3
+            sl = slice(z, z + 1)
+            ref[i] += float(one_draw(x[i : i + 1], t_BxZ[i, sl], eps_BxZxD[i, sl], u_BxZxD[i, sl])) / 3
     np.testing.assert_allclose(np.asarray(s0), ref, rtol=1e-4, atol=1e-6)
 
 
@@ -277,12 +280,49 @@ def test_sweep_section_and_bad_fields(tmp_path):
 
     st = sharp_sweep.at_step(np.array([[-5.0, 1.0], [-0.1, 2.0], [-3.0, 0.5]]), np.array([True, False, False]), (0.5,))
     assert st["kappa"] == [3.0]  # median of the magnitudes 5, 0.1, 3
-    seeds = [{"sharpness_sweep": {"0": {"trained": st, "untrained": st}}}] * 3
+    loc = sharp_sweep.location_control(np.array([[3.0, 4.0], [0.0, 1.0], [1.0, 1.0]]), np.array([True, False, False]))
+    assert loc["auroc_row_norm"] == 1.0  # norms 5, 1, 1.41: the replica is farthest out
+    seeds = [{"sharpness_sweep": {"0": {"trained": st, "untrained": st}}, "sharpness_location": loc}] * 3
     text = "\n".join(sharp_sweep.markdown(seeds, {"sharp_quantiles": (0.5,), "model": "multinomial"}))
     assert "| 0 | 0.5 | 3 | 1.000 [1.000, 1.000] | above chance |" in text
+    assert "row's norm: 1.000 [1.000, 1.000] (above chance)" in text
     assert sharp_sweep.plot(seeds, str(tmp_path), {"sharp_quantiles": (0.5,)})[0].endswith("spectrum.png")
     for field, value in (("model", "gumbel"), ("sharp_steps", (0, 99)), ("sharp_quantiles", (1.0,))):
         c = tabular_ddpm.get_config("quick")
         c.tabular[field] = value
         with pytest.raises(ConfigError, match=f"tabular.{field}"):
             tabular.run(c, str(tmp_path / "run"))
+
+
+@pytest.mark.slow
+def test_quick_study_with_the_multinomial_model(tmp_path):
+    from configs import tabular_ddpm
+    from gdc.studies import tabular
+
+    config = tabular_ddpm.get_config("quick")
+    config.tabular.model, config.tabular.arms, config.tabular.sizes = "multinomial", ("baseline",), (64,)
+    if "datasets" in config.tabular:  # a config with a list of tables: the synthetic one only
+        config.tabular.datasets = ("synthetic",)
+    out = tabular.run(config, str(tmp_path), command="test")
+    res = (out["per_seed"] if "per_seed" in out else out["tables"]["synthetic"]["per_seed"])[0]
+    # The table carries its layout; generated rows are exactly one-hot in every categorical block.
+    seed_dir = next(tmp_path.glob("**/seed_0/table.npz")).parent
+    meta = np.load(seed_dir / "table.npz")
+    f, cards = int(meta["num_numeric"]), [int(c) for c in meta["cards"]]
+    enc = data.Encoder.fit(data.synthetic_table(40, seed=0))  # the synthetic generator's column layout
+    assert (f, tuple(cards)) == enc.layout and f + sum(cards) == meta["x"].shape[1]
+    stops = np.load(seed_dir / "probe_stops.npz")
+    x_gen = stops[max((k for k in stops.files if k.startswith("x_gen_")), key=lambda k: int(k.split("_")[-1]))]
+    starts = np.cumsum([f, *cards])
+    for a, b in zip(starts[:-1], starts[1:], strict=True):
+        np.testing.assert_array_equal(x_gen[:, a:b].sum(1), 1.0)  # each block exactly one-hot
+    assert set(res["sharpness_location"]) == {"auroc_row_norm"}
+    sweep = res["sharpness_sweep"]
+    assert list(sweep) == [str(t) for t in config.tabular.sharp_steps]
+    for st in sweep.values():
+        assert len(st["trained"]["kappa"]) == len(config.tabular.sharp_quantiles)
+        assert len(st["trained"]["spectrum_other"]) == f  # the numeric columns
+        assert np.all(np.diff(st["trained"]["kappa"]) >= 0)
+    text = (tmp_path / "report.md").read_text()
+    assert "Sharpness sweep" in text and "over the numeric columns (categories held at the row's)" in text
+    assert any(tmp_path.glob("*sharpness_spectrum.png"))

@@ -65,6 +65,12 @@ def sweep(graphdef, params, params_untrained, x_QxD: np.ndarray, replica_Q: np.n
     return out
 
 
+def location_control(x_QxD: np.ndarray, replica_Q: np.ndarray) -> dict:
+    """AUROC of the row's norm (its distance from the standardised table's centre) for the replica label: what a
+    statistic that only knows where a row lies gives, beside the untrained model."""
+    return {"auroc_row_norm": detector_auroc(np.linalg.norm(np.asarray(x_QxD, np.float64), axis=1), replica_Q)}
+
+
 def _ci(values) -> str:
     v = [x for x in values if x is not None and np.isfinite(x)]
     m, lo, hi = mean_interval(v)
@@ -114,6 +120,9 @@ def markdown(per_seed: list[dict], cfg: dict) -> list[str]:
             f"| {t} | {scale} | {_ci([x['auroc_neg_sum'] for x in tr])} | {_reading([x['auroc_neg_sum'] for x in tr])}"
             f" | {_ci([x['auroc_neg_trace'] for x in tr])} | {_ci([x['auroc_neg_sum'] for x in un])} |"
         )
+    if "sharpness_location" in per_seed[0]:
+        norm = [r["sharpness_location"]["auroc_row_norm"] for r in per_seed]
+        lines += ["", f"Location control, AUROC of the generated row's norm: {_ci(norm)} ({_reading(norm)})."]
     lines += [
         "",
         "| t | quantile | kappa (mean over seeds) | AUROC #(lambda < -kappa) | reading | untrained, same quantile |",
@@ -138,19 +147,22 @@ def plot(per_seed: list[dict], out_dir: str, cfg: dict) -> list[str]:
         return []
     steps = list(per_seed[0]["sharpness_sweep"])
     qs = list(cfg.get("sharp_quantiles", ()))
-    fig, axes = plt.subplots(2, len(steps), figsize=(3.2 * len(steps), 6.4), squeeze=False)
+    fig, axes = plt.subplots(2, len(steps), figsize=(3.6 * len(steps), 6.4), squeeze=False)
     for i, t in enumerate(steps):
         ax = axes[0, i]
         for r in per_seed:
             st = r["sharpness_sweep"][t]["trained"]
             for key, color in (("spectrum_replica", "tab:red"), ("spectrum_other", "tab:blue")):
                 v = np.array([np.nan if x is None else x for x in st[key]], np.float64)
-                label = ("replicas" if key == "spectrum_replica" else "other rows") if r is per_seed[0] else None
+                label = (
+                    ("replicas" if key == "spectrum_replica" else "other generated rows") if r is per_seed[0] else None
+                )
                 ax.plot(np.arange(len(v)), v, "o-", ms=2, color=color, alpha=0.7, label=label)
             if r is per_seed[0]:
                 for k in st["kappa"]:
                     ax.axhline(-k, color="gray", lw=0.5, ls=":")
-        ax.set_yscale("symlog")
+        scale = per_seed[0]["sharpness_sweep"][t]["trained"]["eig_median_abs"]
+        ax.set_yscale("symlog", linthresh=scale if scale else 1.0)  # linear within the median magnitude
         ax.set(title=f"t = {t}", xlabel="eigenvalue index (ascending)")
         axes[0, 0].set_ylabel("mean eigenvalue (symlog)")
         ax = axes[1, i]
@@ -161,7 +173,12 @@ def plot(per_seed: list[dict], out_dir: str, cfg: dict) -> list[str]:
             for row in per:
                 ax.plot(qs, row, ".", color=color, alpha=0.4)
         ax.axhline(0.5, color="k", lw=0.5, ls="--")
-        ax.set(ylim=(0, 1), xlabel="kappa quantile", title=f"AUROC #(lambda < -kappa), t = {t}")
+        ax.set(
+            ylim=(0, 1),
+            xlabel="kappa (quantile of |negative eigenvalues|)",
+            title=f"t = {t}",
+        )
+    axes[1, 0].set_ylabel("AUROC of #(lambda < -kappa) for replicas")
     axes[0, 0].legend(fontsize=7)
     axes[1, 0].legend(fontsize=7)
     fig.tight_layout()

@@ -376,5 +376,6 @@ def scores_stage(cfg, seed, out_dir, table_path, graphdef, params, enc, train, c
     params0 = loop.build_model(rc0, sources.build_dataset(rc0.data))[1]
     sweep_args = (x_gen, replica_Q, cfg.sharp_steps, cfg.sharp_quantiles)
     res["sharpness_sweep"] = sharp_sweep.sweep(graphdef, params, params0, *sweep_args)
+    res["sharpness_location"] = sharp_sweep.location_control(x_gen, replica_Q)
     np.savez(os.path.join(out_dir, "scores.npz"), counts_N=counts_N, **scores)
     return res
