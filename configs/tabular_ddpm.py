@@ -9,10 +9,10 @@ binary label, planted duplicates and outliers), ``penguins`` (palmerpenguins 0.1
 table, 3 seeds, 300 epochs of batch 50 (1200 steps), cosine learning-rate decay. Per table and seed: the probe DDPM
 trained by the engine (fixed-draw scoring passes give d_i, m_i), 2N rows generated at 6 stops (Mem. Ratio vs
 epochs at the published per-query scaling and at a fixed scaling, each beside the held-out floor; DynamicCut's
-per-row replica events at the first 5 stops), and retrains for TabCutMix, TabCutMixPlus, DynamicCut and random
-pruning; d_i, m_i and sharpness (and its sweep) against the per-row replica counts. Scaled to the runtime rule:
-batch 50 instead of 25, no Mem. Ratio vs N runs (``sizes``), no GenDataCarto pruning / down-weighting arms and no
-TabDDPM-hybrid arm (``other_model``; all in ``ARMS``, add them with ``--config.tabular.arms``).
+per-row replica events at the first 5 stops), and retrains for TabCutMix, TabCutMixPlus, DynamicCut, GenDataCarto
+pruning by d_i, random pruning and TabDDPM's hybrid model on the unchanged table (``other_model``); d_i, m_i and
+sharpness (and its sweep) against the per-row replica counts. Scaled to the runtime rule: batch 50 instead of 25,
+no Mem. Ratio vs N runs (``sizes``), no m_i-pruning or down-weighting arm (both in ``ARMS``).
 ``--config.tabular.model=multinomial`` makes the TabDDPM hybrid the probe model. ``:quick`` is a minute-sized variant
 (tests). Runtime: RUNTIME. Expected (docs/results/tabular/report.md): EXPECTED.
 """
@@ -30,7 +30,7 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
         batch_size=50,
         score_draws=4,
         sizes=(200,),
-        arms=("baseline", "tcm", "tcmp", "dynamic_cut", "random_prune"),
+        arms=("baseline", "tcm", "tcmp", "dynamic_cut", "gdc_prune_d", "random_prune", "other_model"),
     )
     if arg == "quick":
         cfg = dataclasses.replace(
