@@ -27,6 +27,10 @@ def run(config: Mapping[str, Any], workdir: str, mode: str = "all", command: str
     from gdc.studies.tabular import plots, report, sharp_sweep, study
 
     os.makedirs(workdir, exist_ok=True)
+    # Every probe stop and arm compiles the same steps; a persistent cache makes the later compiles cheap.
+    if not jax.config.jax_compilation_cache_dir:
+        jax.config.update("jax_compilation_cache_dir", os.path.join(os.path.abspath(workdir), ".jax_cache"))
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
     start = time.time()
     tables = {}
     for name in cfg.datasets:
