@@ -313,6 +313,5 @@ def render_all(tables: dict[str, list[dict]], cfg: dict, command: str) -> str:
     ]
     for name, arm, base, new in PAPER:
         lines.append(f"| {name} | {arm} | {base:.2f} | {new:.2f} | {100 * (new - base) / base:.1f} % |")
-    lines += sharp_sweep.markdown(per_seed, cfg)
     lines.append("")
     return "\n".join(lines)
