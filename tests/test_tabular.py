@@ -73,14 +73,13 @@ def test_replica_metric_matches_brute_force():
 
 
 def test_exact_duplicates_in_train_hide_replicas_unless_deduplicated():
-    from gdc.studies.tabular.study import measure
-
+    measure = metrics.measure
     train = _table(20, 0)
     train = train.append(train.take(np.array([5])))  # row 5 twice
     gen = train.take(np.array([5, 6]))
     raw = metrics.memorization(gen, train)
     assert not raw["replica_Q"][0] and raw["replica_Q"][1]  # d1 = d2 = 0 for the duplicated row: ratio NaN
-    deduped = measure(gen, train, dedupe=True)
+    deduped = measure(gen, train, dedupe_train=True)
     assert deduped["replica_Q"].all()
     assert deduped["counts_N"][5] == deduped["counts_N"][20] == 1 and deduped["counts_N"][6] == 1
 
@@ -194,6 +193,97 @@ def test_tables_encode_decode_and_csv(tmp_path):
         data.csv_table(str(tmp_path / "missing.csv"), "adult")
 
 
+def test_packaged_real_tables_load_offline_with_declared_roles(monkeypatch):
+    import socket
+    from importlib import metadata as md
+
+    def no_network(*args, **kwargs):
+        raise AssertionError("the packaged tables must not touch the network")
+
+    monkeypatch.setattr(socket, "socket", no_network)
+    monkeypatch.setattr(socket, "create_connection", no_network)
+    pen = data.load("penguins", num_rows=0, seed=0)
+    # 344 rows, 11 with a missing cell; species counts of the complete rows: Adelie 146, Chinstrap 68, Gentoo 119.
+    assert len(pen) == 333 and pen.num_NxF.shape == (333, 4) and pen.cat_NxFc.shape == (333, 3)
+    assert pen.cards == (3, 2, 3) and pen.num_classes == 3 and np.bincount(pen.y_N).tolist() == [146, 68, 119]
+    np.testing.assert_array_equal(pen.num_NxF[0], [39.1, 18.7, 181.0, 3750.0])  # Adelie, Torgersen, male, 2007
+    assert pen.cat_NxFc[0].tolist() == [2, 1, 0] and pen.y_N[0] == 0  # sorted levels: Torgersen, male, 2007
+    cars = data.load("cars", num_rows=0, seed=0)
+    # 406 rows, 14 without mpg or horsepower; origins of the 392 complete rows: Europe 68, Japan 79, USA 245.
+    assert len(cars) == 392 and cars.num_NxF.shape == (392, 5) and cars.cat_NxFc.shape == (392, 2)
+    assert cars.cards == (5, 12) and np.bincount(cars.y_N).tolist() == [68, 79, 245]
+    np.testing.assert_array_equal(cars.num_NxF[0], [18.0, 307.0, 130.0, 3504.0, 12.0])  # chevrolet chevelle malibu
+    assert cars.cat_NxFc[0].tolist() == [4, 0] and cars.y_N[0] == 2  # 8 cylinders (5th of 3,4,5,6,8), 1970, USA
+    real = md.distribution
+
+    class Other:
+        version = "9.9"
+
+    monkeypatch.setattr(md, "distribution", lambda name: Other() if name == "palmerpenguins" else real(name))
+    with pytest.raises(ConfigError, match="tabular.dataset='penguins'.*palmerpenguins==0.1.6"):
+        data.packaged_table("penguins")
+
+
+def _far_row_case():
+    """Training rows A (0, cat 0), B (1, cat 1), C (2, cat 1); M = 1 numeric + 1 categorical + the label = 3."""
+    train = data.Table(
+        np.array([[0.0], [1.0], [2.0]]), np.array([[0], [1], [1]], np.int32), np.zeros(3, np.int32), (2,), 1
+    )
+    # Query 0: 186 units out (C is 184 away, the typical gap here is ~1), categories of C. Query 1: a near copy of C.
+    query = data.Table(np.array([[186.0], [2.01]]), np.array([[1], [1]], np.int32), np.zeros(2, np.int32), (2,), 1)
+    return train, query
+
+
+def test_fixed_scale_mem_ratio_does_not_flag_a_far_row():
+    train, query = _far_row_case()
+    # Per-query: e = (186, 185, 184) min-max -> (1, 0.5, 0); mismatches (1, 0, 0): d = (2, 0.5, 0) / 3.
+    d1, d2, nn1 = metrics.nearest_two(query, train)
+    np.testing.assert_allclose([d1[0], d2[0]], [0.0, 0.5 / 3], atol=1e-6)
+    # Fixed: numerics / (range 2 x sqrt(1)): e = (93, 92.5, 92): d = (94, 92.5, 92) / 3, ratio 92 / 92.5.
+    f1, f2, fnn = metrics.nearest_two(query, train, scale="fixed")
+    np.testing.assert_allclose([f1[0], f2[0]], [92.0 / 3, 92.5 / 3], rtol=1e-6)
+    np.testing.assert_allclose([f1[1], f2[1]], [0.005 / 3, 0.505 / 3], rtol=1e-4)
+    assert nn1[0] == fnn[0] == 2
+    np.testing.assert_allclose(metrics.mixed_distances(query, train, "fixed")[0], np.array([94, 92.5, 92]) / 3)
+    per_query, fixed = metrics.memorization(query, train), metrics.memorization(query, train, scale="fixed")
+    assert per_query["replica_Q"].tolist() == [True, True]  # the far row has ratio 0: flagged
+    assert per_query["ratio_Q"][0] == 0.0
+    assert fixed["replica_Q"].tolist() == [False, True]  # ratio 0.995; the near copy stays flagged
+    # Numeric distance to the metric-nearest row in training sds (std of 0, 1, 2 is sqrt(2/3)).
+    np.testing.assert_allclose(per_query["gap_nn1_Q"], np.array([184.0, 0.01]) / np.sqrt(2 / 3), rtol=1e-9)
+    s = metrics.gap_summary(np.array([0.1, 5.0, 10.0, 0.2]), np.array([True, True, False, True]), typical=1.0)
+    assert s["flagged"] == 3 and s["q50"] == pytest.approx(0.2) and s["max"] == 5.0
+    assert s["share_far"] == pytest.approx(1 / 3)
+    from gdc.studies.tabular.report import wilson
+
+    # Wilson by hand: 0 of 10 -> [0, z^2 / (n + z^2)]; 5 of 10 -> 0.5 +- z sqrt(0.025 + z^2 / 400) / (1 + z^2 / 10).
+    np.testing.assert_allclose(wilson(0, 10), (0.0, 1.96**2 / (10 + 1.96**2)), atol=1e-12)
+    half = 1.96 * np.sqrt(0.025 + 1.96**2 / 400) / (1 + 1.96**2 / 10)
+    np.testing.assert_allclose(wilson(5, 10), (0.5 - half, 0.5 + half), atol=1e-12)
+
+
+def test_tabcutmix_plus_recovers_planted_groups_and_swaps_within_them():
+    from gdc.studies.tabular.study import _groups_intact
+
+    table = data.synthetic_table(400, seed=0)
+    train, _ = data.split(table, 200, 150, seed=0)
+    assert table.groups == ((0, 3, 6), (1, 4, 7), (2, 5, 8))  # numeric j and categorical j in group j % 3
+    clusters = tcm.feature_clusters(train)
+    assert sorted(tuple(c.tolist()) for c in clusters) == sorted(table.groups)
+    new, a, b = tcm.tabcutmix_plus(train, 300, seed=2, clusters=clusters)
+    from_a, from_b, _ = _parents(new, train, a, b)
+    differ = a != b
+    swapped = 0
+    for g in table.groups:  # every group comes whole from A or whole from B
+        block_a, block_b = from_a[differ][:, list(g)], from_b[differ][:, list(g)]
+        assert np.all(block_a.all(axis=1) | block_b.all(axis=1))
+        swapped += int((block_b.all(axis=1) & ~block_a.all(axis=1)).sum())
+    assert swapped > 50  # groups are swapped, not just kept
+    assert _groups_intact(new, train, a, b, table.groups) == 1.0
+    mixed, ta, tb = tcm.tabcutmix(train, 300, seed=2)  # single features: most mixed rows split some group
+    assert _groups_intact(mixed, train, ta, tb, table.groups) < 0.5
+
+
 @functools.cache
 def _ddpm():
     cfg = models.ModelConfig(name="ddpm", width=16, depth=2, diffusion_steps=20, score_draws=4)
@@ -289,14 +379,20 @@ def test_bad_config_names_the_field(tmp_path):
     from configs import tabular_ddpm
     from gdc.studies import tabular
 
-    for field, value in (("dataset", "iris"), ("sizes", (1000,)), ("prune_fraction", 1.5), ("arms", ("tcm",))):
+    for field, value in (
+        ("datasets", ("iris",)),
+        ("datasets", ("cars", "cars")),
+        ("sizes", (1000,)),
+        ("prune_fraction", 1.5),
+        ("arms", ("tcm",)),
+    ):
         c = tabular_ddpm.get_config("quick")
         c.tabular[field] = value
         with pytest.raises(ConfigError, match=f"tabular.{field}"):
             tabular.run(c, str(tmp_path))
     assert not os.listdir(tmp_path)  # nothing was built
     c = tabular_ddpm.get_config("quick")
-    c.tabular.dataset, c.tabular.csv_path = "adult", ""
+    c.tabular.datasets, c.tabular.csv_path = ("adult",), ""
     with pytest.raises(ConfigError, match="tabular.csv_path"):
         tabular.run(c, str(tmp_path))
 
@@ -326,27 +422,37 @@ def test_ddpm_trains_through_the_engine_with_fixed_draw_scoring_passes(tmp_path)
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1200)  # a hang guard: two tables x eight tiny runs take minutes on shared cores
 def test_study_quick_end_to_end_and_resume(tmp_path):
     from configs import tabular_ddpm
     from gdc.studies import tabular
 
     config = tabular_ddpm.get_config("quick")
     out = tabular.run(config, str(tmp_path), command="test")
-    for name in ("results.json", "report.md", "tabular_memorization.png", "tabular_scores.png"):
+    for name in ("results.json", "report.md", "synthetic_tabular_memorization.png", "penguins_tabular_gaps.png"):
         assert (tmp_path / name).exists()
-    res = out["per_seed"][0]
-    assert set(res["arms"]) == {"baseline", "tcm", "tcmp", "dynamic_cut", "gdc_prune_m", "gdc_downweight_d"}
-    assert len(res["mem_vs_epochs"]["mem_ratio"]) == 2 and set(res["mem_vs_size"]) == {"32", "64"}
+    assert set(out["tables"]) == {"synthetic", "penguins"}
+    assert out["tables"]["penguins"]["per_seed"][0]["table_rows"] == 333
+    res = out["tables"]["synthetic"]["per_seed"][0]
+    arms = {"baseline", "tcm", "tcmp", "dynamic_cut", "gdc_prune_m", "gdc_downweight_d", "other_model"}
+    assert set(res["arms"]) == arms
+    assert len(res["mem_vs_epochs"]["mem_ratio"]) == 3 and set(res["mem_vs_size"]) == {"32", "64"}
+    assert res["dynamic_cut"]["checkpoints"] == [2, 4] and len(res["dynamic_cut"]["replica_events_per_stop"]) == 2
+    base = res["arms"]["baseline"]
+    assert base["excess"] == pytest.approx(base["mem_ratio"] - res["heldout_mem_ratio"])
+    assert base["excess_fixed"] == pytest.approx(base["mem_ratio_fixed"] - res["heldout_mem_ratio_fixed"])
+    assert res["clusters_recover_groups"] == 1.0 and res["tcmp_groups_intact"] == 1.0
     assert res["arms"]["dynamic_cut"]["removed_rows"] == res["arms"]["gdc_prune_m"]["removed_rows"] == 6
     for arm in res["arms"].values():
         assert 0.0 <= arm["mem_ratio"] <= 1.0
     # The tracker's scoring passes: one fixed-draw pass per epoch of the probe.
-    passes = sorted(os.listdir(tmp_path / "seed_0" / "probe" / "trackers"))
+    seed_dir = tmp_path / "synthetic" / "seed_0"
+    passes = sorted(os.listdir(seed_dir / "probe" / "trackers"))
     assert sum(p.endswith(".npy") for p in passes) == 6
     # Resume: a lost result.json is rebuilt from the stored stops and finished runs, with the same numbers.
-    metrics_before = (tmp_path / "seed_0" / "probe" / "metrics.jsonl").read_text()
-    os.remove(tmp_path / "seed_0" / "result.json")
-    again = tabular.run(config, str(tmp_path), command="test")["per_seed"][0]
-    assert (tmp_path / "seed_0" / "probe" / "metrics.jsonl").read_text() == metrics_before  # no step re-run
-    for key in ("mem_vs_epochs", "mem_vs_size", "scores_vs_counts", "arms"):
+    metrics_before = (seed_dir / "probe" / "metrics.jsonl").read_text()
+    os.remove(seed_dir / "result.json")
+    again = tabular.run(config, str(tmp_path), command="test")["tables"]["synthetic"]["per_seed"][0]
+    assert (seed_dir / "probe" / "metrics.jsonl").read_text() == metrics_before  # no step re-run
+    for key in ("mem_vs_epochs", "mem_vs_size", "scores_vs_counts", "arms", "flag_gaps", "dynamic_cut"):
         assert json.dumps(again[key], sort_keys=True) == json.dumps(res[key], sort_keys=True)

@@ -310,6 +310,8 @@ def _build_tabular(cfg: DataConfig) -> Dataset:
         if missing:
             fail("path", cfg.path, f"lacks the arrays {missing}; write it with gdc.studies.tabular.data.save")
         x, y, xh, yh = (z[k] for k in ("x", "y", "x_heldout", "y_heldout"))
+        # The column layout (numeric columns, then one-hot blocks) when the table has one; tabddpm needs it.
+        layout = {"num_numeric": int(z["num_numeric"]), "cards": [int(c) for c in z["cards"]]} if "cards" in z else {}
     if cfg.max_examples:
         x, y = x[: cfg.max_examples], y[: cfg.max_examples]
     if len(x) == 0 or x.ndim != 2:
@@ -323,5 +325,6 @@ def _build_tabular(cfg: DataConfig) -> Dataset:
         "num_classes": int(max(y.max(initial=0), yh.max(initial=0)) + 1),
         "num_train": len(x),
         "num_heldout": len(xh),
+        **layout,
     }
     return Dataset(train, heldout, meta)

@@ -73,8 +73,8 @@ def from_mapping(config: Mapping[str, Any], *, device_count: int | None = None, 
     if cfg.model.kind != data_kind:
         raise ConfigError(
             f"model.name={cfg.model.name!r} is a {cfg.model.kind} model but data.source={cfg.data.source!r} gives "
-            f"{data_kind} data; use model.name='mlp' with data.source='synthetic', 'ddpm' with 'tabular', "
-            "'lstm'/'gru'/'transformer' otherwise."
+            f"{data_kind} data; use model.name='mlp' with data.source='synthetic', 'ddpm'/'tabddpm' with "
+            "'tabular', 'lstm'/'gru'/'transformer' otherwise."
         )
     if cfg.tracker.spans == "canary_secrets" and cfg.data.source != "pydoc_canaries":
         raise ConfigError(

@@ -44,6 +44,8 @@ def build_model(cfg: config_lib.RunConfig, dataset: sources.Dataset):
         seq_len=cfg.data.seq_len,
         num_features=dataset.meta.get("num_features", 0),
         num_classes=dataset.meta.get("num_classes", 0),
+        num_numeric=dataset.meta.get("num_numeric", 0),
+        cards=tuple(dataset.meta.get("cards", ())),
     )
 
 
