@@ -13,7 +13,7 @@ text; Freeman's three prompt templates; the dataset-level test's power against |
 64) and duplication, with the true prefix and with MemHunter's inducer (a GRU rejection-sampled for 4 rounds of 256
 prompts) beside a never-fine-tuned control inducer, and its false-positive rate on never-trained sets; probe AUROC
 per layer; the ablation on held-out canaries against random directions at matched perplexity; the hotspot
-comparison; 3 seeds. Expected: about 12 minutes on 2 free CPU cores (15 training runs). Report: docs/results/lm_audit/.
+comparison; 3 seeds. Expected: about 12 minutes on 2 free CPU cores (12 training runs). Report: docs/results/lm_audit/.
 """
 
 import ml_collections
@@ -53,7 +53,7 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
             inducer_width=64,
             inducer_rounds=4,
             inducer_per_round=256,
-            inducer_threshold=5.0,
+            inducer_threshold=6.0,
             inducer_fit_steps=60,
             inducer_pretrain_steps=300,
             inducer_eval=1024,

@@ -52,7 +52,7 @@ class AuditConfig:
     inducer_width: int = 64
     inducer_rounds: int = 4
     inducer_per_round: int = 256
-    inducer_threshold: float = 12.0
+    inducer_threshold: float = 6.0
     inducer_fit_steps: int = 60
     inducer_pretrain_steps: int = 300
     inducer_eval: int = 1024  # prompts per inducer (tuned and control) for the extraction count and the test
