@@ -280,7 +280,7 @@ def test_quick_study_end_to_end(tmp_path):
     assert set(saved["prefix_sweep"]) == {"8"}
     assert saved["size_sweep"].keys() == {"16x2"}
     assert set(saved["templates"]) == {"request", "chat", "roleplay", "prefix"}
-    assert saved["templates_prompt_len"] == {"request": 4, "chat": 12, "roleplay": 25, "prefix": 17}
+    assert saved["templates_prompt_len"] == {"request": 8, "chat": 25, "roleplay": 25, "prefix": 8}
     for key in ("test_prefix", "test_inducer_tuned", "test_inducer_control"):
         assert 0.0 <= res["tests"][key]["mannwhitney"]["fpr"][-1]["mean"] <= 1.0
     ev = json.loads((tmp_path / "seed_0" / "eval.json").read_text())
