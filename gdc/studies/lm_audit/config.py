@@ -61,7 +61,7 @@ class AuditConfig:
     probe_folds: int = 4
     probe_c: float = 1.0
     probe_fit_fraction: float = 0.5  # canaries the ablated directions are fitted on; the rest are measured
-    ablation_alphas: tuple[float, ...] = (0.5, 1.0, 2.0, 3.0, 4.0, 6.0)
+    ablation_alphas: tuple[float, ...] = (0.5, 1.0, 2.0, 3.0, 4.0, 6.0, 8.0, 12.0, 16.0, 24.0)
     random_directions: int = 5
     matched_ppl: tuple[float, ...] = (1.02, 1.05, 1.1)  # perplexity / unablated perplexity for the comparison
     # GenDataCarto scores of the target run (m at the percentile-eps of its final losses, as in exp A).

@@ -22,12 +22,21 @@ def _f(d: dict, digits: int = 2) -> str:
     return f"{d['mean']:.{digits}f} ± {d['sd']:.{digits}f}"
 
 
-def _ci(d: dict, digits: int = 3) -> str:
+def _ci(d: dict, digits: int = 3, seeds: int = 0) -> str:
+    """mean [lo, hi]; with ``seeds``, "(n = k)" is added when only k < seeds seeds have a value."""
     if not d["n"]:
         return "n/a"
     if d["n"] < 2:
         return f"{d['mean']:.{digits}f} (n = 1)"
-    return f"{d['mean']:.{digits}f} [{d['lo']:.{digits}f}, {d['hi']:.{digits}f}]"
+    n = f" (n = {d['n']})" if d["n"] < seeds else ""
+    return f"{d['mean']:.{digits}f} [{d['lo']:.{digits}f}, {d['hi']:.{digits}f}]{n}"
+
+
+def _pair(a, b) -> str:
+    def one(x):
+        return f"{x:.3f}" if isinstance(x, (int, float)) and np.isfinite(x) else "NaN"
+
+    return f"({one(a)}, {one(b)})"
 
 
 def _wilson(e: dict) -> str:
@@ -219,13 +228,26 @@ def probes(cfg: AuditConfig, res: dict) -> list[str]:
         "| perplexity ratio | measure | probe | mean-difference | random | probe - random | reading |",
         "|---|---|---|---|---|---|---|",
     ]
+    n = len(res["seeds"])
     for ratio, entry in abl["matched"].items():
         for m, e in entry.items():
             lines.append(
-                f"| {ratio} | {m} | {_ci(e['probe'])} | {_ci(e['meandiff'])} | {_ci(e['random'])} (reached per "
-                f"seed {e['random_reached']}) | {_ci(e['probe_minus_random'])} | "
-                f"{matched_verdict(e['probe_minus_random'], m)} |"
+                f"| {ratio} | {m} | {_ci(e['probe'], seeds=n)} | {_ci(e['meandiff'], seeds=n)} | "
+                f"{_ci(e['random'], seeds=n)} (directions reaching it per seed {e['random_reached']}) | "
+                f"{_ci(e['probe_minus_random'], seeds=n)} | {matched_verdict(e['probe_minus_random'], m)} |"
             )
+    lines += [
+        "",
+        "Per seed (probe, random mean), exact8: "
+        + "; ".join(
+            f"{ratio}: "
+            + ", ".join(
+                _pair(p, r) for p, r in zip(e["exact8"]["probe_per_seed"], e["exact8"]["random_per_seed"], strict=True)
+            )
+            for ratio, e in abl["matched"].items()
+        )
+        + ". NaN: the probe's sweep never reaches that perplexity.",
+    ]
     return lines + ["", "![probes and ablation](probes_ablation.png)", ""]
 
 

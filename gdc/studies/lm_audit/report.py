@@ -17,9 +17,12 @@ GAPS = ("lcs_chars", "lcs_row", "lcs_corpus", "lcs_words", "rouge_p", "rouge_f",
 TESTS = ("test_prefix", "test_inducer_tuned", "test_inducer_control")
 
 
-def _stats(values) -> dict[str, float]:
-    v = [x for x in values]
+def _stats(values, rate: bool = False) -> dict[str, float]:
+    """Mean, sd and 95% t-interval over seeds (finite values only); ``rate`` clips the interval to [0, 1]."""
+    v = list(values)
     t = M.t_interval(v)
+    if rate and t["n"] > 1:
+        t["lo"], t["hi"] = max(0.0, t["lo"]), min(1.0, t["hi"])
     arr = np.asarray([x for x in v if x is not None], np.float64)
     arr = arr[np.isfinite(arr)]
     t["sd"] = float(arr.std(ddof=1)) if arr.size > 1 else (0.0 if arr.size else float("nan"))
@@ -44,8 +47,10 @@ def _test(seeds: list[dict], key: str, g_idx) -> dict:
     out = {"sizes": sizes}
     for t in ("mannwhitney", "welch"):
         out[t] = {
-            "groups": [[_stats(s[key]["power"][g][t][i] for s in seeds) for i in range(len(sizes))] for g in g_idx],
-            "fpr": [_stats(s[key]["fpr"][t][i] for s in seeds) for i in range(len(sizes))],
+            "groups": [
+                [_stats((s[key]["power"][g][t][i] for s in seeds), rate=True) for i in range(len(sizes))] for g in g_idx
+            ],
+            "fpr": [_stats((s[key]["fpr"][t][i] for s in seeds), rate=True) for i in range(len(sizes))],
         }
     return out
 
@@ -57,7 +62,7 @@ def _inducer(cfg: AuditConfig, seeds: list[dict]) -> dict:
         runs = [s["inducer"][arm] for s in seeds]
         rounds = len(runs[0]["history"])
         arm_out = {
-            "accept_rate": [_stats(r["history"][i]["accept_rate"] for r in runs) for i in range(rounds)],
+            "accept_rate": [_stats((r["history"][i]["accept_rate"] for r in runs), rate=True) for i in range(rounds)],
             "reward_mean": [_stats(r["history"][i]["reward_mean"] for r in runs) for i in range(rounds)],
             "eval_reward_mean": _stats(r["eval_reward_mean"] for r in runs),
             "distinct_prompts": [r["distinct_prompts"] for r in runs],
@@ -105,9 +110,11 @@ def _ablation(seeds: list[dict]) -> dict:
         entry = {}
         for m in ("exact8", "rouge_p"):
             entry[m] = {
-                "probe": _stats(r["probe"][m] for r in rows),
-                "meandiff": _stats(r["meandiff"][m] for r in rows),
-                "random": _stats(r["random_mean"][m] for r in rows),
+                "probe": _stats((r["probe"][m] for r in rows), rate=True),
+                "meandiff": _stats((r["meandiff"][m] for r in rows), rate=True),
+                "random": _stats((r["random_mean"][m] for r in rows), rate=True),
+                "probe_per_seed": [r["probe"][m] for r in rows],
+                "random_per_seed": [r["random_mean"][m] for r in rows],
                 "random_reached": [r["random_mean"][f"{m}_reached"] for r in rows],
                 "probe_minus_random": _stats(r["probe"][m] - r["random_mean"][m] for r in rows),
             }
