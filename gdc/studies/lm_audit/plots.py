@@ -93,26 +93,34 @@ def plots(cfg: AuditConfig, res: dict, out: str) -> list[str]:
     axes[0].axhline(0.5, color="grey", lw=0.8)
     axes[0].set(xlabel="layer (0 = embedding)", ylabel="cross-canary AUROC", title="probe AUROC", ylim=(0.3, 1.02))
     axes[0].legend(fontsize=7)
+    axes[0].set_xticks(layers)
     abl = res["ablation"]
     base = abl["none"]
-    for ax, m, label in ((axes[1], "exact8", "exact match, first 8 chars"), (axes[2], "rouge_p", "ROUGE-L P (chars)")):
-        ax.plot(1.0, base[m]["mean"], "k*", ms=12, label="no ablation")
-        for kind, fmt in (("probe", "o-"), ("meandiff", "^-"), ("random", "s--")):
-            pts = abl[kind]
-            xs = [pts[a]["val_ppl"]["mean"] / base["val_ppl"]["mean"] for a in pts]
-            ys = [pts[a][m]["mean"] for a in pts]
-            ax.plot([1.0, *xs], [base[m]["mean"], *ys], fmt, label=f"{kind} (a sweep, mean over seeds)")
-        ratios = [float(r) for r in abl["matched"]]
-        for kind, color in (("probe", "C0"), ("random", "C2")):
-            pts = [abl["matched"][r][m][kind] for r in abl["matched"]]
-            _ci_bar(ax, ratios, pts, f"{kind} at matched ppl (95% CI)", fmt="D", color=color, alpha=0.7)
-        ax.set(
-            xlim=(0.99, PPL_CLIP),
-            xlabel=f"validation perplexity / unablated (clipped at {PPL_CLIP})",
-            ylabel=f"held-out dup-{max(cfg.dup_counts)} canaries: {label}",
-            title="ablation trade-off",
-        )
-        ax.legend(fontsize=6)
+    ax = axes[1]
+    ax.plot(1.0, base["exact8"]["mean"], "k*", ms=12, label="no ablation")
+    for kind, fmt in (("probe", "o-"), ("meandiff", "^-"), ("random", "s--")):
+        pts = abl[kind]
+        xs = [pts[a]["val_ppl"]["mean"] / base["val_ppl"]["mean"] for a in pts]
+        ys = [pts[a]["exact8"]["mean"] for a in pts]
+        ax.plot([1.0, *xs], [base["exact8"]["mean"], *ys], fmt, label=f"{kind} (a sweep, mean over seeds)")
+    ax.set(
+        xlim=(0.99, PPL_CLIP),
+        xlabel=f"validation perplexity / unablated (clipped at {PPL_CLIP})",
+        ylabel=f"held-out dup-{max(cfg.dup_counts)} canaries: exact match, first 8",
+        title="ablation trade-off",
+    )
+    ax.legend(fontsize=7)
+    ratios = [float(r) for r in abl["matched"]]
+    for m, shift in (("exact8", -0.002), ("rouge_p", 0.002)):
+        pts = [abl["matched"][r][m]["probe_minus_random"] for r in abl["matched"]]
+        _ci_bar(axes[2], [r + shift for r in ratios], pts, m, fmt="o")
+    axes[2].axhline(0, color="grey", lw=0.8)
+    axes[2].set(
+        xlabel="matched perplexity ratio",
+        ylabel="probe - random (paired by seed, 95% t-interval)",
+        title="probe vs random directions at matched perplexity",
+    )
+    axes[2].legend()
     _save(fig, out, "probes_ablation.png", files)
 
     fig, ax = plt.subplots(figsize=(5, 4))
