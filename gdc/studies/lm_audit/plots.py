@@ -73,6 +73,7 @@ def plots(cfg: AuditConfig, res: dict, out: str) -> list[str]:
     for arm, marker in (("tuned", "o-"), ("control", "s--")):
         _ci_bar(axes[0], list(rounds), ind[arm]["accept_rate"], f"{arm} inducer", fmt=marker)
     axes[0].set(xlabel="round", ylabel="acceptance rate", title="rejection sampling", ylim=(0, None))
+    axes[0].set_xticks(list(rounds))
     axes[0].legend()
     names = list(ind["tuned"]["extracted"])
     for arm, shift in (("tuned", -0.15), ("control", 0.15)):

@@ -151,6 +151,8 @@ def inducer(cfg: AuditConfig, res: dict) -> list[str]:
     names = list(ind["tuned"]["extracted"])
     lines += [
         "",
+        f"Last-round acceptance, inducer - control, paired by seed: {_ci(ind['accept_last_tuned_minus_control'])}.",
+        "",
         f"Extraction with {cfg.inducer_eval} prompts per inducer and seed: rows holding >= {cfg.extract_chars} "
         "consecutive characters that some continuation emits, pooled over seeds (Wilson); never-trained rows are the "
         "null (generic text both share). tuned - control: the per-seed difference of the extracted fraction, "

@@ -82,6 +82,10 @@ def _inducer(cfg: AuditConfig, seeds: list[dict]) -> dict:
                 "per_seed": [r["extracted"][name] for r in runs],
             }
         out[arm] = arm_out
+    out["accept_last_tuned_minus_control"] = _stats(
+        s["inducer"]["tuned"]["history"][-1]["accept_rate"] - s["inducer"]["control"]["history"][-1]["accept_rate"]
+        for s in seeds
+    )
     out["tuned_minus_control"] = {
         name: _stats(
             (s["inducer"]["tuned"]["extracted"][name] - s["inducer"]["control"]["extracted"][name])
