@@ -13,8 +13,8 @@ text; Freeman's three prompt templates; the dataset-level test's power against |
 64) and duplication, with the true prefix and with MemHunter's inducer (a GRU rejection-sampled for 4 rounds of 256
 prompts) beside a never-fine-tuned control inducer, and its false-positive rate on never-trained sets; probe AUROC
 per layer; the ablation on held-out canaries against random directions at matched perplexity; the hotspot
-comparison; 3 seeds (12 training runs). Runtime: 32 min wall on 2 CPU cores shared with other jobs (load average
-20-25); the evaluation alone, rerun on the trained models, 11.5 min under the same load.
+comparison; 3 seeds (12 training runs). Runtime: 10.6 min wall on 2 CPU cores shared with other jobs (load average
+5-11; 32 min under a load of 20-25).
 Expected (docs/results/lm_audit/): dup-16 whole-row LCSubstring gap ~7 characters, flat in the prefix; Mann-Whitney
 power 1.0 at |S| = 48 for dup 16, ~0.2 for dup 4, chance for dup 1, false positives ~0.05; inducer acceptance
 0.07 -> 0.26 with no more rows extracted than its control; probe AUROC 0.84 (reference model 0.70); probe and
