@@ -1,16 +1,24 @@
-"""LM audit (issue 7): extraction protocol, dataset-level membership test, activation probes, hotspot comparison.
+"""LM audit (issues 7 and 21): extraction protocol, MemHunter's inducer and dataset-level test, activation probes.
 
   python launch.py --config=configs/lm_audit.py --workdir=runs/lm_audit --mode=all
   python launch.py --config=configs/lm_audit.py:quick --workdir=/tmp/lm_audit_quick --mode=all   # tests use it
 
-Per seed: 256 pydoc training rows of 64 characters; three candidate groups of 16 rows duplicated 1, 4 and 16
-times through the engine's multiplicity up-sampling; 256 never-trained held-out rows as the control. Models (all
-through gdc.train.loop): the target LSTM 64 units x 2 layers (batch 16, Adam 1e-2, warmup-stable-decay, 24
-epochs), the same model trained without any group row (reference for the token labels), and the size sweep 32x1,
-64x1 (plus the target's 64x2). Reports the prefix sweep (8..40 characters, 24-character greedy continuations),
-power of the one-sided Mann-Whitney / Welch tests vs |S| and duplication, their false-positive rate on
-never-trained sets, probe AUROC per layer, the ablation trade-off and the hotspot comparison, over 3 seeds.
-Expected: about 15 minutes on 2 shared CPU cores (12 training runs). Report: docs/results/lm_audit/.
+Per seed: of the first 640 pydoc train-split rows of 65 characters, a random 384 are trained on and 256 others are
+the never-trained control (same topics); three candidate groups of 64 trained rows are duplicated 1, 4 and 16 times
+through the engine's multiplicity up-sampling. Models (all through gdc.train.loop): the target LSTM 64 units x 2
+layers (batch 16, Adam 1e-2, warmup-stable-decay, 20 epochs), the same model without any group row (reference for
+the token labels), and the size sweep 32x1, 64x1. Reports the prefix sweep (8..41 characters, the longest a row
+allows before a 24-character continuation) scored on the aligned continuation, the whole row and the whole training
+text; Freeman's three prompt templates; the dataset-level test's power against |S| (4..48, S drawn from groups of
+64) and duplication, with the true prefix and with MemHunter's inducer (a GRU rejection-sampled for 4 rounds of 256
+prompts) beside a never-fine-tuned control inducer, and its false-positive rate on never-trained sets; probe AUROC
+per layer; the ablation on held-out canaries against random directions at matched perplexity; the hotspot
+comparison; 3 seeds (12 training runs). Runtime: 10.6 min wall on 2 CPU cores shared with other jobs (load average
+5-11; 32 min under a load of 20-25).
+Expected (docs/results/lm_audit/): dup-16 whole-row LCSubstring gap ~7 characters, flat in the prefix; Mann-Whitney
+power 1.0 at |S| = 48 for dup 16, ~0.2 for dup 4, chance for dup 1, false positives ~0.05; inducer acceptance
+0.07 -> 0.26 with no more rows extracted than its control; probe AUROC 0.84 (reference model 0.70); probe and
+random directions overlapping at matched perplexity.
 """
 
 import ml_collections
@@ -22,33 +30,45 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
     c.lm_audit = ml_collections.ConfigDict(
         dict(
             seeds=(0, 1, 2),
-            num_train=256,
+            num_rows=640,
+            num_train=384,
             seq_len=64,
             heldout_fraction=0.05,
             dup_counts=(1, 4, 16),
-            group_size=16,
+            group_size=64,
             num_control=256,
-            prefix_lengths=(8, 16, 24, 32, 40),
+            prefix_lengths=(8, 16, 24, 32, 41),
             continuation=24,
             test_prefix=32,
+            template_cue=8,
+            template_context=16,
             model="lstm",
             width=64,
             depth=2,
             num_heads=4,
             sizes=("32x1", "64x1"),
-            epochs=24,
+            epochs=20,
             batch_size=16,
             learning_rate=1e-2,
             warmup_steps=20,
-            power_sizes=(2, 4, 8, 16),
+            power_sizes=(4, 8, 16, 32, 48),
             power_reps=200,
-            fpr_size=16,
-            fpr_reps=1000,
             alpha=0.05,
+            inducer_prompt=16,
+            inducer_width=64,
+            inducer_rounds=4,
+            inducer_per_round=256,
+            inducer_threshold=6.0,
+            inducer_fit_steps=60,
+            inducer_pretrain_steps=300,
+            inducer_eval=1024,
+            extract_chars=16,
             probe_folds=4,
             probe_c=1.0,
-            ablation_alphas=(1.0, 2.0, 4.0),
-            random_directions=3,
+            probe_fit_fraction=0.5,
+            ablation_alphas=(0.5, 1.0, 2.0, 3.0, 4.0, 6.0, 8.0, 12.0, 16.0, 24.0),
+            random_directions=5,
+            matched_ppl=(1.02, 1.05, 1.1),
             eps_percentile=50.0,
             num_boot=2000,
         )
@@ -57,27 +77,38 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
         c.lm_audit.update(
             dict(
                 seeds=(0,),
-                num_train=96,
+                num_rows=120,
+                num_train=72,
                 seq_len=32,
                 dup_counts=(1, 4),
                 group_size=8,
-                num_control=24,
+                num_control=48,
                 prefix_lengths=(8,),
                 continuation=8,
                 test_prefix=8,
+                template_cue=8,  # prompts of 8 (request, prefix) and 25 (chat, roleplay): two compilations, not four
+                template_context=17,
                 width=16,
                 depth=2,
                 sizes=(),
                 epochs=3,
                 batch_size=32,
                 warmup_steps=2,
-                power_sizes=(2, 4, 8),
+                power_sizes=(2, 4),
                 power_reps=20,
-                fpr_size=8,
-                fpr_reps=50,
+                inducer_prompt=6,
+                inducer_width=16,
+                inducer_rounds=2,
+                inducer_per_round=32,
+                inducer_threshold=1.0,
+                inducer_fit_steps=5,
+                inducer_pretrain_steps=10,
+                inducer_eval=32,
+                extract_chars=6,
                 probe_folds=2,
-                ablation_alphas=(1.0,),
-                random_directions=1,
+                ablation_alphas=(1.0, 4.0),
+                random_directions=2,
+                matched_ppl=(1.02,),
                 num_boot=200,
             )
         )

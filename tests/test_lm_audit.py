@@ -249,7 +249,16 @@ def test_cross_canary_split_does_not_leak_canary_identity():
 
 
 def test_config_errors_name_the_field():
-    for field, value in (("continuation", 60), ("sizes", ("64",)), ("alpha", 1.5), ("group_size", 400)):
+    for field, value in (
+        ("continuation", 60),
+        ("sizes", ("64",)),
+        ("alpha", 1.5),
+        ("group_size", 400),
+        ("power_sizes", (4, 64)),
+        ("num_control", 300),
+        ("template_context", 40),
+        ("matched_ppl", (1.0,)),
+    ):
         c = lm_audit_config.get_config()
         c.lm_audit[field] = value
         with pytest.raises(ConfigError, match=f"lm_audit.{field}"):
@@ -263,16 +272,30 @@ def test_quick_study_end_to_end(tmp_path):
 
     cfg = lm_audit_config.get_config("quick")
     res = lm_audit.run(cfg, str(tmp_path), mode="all", command="pytest")
-    for name in ("report.md", "results.json", "prefix_sweep.png", "power.png", "probes_ablation.png"):
+    for name in ("report.md", "results.json", "prefix_sweep.png", "power.png", "inducer.png", "probes_ablation.png"):
         assert os.path.exists(tmp_path / name), name
     with open(tmp_path / "results.json") as f:
         saved = json.load(f)
     assert len(saved["probe"]["auroc"]) == cfg.lm_audit.depth + 1
     assert set(saved["prefix_sweep"]) == {"8"}
     assert saved["size_sweep"].keys() == {"16x2"}
-    assert 0.0 <= res["fpr"]["mannwhitney"]["mean"] <= 1.0
+    assert set(saved["templates"]) == {"request", "chat", "roleplay", "prefix"}
+    assert saved["templates_prompt_len"] == {"request": 8, "chat": 25, "roleplay": 25, "prefix": 8}
+    for key in ("test_prefix", "test_inducer_tuned", "test_inducer_control"):
+        assert 0.0 <= res["tests"][key]["mannwhitney"]["fpr"][-1]["mean"] <= 1.0
+    ev = json.loads((tmp_path / "seed_0" / "eval.json").read_text())
+    split = np.load(tmp_path / "seed_0" / "split.npz")
+    # The control rows are never trained, the groups are trained rows, and S varies: |S| < the group size.
+    assert not set(split["control"]) & set(split["kept"]) and set(split["groups_GxS"].ravel()) <= set(split["kept"])
+    assert max(ev["test_prefix"]["fpr"]["sizes"]) < cfg.lm_audit.group_size
+    for arm in ("tuned", "control"):
+        assert len(ev["inducer"][arm]["history"]) == cfg.lm_audit.inducer_rounds
+        assert ev["inducer"][arm]["num_rows"]["control"] == cfg.lm_audit.num_control
+    # The ablation is measured on held-out canaries only.
+    assert ev["ablation"]["num_test"] == cfg.lm_audit.group_size // 2
     report = (tmp_path / "report.md").read_text()
-    assert "## 2. Dataset-level test" in report and "## 4. GenDataCarto hotspot comparison" in report
+    assert "## 2. Dataset-level test" in report and "## 3. MemHunter's inducer" in report
+    assert "## 5. GenDataCarto hotspot comparison" in report and "matched perplexity" in report
     # Resumable: a second run reuses every artefact (no retraining: the eval.json is not rewritten).
     mtime = os.path.getmtime(tmp_path / "seed_0" / "eval.json")
     lm_audit.run(cfg, str(tmp_path), mode="all")

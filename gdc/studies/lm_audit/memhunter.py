@@ -1,14 +1,16 @@
-"""Dataset-level membership test (MemHunter's test, without its prompt inducer).
+"""Dataset-level membership test (MemHunter's test; its prompt inducer is ``inducer`` / ``hunt``).
 
-H0: the candidate set S is not memorized, i.e. its per-sample scores (ROUGE-L precision of the greedy continuation
-of each sample's true prefix) come from the same distribution as those of a matched never-trained control set.
+H0: the candidate set S is not memorized, i.e. its per-sample scores (in the study: ROUGE-L precision of the greedy
+continuation of each sample's true prefix, or the longest substring of the sample that the target emits under the
+inducer's prompts) come from the same distribution as those of a matched never-trained control set.
 H1 (one-sided): S scores higher. Two tests from scipy.stats: Mann-Whitney U (rank-based; ties handled by the
 normal approximation with tie correction) and Welch's t (unequal variances). A p-value that is NaN (e.g. both
 samples constant for Welch) counts as "not rejected".
 
 Power and false-positive rate are rejection rates over random draws: each repetition draws |S| samples from the
-candidate pool and |S| from the control pool without replacement; for the false-positive rate both come from one
-never-trained pool, disjoint within each draw, so p-values should be uniform and the rate close to alpha.
+candidate pool and |S| from the control pool without replacement (a pool larger than |S| makes S vary); for the
+false-positive rate both come from one never-trained pool, disjoint within each draw, so p-values should be uniform
+and the rate close to alpha.
 """
 
 import warnings

@@ -4,12 +4,17 @@ Characters are the decoded bytes; "tokens" are whitespace-separated words (the m
 own tokens are the characters). ROUGE-L is the word-level longest common *subsequence*: precision |LCS| / |generated|
 (MemHunter's score; ``rouge_p_chars`` is the same over characters), recall |LCS| / |reference|, F the harmonic
 mean. The longest common *substring* (contiguous) is Freeman's headline metric.
-Exact match: the generated text equals the reference.
+Exact match: the generated text equals the reference. ``longest_in`` is the longest common substring of a text and
+a whole corpus (every row of a source, joined with a separator that never occurs in text), the score against the
+whole source rather than the aligned continuation. ``wilson`` and ``t_interval`` are the report's intervals.
 """
 
 from collections.abc import Sequence
 
 import numpy as np
+from scipy import stats
+
+SEP = "\x00"  # joins corpus rows; byte 0 never occurs in the text corpora (and a match never spans two rows)
 
 
 def longest_common_substring(a: Sequence, b: Sequence) -> int:
@@ -98,3 +103,46 @@ def bootstrap_gap(
         "train_mean": float(train_N.mean()),
         "control_mean": float(control_M.mean()),
     }
+
+
+def join_rows(rows_NxT: np.ndarray) -> str:
+    """A corpus string of byte-token rows, joined by ``SEP`` (so no common substring spans two rows)."""
+    return SEP.join(to_text(r) for r in rows_NxT)
+
+
+def longest_in(text: str, corpus: str) -> int:
+    """Length of the longest substring of ``text`` that occurs in ``corpus`` (= the longest common substring).
+
+    Two pointers over ``text``: a substring of a match is a match, so the window ``text[i:j]`` only grows at its
+    right end or drops its left character; O(|text|) ``in`` searches of the corpus.
+    """
+    best, i, j = 0, 0, 0
+    while j < len(text):
+        if text[i : j + 1] in corpus:
+            j += 1
+            best = max(best, j - i)
+        elif i < j:
+            i += 1
+        else:
+            i, j = i + 1, j + 1
+    return best
+
+
+def wilson(k: float, n: float, z: float = 1.96) -> tuple[float, float]:
+    """Wilson score interval of the proportion ``k / n`` (NaNs when ``n == 0``)."""
+    if n == 0:
+        return float("nan"), float("nan")
+    p, den = k / n, 1 + z * z / n
+    mid = (p + z * z / (2 * n)) / den
+    half = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / den
+    return max(0.0, float(mid - half)), min(1.0, float(mid + half))
+
+
+def t_interval(values, level: float = 0.95) -> dict[str, float]:
+    """Mean and its Student-t interval over the finite ``values`` (seeds); NaN bounds with fewer than 2."""
+    v = np.asarray([x for x in values if x is not None], np.float64)
+    v = v[np.isfinite(v)]
+    if v.size == 0:
+        return {"mean": float("nan"), "lo": float("nan"), "hi": float("nan"), "n": 0}
+    half = stats.t.ppf(0.5 + level / 2, v.size - 1) * v.std(ddof=1) / np.sqrt(v.size) if v.size > 1 else np.nan
+    return {"mean": float(v.mean()), "lo": float(v.mean() - half), "hi": float(v.mean() + half), "n": int(v.size)}

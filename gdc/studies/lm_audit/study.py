@@ -1,16 +1,17 @@
 """The LM audit study, per seed: train (engine), score (GenDataCarto), evaluate (extraction, test, probes, ablation).
 
 Per seed, in ``WORKDIR/seed_S/``:
-* ``split.npz``: the candidate groups (``group_size`` train rows per duplication count, up-sampled through the
-  engine's ``train.multiplicity_path``), the never-trained control rows (held-out split) and the arrays handed to
-  the engine.
-* ``target/``: the target model (``lm_audit.model`` at width x depth), trained on every train row with the groups
-  duplicated; ``reference/``: the same model trained without any group row (``train.keep_idx_path``), for the
-  counterfactual token labels; ``size_{width}x{depth}/``: the model-size sweep, trained like the target.
+* ``split.npz``: of the first ``num_rows`` train-split rows, the ``num_train`` the target trains on (a seeded
+  random subset, ``train.keep_idx_path``) and ``num_control`` never-trained rows of the same range (the control:
+  same topics as the training rows); the candidate groups (``group_size`` trained rows per duplication count,
+  up-sampled through ``train.multiplicity_path``); the rest of the trained rows are "ordinary".
+* ``target/``: the target model (``lm_audit.model`` at width x depth); ``reference/``: the same model trained
+  without any group row, for the counterfactual token labels; ``size_{width}x{depth}/``: the model-size sweep,
+  trained like the target.
 * ``eval.json``: every number of the seed. A stage whose output exists is not redone.
 
 All models train through ``gdc.train.loop.train`` on one device; the hotspot quadrant comes from the target run's
-own tracker artefacts (``gdc.scoring.score_run``, eps at a percentile of the final losses).
+own per-epoch losses on its trained rows (``gdc.scoring.compute_scores``, eps at a percentile of final losses).
 """
 
 import os
@@ -22,17 +23,25 @@ from sklearn.metrics import roc_auc_score
 
 from gdc import jsonio, scoring, sharding
 from gdc.data import sources
-from gdc.evaluation import extraction
-from gdc.studies.lm_audit import memhunter, probes, teacher_forcing
+from gdc.studies.lm_audit import ablation, freeman, hunt, memhunter, probes, teacher_forcing
 from gdc.studies.lm_audit import metrics as M
 from gdc.studies.lm_audit.config import AuditConfig
 from gdc.train import config as config_lib
 from gdc.train import loop
 
 HOTSPOT = 2  # gdc.scoring quadrant code of Hotspot-Memorized (low d, high m)
-GAP_METRICS = ("lcs_chars", "lcs_words", "rouge_p", "rouge_f", "rouge_p_chars", "exact", "exact8")
+GAP_METRICS = (
+    "lcs_chars",
+    "lcs_row",
+    "lcs_corpus",
+    "lcs_words",
+    "rouge_p",
+    "rouge_f",
+    "rouge_p_chars",
+    "exact",
+    "exact8",
+)
 TEST_SCORE = "rouge_p_chars"  # the dataset-level test's per-sample score
-DECODE_ROWS = 128  # rows per greedy-decoding call: one compilation per (model, prefix length) whatever the rows
 
 
 def _mesh():
@@ -48,7 +57,7 @@ def run_config(cfg: AuditConfig, seed: int, width: int, depth: int, *, keep: str
                 seq_len=cfg.seq_len,
                 heldout_fraction=cfg.heldout_fraction,
                 split_seed=seed,
-                max_examples=cfg.num_train,
+                max_examples=cfg.num_rows,
             ),
             "model": dict(name=cfg.model, width=width, depth=depth, num_heads=cfg.num_heads),
             "train": dict(
@@ -71,45 +80,48 @@ def run_config(cfg: AuditConfig, seed: int, width: int, depth: int, *, keep: str
 
 
 def make_split(cfg: AuditConfig, seed: int, sdir: str) -> dict[str, np.ndarray]:
-    """Candidate groups, control rows and the engine's multiplicity / keep arrays (written once to split.npz)."""
+    """Trained, control and group rows and the engine's keep / multiplicity arrays (written once to split.npz)."""
     path = os.path.join(sdir, "split.npz")
     if os.path.exists(path):
         return dict(np.load(path))
     ds = sources.build_dataset(run_config(cfg, seed, cfg.width, cfg.depth).data)
-    n, n_held = ds.num_train, ds.num_heldout
-    if cfg.num_control > n_held:
-        raise ValueError(f"lm_audit.num_control={cfg.num_control} exceeds the {n_held} held-out rows.")
+    n = ds.num_train
+    if cfg.num_rows > n:
+        raise ValueError(f"lm_audit.num_rows={cfg.num_rows} exceeds the {n} train-split rows of the corpus.")
     rng = np.random.default_rng([seed, 7])
-    groups_GdxM = rng.permutation(n)[: len(cfg.dup_counts) * cfg.group_size].reshape(len(cfg.dup_counts), -1)
+    perm = rng.permutation(n)
+    kept = np.sort(perm[: cfg.num_train])
+    control = np.sort(perm[cfg.num_train : cfg.num_train + cfg.num_control])
+    groups_GxS = rng.permutation(kept)[: len(cfg.dup_counts) * cfg.group_size].reshape(len(cfg.dup_counts), -1)
     mult_N = np.ones(n, np.int64)
     for g, k in enumerate(cfg.dup_counts):
-        mult_N[groups_GdxM[g]] = k
-    in_group_N = np.zeros(n, bool)
-    in_group_N[groups_GdxM.reshape(-1)] = True
+        mult_N[groups_GxS[g]] = k
+    ordinary = np.setdiff1d(kept, groups_GxS.reshape(-1))
     split = {
-        "groups_GxS": groups_GdxM,
+        "groups_GxS": groups_GxS,
         "dup_counts_G": np.asarray(cfg.dup_counts),
         "multiplicity_N": mult_N,
-        "reference_keep": np.flatnonzero(~in_group_N),
-        "ordinary": np.flatnonzero(~in_group_N),
-        "control": np.sort(rng.choice(n_held, cfg.num_control, replace=False)),
+        "kept": kept,
+        "ordinary": ordinary,
+        "control": control,
     }
     os.makedirs(sdir, exist_ok=True)
     np.save(os.path.join(sdir, "multiplicity.npy"), mult_N)
-    np.save(os.path.join(sdir, "reference_keep.npy"), split["reference_keep"])
+    np.save(os.path.join(sdir, "target_keep.npy"), kept)
+    np.save(os.path.join(sdir, "reference_keep.npy"), ordinary)
     np.savez(path, **split)
     return split
 
 
 def models_of(cfg: AuditConfig, seed: int, sdir: str) -> dict[str, config_lib.RunConfig]:
-    mult, keep = os.path.join(sdir, "multiplicity.npy"), os.path.join(sdir, "reference_keep.npy")
+    mult, keep = os.path.join(sdir, "multiplicity.npy"), os.path.join(sdir, "target_keep.npy")
     runs = {
-        "target": run_config(cfg, seed, cfg.width, cfg.depth, mult=mult),
-        "reference": run_config(cfg, seed, cfg.width, cfg.depth, keep=keep),
+        "target": run_config(cfg, seed, cfg.width, cfg.depth, keep=keep, mult=mult),
+        "reference": run_config(cfg, seed, cfg.width, cfg.depth, keep=os.path.join(sdir, "reference_keep.npy")),
     }
     for size in cfg.sizes:
         w, d = map(int, size.split("x"))
-        runs[f"size_{size}"] = run_config(cfg, seed, w, d, mult=mult)
+        runs[f"size_{size}"] = run_config(cfg, seed, w, d, keep=keep, mult=mult)
     return runs
 
 
@@ -121,23 +133,32 @@ def train_seed(cfg: AuditConfig, seed: int, sdir: str) -> None:
             continue
         print(f"[lm_audit] seed {seed}: training {name}", flush=True)
         loop.train(rc, wd, mesh=_mesh())
-    scores = os.path.join(sdir, "target", "scores", "scores.npz")
-    if not os.path.exists(scores):
-        scoring.score_run(os.path.join(sdir, "target"), eps=cfg.eps_percentile, kind="percentile")
 
 
 def _gaps(train: dict, control: dict, rows: np.ndarray, cfg: AuditConfig, seed: int) -> dict:
     return {m: M.bootstrap_gap(train[m][rows], control[m], num_boot=cfg.num_boot, seed=seed) for m in GAP_METRICS}
 
 
-def _extract(model, tokens_NxT: np.ndarray, p: int, c: int, mesh, ablate=None) -> dict[str, np.ndarray]:
-    """Greedy continuation of ``c`` tokens after each row's first ``p``, scored against the row's own next ``c``."""
-    gen = extraction.greedy_decode(*model, tokens_NxT[:, :p], c, mesh, ablate=ablate, batch_size=DECODE_ROWS)
-    return M.score_pairs(gen, tokens_NxT[:, p : p + c])
-
-
 def _mwu(a: np.ndarray, b: np.ndarray) -> float:
     return float(stats.mannwhitneyu(a, b, alternative="greater").pvalue) if len(a) and len(b) else float("nan")
+
+
+def _test_block(pools: list[np.ndarray], control_M: np.ndarray, cfg: AuditConfig, seed: int) -> dict:
+    """Power of the dataset-level test for S drawn from each pool vs |S|, and its false-positive rate at each |S|
+    with S and the control both drawn (disjointly) from the never-trained control scores."""
+    reps = dict(reps=cfg.power_reps, alpha=cfg.alpha, seed=seed)
+    power = [memhunter.power_curve(pool, control_M, cfg.power_sizes, **reps) for pool in pools]
+    fpr = memhunter.power_curve(control_M, None, cfg.power_sizes, **reps)
+    return {"power": power, "fpr": fpr}
+
+
+def _quadrants(cfg: AuditConfig, sdir: str, kept: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """(quadrant_N, m_N) of the target run over its trained rows (-1 / NaN elsewhere)."""
+    loss_ExN, meta = scoring.load_loss_matrix(os.path.join(sdir, "target"), "epoch")
+    arrays, _ = scoring.compute_scores(np.asarray(loss_ExN)[:, kept], meta, eps=cfg.eps_percentile, kind="percentile")
+    quad_N, m_N = np.full(n, -1), np.full(n, np.nan)
+    quad_N[kept], m_N[kept] = arrays["quadrant_N"], arrays["m_N"]
+    return quad_N, m_N
 
 
 def evaluate_seed(cfg: AuditConfig, seed: int, sdir: str) -> dict:
@@ -146,27 +167,52 @@ def evaluate_seed(cfg: AuditConfig, seed: int, sdir: str) -> dict:
     if os.path.exists(path):
         return jsonio.read(path)
     split = make_split(cfg, seed, sdir)
-    runs = models_of(cfg, seed, sdir)
     mesh = _mesh()
     loaded = {}
-    for name, rc in runs.items():
+    for name, rc in models_of(cfg, seed, sdir).items():
         graphdef, params, dataset, _ = loop.restore_params(rc, os.path.join(sdir, name), mesh)
         loaded[name] = (graphdef, params)
-    train_NxT = dataset.train["tokens"]
-    control_MxT = dataset.heldout["tokens"][split["control"]]
-    groups_GdxM, ordinary = split["groups_GxS"], split["ordinary"]
-    canary_rows = groups_GdxM.reshape(-1)
+    rows_NxT = dataset.train["tokens"]
+    public_NxT = dataset.heldout["tokens"]
+    groups_GxS, ordinary, control, kept = split["groups_GxS"], split["ordinary"], split["control"], split["kept"]
+    control_MxT = rows_NxT[control]
+    canary_rows = groups_GxS.reshape(-1)
+    corpus = M.join_rows(rows_NxT[kept])
     out: dict = {"seed": seed, "dup_counts": [int(k) for k in cfg.dup_counts]}
     target = loaded["target"]
     c, tp = cfg.continuation, cfg.test_prefix
+    print(f"[lm_audit] seed {seed}: extraction protocol", flush=True)
 
-    # 1. Extraction protocol: prefix sweep on every train row and the control rows.
+    # 1. Extraction protocol: prefix sweep on every row (trained and control), scored aligned and on the whole source.
+    def sweep(model, rows, prompts, start):
+        return freeman.continue_and_score(model, rows, prompts, start, c, mesh, corpus)
+
     per_prefix = {}
     for p in sorted(set(cfg.prefix_lengths) | {tp}):
-        tr, co = _extract(target, train_NxT, p, c, mesh), _extract(target, control_MxT, p, c, mesh)
+        res = sweep(target, rows_NxT, rows_NxT[:, :p], p)
+        tr, co = res, {m: v[control] for m, v in res.items()}
         per_prefix[p] = (tr, co)
         out.setdefault("prefix_sweep", {})[str(p)] = {
-            "groups": [_gaps(tr, co, g, cfg, seed) for g in groups_GdxM],
+            "groups": [_gaps(tr, co, g, cfg, seed) for g in groups_GxS],
+            "ordinary": _gaps(tr, co, ordinary, cfg, seed),
+            "control_mean": {m: float(co[m].mean()) for m in GAP_METRICS},
+        }
+    # Prompt templates (freeman.TEMPLATES) on the groups, the ordinary rows and the control.
+    rng = np.random.default_rng([seed, 17])
+    k = cfg.template_context
+    starts = rng.integers(0, public_NxT.shape[1] - k + 1, len(rows_NxT))
+    context_NxK = public_NxT[rng.integers(0, len(public_NxT), len(rows_NxT))[:, None], starts[:, None] + np.arange(k)]
+    framing_K = public_NxT[int(rng.integers(len(public_NxT))), :k]
+    templates = freeman.template_prompts(
+        rows_NxT, context_NxK, framing_K, cue=cfg.template_cue, max_prefix=cfg.max_allowed_prefix
+    )
+    out["templates"] = {"framing": M.to_text(framing_K)}
+    for name, (prompts, start) in templates.items():
+        tr = sweep(target, rows_NxT, prompts, start)
+        co = {m: v[control] for m, v in tr.items()}
+        out["templates"][name] = {
+            "prompt_len": int(prompts.shape[1]),
+            "groups": [_gaps(tr, co, g, cfg, seed) for g in groups_GxS],
             "ordinary": _gaps(tr, co, ordinary, cfg, seed),
             "control_mean": {m: float(co[m].mean()) for m in GAP_METRICS},
         }
@@ -176,40 +222,42 @@ def evaluate_seed(cfg: AuditConfig, seed: int, sdir: str) -> dict:
         if name == "target":
             tr, co = train_tp, control_tp
         else:
-            tr = {k: np.zeros(len(train_NxT)) for k in M.METRICS}
-            part = _extract(loaded[name], train_NxT[canary_rows], tp, c, mesh)
-            for k in M.METRICS:
-                tr[k][canary_rows] = part[k]
-            co = _extract(loaded[name], control_MxT, tp, c, mesh)
+            rows = np.concatenate([canary_rows, control])
+            part = sweep(loaded[name], rows_NxT[rows], rows_NxT[rows, :tp], tp)
+            tr = {m: np.zeros(len(rows_NxT)) for m in part}
+            for m in part:
+                tr[m][canary_rows] = part[m][: len(canary_rows)]
+            co = {m: v[len(canary_rows) :] for m, v in part.items()}
         size = f"{cfg.width}x{cfg.depth}" if name == "target" else name[5:]
-        out["size_sweep"][size] = [_gaps(tr, co, g, cfg, seed) for g in groups_GdxM]
+        out["size_sweep"][size] = [_gaps(tr, co, g, cfg, seed) for g in groups_GxS]
 
-    # 2. Dataset-level test on ROUGE-L precision (over the model's tokens, characters) at the test prefix.
+    # 2. Dataset-level test without the inducer: character ROUGE-L precision of the true-prefix continuation.
     score_N, score_M = train_tp[TEST_SCORE], control_tp[TEST_SCORE]
-    reps = dict(reps=cfg.power_reps, alpha=cfg.alpha, seed=seed)
-    out["power"] = [memhunter.power_curve(score_N[g], score_M, cfg.power_sizes, **reps) for g in groups_GdxM]
-    fpr = memhunter.rejection_rate(score_M, None, cfg.fpr_size, reps=cfg.fpr_reps, alpha=cfg.alpha, seed=seed)
-    out["fpr"] = {
-        "size": cfg.fpr_size,
-        "reps": cfg.fpr_reps,
-        **{t: fpr[t] for t in memhunter.TESTS},
-        **{
-            f"{t}_ks_p": float(stats.kstest(np.nan_to_num(fpr[f"{t}_p"], nan=1.0), "uniform").pvalue)
-            for t in memhunter.TESTS
-        },
-    }
+    out["test_prefix"] = _test_block([score_N[g] for g in groups_GxS], score_M, cfg, seed)
 
-    # 3. GenDataCarto quadrants of the target run.
-    sc = np.load(os.path.join(sdir, "target", "scores", "scores.npz"))
-    quad_N = sc["quadrant_N"]
+    # 3. MemHunter's inducer (rewarded on the ordinary rows) and its never-fine-tuned control.
+    named = {f"dup{k}": rows_NxT[g] for k, g in zip(cfg.dup_counts, groups_GxS, strict=True)}
+    named.update(ordinary=rows_NxT[ordinary], control=control_MxT)
+    hunted = hunt.run(
+        cfg, target, public_NxT=public_NxT, known_NxT=rows_NxT[ordinary], rows=named, mesh=mesh, seed=seed
+    )
+    out["inducer"] = hunted
+    for arm in hunt.ARMS:
+        sc = hunted[arm]["row_score"]
+        pools = [np.asarray(sc[f"dup{k}"]) for k in cfg.dup_counts]
+        out[f"test_inducer_{arm}"] = _test_block(pools, np.asarray(sc["control"]), cfg, seed)
+
+    # 4. GenDataCarto quadrants of the target run.
+    quad_N, m_N = _quadrants(cfg, sdir, kept, len(rows_NxT))
     out["quadrants"] = {
-        "groups": [[int((quad_N[g] == q).sum()) for q in range(4)] for g in groups_GdxM],
+        "groups": [[int((quad_N[g] == q).sum()) for q in range(4)] for g in groups_GxS],
         "ordinary": [int((quad_N[ordinary] == q).sum()) for q in range(4)],
     }
 
-    # 4. Probes on the canaries (every group row): counterfactual labels against the reference model.
-    tf_t = teacher_forcing.teacher_forced(*target, train_NxT[canary_rows])
-    tf_r = teacher_forcing.teacher_forced(*loaded["reference"], train_NxT[canary_rows])
+    # 5. Probes on the canaries (every group row): counterfactual labels against the reference model.
+    print(f"[lm_audit] seed {seed}: probes and ablation", flush=True)
+    tf_t = teacher_forcing.teacher_forced(*target, rows_NxT[canary_rows])
+    tf_r = teacher_forcing.teacher_forced(*loaded["reference"], rows_NxT[canary_rows])
     labels_NxL = probes.token_labels(tf_t["correct_NxL"], tf_r["correct_NxL"])
     kw = dict(folds=cfg.probe_folds, c=cfg.probe_c, seed=seed)
     pr = probes.cross_canary_probes(tf_t["hidden_LyxNxLxD"], labels_NxL, **kw)
@@ -224,47 +272,36 @@ def evaluate_seed(cfg: AuditConfig, seed: int, sdir: str) -> dict:
         "num_memorized": pr["num_pos"],
         "num_predictable": pr["num_neg"],
         "memorized_frac_by_group": [
-            float((labels_NxL[g * s : (g + 1) * s] == 1).mean()) for g in range(len(groups_GdxM))
+            float((labels_NxL[g * s : (g + 1) * s] == 1).mean()) for g in range(len(groups_GxS))
         ],
-        "target_acc_by_group": [
-            float(tf_t["correct_NxL"][g * s : (g + 1) * s].mean()) for g in range(len(groups_GdxM))
-        ],
+        "target_acc_by_group": [float(tf_t["correct_NxL"][g * s : (g + 1) * s].mean()) for g in range(len(groups_GxS))],
         "reference_acc_by_group": [
-            float(tf_r["correct_NxL"][g * s : (g + 1) * s].mean()) for g in range(len(groups_GdxM))
+            float(tf_r["correct_NxL"][g * s : (g + 1) * s].mean()) for g in range(len(groups_GxS))
         ],
     }
-    auroc_Ly = pr["auroc_K"]  # all NaN only when no held-out fold had both classes (tiny smoke runs)
-    best = int(np.nanargmax(auroc_Ly)) if np.isfinite(auroc_Ly).any() else len(auroc_Ly) - 1
-    u_D, probe = probes.probe_direction(tf_t["hidden_LyxNxLxD"][best], labels_NxL, c=cfg.probe_c, seed=seed)
+
+    # 6. Ablation: directions fitted on half the canaries, extraction measured on the held-out dup-max canaries.
+    fit = ablation.split_canaries(len(groups_GxS), s, cfg.probe_fit_fraction, seed)
+    top = int(np.argmax(cfg.dup_counts))
+    held_top = canary_rows[top * s : (top + 1) * s][~fit[top * s : (top + 1) * s]]
+    out["ablation"], probe, best = ablation.run(
+        cfg,
+        target,
+        hidden_fit_LyxNxLxD=tf_t["hidden_LyxNxLxD"][:, fit],
+        labels_fit_NxL=labels_NxL[fit],
+        test_NxT=rows_NxT[held_top],
+        control_MxT=control_MxT,
+        mesh=mesh,
+        seed=seed,
+    )
     out["probe"]["best_layer"] = best
 
-    # 5. Ablation trade-off at the best layer: canaries of the most duplicated group vs validation perplexity.
-    top = groups_GdxM[int(np.argmax(cfg.dup_counts))]
-    rng = np.random.default_rng([seed, 11])
-    dirs = {"probe": u_D, "meandiff": probes.mean_difference_direction(tf_t["hidden_LyxNxLxD"][best], labels_NxL)}
-    for r in range(cfg.random_directions):
-        v = rng.normal(size=u_D.shape).astype(np.float32)
-        dirs[f"random{r}"] = v / np.linalg.norm(v)
-
-    def measure(ablate):
-        ex = _extract(target, train_NxT[top], tp, c, mesh, ablate)
-        nll = teacher_forcing.teacher_forced(*target, control_MxT, ablate=ablate, with_hidden=False)["nll_NxL"]
-        return {
-            "exact": float(ex["exact"].mean()),
-            "exact8": float(ex["exact8"].mean()),
-            "rouge_p": float(ex[TEST_SCORE].mean()),
-            "val_ppl": float(np.exp(nll.mean())),
-        }
-
-    out["ablation"] = {"layer": best, "none": measure(None)}
-    for name, u in dirs.items():
-        out["ablation"][name] = {str(a): measure((best, u, a)) for a in cfg.ablation_alphas}
-
-    # 6. Hotspot comparison among ordinary (non-duplicated) rows: extraction gap, earlier significance, probe score.
+    # 7. Hotspot comparison among ordinary (non-duplicated) rows: extraction gap, earlier significance, probe score.
     # "hotspot" is the Hotspot-Memorized quadrant; "high_m" adds Noisy-Outlier (every row above the m threshold).
-    hid = teacher_forcing.teacher_forced(*target, train_NxT[ordinary])["hidden_LyxNxLxD"][best]
-    pscore = np.zeros(len(train_NxT))
+    hid = teacher_forcing.teacher_forced(*target, rows_NxT[ordinary])["hidden_LyxNxLxD"][best]
+    pscore = np.zeros(len(rows_NxT))
     pscore[ordinary] = probes.sequence_scores(probe, hid)
+    reps = dict(reps=cfg.power_reps, alpha=cfg.alpha, seed=seed)
     out["hotspot"] = {}
     for name, codes in (("hotspot", (HOTSPOT,)), ("high_m", (HOTSPOT, HOTSPOT + 1))):
         is_hot = np.isin(quad_N[ordinary], codes)
@@ -286,7 +323,7 @@ def evaluate_seed(cfg: AuditConfig, seed: int, sdir: str) -> dict:
             hs["probe_auroc_hot"] = float(roc_auc_score(is_hot, pscore[ordinary])) if len(rest) else float("nan")
             hs["probe_mwu_p"] = _mwu(pscore[hot], pscore[rest])
         out["hotspot"][name] = hs
-    out["m_rouge_spearman"] = float(stats.spearmanr(sc["m_N"][ordinary], score_N[ordinary]).statistic)
-    out["m_probe_spearman"] = float(stats.spearmanr(sc["m_N"][ordinary], pscore[ordinary]).statistic)
+    out["m_rouge_spearman"] = float(stats.spearmanr(m_N[ordinary], score_N[ordinary]).statistic)
+    out["m_probe_spearman"] = float(stats.spearmanr(m_N[ordinary], pscore[ordinary]).statistic)
     jsonio.write(path, out)
     return out
