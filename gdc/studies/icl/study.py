@@ -146,6 +146,7 @@ def run_study(seed: int, cfg: ICLConfig, workdir: str, mode: str = "all", comman
         try:
             res = analysis.analyze(seed, cfg, workdir)
         except FileNotFoundError as e:
-            raise StageInputError(f"{e.filename} is missing: run --mode=all (or train, nu, transience) first.") from e
+            stage = next((g.stage for g in grids(seed, cfg, workdir) if g.path == e.filename), "all")
+            raise StageInputError(f"{e.filename} is missing: run --mode={stage} (or all) first.") from e
         return report.write(res, cfg, workdir)
     return {}
