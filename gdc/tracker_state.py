@@ -56,11 +56,6 @@ class TrackerConfig:
             raise ConfigError(f"tracker.scoring_passes={self.scoring_passes}: must be >= 0 (0 disables them).")
         if self.spans not in SPANS:
             raise ConfigError(f"tracker.spans={self.spans!r} is not one of {SPANS}.")
-        if self.spans != "none" and self.scoring_passes:
-            raise ConfigError(
-                f"tracker.spans={self.spans!r} reads the in-step span losses, so it needs tracker.scoring_passes=0 "
-                f"(got {self.scoring_passes})."
-            )
 
 
 # One int32 column per statistic (f32 columns are stored bit-cast). The immediate layout packs them into one row per

@@ -215,6 +215,37 @@ def test_span_run_artefacts_and_scores(tmp_path):
             np.testing.assert_allclose(logged[epoch * it.steps_per_epoch + t + 1]["span_loss"], want, rtol=1e-6)
 
 
+def test_span_losses_from_scoring_passes(tmp_path):
+    """With ``tracker.scoring_passes`` the span tracker reads the span losses of each fixed-parameter pass: its counts
+    are the rule over the saved pass rows, the last pass is the span NLL at the final params (numpy from the logits),
+    and the offline span m reads the pass rows."""
+    cfg = _span_config(scoring_passes=2)
+    result = _run(cfg, tmp_path)
+    dataset = sources.build_dataset(cfg.data)
+    span_NxL = sources.span_ids(dataset, "canary_secrets")
+    has_N, n = span_NxL.any(1), dataset.num_train
+    loss_PxNxSp = scoring.load_span_loss_matrix(str(tmp_path), "passes")
+    assert loss_PxNxSp.shape == (6, n, 1)  # 3 epochs x 2 passes
+    assert np.isfinite(loss_PxNxSp[:, has_N]).all() and np.isnan(loss_PxNxSp[:, ~has_N]).all()
+    fields = _span_fields(result)
+    want = np.array([_rule_np(loss_PxNxSp[:, i, 0], 6.0, 7.0) for i in range(n)])
+    np.testing.assert_array_equal(fields["learn_N"], want[:, 0])
+    np.testing.assert_array_equal(fields["forget_N"], want[:, 1])
+    np.testing.assert_array_equal(fields["seen_N"][has_N], 6)
+    assert want[:, 0].sum() > 0
+    graphdef, _ = setup_lib.build_model(cfg, dataset)
+    rows = np.flatnonzero(has_N)
+    batch = {k: dataset.train[k][rows] for k in ("tokens", "token_mask")}
+    logits = np.asarray(models.forward(graphdef, jax.device_get(result.state.params), batch), np.float64)
+    logp = logits - np.log(np.exp(logits).sum(-1, keepdims=True))
+    for j, row in enumerate(rows):
+        ts = np.flatnonzero(span_NxL[row] & dataset.train["token_mask"][row])
+        ref = -np.mean([logp[j, t, dataset.train["tokens"][row, t + 1]] for t in ts])
+        np.testing.assert_allclose(loss_PxNxSp[-1, row, 0], ref, rtol=1e-4)
+    arrays, _ = scoring.score_run(str(tmp_path))
+    np.testing.assert_allclose(arrays["span_m_N"], np.where(has_N, want[:, 1] / 5.0, np.nan))  # 5 transitions
+
+
 def test_span_tracker_same_on_one_and_eight_devices_and_sharded(tmp_path):
     one = _run(_span_config(), tmp_path / "one", n_devices=1)
     eight = _run(_span_config(), tmp_path / "eight")
@@ -258,8 +289,6 @@ def test_span_config_errors():
         tiny_config("mlp", tracker=dict(spans="canary_secrets"))
     with pytest.raises(ConfigError, match="tracker.spans='words' is not one of"):
         tiny_config("lstm", tracker=dict(spans="words"))
-    with pytest.raises(ConfigError, match="tracker.scoring_passes=0"):
-        tiny_config("lstm", tracker=dict(spans="canary_secrets", scoring_passes=2))
 
 
 @pytest.mark.slow  # 22 s on 2 cores

@@ -10,7 +10,8 @@ Workdir layout: ``config.json``, ``dataset.json`` (split sizes, canaries), ``met
 ``checkpoints/``, ``trackers/epoch_XXXX.npz`` (tracker fields and that epoch's ``loss_N``),
 ``trackers/span_epoch_XXXX.npz`` (with ``tracker.spans``: the span tracker's fields and ``loss_NxSp``),
 ``trackers/epoch_XXXX_pass_at_PPPPP.npy`` (``[N]`` losses of a fixed-parameter scoring pass run after PPPPP batches of
-the epoch, when ``tracker.scoring_passes`` > 0), ``summary.json``.
+the epoch, when ``tracker.scoring_passes`` > 0; with spans also ``span_epoch_XXXX_pass_at_PPPPP.npy``, ``[N, Sp]``),
+``summary.json``.
 """
 
 import contextlib
@@ -236,13 +237,16 @@ class _EpochLoop:
         tracker = self.run.engine.fold(tracker)
         # One device-to-host copy per call (16 batches), joined on the host rather than by an eager program across
         # every device; with several processes every process joins each gather.
-        loss_B = np.concatenate([sharding.to_host(part) for part in loss_parts])
-        if self.is_writer:
-            n, seq_idx = self.run.num_train, self.seq_idx
-            ok = seq_idx < n
-            loss_N = np.full(n, np.nan, np.float32)
-            loss_N[seq_idx[ok]] = loss_B[: len(seq_idx)][ok]
-            np.save(os.path.join(self.workdir, "trackers", f"epoch_{epoch:04d}_pass_at_{position:05d}.npy"), loss_N)
+        parts = [part if isinstance(part, tuple) else (part,) for part in loss_parts]  # spans: (loss, span loss)
+        for j, prefix in enumerate(("", "span_")[: len(parts[0])]):
+            loss_B = np.concatenate([sharding.to_host(p[j]).reshape(-1, *p[j].shape[2:]) for p in parts])
+            if self.is_writer:  # [N] losses, or [N, Sp] span losses (NaN: no valid token)
+                n, seq_idx = self.run.num_train, self.seq_idx
+                ok = seq_idx < n
+                loss_N = np.full((n, *loss_B.shape[1:]), np.nan, np.float32)
+                loss_N[seq_idx[ok]] = loss_B[: len(seq_idx)][ok]
+                name = f"{prefix}epoch_{epoch:04d}_pass_at_{position:05d}.npy"
+                np.save(os.path.join(self.workdir, "trackers", name), loss_N)
         return tracker
 
     def end_epoch(self, params, tracker, step: int, epoch: int):
