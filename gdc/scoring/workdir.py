@@ -360,7 +360,13 @@ def score_run(workdir: str, *, source: str = "auto", **kw: Any) -> tuple[dict[st
     loss_ExN, meta = load_loss_matrix(workdir, source)
     arrays, summary = compute_scores(loss_ExN, meta, load_tracker(workdir), **kw)
     loss_ExNxSp = load_span_loss_matrix(workdir, meta["source"])  # the rows of loss_ExN
-    if loss_ExNxSp is not None:  # tracker.spans: the same scores per span, and their max and mean per example
+    if loss_ExNxSp is not None:
+        # Spans chosen during training (top_k_drop) are first seen after a warm-up: scored from their first
+        # observed checkpoint, so d is the mean over the early checkpoints they have.
+        seen_E = np.isfinite(loss_ExNxSp).reshape(len(loss_ExNxSp), -1).any(axis=1)
+        loss_ExNxSp = (
+            loss_ExNxSp[int(np.argmax(seen_E)) :] if seen_E.any() else loss_ExNxSp
+        )  # tracker.spans: the same scores per span, and their max and mean per example
         span_kw = {k: kw[k] for k in ("eps", "kind", "hysteresis", "early") if k in kw}
         span_arrays, summary["spans"] = compute_span_scores(loss_ExNxSp, meta, **span_kw)
         arrays.update(span_arrays)

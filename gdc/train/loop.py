@@ -32,7 +32,7 @@ from gdc.checkpoint import Checkpointer
 from gdc.data import sources
 from gdc.data.pipeline import sequential_batches, sequential_ids
 from gdc.train import config as config_lib
-from gdc.train import fingerprint, inputs
+from gdc.train import fingerprint, inputs, span_select
 from gdc.train import setup as setup_lib
 from gdc.train import state as state_lib
 from gdc.train.setup import (
@@ -123,6 +123,8 @@ def train(
 
     with Checkpointer(workdir, cfg.checkpoint) as ckpt, jax.set_mesh(mesh):
         start, state, tracker = _resume(run, ckpt, workdir)
+        if run.num_spans and cfg.tracker.spans == "top_k_drop":
+            span_select.restore(run, workdir, start or 0)
         step = start or 0
         stop = run.total_steps if max_steps is None else min(max_steps, run.total_steps)
         # Scoring passes run SCORE_CHUNK batches per call (fewer when an epoch has fewer).
@@ -274,6 +276,8 @@ class _EpochLoop:
                 step=step,
                 **{f"{k[:-2]}_NxSp": v.reshape(shape) for k, v in span_fields.items()},
             )
+        if run.num_spans and run.cfg.tracker.spans == "top_k_drop":  # the warm-up's token losses, then the spans
+            span_select.at_epoch_end(run, self.feed, params, epoch, self.workdir, self.is_writer)
         extra = self.epoch_metrics(run.graphdef, params, run.dataset, run.mesh) if self.epoch_metrics else {}
         self.logger.write(step, {"epoch": epoch, **self.evaluate(params), **extra}, to_bar=False)
         return tracker
