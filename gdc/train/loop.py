@@ -18,6 +18,7 @@ import contextlib
 import dataclasses
 import functools
 import os
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -76,6 +77,7 @@ class TrainResult:
     last_metrics: dict[str, float]
     epochs_done: int
     span_tracker: tracker_lib.ExampleTracker | None = None  # N x Sp rows with tracker.spans (update_spans)
+    pass_seconds: float = 0.0  # wall time of this invocation's scoring passes (tracker.scoring_passes)
 
 
 def _holding_workdir(fn: Callable) -> Callable:
@@ -151,7 +153,12 @@ def train(
     epochs_done = done["epoch"] + (done["position"] == run.steps_per_epoch)
     tracker, span_tracker = setup_lib.split_trackers(tracker)
     return TrainResult(
-        state=state, tracker=tracker, last_metrics=last, epochs_done=epochs_done, span_tracker=span_tracker
+        state=state,
+        tracker=tracker,
+        last_metrics=last,
+        epochs_done=epochs_done,
+        span_tracker=span_tracker,
+        pass_seconds=epochs.pass_seconds,
     )
 
 
@@ -191,6 +198,7 @@ class _EpochLoop:
         self.is_writer = jax.process_index() == 0
         self.pending: list[tuple[int, int, Any]] = []  # (first step, steps, metrics: scalars, or [steps] per metric)
         self.last: dict[str, float] = {}
+        self.pass_seconds = 0.0
 
     def train(self, state, tracker, step: int, stop: int):
         """Runs global steps ``step .. stop - 1``; returns (state, tracker, stop) with every metric flushed."""
@@ -234,6 +242,7 @@ class _EpochLoop:
 
     def scoring_pass(self, params, tracker, step: int, epoch: int, position: int):
         """Feeds every training example's loss at ``params`` to the tracker; saves them as ``[N]`` (process 0)."""
+        start = time.perf_counter()
         step_arr, epoch_arr = jnp.asarray(step, jnp.int32), jnp.asarray(epoch, jnp.int32)
         tracker, loss_parts = self.feed.score(params, tracker, step_arr, epoch_arr)
         tracker = self.run.engine.fold(tracker)
@@ -249,6 +258,7 @@ class _EpochLoop:
                 loss_N[seq_idx[ok]] = loss_B[: len(seq_idx)][ok]
                 name = f"{prefix}epoch_{epoch:04d}_pass_at_{position:05d}.npy"
                 np.save(os.path.join(self.workdir, "trackers", name), loss_N)
+        self.pass_seconds += time.perf_counter() - start  # the losses are on the host: the pass has finished
         return tracker
 
     def end_epoch(self, params, tracker, step: int, epoch: int):
