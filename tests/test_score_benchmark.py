@@ -297,3 +297,33 @@ def test_best_score_is_chosen_on_the_other_seeds(monkeypatch):
     assert interventions.held_out_choices(cfg, "/w", "mlp") == {0: "b", 1: "a", 2: "a"}
     one = dataclasses.replace(cfg, seeds=(1,))
     assert interventions.held_out_choices(one, "/w", "mlp") == {1: "b"}  # a single seed: in-sample
+
+
+@pytest.mark.slow  # jacrev and per-example gradients compile: 52 s on the loaded machine
+def test_gauss_newton_self_influence_matches_gnhvp_and_a_dense_solve():
+    import jax
+    import jax.numpy as jnp
+
+    from gdc import influence, models
+
+    rc = study.run_config(scores_config.from_mapping(_quick()), "mlp", 0)  # a 1x8 MLP: P = 99
+    dataset = sources.build_dataset(rc.data)
+    graphdef, params = setup.build_model(rc, dataset)
+    data = {k: dataset.train[k][:20] for k in ("x", "y")}
+    theta, unravel = influence.flatten(params)
+
+    def logits(t):
+        return models.forward(graphdef, unravel(t), data)
+
+    def mean_ce(z):  # written out: mean of logsumexp(z) - z_y
+        return jnp.mean(jax.nn.logsumexp(z, axis=1) - z[jnp.arange(20), data["y"]])
+
+    g_pp = variants.gauss_newton(graphdef, params, data)
+    v = np.random.default_rng(0).normal(size=theta.shape[0])
+    want = np.asarray(influence.gnhvp(logits, mean_ce, theta, jnp.asarray(v, jnp.float32)))
+    np.testing.assert_allclose(g_pp @ v, want, rtol=2e-4, atol=1e-6 * np.abs(want).max())
+    got = variants.gn_self_influence(graphdef, params, data, 0.01)
+    a = g_pp + 0.01 * np.eye(len(g_pp))
+    for i in (0, 7, 19):
+        g_i = np.asarray(jax.grad(lambda t, i=i: jax.nn.logsumexp(logits(t)[i]) - logits(t)[i, data["y"][i]])(theta))
+        np.testing.assert_allclose(got[i], g_i @ np.linalg.solve(a, g_i), rtol=1e-4)

@@ -36,6 +36,7 @@ class ScoresConfig:
     top_k: int = 6  # LM: the run again with tracker.spans='top_k_drop', this many tokens per sequence
     top_k_warmup: int = 2  # LM: top_k_drop's drop is epoch 0's token loss minus this epoch's
     tracin_checkpoints: int = 5  # self-influence: sum of lr x ||grad||^2 over this many epoch ends
+    gn_damping: float = 0.01  # MLP: exact self-influence g^T (G + damping I)^-1 g, G the Gauss-Newton matrix (0: off)
     # Interventions (gdc.studies.scores.interventions): prune / down-weight the top fraction by a score and retrain.
     prune_fraction: float = 0.10  # of the training set removed (or down-weighted) per arm
     alpha: float = 0.5  # loss weight of the down-weighted examples
@@ -91,6 +92,8 @@ class ScoresConfig:
         for name in ("scoring_passes", "top_k", "tracin_checkpoints"):
             _at_least(self, name, 0)
         _at_least(self, "top_k_warmup", 1)
+        if not self.gn_damping >= 0:
+            _fail("gn_damping", self.gn_damping, "must be >= 0 (0 turns self_influence_gn off)")
         if self.top_k > 127:
             _fail("top_k", self.top_k, "must be <= 127 (tracker.span_k)")
         if self.top_k and self.top_k_warmup > self.lm_epochs - 2:

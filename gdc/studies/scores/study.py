@@ -68,6 +68,7 @@ SCORES = {
     "topk_span_d": "d of the top_k_drop tokens from their first tracked epoch, the max over a sequence's tokens",
     "topk_span_d_mean": "d of the top_k_drop tokens, the mean over a sequence's tokens",
     "self_influence": "TracIn self-influence: sum over checkpoints of lr x ||grad L_i||^2 (no Hessian)",
+    "self_influence_gn": "MLP: g_i^T (G + damping I)^-1 g_i at the final params, G the exact Gauss-Newton matrix",
     "random": "control: uniform random",
 }
 CHUNK = 128  # examples per forward call of the hook and the final-params scores
@@ -318,6 +319,8 @@ def run_setting(cfg: ScoresConfig, setting: str, seed: int, out_dir: str) -> dic
         scores["self_influence"], sources_of["self_influence"] = variants.self_influence(rc, run_dir, out_dir, tracin)
         seconds["self_influence"] = hook.seconds["self_influence"] + time.perf_counter() - start
         sources_of["self_influence"] += f" ({hook.tracin_method or 'norms saved by an earlier invocation'})"
+    if setting == "mlp" and cfg.gn_damping > 0:
+        variants.add_gn_self_influence(graphdef, params, data, cfg.gn_damping, (scores, seconds, sources_of))
     extra_runs = variants.extra_runs(cfg, rc, setting, seed, out_dir, train_seconds, (scores, seconds, sources_of))
 
     scores["random"] = np.random.default_rng([seed, 23]).random(n)

@@ -21,9 +21,11 @@ import os
 import time
 
 import jax
+import jax.numpy as jnp
 import numpy as np
+import scipy.linalg
 
-from gdc import jsonio, scoring, sharding
+from gdc import influence, jsonio, models, scoring, sharding
 from gdc.scoring import alternatives
 from gdc.scoring import workdir as scoring_workdir
 from gdc.studies.scores.config import ScoresConfig
@@ -148,3 +150,40 @@ def extra_runs(cfg: ScoresConfig, rc, setting: str, seed: int, out_dir: str, tra
             sources.update(got_sources)
             print(f"[scores] seed {seed} {setting}: {name} run scored ({', '.join(got)})", flush=True)
     return info
+
+
+def gauss_newton(graphdef, params, data: dict[str, np.ndarray]) -> np.ndarray:
+    """``[P, P]`` float64: ``(1/N) sum_i J_i^T (diag(p_i) - p_i p_i^T) J_i``, J_i the Jacobian of example i's logits
+    in the flat parameters, p_i its softmax: the Gauss-Newton matrix of the mean cross-entropy."""
+    theta_P, unravel = influence.flatten(params)
+    n = data["y"].shape[0]
+    logits_fn = lambda t: models.forward(graphdef, unravel(t), data).astype(jnp.float32)  # noqa: E731
+    jac_NxCxP = np.asarray(jax.jit(jax.jacrev(logits_fn))(theta_P), np.float64)
+    z = np.asarray(logits_fn(theta_P), np.float64)
+    p_NxC = np.exp(z - z.max(1, keepdims=True))
+    p_NxC /= p_NxC.sum(1, keepdims=True)
+    h_NxCxC = np.einsum("nc,cd->ncd", p_NxC, np.eye(p_NxC.shape[1])) - p_NxC[:, :, None] * p_NxC[:, None, :]
+    hj_NxCxP = np.einsum("ncd,ndp->ncp", h_NxCxC, jac_NxCxP)
+    p = jac_NxCxP.shape[2]
+    return jac_NxCxP.reshape(-1, p).T @ hj_NxCxP.reshape(-1, p) / n  # BLAS: (N C) x P by (N C) x P
+
+
+def gn_self_influence(graphdef, params, data: dict[str, np.ndarray], damping: float) -> np.ndarray:
+    """``g_i^T (G + damping I)^-1 g_i`` per example (``gauss_newton``'s G, per-example loss gradients g_i)."""
+    theta_P, unravel = influence.flatten(params)
+
+    def loss_fn(t, batch):
+        return models.per_example_loss(graphdef, unravel(t), batch)[0]
+
+    g_NxP = np.asarray(influence.per_example_grads(loss_fn, theta_P, data), np.float64)
+    g_PxP = gauss_newton(graphdef, params, data)
+    factor = scipy.linalg.cho_factor(g_PxP + damping * np.eye(len(g_PxP)))
+    return np.sum(g_NxP * scipy.linalg.cho_solve(factor, g_NxP.T).T, axis=1)
+
+
+def add_gn_self_influence(graphdef, params, data: dict[str, np.ndarray], damping: float, into) -> None:
+    """``gn_self_influence`` timed, added to the (scores, seconds, sources) dicts of ``into``."""
+    start = time.perf_counter()
+    into[0]["self_influence_gn"] = gn_self_influence(graphdef, params, data, damping)
+    into[1]["self_influence_gn"] = time.perf_counter() - start
+    into[2]["self_influence_gn"] = f"final params, exact Gauss-Newton matrix, damping {damping}"
