@@ -37,14 +37,15 @@ COMMON = {
     "trace_variance",
     "random",
 }
-# The quick config's variants: 2 scoring passes per epoch (and the epoch-end pass alone), TracIn self-influence, and on
-# the LM the top_k_drop tokens (every sequence) and the span scores from the passes (canary copies only).
+# The quick config's variants: 2 scoring passes per epoch (and the epoch-end pass alone), TracIn self-influence; on the
+# LM the top_k_drop tokens (every sequence) and the span scores from the passes (canary copies only); on the MLP the
+# Gauss-Newton self-influence.
 VARIANTS = {"m_pass2", "d_pass2", "m_pass1", "d_pass1", "self_influence"}
 TOPK = {"topk_span_m", "topk_span_d", "topk_span_d_mean"}
 EXPECTED = {
     "lm": COMMON | VARIANTS | TOPK,
     "lm_span": COMMON | VARIANTS | TOPK | {"span_m", "span_d", "span_m_pass2", "span_d_pass2"},
-    "mlp": COMMON | VARIANTS | {"aum"},
+    "mlp": COMMON | VARIANTS | {"aum", "self_influence_gn"},
 }
 
 
