@@ -102,7 +102,9 @@ def test_tied_canary_copies_share_their_halves():
     np.testing.assert_array_equal(tied[:, untouched], in_KxN[:, untouched])
 
 
-# The quick benchmark end to end (every test using quick_run) takes minutes on 2 cores: slow only.
+# The quick benchmark end to end (every test using quick_run; three runs per LM seed, two per MLP seed, the ensembles
+# and the interventions) took 885 s on the loaded 2 cores (load average 20-28): slow only, and past the default
+# 300 s limit there (run it with --timeout=1800).
 @pytest.fixture(scope="module")
 def quick_run(tmp_path_factory):
     workdir = str(tmp_path_factory.mktemp("scores"))
