@@ -13,8 +13,8 @@ on the other seeds' pooled leaderboard), m, d and a random subset pruned, the be
 0.5, each arm retrained and evaluated beside the run.
 ``lm``: a 1-layer 64-unit character GRU, 400 pydoc sequences of 48 characters with 8 keyed canaries x 4 copies,
 30 epochs; ``mlp``: a 2x64 MLP on 480 blobs with 10% flipped labels, 30 epochs.
-Runtime: 50 minutes wall at load average 20-29 on the 2 shared cores (2026-12-05 at 3fcd6e0; 21 CPU-minutes, about
-13 minutes on idle cores by the earlier runs' ratio), most of it the LM's 32 counterfactual GRUs and the 36 retrains.
+Runtime: 50 minutes wall at load average 20-29 on the 2 shared cores (2026-12-05 at 3fcd6e0); it used 21 CPU-minutes,
+so at least 11 minutes on 2 idle cores (not measured idle), most of it the LM's 32 counterfactual GRUs and retrains.
 Expected (docs/results/scores/): against counterfactual memorization of the loss, d from the scoring passes leads on
 the LM (Spearman 0.69 [0.64, 0.73]; in-step d 0.51 [0.45, 0.58]) and the loss-trace area on the MLP (0.71 [0.51,
 0.91]); m is below the random control in both (-0.17 and -0.45; from the passes -0.23 and -0.52); the top_k_drop
