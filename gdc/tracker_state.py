@@ -16,7 +16,9 @@ from gdc.forgetting import CRITERIA
 from gdc.sharding import to_host
 
 SHARDINGS = ("replicated", "data")
-SPANS = ("none", "canary_secrets")  # tracker.spans: which marked spans of each example get a tracker of their own
+# tracker.spans: which spans of each example get a tracker of their own: the secret digits of the canary copies, or
+# (unmarked text) the span_k tokens of each sequence whose loss dropped most from epoch 0 to epoch span_warmup.
+SPANS = ("none", "canary_secrets", "top_k_drop")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -34,6 +36,8 @@ class TrackerConfig:
     defer: bool = True  # record per step, fold once per epoch (``defers``); False: update the table every step.
     enabled: bool = True  # False only for overhead benchmarks: the step then skips the update.
     spans: str = "none"  # "canary_secrets": a second tracker over the secret digits of every canary copy.
+    span_k: int = 8  # top_k_drop: tokens tracked per sequence, each its own span (Sp = span_k)
+    span_warmup: int = 1  # top_k_drop: the drop is epoch 0's token loss minus epoch span_warmup's; tracked after it
 
     def validate(self) -> None:
         if self.criterion not in CRITERIA:
@@ -56,11 +60,10 @@ class TrackerConfig:
             raise ConfigError(f"tracker.scoring_passes={self.scoring_passes}: must be >= 0 (0 disables them).")
         if self.spans not in SPANS:
             raise ConfigError(f"tracker.spans={self.spans!r} is not one of {SPANS}.")
-        if self.spans != "none" and self.scoring_passes:
-            raise ConfigError(
-                f"tracker.spans={self.spans!r} reads the in-step span losses, so it needs tracker.scoring_passes=0 "
-                f"(got {self.scoring_passes})."
-            )
+        if not 1 <= self.span_k <= 127:  # span ids are int8
+            raise ConfigError(f"tracker.span_k={self.span_k}: must lie in 1..127 (tokens tracked per sequence).")
+        if self.span_warmup < 1:
+            raise ConfigError(f"tracker.span_warmup={self.span_warmup}: must be >= 1 (the drop is from epoch 0).")
 
 
 # One int32 column per statistic (f32 columns are stored bit-cast). The immediate layout packs them into one row per

@@ -20,7 +20,7 @@ from gdc.data.pipeline import EpochIterator
 from gdc.errors import ConfigError
 from gdc.scoring import workdir as scoring
 from gdc.tracker import ExampleTracker, TrackerConfig
-from gdc.train import fingerprint, loop
+from gdc.train import fingerprint, loop, span_select
 from gdc.train import setup as setup_lib
 
 CFG = TrackerConfig(criterion="loss", eps_low=0.75, eps_high=1.25, early_epochs=2)
@@ -215,6 +215,38 @@ def test_span_run_artefacts_and_scores(tmp_path):
             np.testing.assert_allclose(logged[epoch * it.steps_per_epoch + t + 1]["span_loss"], want, rtol=1e-6)
 
 
+@pytest.mark.slow  # a tiny LSTM run with scoring passes
+def test_span_losses_from_scoring_passes(tmp_path):
+    """With ``tracker.scoring_passes`` the span tracker reads the span losses of each fixed-parameter pass: its counts
+    are the rule over the saved pass rows, the last pass is the span NLL at the final params (numpy from the logits),
+    and the offline span m reads the pass rows."""
+    cfg = _span_config(scoring_passes=2)
+    result = _run(cfg, tmp_path)
+    dataset = sources.build_dataset(cfg.data)
+    span_NxL = sources.span_ids(dataset, "canary_secrets")
+    has_N, n = span_NxL.any(1), dataset.num_train
+    loss_PxNxSp = scoring.load_span_loss_matrix(str(tmp_path), "passes")
+    assert loss_PxNxSp.shape == (6, n, 1)  # 3 epochs x 2 passes
+    assert np.isfinite(loss_PxNxSp[:, has_N]).all() and np.isnan(loss_PxNxSp[:, ~has_N]).all()
+    fields = _span_fields(result)
+    want = np.array([_rule_np(loss_PxNxSp[:, i, 0], 6.0, 7.0) for i in range(n)])
+    np.testing.assert_array_equal(fields["learn_N"], want[:, 0])
+    np.testing.assert_array_equal(fields["forget_N"], want[:, 1])
+    np.testing.assert_array_equal(fields["seen_N"][has_N], 6)
+    assert want[:, 0].sum() > 0
+    graphdef, _ = setup_lib.build_model(cfg, dataset)
+    rows = np.flatnonzero(has_N)
+    batch = {k: dataset.train[k][rows] for k in ("tokens", "token_mask")}
+    logits = np.asarray(models.forward(graphdef, jax.device_get(result.state.params), batch), np.float64)
+    logp = logits - np.log(np.exp(logits).sum(-1, keepdims=True))
+    for j, row in enumerate(rows):
+        ts = np.flatnonzero(span_NxL[row] & dataset.train["token_mask"][row])
+        ref = -np.mean([logp[j, t, dataset.train["tokens"][row, t + 1]] for t in ts])
+        np.testing.assert_allclose(loss_PxNxSp[-1, row, 0], ref, rtol=1e-4)
+    arrays, _ = scoring.score_run(str(tmp_path))
+    np.testing.assert_allclose(arrays["span_m_N"], np.where(has_N, want[:, 1] / 5.0, np.nan))  # 5 transitions
+
+
 def test_span_tracker_same_on_one_and_eight_devices_and_sharded(tmp_path):
     one = _run(_span_config(), tmp_path / "one", n_devices=1)
     eight = _run(_span_config(), tmp_path / "eight")
@@ -258,8 +290,6 @@ def test_span_config_errors():
         tiny_config("mlp", tracker=dict(spans="canary_secrets"))
     with pytest.raises(ConfigError, match="tracker.spans='words' is not one of"):
         tiny_config("lstm", tracker=dict(spans="words"))
-    with pytest.raises(ConfigError, match="tracker.scoring_passes=0"):
-        tiny_config("lstm", tracker=dict(spans="canary_secrets", scoring_passes=2))
 
 
 @pytest.mark.slow  # 22 s on 2 cores
@@ -313,3 +343,77 @@ def test_workdir_recorded_before_spans_refuses_a_span_run(tmp_path):
     with pytest.raises(ConfigError, match="tracker.spans: 'none' -> 'canary_secrets'"):
         fingerprint.check(_span_config(), str(tmp_path))
     fingerprint.check(_span_config(spans="none"), str(tmp_path))
+
+
+# ------------------------------------------------------------------------------------------------------------
+# top_k_drop: spans for unmarked text, chosen after a warm-up.
+# ------------------------------------------------------------------------------------------------------------
+def _top_k_drop_np(first, later, k):
+    """Per row, a plain loop: the k valid tokens with the largest first - later (earlier position on ties)."""
+    out = np.zeros(first.shape, np.int8)
+    for i in range(first.shape[0]):
+        cand = [
+            (-(first[i, t] - later[i, t]), t) for t in range(first.shape[1]) if np.isfinite(first[i, t] - later[i, t])
+        ]
+        chosen = sorted(t for _, t in sorted(cand)[:k])
+        for s, t in enumerate(chosen, start=1):
+            out[i, t] = s
+    return out
+
+
+def test_top_k_drop_matches_numpy_loop():
+    rng = np.random.default_rng(3)
+    first = rng.choice([0.5, 1.0, 2.0, 3.0], size=(40, 12)).astype(np.float32)  # many ties
+    later = rng.choice([0.5, 1.0, 2.0], size=(40, 12)).astype(np.float32)
+    first[rng.random((40, 12)) < 0.2] = np.nan
+    later[5, :10] = np.nan  # a row with 2 valid tokens < k
+    for k in (1, 3, 5):
+        np.testing.assert_array_equal(span_select.top_k_drop(first, later, k), _top_k_drop_np(first, later, k))
+
+
+def _top_k_config(**tracker):
+    tracker = dict(spans="top_k_drop", span_k=3) | tracker
+    return tiny_config("lstm", data=dict(source="pydoc"), train=dict(num_epochs=3), tracker=tracker)
+
+
+@pytest.mark.slow  # two runs of the tiny LSTM: 25 s on 2 idle cores, 73 s loaded
+def test_top_k_drop_run_chooses_after_warmup_and_tracks_after(tmp_path):
+    """Stopped at the end of the warm-up epoch: the saved token losses are the numpy NLL at its params and the span
+    ids the numpy choice from the two saved epochs; resumed: nothing tracked before, the chosen tokens after."""
+    cfg = _top_k_config(span_warmup=1)
+    dataset = sources.build_dataset(cfg.data)
+    n = dataset.num_train
+    spe = EpochIterator({"x": np.zeros((n, 1))}, cfg.train.batch_size, cfg.seed).steps_per_epoch
+    part = _run(cfg, tmp_path, max_steps=2 * spe)
+    folder = tmp_path / "trackers"
+    first, later = (np.load(folder / f"token_loss_epoch_{e:04d}.npy") for e in (0, 1))
+    graphdef, _ = setup_lib.build_model(cfg, dataset)
+    rows = np.arange(0, n, 7)
+    batch = {k: dataset.train[k][rows] for k in ("tokens", "token_mask")}
+    logits = np.asarray(models.forward(graphdef, jax.device_get(part.state.params), batch), np.float64)
+    logp = logits - np.log(np.exp(logits).sum(-1, keepdims=True))
+    targets = dataset.train["tokens"][rows, 1:]
+    want = -np.take_along_axis(logp, targets[..., None].astype(np.int64), axis=-1)[..., 0]
+    want = np.where(dataset.train["token_mask"][rows], want, np.nan)
+    np.testing.assert_allclose(later[rows], want, rtol=1e-4, atol=1e-5)
+    span_NxL = np.load(folder / "span_ids.npy")
+    np.testing.assert_array_equal(span_NxL, _top_k_drop_np(first, later, 3))
+    whole = _run(cfg, tmp_path)  # resumed: reads span_ids.npy back
+    loss_ExNxSp = scoring.load_span_loss_matrix(str(tmp_path))
+    assert np.isnan(loss_ExNxSp[:2]).all()  # epochs 0..W: no span yet
+    has_NxSp = np.stack([(span_NxL == s).any(1) for s in (1, 2, 3)], axis=1)
+    assert has_NxSp.all(1).mean() > 0.9
+    np.testing.assert_array_equal(np.isfinite(loss_ExNxSp[2]), has_NxSp)
+    fields = _span_fields(whole)
+    np.testing.assert_array_equal(fields["seen_N"], has_NxSp.reshape(-1).astype(fields["seen_N"].dtype))
+    arrays, _ = scoring.score_run(str(tmp_path))
+    np.testing.assert_allclose(arrays["span_d_N"], np.nanmax(np.where(has_NxSp, loss_ExNxSp[2], np.nan), axis=1))
+
+
+def test_top_k_drop_config_errors():
+    with pytest.raises(ConfigError, match="tracker.spans='top_k_drop'.*language-model data"):
+        tiny_config("mlp", tracker=dict(spans="top_k_drop"))
+    with pytest.raises(ConfigError, match="tracker.span_warmup=2 leaves no epoch to track"):
+        _top_k_config(span_warmup=2)
+    with pytest.raises(ConfigError, match="tracker.span_k=0"):
+        _top_k_config(span_k=0)

@@ -60,7 +60,7 @@ def span_ids(dataset: Dataset, spans: str) -> np.ndarray | None:
     """The ``tracker.spans`` span ids of the training rows, ``[N, seq_len]`` int8 (0: no span, s: the token's target
     belongs to span s), or None for ``"none"``. ``"canary_secrets"``: the secret digits of every inserted canary copy
     (``canaries.secret_spans``)."""
-    if spans == "none":
+    if spans in ("none", "top_k_drop"):  # top_k_drop: chosen during training (gdc.train.span_select)
         return None
     if spans == "canary_secrets":
         meta = dataset.meta.get("canaries")

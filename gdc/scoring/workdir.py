@@ -27,6 +27,7 @@ SCORING_PASS = "fixed-parameter scoring pass"
 _EPOCH_RE = re.compile(r"^epoch_(\d+)\.npz$")
 _PASS_RE = re.compile(r"^epoch_(\d+)_pass_at_(\d+)\.npy$")
 _SPAN_RE = re.compile(r"^span_epoch_(\d+)\.npz$")
+_SPAN_PASS_RE = re.compile(r"^span_epoch_(\d+)_pass_at_(\d+)\.npy$")
 
 
 def _tracker_config(workdir: str) -> dict[str, Any]:
@@ -129,19 +130,25 @@ def load_loss_matrix(workdir: str, source: str = "epoch") -> tuple[np.ndarray, d
     return _cached_matrix(workdir, source, [path for _, path in files], read), meta
 
 
-def load_span_loss_matrix(workdir: str) -> np.ndarray | None:
-    """Stacks a run's per-epoch span losses (``trackers/span_epoch_XXXX.npz``, ``loss_NxSp``; ``tracker.spans``) into
-    an ``[E, N, Sp]`` float32 matrix (NaN: the span was not seen in that epoch); None for a run without spans."""
-    files = _listing(workdir, _SPAN_RE)
+def load_span_loss_matrix(workdir: str, source: str = "epoch") -> np.ndarray | None:
+    """Stacks a run's span losses (``tracker.spans``) into an ``[E, N, Sp]`` float32 matrix (NaN: the span was not
+    seen at that checkpoint); None for a run without spans. ``source`` "epoch": one row per
+    ``trackers/span_epoch_XXXX.npz`` (``loss_NxSp``); "passes": one row per scoring pass
+    (``trackers/span_epoch_XXXX_pass_at_PPPPP.npy``), the rows of ``load_loss_matrix(workdir, "passes")``."""
+    if source not in ("epoch", "passes"):
+        raise ValueError(f"source={source!r}: use 'epoch' or 'passes'.")
+    pattern = _SPAN_RE if source == "epoch" else _SPAN_PASS_RE
+    files = _listing(workdir, pattern)
     if not files:
         return None
-    epochs = [key[0] for key, _ in files]
+    epochs = sorted({key[0] for key, _ in files})
     if epochs != list(range(len(epochs))):
         raise StageInputError(
             f"{os.path.join(workdir, 'trackers')} has span loss files for epochs {epochs}: a gap between epochs "
             "would be skipped silently. Restore the missing files, or retrain the run in a new workdir."
         )
-    return np.stack([np.load(path)["loss_NxSp"] for _, path in files]).astype(np.float32)
+    read = (lambda path: np.load(path)["loss_NxSp"]) if source == "epoch" else np.load
+    return np.stack([read(path) for _, path in files]).astype(np.float32)
 
 
 def load_tracker(workdir: str, epoch: int | None = None) -> dict[str, np.ndarray]:
@@ -288,6 +295,7 @@ def compute_scores(
 def input_files(workdir: str) -> dict[str, Any]:
     """What scores are computed from: the run's loss files and summary.json, as a digest of (name, size, mtime)."""
     files = _listing(workdir, _EPOCH_RE) + _listing(workdir, _PASS_RE) + _listing(workdir, _SPAN_RE)
+    files += _listing(workdir, _SPAN_PASS_RE)
     names = [os.path.join("trackers", os.path.basename(path)) for _, path in files]  # relative: a copy matches
     names += ["summary.json"] if os.path.exists(os.path.join(workdir, "summary.json")) else []
     stats = [(n, os.stat(os.path.join(workdir, n))) for n in sorted(names)]
@@ -351,8 +359,14 @@ def score_run(workdir: str, *, source: str = "auto", **kw: Any) -> tuple[dict[st
     """
     loss_ExN, meta = load_loss_matrix(workdir, source)
     arrays, summary = compute_scores(loss_ExN, meta, load_tracker(workdir), **kw)
-    loss_ExNxSp = load_span_loss_matrix(workdir)
-    if loss_ExNxSp is not None:  # tracker.spans: the same scores per span, and their max and mean per example
+    loss_ExNxSp = load_span_loss_matrix(workdir, meta["source"])  # the rows of loss_ExN
+    if loss_ExNxSp is not None:
+        # Spans chosen during training (top_k_drop) are first seen after a warm-up: scored from their first
+        # observed checkpoint, so d is the mean over the early checkpoints they have.
+        seen_E = np.isfinite(loss_ExNxSp).reshape(len(loss_ExNxSp), -1).any(axis=1)
+        loss_ExNxSp = (
+            loss_ExNxSp[int(np.argmax(seen_E)) :] if seen_E.any() else loss_ExNxSp
+        )  # tracker.spans: the same scores per span, and their max and mean per example
         span_kw = {k: kw[k] for k in ("eps", "kind", "hysteresis", "early") if k in kw}
         span_arrays, summary["spans"] = compute_span_scores(loss_ExNxSp, meta, **span_kw)
         arrays.update(span_arrays)

@@ -81,6 +81,8 @@ def from_mapping(config: Mapping[str, Any], *, device_count: int | None = None, 
             f"tracker.spans='canary_secrets' tracks the secret digits of inserted canaries, so it needs "
             f"data.source='pydoc_canaries' (got {cfg.data.source!r}); use tracker.spans='none'."
         )
+    if cfg.tracker.spans == "top_k_drop":
+        top_k_drop_checks(cfg, data_kind)
     if cfg.train.total_steps == 0 and cfg.tracker.early_epochs > cfg.train.num_epochs:
         raise ConfigError(
             f"tracker.early_epochs={cfg.tracker.early_epochs} > train.num_epochs={cfg.train.num_epochs}: difficulty "
@@ -89,6 +91,26 @@ def from_mapping(config: Mapping[str, Any], *, device_count: int | None = None, 
     if device_count is not None:
         check_devices(cfg, device_count)
     return cfg
+
+
+def top_k_drop_checks(cfg: RunConfig, data_kind: str) -> None:
+    """``tracker.spans='top_k_drop'`` picks tokens of sequences, with every row on every process, after a warm-up."""
+    if data_kind != "lm":
+        raise ConfigError(
+            f"tracker.spans='top_k_drop' tracks tokens of sequences, so it needs language-model data "
+            f"(got data.source={cfg.data.source!r}); use tracker.spans='none'."
+        )
+    if cfg.data.shards != 1:
+        raise ConfigError(
+            f"tracker.spans='top_k_drop' picks its tokens from every training row, so it needs data.shards=1 "
+            f"(got {cfg.data.shards})."
+        )
+    w = cfg.tracker.span_warmup
+    if cfg.train.total_steps == 0 and w > cfg.train.num_epochs - 2:
+        raise ConfigError(
+            f"tracker.span_warmup={w} leaves no epoch to track in train.num_epochs={cfg.train.num_epochs}: the "
+            f"tokens are chosen after epoch {w} and tracked from epoch {w + 1}; use span_warmup <= num_epochs - 2."
+        )
 
 
 def check_devices(cfg: RunConfig, device_count: int) -> None:

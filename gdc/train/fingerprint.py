@@ -41,7 +41,7 @@ STUDY_EXTENSIONS = tuple(
 ARTEFACT_PATHS = ("train.keep_idx_path", "train.weights_path", "train.multiplicity_path")
 # Fields added after workdirs were recorded, with the value those workdirs ran with: a workdir recorded without one
 # compares as if it held that value (its checkpoints hold one tracker, which a span run could not resume).
-ADDED_FIELDS = {"tracker.spans": "none"}
+ADDED_FIELDS = {"tracker.spans": "none", "tracker.span_k": 8, "tracker.span_warmup": 1}
 
 
 def fields(config: dict[str, Any], *, study: bool = False) -> dict[str, Any]:

@@ -9,7 +9,8 @@ pass's forward chunks over the training split in id order.
 Both have the same methods. ``steps(state, tracker, step, g)`` runs global steps ``step .. step + g - 1`` and returns
 ``(epoch, position of the call's last batch, (state, tracker, metrics))``, each metric a scalar for ``g`` == 1, else
 with a leading axis of ``g``. ``score(params, tracker, step, epoch)`` feeds every training example once to the
-tracker at fixed params and returns ``(tracker, [loss_GxB per call])`` (padding rows included, id N).
+tracker at fixed params and returns ``(tracker, [loss_GxB per call])`` (padding rows included, id N; with spans each
+call's ``(loss_GxB, span loss_GxBxSp)``).
 ``consumed()`` is the iterator state after the batches consumed so far (what a checkpoint stores), never the
 read-ahead. ``call_length`` picks ``g`` so that no boundary (scoring pass, epoch end, checkpoint, stop) falls inside
 a call; the steps and the numbers are those of one step per call.
@@ -43,6 +44,8 @@ def call_length(run: Run, stop: int, step: int) -> int:
 
 def prefetch_depth(run: Run) -> int:
     """``data.prefetch``, or -1 (auto): 2 on an accelerator, 0 on CPU (where the thread competes with XLA)."""
+    if run.cfg.tracker.spans == "top_k_drop":  # its span ids change once, after the warm-up: no batch built ahead
+        return 0
     if run.cfg.data.prefetch >= 0:
         return run.cfg.data.prefetch
     return 0 if run.mesh.devices.flat[0].platform == "cpu" else 2
@@ -134,7 +137,7 @@ class HostInput:
             tracker, loss_GxB = run.engine.score_chunk(
                 params, tracker, sharding.put_chunk(chunk, run.mesh), step, epoch
             )
-            loss_parts.append(loss_GxB.reshape(-1))
+            loss_parts.append(loss_GxB)
         return tracker, loss_parts
 
     def close(self) -> None:
@@ -177,7 +180,7 @@ class ResidentInput:
         loss_parts = []
         for ids_GxB in self.score_ids:  # rows gathered on device: nothing crosses but the losses
             tracker, loss_GxB = self.score_fn(params, tracker, self.table, ids_GxB, step, epoch)
-            loss_parts.append(loss_GxB.reshape(-1))
+            loss_parts.append(loss_GxB)
         return tracker, loss_parts
 
     def close(self) -> None:

@@ -10,13 +10,15 @@ Workdir layout: ``config.json``, ``dataset.json`` (split sizes, canaries), ``met
 ``checkpoints/``, ``trackers/epoch_XXXX.npz`` (tracker fields and that epoch's ``loss_N``),
 ``trackers/span_epoch_XXXX.npz`` (with ``tracker.spans``: the span tracker's fields and ``loss_NxSp``),
 ``trackers/epoch_XXXX_pass_at_PPPPP.npy`` (``[N]`` losses of a fixed-parameter scoring pass run after PPPPP batches of
-the epoch, when ``tracker.scoring_passes`` > 0), ``summary.json``.
+the epoch, when ``tracker.scoring_passes`` > 0; with spans also ``span_epoch_XXXX_pass_at_PPPPP.npy``, ``[N, Sp]``),
+``summary.json``.
 """
 
 import contextlib
 import dataclasses
 import functools
 import os
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -31,7 +33,7 @@ from gdc.checkpoint import Checkpointer
 from gdc.data import sources
 from gdc.data.pipeline import sequential_batches, sequential_ids
 from gdc.train import config as config_lib
-from gdc.train import fingerprint, inputs
+from gdc.train import fingerprint, inputs, span_select
 from gdc.train import setup as setup_lib
 from gdc.train import state as state_lib
 from gdc.train.setup import (
@@ -75,6 +77,7 @@ class TrainResult:
     last_metrics: dict[str, float]
     epochs_done: int
     span_tracker: tracker_lib.ExampleTracker | None = None  # N x Sp rows with tracker.spans (update_spans)
+    pass_seconds: float = 0.0  # wall time of this invocation's scoring passes (tracker.scoring_passes)
 
 
 def _holding_workdir(fn: Callable) -> Callable:
@@ -122,6 +125,8 @@ def train(
 
     with Checkpointer(workdir, cfg.checkpoint) as ckpt, jax.set_mesh(mesh):
         start, state, tracker = _resume(run, ckpt, workdir)
+        if run.num_spans and cfg.tracker.spans == "top_k_drop":
+            span_select.restore(run, workdir, start or 0)
         step = start or 0
         stop = run.total_steps if max_steps is None else min(max_steps, run.total_steps)
         # Scoring passes run SCORE_CHUNK batches per call (fewer when an epoch has fewer).
@@ -148,7 +153,12 @@ def train(
     epochs_done = done["epoch"] + (done["position"] == run.steps_per_epoch)
     tracker, span_tracker = setup_lib.split_trackers(tracker)
     return TrainResult(
-        state=state, tracker=tracker, last_metrics=last, epochs_done=epochs_done, span_tracker=span_tracker
+        state=state,
+        tracker=tracker,
+        last_metrics=last,
+        epochs_done=epochs_done,
+        span_tracker=span_tracker,
+        pass_seconds=epochs.pass_seconds,
     )
 
 
@@ -188,6 +198,7 @@ class _EpochLoop:
         self.is_writer = jax.process_index() == 0
         self.pending: list[tuple[int, int, Any]] = []  # (first step, steps, metrics: scalars, or [steps] per metric)
         self.last: dict[str, float] = {}
+        self.pass_seconds = 0.0
 
     def train(self, state, tracker, step: int, stop: int):
         """Runs global steps ``step .. stop - 1``; returns (state, tracker, stop) with every metric flushed."""
@@ -231,18 +242,23 @@ class _EpochLoop:
 
     def scoring_pass(self, params, tracker, step: int, epoch: int, position: int):
         """Feeds every training example's loss at ``params`` to the tracker; saves them as ``[N]`` (process 0)."""
+        start = time.perf_counter()
         step_arr, epoch_arr = jnp.asarray(step, jnp.int32), jnp.asarray(epoch, jnp.int32)
         tracker, loss_parts = self.feed.score(params, tracker, step_arr, epoch_arr)
         tracker = self.run.engine.fold(tracker)
         # One device-to-host copy per call (16 batches), joined on the host rather than by an eager program across
         # every device; with several processes every process joins each gather.
-        loss_B = np.concatenate([sharding.to_host(part) for part in loss_parts])
-        if self.is_writer:
-            n, seq_idx = self.run.num_train, self.seq_idx
-            ok = seq_idx < n
-            loss_N = np.full(n, np.nan, np.float32)
-            loss_N[seq_idx[ok]] = loss_B[: len(seq_idx)][ok]
-            np.save(os.path.join(self.workdir, "trackers", f"epoch_{epoch:04d}_pass_at_{position:05d}.npy"), loss_N)
+        parts = [part if isinstance(part, tuple) else (part,) for part in loss_parts]  # spans: (loss, span loss)
+        for j, prefix in enumerate(("", "span_")[: len(parts[0])]):
+            loss_B = np.concatenate([sharding.to_host(p[j]).reshape(-1, *p[j].shape[2:]) for p in parts])
+            if self.is_writer:  # [N] losses, or [N, Sp] span losses (NaN: no valid token)
+                n, seq_idx = self.run.num_train, self.seq_idx
+                ok = seq_idx < n
+                loss_N = np.full((n, *loss_B.shape[1:]), np.nan, np.float32)
+                loss_N[seq_idx[ok]] = loss_B[: len(seq_idx)][ok]
+                name = f"{prefix}epoch_{epoch:04d}_pass_at_{position:05d}.npy"
+                np.save(os.path.join(self.workdir, "trackers", name), loss_N)
+        self.pass_seconds += time.perf_counter() - start  # the losses are on the host: the pass has finished
         return tracker
 
     def end_epoch(self, params, tracker, step: int, epoch: int):
@@ -270,6 +286,8 @@ class _EpochLoop:
                 step=step,
                 **{f"{k[:-2]}_NxSp": v.reshape(shape) for k, v in span_fields.items()},
             )
+        if run.num_spans and run.cfg.tracker.spans == "top_k_drop":  # the warm-up's token losses, then the spans
+            span_select.at_epoch_end(run, self.feed, params, epoch, self.workdir, self.is_writer)
         extra = self.epoch_metrics(run.graphdef, params, run.dataset, run.mesh) if self.epoch_metrics else {}
         self.logger.write(step, {"epoch": epoch, **self.evaluate(params), **extra}, to_bar=False)
         return tracker

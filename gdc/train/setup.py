@@ -312,6 +312,8 @@ def build(
     train_arrays = {k: v[rows.start : rows.stop] for k, v in dataset.train.items() if k in MODEL_INPUTS}
     span_NxL = sources.span_ids(dataset, cfg.tracker.spans) if cfg.tracker.enabled else None
     num_spans = 0 if span_NxL is None else int(span_NxL.max(initial=0))
+    if cfg.tracker.enabled and cfg.tracker.spans == "top_k_drop":  # no span until chosen (gdc.train.span_select)
+        span_NxL, num_spans = np.zeros(dataset.train["token_mask"].shape, np.int8), cfg.tracker.span_k
     if num_spans:  # the batches carry each row's span ids
         train_arrays["span"] = span_NxL[rows.start : rows.stop]
     if cfg.data.shards > 1:

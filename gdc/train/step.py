@@ -125,28 +125,27 @@ def score_step(
     tracker_cfg: tracker_lib.TrackerConfig,
     mesh: jax.sharding.Mesh | None = None,
     local: bool = False,
-) -> tuple[tracker_lib.ExampleTracker, jax.Array, jax.Array]:
+    span_losses: bool = False,
+) -> tuple:
     """Forward-only pass at fixed ``params`` (no dropout); folds the losses into the tracker (a deferred tracker
-    records them, and the caller folds after the pass).
+    records them, and the caller folds after the pass). With ``tracker.spans`` the tracker is a pair (example tracker,
+    span tracker) and the batch has ``span`` ids: the span tracker reads the span losses of the same forward pass.
 
-    Returns (tracker, loss_B, acc_B).
+    Returns (tracker, loss_B, acc_B), and with ``span_losses`` also ``loss_BxSp`` (NaN: no valid token; None
+    without spans).
     """
-    loss_B, acc_B = loss_fn(params, batch, None)
-    # Scoring passes visit each example once, in id order.
-    tracker = tracker_lib.update(
-        tracker,
-        batch["index"],
-        loss_B,
-        acc_B,
-        batch["mask"],
-        step,
-        epoch,
-        tracker_cfg,
-        unique=True,
-        mesh=mesh,
-        local=local,
-    )
-    return tracker, loss_B, acc_B
+    out = loss_fn(params, batch, None)
+    tracker, span_tracker = tracker if isinstance(tracker, tuple) else (tracker, None)
+    kw = dict(unique=True, mesh=mesh, local=local)  # scoring passes visit each example once, in id order
+    if span_tracker is not None:
+        span_tracker = tracker_lib.update_spans(
+            span_tracker, batch["index"], *out[2], batch["mask"], step, epoch, tracker_cfg, **kw
+        )
+    tracker = tracker_lib.update(tracker, batch["index"], *out[:2], batch["mask"], step, epoch, tracker_cfg, **kw)
+    if span_tracker is None:
+        return (tracker, *out[:2], None) if span_losses else (tracker, *out[:2])
+    span_BxSp = jnp.where(out[2][2], out[2][0], jnp.nan)
+    return ((tracker, span_tracker), *out[:2]) + ((span_BxSp,) if span_losses else ())
 
 
 def score_chunk(
@@ -161,17 +160,27 @@ def score_chunk(
     mesh: jax.sharding.Mesh | None = None,
     local: bool = False,
 ) -> tuple[tracker_lib.ExampleTracker, jax.Array]:
-    """``score_step`` over G stacked batches (leading axis) in one call: returns (tracker, loss_GxB).
+    """``score_step`` over G stacked batches (leading axis) in one call: returns (tracker, loss_GxB), and with spans
+    (tracker pair, (loss_GxB, span loss_GxBxSp: NaN for a span without a valid token)).
 
     For small models a scoring pass is bound by per-call dispatch, not by the forward passes; a scan over G batches
     pays it once per G.
     """
 
     def body(tracker, batch):
-        tracker, loss_B, _ = score_step(
-            params, tracker, batch, step, epoch, loss_fn=loss_fn, tracker_cfg=tracker_cfg, mesh=mesh, local=local
+        tracker, loss_B, _, span_BxSp = score_step(
+            params,
+            tracker,
+            batch,
+            step,
+            epoch,
+            loss_fn=loss_fn,
+            tracker_cfg=tracker_cfg,
+            mesh=mesh,
+            local=local,
+            span_losses=True,
         )
-        return tracker, loss_B
+        return tracker, (loss_B if span_BxSp is None else (loss_B, span_BxSp))
 
     return jax.lax.scan(body, tracker, chunk)
 

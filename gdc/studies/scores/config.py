@@ -31,6 +31,12 @@ class ScoresConfig:
     early_epoch: int = 2  # EL2N at the params after this many epochs (Paul et al.: early in training)
     spans: bool = True  # LM: the engine's span tracker on the canaries' secret digits (span_m, span_d join lm_span)
     grand_lm: bool = True  # GraNd on the LM (per-example gradients of the recurrent or attention model)
+    # Variants (gdc.studies.scores.variants): each 0 turns its rows off.
+    scoring_passes: int = 4  # K: the tracked run again with K fixed-parameter scoring passes per epoch (m, d from them)
+    top_k: int = 6  # LM: the run again with tracker.spans='top_k_drop', this many tokens per sequence
+    top_k_warmup: int = 2  # LM: top_k_drop's drop is epoch 0's token loss minus this epoch's
+    tracin_checkpoints: int = 5  # self-influence: sum of lr x ||grad||^2 over this many epoch ends
+    gn_damping: float = 0.01  # MLP: exact self-influence g^T (G + damping I)^-1 g, G the Gauss-Newton matrix (0: off)
     # Interventions (gdc.studies.scores.interventions): prune / down-weight the top fraction by a score and retrain.
     prune_fraction: float = 0.10  # of the training set removed (or down-weighted) per arm
     alpha: float = 0.5  # loss weight of the down-weighted examples
@@ -83,6 +89,15 @@ class ScoresConfig:
         _at_least(self, "sweep", 2)
         _at_least(self, "early_epoch", 1)
         _at_least(self, "n_boot", 10)
+        for name in ("scoring_passes", "top_k", "tracin_checkpoints"):
+            _at_least(self, name, 0)
+        _at_least(self, "top_k_warmup", 1)
+        if not self.gn_damping >= 0:
+            _fail("gn_damping", self.gn_damping, "must be >= 0 (0 turns self_influence_gn off)")
+        if self.top_k > 127:
+            _fail("top_k", self.top_k, "must be <= 127 (tracker.span_k)")
+        if self.top_k and self.top_k_warmup > self.lm_epochs - 2:
+            _fail("top_k_warmup", self.top_k_warmup, f"must be <= scores.lm_epochs - 2 = {self.lm_epochs - 2}")
         if not 0.0 < self.eps_percentile < 100.0:
             _fail("eps_percentile", self.eps_percentile, "must lie strictly between 0 and 100")
         if not 0.0 < self.prune_fraction < 1.0:

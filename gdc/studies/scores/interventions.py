@@ -1,8 +1,10 @@
 """The score benchmark's interventions: prune / down-weight by the leaderboard's best score beside m, d and random.
 
-Per setting, the best score is the top of the pooled leaderboard (Spearman with counterfactual memorization of the
-loss, every seed of ``scores.seeds``, the random control excluded): one score per setting, chosen in-sample on the
-same seeds the arms then use. Per seed and setting, from the tracked run's scores (``result.npz``), the arms:
+Per seed and setting the best score is chosen out of sample, leave one seed out: the top of the leaderboard pooled
+over the other seeds of ``scores.seeds`` (Spearman with counterfactual memorization of the loss, the random control
+excluded), so the seed whose arms use it played no part in choosing it (with a single seed the choice is in-sample,
+and says so). The in-sample choice (every seed pooled) is reported beside it. Per seed and setting, from the tracked
+run's scores (``result.npz``), the arms:
 
   * ``prune_best``, ``prune_m``, ``prune_d``: remove the top ``scores.prune_fraction`` by that score
     (``gdc.interventions.prune_top``); ``prune_random``: a seeded random subset of the same size;
@@ -42,16 +44,26 @@ METRICS = {
 }
 
 
-def best_score(cfg: ScoresConfig, workdir: str, setting: str) -> str:
-    """The top of ``setting``'s pooled leaderboard by Spearman with CM (random excluded)."""
+def best_score(cfg: ScoresConfig, workdir: str, setting: str, exclude_seed: int | None = None) -> str:
+    """The top of ``setting``'s leaderboard by Spearman with CM (random excluded), pooled over ``scores.seeds``
+    without ``exclude_seed``."""
     from gdc.studies.scores import report
 
     tables = []
     for seed in cfg.seeds:
+        if seed == exclude_seed:
+            continue
         info, arrays = study.load_setting(study.setting_dir(workdir, seed, setting))
         tables.append(report.seed_tables(cfg, info, arrays)[setting])
     pooled = [r for r in leaderboard.pool(tables) if r["name"] != "random" and np.isfinite(r["spearman"])]
     return pooled[0]["name"]
+
+
+def held_out_choices(cfg: ScoresConfig, workdir: str, setting: str) -> dict[int, str]:
+    """Per seed, the best score chosen on the other seeds (leave one seed out; in-sample with a single seed)."""
+    if len(cfg.seeds) == 1:
+        return {cfg.seeds[0]: best_score(cfg, workdir, setting)}
+    return {seed: best_score(cfg, workdir, setting, exclude_seed=seed) for seed in cfg.seeds}
 
 
 def build_arms(cfg: ScoresConfig, arrays: dict[str, np.ndarray], best: str, seed: int) -> list:
@@ -136,10 +148,10 @@ def run_setting(cfg: ScoresConfig, setting: str, seed: int, out_dir: str, best: 
 
 def run(cfg: ScoresConfig, workdir: str) -> None:
     for setting in cfg.settings:
-        best = best_score(cfg, workdir, setting)
-        study.log(f"{setting}: interventions by the best score {best!r} beside m, d and random")
+        choices = held_out_choices(cfg, workdir, setting)
+        study.log(f"{setting}: interventions by the best score of the other seeds {choices} beside m, d and random")
         for seed in cfg.seeds:
-            run_setting(cfg, setting, seed, study.setting_dir(workdir, seed, setting), best)
+            run_setting(cfg, setting, seed, study.setting_dir(workdir, seed, setting), choices[seed])
 
 
 def _interval(v: np.ndarray) -> tuple[float, float, float]:
@@ -173,9 +185,26 @@ def analyze(cfg: ScoresConfig, workdir: str) -> dict:
             for key in ("removed", "positives_removed", "affected", "positives_affected"):
                 row[key] = float(np.mean([r[key] for r in recs]))
             rows.append(row)
-        best = next(r["score"] for r in rows if r["arm"] == "prune_best")
-        out["settings"][setting] = {"best": best, "rows": rows, "per_seed": evals}
+        per_seed = dict(zip(cfg.seeds, (r["score"] for r in evals["prune_best"]), strict=True))
+        for row in rows:  # the best arms' score per seed: "name" when every seed chose the same
+            if row["arm"].endswith("_best"):
+                row["score"] = _choice_label(per_seed)
+        out["settings"][setting] = {
+            "best": _choice_label(per_seed),
+            "best_per_seed": per_seed,
+            "in_sample_best": best_score(cfg, workdir, setting),
+            "choice": "leave one seed out" if len(cfg.seeds) > 1 else "in-sample (a single seed)",
+            "rows": rows,
+            "per_seed": evals,
+        }
     return out
+
+
+def _choice_label(per_seed: dict[int, str]) -> str:
+    names = sorted(set(per_seed.values()))
+    if len(names) == 1:
+        return names[0]
+    return " / ".join(f"{n} (seed {', '.join(str(s) for s, v in per_seed.items() if v == n)})" for n in names)
 
 
 def _cell(row: dict, key: str) -> str:
@@ -205,14 +234,14 @@ def verdict(setting: str, entry: dict) -> str:
     for other in ("prune_m", "prune_d", "prune_random"):
         o = rows[other]
         if other[len("prune_") :] == entry["best"]:
-            parts.append(f"`{other}` is the same arm (the best score is {entry['best']})")
+            parts.append(f"`{other}` is the same arm (every seed chose {entry['best']})")
             continue
         parts.append(
             f"against `{other}` (positives removed {o['positives_removed']:.1f}): {mem} "
             f"{_compare(best, o, mem)}, held-out loss {_compare(best, o, 'heldout_loss')}"
         )
     return (
-        f"**Verdict (`{setting}`)**: pruning by the best score `{entry['best']}` removes "
+        f"**Verdict (`{setting}`)**: pruning by the best score of the other seeds (`{entry['best']}`) removes "
         f"{best['positives_removed']:.1f} positives of {best['removed']:.0f} on average; its {mem} is "
         f"{_cell(best, mem)} and its held-out loss {_cell(best, 'heldout_loss')}; "
         + "; ".join(parts)
@@ -228,8 +257,9 @@ def markdown(iv: dict) -> list[str]:
     lines = [
         "## Interventions by the best score",
         "",
-        f"Per setting the best score is the top of its pooled leaderboard (Spearman with CM of the loss, random "
-        f"excluded), chosen on the same seeds the arms use (in-sample). Each arm removes (`prune_*`) the top "
+        "Per seed and setting the best score is chosen out of sample: the top of the leaderboard pooled over the "
+        "other seeds (Spearman with CM of the loss, random excluded; leave one seed out), so a seed's arms never "
+        "use a choice its own numbers made. Each arm removes (`prune_*`) the top "
         f"{iv['prune_fraction']:.0%} of the training set by its score, or a seeded random subset of that size, or "
         f"weights the loss of the best score's / the random set by alpha = {iv['alpha']} (`downweight_*`), and "
         "retrains with the tracked run's data, model, optimizer and epochs. Every model (the tracked run is "
@@ -243,8 +273,12 @@ def markdown(iv: dict) -> list[str]:
     for setting, entry in iv["settings"].items():
         keys = ["heldout_loss", "loss_gap", "mia_auc"]
         keys += ["digit_acc_kept", "digit_acc_all"] if setting == "lm" else ["noisy_train_acc"]
+        chosen = ", ".join(f"seed {s}: `{n}`" for s, n in entry["best_per_seed"].items())
         lines += [
             f"### `{setting}` (best score: `{entry['best']}`)",
+            "",
+            f"Chosen {entry['choice']}: {chosen}; the in-sample choice (every seed pooled) would be "
+            f"`{entry['in_sample_best']}`.",
             "",
             "| arm | score | removed / weighted | positives among them | " + " | ".join(keys) + " |",
             "|---|---|---|---|" + "---|" * len(keys),

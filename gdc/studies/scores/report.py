@@ -256,6 +256,15 @@ def _runs_md(setting: str, entry: dict) -> list[str]:
             f"{np.mean([r['span_acc_in_out']['in'] for r in runs]):.2f}, on copies they did not "
             f"{np.mean([r['span_acc_in_out']['out'] for r in runs]):.2f}."
         )
+    extra = [r.get("extra_runs", {}) for r in runs]
+    if extra[0].get("passes"):
+        ps = [e["passes"]["pass_seconds"] for e in extra]
+        line += (
+            f" Scoring-pass run: {extra[0]['passes']['passes']} passes per epoch took {np.mean(ps):.1f} s in all "
+            f"({np.mean(ps) / np.mean(tr):.2f} training runs)."
+        )
+    if extra[0].get("topk"):
+        line += f" top_k_drop run {np.mean([e['topk']['run_seconds'] for e in extra]):.1f} s."
     srcs = runs[0]["score_sources"]
     line += " Computed from: " + "; ".join(f"`{k}`: {v}" for k, v in srcs.items()) + "."
     return [line]
@@ -277,7 +286,9 @@ def _markdown(res: dict, cfg: ScoresConfig, commands: str) -> str:
         ),
         f"Seeds {list(cfg.seeds)}; every number is the mean over seeds with a 95% t-interval over seeds "
         "(`leaderboard.pool`). Cost: wall-clock seconds of the score's computation over the tracked run's training "
-        "seconds (cartography's scores share one scoring pass, each charged its whole time).",
+        "seconds (cartography's scores share one scoring pass, each charged its whole time; the scoring-pass scores "
+        "are charged the passes' wall time, `m_pass1` / `d_pass1` their share of it; the `topk_span_*` scores the "
+        "extra wall time of their run over the tracked run, floored at 0; `self_influence` its gradient passes).",
         "",
         "```",
         commands,

@@ -34,6 +34,7 @@ from gdc.data import sources
 from gdc.influence import counterfactual
 from gdc.scoring import alternatives
 from gdc.studies.scores import truth as truth_lib
+from gdc.studies.scores import variants
 from gdc.studies.scores.config import ScoresConfig
 from gdc.train import config as config_lib
 from gdc.train import loop
@@ -57,6 +58,17 @@ SCORES = {
     "trace_variance": "variance of the loss trace",
     "span_m": "m of the secret digits (the span tracker's losses), the max over a copy's spans; canary copies only",
     "span_d": "d of the secret digits (the span tracker's losses), the max over a copy's spans; canary copies only",
+    "m_passK": "m from K fixed-parameter scoring passes per epoch (scores.scoring_passes; a second run)",
+    "d_passK": "d from K fixed-parameter scoring passes per epoch",
+    "m_pass1": "m from the scoring pass at each epoch's end alone (the passes run's last pass of each epoch)",
+    "d_pass1": "d from the scoring pass at each epoch's end alone",
+    "span_m_passK": "span m of the secret digits from the K scoring passes; canary copies only",
+    "span_d_passK": "span d of the secret digits from the K scoring passes; canary copies only",
+    "topk_span_m": "m of the top_k_drop tokens (no canary marks), the max over a sequence's tokens",
+    "topk_span_d": "d of the top_k_drop tokens from their first tracked epoch, the max over a sequence's tokens",
+    "topk_span_d_mean": "d of the top_k_drop tokens, the mean over a sequence's tokens",
+    "self_influence": "TracIn self-influence: sum over checkpoints of lr x ||grad L_i||^2 (no Hessian)",
+    "self_influence_gn": "MLP: g_i^T (G + damping I)^-1 g_i at the final params, G the exact Gauss-Newton matrix",
     "random": "control: uniform random",
 }
 CHUNK = 128  # examples per forward call of the hook and the final-params scores
@@ -164,9 +176,10 @@ class EpochHook:
     Saved under ``out_dir/epochs/`` so that a resumed run keeps the epochs it already passed.
     """
 
-    def __init__(self, out_dir: str, run_dir: str, early_epoch: int):
+    def __init__(self, out_dir: str, run_dir: str, early_epoch: int, tracin_epochs: tuple[int, ...] = ()):
         self.dir, self.run_dir, self.early = os.path.join(out_dir, "epochs"), run_dir, early_epoch
-        self.seconds = {"aum": 0.0, "el2n_early": 0.0}
+        self.tracin_epochs, self.tracin_method = set(tracin_epochs), ""
+        self.seconds = {"aum": 0.0, "el2n_early": 0.0, "self_influence": 0.0}
         os.makedirs(self.dir, exist_ok=True)
 
     def __call__(self, graphdef, params, dataset, mesh) -> dict[str, float]:
@@ -186,6 +199,11 @@ class EpochHook:
             start = time.perf_counter()
             np.save(os.path.join(self.dir, "el2n_early_N.npy"), el2n_of(logits(graphdef, params, data), data))
             self.seconds["el2n_early"] += time.perf_counter() - start
+        if epoch in self.tracin_epochs:
+            start = time.perf_counter()
+            sq_N, self.tracin_method = variants.grad_sq_norms(graphdef, params, data)
+            np.save(os.path.join(self.dir, f"gradsq_{epoch:04d}.npy"), sq_N)
+            self.seconds["self_influence"] += time.perf_counter() - start
         return {}
 
 
@@ -240,7 +258,8 @@ def run_setting(cfg: ScoresConfig, setting: str, seed: int, out_dir: str) -> dic
     os.makedirs(out_dir, exist_ok=True)
     rc = run_config(cfg, setting, seed)
     run_dir = os.path.join(out_dir, "run")
-    hook = EpochHook(out_dir, run_dir, cfg.early_epoch)
+    tracin = variants.tracin_epochs(cfg, rc.train.num_epochs)
+    hook = EpochHook(out_dir, run_dir, cfg.early_epoch, tuple(tracin))
     mesh = sharding.make_mesh(jax.devices()[:1])
     start = time.perf_counter()
     result = loop.train(rc, run_dir, mesh=mesh, epoch_metrics=hook)
@@ -295,6 +314,15 @@ def run_setting(cfg: ScoresConfig, setting: str, seed: int, out_dir: str) -> dic
             seconds["final_margin"] = seconds["el2n_final"] + time.perf_counter() - start
             sources_of["final_margin"] = f"final params only ({len(files)} of {rc.train.num_epochs} epochs' logits)"
 
+    if tracin and all(os.path.exists(os.path.join(out_dir, "epochs", f"gradsq_{e:04d}.npy")) for e in tracin):
+        start = time.perf_counter()
+        scores["self_influence"], sources_of["self_influence"] = variants.self_influence(rc, run_dir, out_dir, tracin)
+        seconds["self_influence"] = hook.seconds["self_influence"] + time.perf_counter() - start
+        sources_of["self_influence"] += f" ({hook.tracin_method or 'norms saved by an earlier invocation'})"
+    if setting == "mlp" and cfg.gn_damping > 0:
+        variants.add_gn_self_influence(graphdef, params, data, cfg.gn_damping, (scores, seconds, sources_of))
+    extra_runs = variants.extra_runs(cfg, rc, setting, seed, out_dir, train_seconds, (scores, seconds, sources_of))
+
     scores["random"] = np.random.default_rng([seed, 23]).random(n)
     seconds["random"] = 0.0
 
@@ -324,6 +352,7 @@ def run_setting(cfg: ScoresConfig, setting: str, seed: int, out_dir: str) -> dic
         "positives": int(np.sum(positive_N)),
         "train_seconds": train_seconds,
         "hook_seconds": hook.seconds,
+        "extra_runs": extra_runs,
         "score_seconds": seconds,
         "score_sources": sources_of,
         "ensemble_seconds": truth["seconds"],
