@@ -248,6 +248,7 @@ def test_config_errors_name_the_field(field, value, match):
         ssl_config.from_mapping(c)
 
 
+@pytest.mark.slow  # ~12 s on 2 cores; its pieces (metrics, controls, model, config) are tested above
 def test_quick_study_end_to_end(tmp_path):
     from configs import unitmem_digits
     from gdc.studies import ssl
