@@ -92,12 +92,12 @@ def test_unit_stats_reads_every_view_and_skips_dead_units():
     base_NxU[2, 0] = 3.0
     labels = np.array([0, 0, 1, 1])
     fwd = lambda params, v: [params * v * base_NxU]  # noqa: E731
-    got = controls.unit_stats(fwd, 1.0, [1.0, 2.0], labels, trunk=1, rest="median")
+    got = controls.unit_stats(controls.activations(fwd, 1.0, [1.0, 2.0]), labels, trunk=1, rest="median")
     # unit 0: mean over the two views 4.5 for example 2, 0 elsewhere -> UnitMem 1; class means (0, 2.25) -> ClassMem 1;
     # unit 1 never fires and is left out of both means.
     assert got == {"unitmem": [1.0], "classmem": [1.0]}
     base_NxU[:, 1] = [1.0, 1.0, 1.0, 5.0]  # now alive: UnitMem (5 - 1) / 6, ClassMem (3 - 1) / 4
-    got = controls.unit_stats(fwd, 1.0, [1.0, 2.0], labels, trunk=1, rest="median")
+    got = controls.unit_stats(controls.activations(fwd, 1.0, [1.0, 2.0]), labels, trunk=1, rest="median")
     np.testing.assert_allclose(got["unitmem"], [(1.0 + 4.0 / 6.0) / 2])
     np.testing.assert_allclose(got["classmem"], [(1.0 + 2.0 / 4.0) / 2])
 

@@ -81,9 +81,13 @@ def unpack(spec: model_lib.EncoderSpec, data, j: int):
     return jax.tree.unflatten(treedef, [jnp.asarray(data[f"param_{i}"][j]) for i in range(len(leaves))])
 
 
-def unit_stats(fwd, params, views, labels_N: np.ndarray, trunk: int, rest: str) -> dict[str, list[float]]:
-    """Mean UnitMem and ClassMem over the live units of each trunk layer, from the activations on ``views``."""
-    acts = [jax.device_get(fwd(params, v)) for v in views]  # [A][L] of [N, U]
+def activations(fwd, params, views) -> list:
+    """[A][L] of [N, U]: every layer's output on each of the A views, on the host."""
+    return [jax.device_get(fwd(params, v)) for v in views]
+
+
+def unit_stats(acts, labels_N: np.ndarray, trunk: int, rest: str) -> dict[str, list[float]]:
+    """Mean UnitMem and ClassMem over the live units of each trunk layer, from ``activations`` on the views."""
     out = {"unitmem": [], "classmem": []}
     for li in range(trunk):
         mu_NxU = metrics.unit_mu(np.stack([a[li] for a in acts]))

@@ -139,7 +139,7 @@ def analyze_seed(seed: int, j: int, cfg: SSLConfig, workdir: str, data, sup) -> 
     key = jax.random.key(10_000 + seed)
     x_f = jnp.asarray(x_all[ids_f])
     views = _views(spec, key, jnp.asarray(ids_f), x_f, cfg.unit_augs)
-    acts = [jax.device_get(fwd(f_params, v)) for v in views]  # [A][L] of [N, U]
+    acts = controls.activations(fwd, f_params, views)  # [A][L] of [N, U]
     unit = {}
     for li, name in enumerate(names[:-1]):
         mu_NxU = metrics.unit_mu(np.stack([a[li] for a in acts]))
@@ -203,12 +203,11 @@ def analyze_seed(seed: int, j: int, cfg: SSLConfig, workdir: str, data, sup) -> 
     encs = {"ssl": [], "untrained": [], "supervised": []}
     for r in range(cfg.encoders):
         trunk = len(names) - 1
-        p_ssl = controls.unpack(spec, data, first + 2 * r)
-        encs["ssl"].append(controls.unit_stats(fwd, p_ssl, views, labels_f, trunk, cfg.rest))
-        p_un = model_lib.init(spec, controls.untrained_keys(seed, r)[0])
-        encs["untrained"].append(controls.unit_stats(fwd, p_un, views, labels_f, trunk, cfg.rest))
-        p_sup = controls.unpack(sspec, sup, j * cfg.encoders + r)
-        encs["supervised"].append(controls.unit_stats(fwd_sup, p_sup, views, labels_f, trunk, cfg.rest))
+        acts_ssl = acts if r == 0 else controls.activations(fwd, controls.unpack(spec, data, first + 2 * r), views)
+        acts_un = controls.activations(fwd, model_lib.init(spec, controls.untrained_keys(seed, r)[0]), views)
+        acts_sup = controls.activations(fwd_sup, controls.unpack(sspec, sup, j * cfg.encoders + r), views)
+        for kind, a in (("ssl", acts_ssl), ("untrained", acts_un), ("supervised", acts_sup)):
+            encs[kind].append(controls.unit_stats(a, labels_f, trunk, cfg.rest))
     encoders = {
         kind: {stat: np.array([e[stat] for e in rows]).T.tolist() for stat in ("unitmem", "classmem")}
         for kind, rows in encs.items()
